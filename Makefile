@@ -1,0 +1,57 @@
+# srigl-bench: every target sets itself up on a fresh machine (a .venv with Python 3.11 + pip).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.srigl-bench-installed
+# Members of the Hydra profile/ group: quick | default | cifar10 | imagenet
+PROFILE ?= default
+DRY_RUN ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: install test test-all lint format reproduce bench report clean help
+
+help:
+	@echo "make test        install into $(VENV) if needed, run the CPU test-suite"
+	@echo "make reproduce   install, run the embedded default end to end, write results/REPORT.md"
+	@echo "                 (PROFILE=quick|default|cifar10|imagenet, DRY_RUN=1 lists the jobs)"
+	@echo "make lint        ruff check + format check"
+	@echo "make test-all    also the slow tests"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision first, by exact version, so pip takes the local wheels (see README).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade "pip==24.3.1"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+reproduce: install
+	$(PY) -m suite.reproduce profile=$(PROFILE) dry_run=$(DRY_RUN)
+
+bench: install
+	$(PY) -m suite.bench profile=$(PROFILE)
+
+report: install
+	$(PY) -m suite.report
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache outputs multirun

@@ -1,0 +1,1 @@
+"""The experiment harness: Hydra apps, model and data-set registries, runners, results, reports."""

@@ -1,0 +1,108 @@
+import json
+import os
+import threading
+
+import pytest
+
+from suite.results import (
+    InvalidRecordError,
+    ResultStore,
+    atomic_write_bytes,
+    config_hash,
+    make_record,
+    validate_record,
+)
+
+
+def _bench_row(**kw):
+    row = dict(
+        backend="fused",
+        in_features=768,
+        out_features=3072,
+        sparsity=0.9,
+        batch=1,
+        dtype="float32",
+        threads=2,
+        mode="kernel",
+        median_s=1e-5,
+        iqr_s=1e-7,
+        dense_median_s=1e-4,
+    )
+    row.update(kw)
+    return row
+
+
+def test_make_record_fills_metadata_and_validates():
+    rec = make_record("train", {"trainer": "srigl", "sparsity": 0.9}, {"top1_accuracy": 95.0})
+    assert rec["schema_version"] == 1
+    assert rec["run_id"] == config_hash({"sparsity": 0.9, "trainer": "srigl"})
+    assert rec["host"]["cpu_count"] == os.cpu_count()
+    assert rec["versions"]["torch"]
+
+
+def test_invalid_records_are_rejected_with_the_reason():
+    with pytest.raises(InvalidRecordError, match="top1_accuracy"):
+        make_record("train", {}, {"top1_accuracy": 140.0})
+    with pytest.raises(InvalidRecordError, match="kind"):
+        make_record("eval", {}, {})
+    with pytest.raises(InvalidRecordError, match="lacks keys"):
+        make_record("bench", {}, {"rows": [{"backend": "x"}]})
+    with pytest.raises(InvalidRecordError, match="mode"):
+        make_record("bench", {}, {"rows": [_bench_row(mode="warm")]})
+    rec = make_record("bench", {}, {"rows": [_bench_row()]})
+    rec["schema_version"] = 99
+    with pytest.raises(InvalidRecordError, match="schema_version"):
+        validate_record(rec)
+
+
+def test_store_round_trip_one_file_per_run(tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    a = make_record("train", {"seed": 1}, {"top1_accuracy": 90.0})
+    b = make_record("bench", {"seed": 1}, {"rows": [_bench_row()]})
+    pa, pb = store.write(a), store.write(b)
+    assert pa != pb and len(store) == 2
+    assert [r["kind"] for r in store.read()] == ["bench", "train"]
+    assert store.read("train")[0]["metrics"]["top1_accuracy"] == 90.0
+    store.write(a)  # the same run again replaces its file
+    assert len(store) == 2
+
+
+def test_reader_reports_bad_files_instead_of_skipping_them(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(make_record("train", {"seed": 1}, {"top1_accuracy": 90.0}))
+    (tmp_path / "train-broken.json").write_text('{"schema_version": 1, "kind": "tr')
+    with pytest.raises(InvalidRecordError, match="train-broken.json"):
+        store.read()
+    records, errors = store.read_with_errors()
+    assert len(records) == 1 and len(errors) == 1
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_parallel_writers_never_interleave(tmp_path):
+    store = ResultStore(tmp_path)
+    big = {"curve": list(range(20000))}
+
+    def write(i):
+        store.write(make_record("train", {"seed": i}, {"top1_accuracy": 50.0, **big}))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.read()) == 8
+    for p in store.files():
+        json.loads(p.read_text())
