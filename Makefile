@@ -55,3 +55,33 @@ report: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache outputs multirun
+
+# --- asv: speed and accuracy history (issue 5; suite/benchmarks, suite/asv_tools.py) ---------
+# The project is installed once in $(VENV); asv runs it as an "existing" environment on the
+# fixed machine name srigl-bench-2core. ASV_PROFILE sizes the runs (profile group's asv: keys).
+ASV_PROFILE ?= quick
+ASV_TOOLS := SRIGL_ASV_PROFILE=$(ASV_PROFILE) $(PY) -m suite.asv_tools
+N ?= 20
+A ?= HEAD~1
+B ?= HEAD
+FACTOR ?= 1.1
+ASV_BENCH ?=
+ASV_BENCH_ARGS := $(foreach b,$(ASV_BENCH),--bench $(b))
+
+.PHONY: asv asv-history asv-publish asv-compare asv-check
+
+asv: install                # benchmark this checkout, recorded as HEAD's commit
+	$(ASV_TOOLS) run $(ASV_BENCH_ARGS)
+
+asv-history: install        # backfill the last N commits of main (one git worktree each)
+	$(ASV_TOOLS) history --n $(N) $(ASV_BENCH_ARGS)
+
+asv-publish: install        # results/asv/html + results/ASV.md + results/figures/asv_history.png
+	$(ASV_TOOLS) publish
+
+asv-compare: install        # regressions/improvements between commits A and B (factor FACTOR)
+	$(ASV_TOOLS) compare $(A) $(B) --factor $(FACTOR)
+
+asv-check: install          # asv check + one quick pass of every benchmark (nothing saved)
+	$(ASV_TOOLS) check
+	$(ASV_TOOLS) run --quick $(ASV_BENCH_ARGS)

@@ -4,11 +4,17 @@ A backend is an ``nn.Module`` built from a masked dense Linear layer ``(weight, 
 whose forward computes ``F.linear(x, weight * mask, bias)`` for ``x`` of shape ``[..., in]``.
 Each backend class declares the devices and dtypes it supports; :meth:`Backend.available`
 says whether it can run here and, if not, why.
+
+Saving and loading: a backend keeps everything it needs in buffers (``state_buffers``) plus
+``in_features``/``out_features`` in the module's extra state, so ``state_dict()`` holds the
+whole layer. ``load_state_dict`` resizes the buffers to the incoming shapes (a condensed layer's
+shapes depend on its mask), and :meth:`Backend.from_state_dict` rebuilds a module from a state
+dict alone, without the dense weight or the mask.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -18,17 +24,32 @@ class BackendUnavailableError(RuntimeError):
     """Raised when a backend is created where it cannot run; the message says why."""
 
 
+class BadInputError(ValueError, TypeError):
+    """An input tensor has the wrong shape, dtype or device; the message says expected vs got.
+
+    It is both a ``ValueError`` and a ``TypeError`` so callers may catch either.
+    """
+
+
 class Backend(nn.Module):
     """Base class of the GEMM backends.
 
-    Subclasses set ``devices`` (e.g. ``("cpu", "cuda")``) and ``dtypes`` and implement
-    ``__init__(weight, mask, bias, layer_name=None)`` and ``forward(x)``. They may override
-    :meth:`available` to check optional libraries (numba, Triton, CUDA).
+    Subclasses set ``devices`` (e.g. ``("cpu", "cuda")``), ``dtypes`` and ``state_buffers`` (the
+    names of the persistent buffers that define the layer), implement
+    ``__init__(weight, mask, bias, layer_name=None)`` (which ends with
+    :meth:`_set_state`) and ``forward(x)``, and may override :meth:`available` to check optional
+    libraries (numba, Triton, CUDA) and :meth:`_after_load` to derive non-persistent data.
     """
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
+    state_buffers: ClassVar[tuple[str, ...]] = ()
 
+    in_features: int
+    out_features: int
+    layer_name: str | None
+
+    # ------------------------------------------------------------------ capabilities
     @classmethod
     def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
         """Whether this backend runs on ``device`` here: ``(True, "")`` or ``(False, reason)``."""
@@ -38,3 +59,150 @@ class Backend(nn.Module):
         if dev == "cuda" and not torch.cuda.is_available():
             return False, "CUDA is not available on this machine"
         return True, ""
+
+    @classmethod
+    def supports(cls, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+        """Whether this backend runs ``dtype`` on ``device``: ``(True, "")`` or ``(False, why)``."""
+        ok, why = cls.available(device)
+        if not ok:
+            return ok, why
+        if dtype not in cls.dtypes:
+            return False, f"{cls.__name__} supports dtypes {cls.dtypes}, not {dtype}"
+        return True, ""
+
+    # ------------------------------------------------------------------ construction
+    def _check_dtype(self, dtype: torch.dtype, device: torch.device) -> None:
+        ok, why = type(self).supports(device, dtype)
+        if not ok:
+            raise BadInputError(f"layer {self.layer_name!r}: {why}")
+
+    def _set_state(
+        self, in_features: int, out_features: int, layer_name: str | None, **buffers: torch.Tensor
+    ) -> None:
+        """Register the persistent buffers ``state_buffers`` and derive the rest."""
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.layer_name = layer_name
+        missing = set(self.state_buffers) ^ set(buffers)
+        if missing:
+            raise ValueError(f"{type(self).__name__}: buffers {sorted(missing)} mismatch")
+        for name in self.state_buffers:
+            self.register_buffer(name, buffers[name])
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Derive non-persistent data (kernel index copies, sparse tensors) from the buffers."""
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], layer_name: str | None = None) -> Backend:
+        """Rebuild a layer of this backend from ``module.state_dict()`` of one (any shapes).
+
+        Condensed backends (``naive``, ``csr``, ``coo``, ``compiled``, ``fused``, ...) share one
+        state-dict layout, so a state dict saved from one can be loaded into another.
+        """
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        extra = state_dict.get("_extra_state", {})
+        try:
+            bufs = {name: state_dict[name] for name in cls.state_buffers}
+            in_f, out_f = extra["in_features"], extra["out_features"]
+        except KeyError as err:
+            raise ValueError(
+                f"{cls.__name__}.from_state_dict: missing key {err}; expected "
+                f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
+            ) from None
+        obj._set_state(in_f, out_f, layer_name, **{k: v.clone() for k, v in bufs.items()})
+        return obj
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.in_features = int(state["in_features"])
+        self.out_features = int(state["out_features"])
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ):
+        # Shapes of a condensed layer depend on its mask: adopt the incoming shapes and dtypes.
+        for name in self.state_buffers:
+            incoming = state_dict.get(prefix + name)
+            mine = self._buffers.get(name)
+            if isinstance(incoming, torch.Tensor) and mine is not None:
+                if incoming.shape != mine.shape or incoming.dtype != mine.dtype:
+                    self._buffers[name] = torch.empty_like(incoming, device=mine.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        self._after_load()
+
+    # ------------------------------------------------------------------ forward helpers
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the layer's parameters (inputs must match it)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """The device the layer's buffers live on (inputs must match it)."""
+        raise NotImplementedError
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`BadInputError` unless ``x`` is a tensor [..., in] of the layer's dtype
+        and device."""
+        if not isinstance(x, torch.Tensor):
+            raise BadInputError(f"layer {self.layer_name!r}: expected a tensor, got {type(x)}")
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input [..., {self.in_features}], "
+                f"got shape {list(x.shape)}"
+            )
+        if x.dtype != self.dtype:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input dtype {self.dtype}, got {x.dtype}"
+            )
+        if x.device != self.device:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input on {self.device}, got {x.device}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def check_layer(
+    weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None, layer_name: str | None
+) -> torch.Tensor:
+    """Validate a masked Linear layer and return its mask as a bool tensor [out, in].
+
+    Args:
+        weight: float tensor [out, in].
+        mask: bool or 0/1 tensor [out, in], same device as ``weight``.
+        bias: float tensor [out] (same dtype as ``weight``) or None.
+
+    Raises:
+        BadInputError: a shape, dtype or device does not match.
+    """
+    where = f"layer {layer_name!r}"
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)
+        raise BadInputError(f"{where}: weight must be a 2-d tensor [out, in], got {shape}")
+    if not weight.is_floating_point():
+        raise BadInputError(f"{where}: weight must be floating point, got {weight.dtype}")
+    if not isinstance(mask, torch.Tensor) or mask.shape != weight.shape:
+        shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
+        raise BadInputError(
+            f"{where}: mask must have the weight's shape {list(weight.shape)}, got {shape}"
+        )
+    if mask.device != weight.device:
+        raise BadInputError(f"{where}: mask on {mask.device}, weight on {weight.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],):
+            shape = list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias)
+            raise BadInputError(f"{where}: bias must be [out]=[{weight.shape[0]}], got {shape}")
+        if bias.dtype != weight.dtype or bias.device != weight.device:
+            raise BadInputError(
+                f"{where}: bias is {bias.dtype} on {bias.device}, expected the weight's "
+                f"{weight.dtype} on {weight.device}"
+            )
+    return mask if mask.dtype == torch.bool else mask != 0

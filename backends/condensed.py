@@ -1,0 +1,162 @@
+"""The condensed form of a constant fan-in Linear layer, shared by the sparse backends.
+
+A masked Linear layer ``(weight [out, in], mask [out, in], bias [out])`` whose non-ablated rows
+(neurons) all keep the same number ``k`` of non-zeros condenses to
+
+- ``active``  int64 [n_active]: indices of the non-ablated neurons, ascending;
+- ``values``  float [n_active, k]: their kept weights;
+- ``indices`` int32 [n_active, k]: the input column of each kept weight, ascending per row;
+- ``bias``    float [out]: the full bias (zeros when the layer has none).
+
+Output: ``y[..., active[j]] = sum_t values[j, t] * x[..., indices[j, t]] + bias[active[j]]``;
+an ablated neuron outputs its bias alone.
+
+Save and load: ``torch.save(layer.state_dict(), p)``; then either
+``backends.get(name).from_state_dict(torch.load(p, weights_only=True))`` or
+``existing_layer.load_state_dict(...)`` (buffers are resized to the saved shapes). Every
+condensed backend has the same state-dict keys (``active``, ``values``, ``indices``, ``bias``,
+``_extra_state``), so a layer saved from one backend loads into another.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from backends.base import Backend, check_layer
+
+
+class FanInError(ValueError):
+    """The mask is not constant fan-in; the message names the layer and the fan-in range."""
+
+
+def condense_layer(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    layer_name: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Condense a masked Linear layer with constant fan-in.
+
+    Args:
+        weight: float tensor [out, in].
+        mask: bool or 0/1 tensor [out, in]; every row has either 0 or exactly k non-zeros.
+        bias: float tensor [out] or None (then zeros).
+        layer_name: named in the error message.
+
+    Returns:
+        ``{"active": int64 [n_active], "values": weight.dtype [n_active, k],
+        "indices": int32 [n_active, k] (ascending per row), "bias": weight.dtype [out]}``.
+
+    Raises:
+        FanInError: non-ablated rows keep different numbers of non-zeros.
+    """
+    mask = check_layer(weight, mask, bias, layer_name)
+    out_f, in_f = weight.shape
+    if in_f >= 2**31:
+        raise ValueError(f"layer {layer_name!r}: in_features={in_f} must be < 2**31")
+    counts = mask.sum(dim=1)
+    active = torch.nonzero(counts > 0).flatten()
+    if active.numel() > 0:
+        lo, hi = int(counts[active].min()), int(counts[active].max())
+        if lo != hi:
+            raise FanInError(
+                f"layer {layer_name!r}: mask is not constant fan-in: non-ablated rows keep "
+                f"{lo}..{hi} non-zeros (of in_features={in_f}); condensed backends need the "
+                "same count in every non-ablated row (use backend 'dense' or 'structured')"
+            )
+    k = int(counts[active[0]]) if active.numel() > 0 else 0
+    rows = mask[active]
+    cols = torch.nonzero(rows)[:, 1].reshape(active.numel(), k)  # row-major: sorted per row
+    values = torch.gather(weight.detach()[active], 1, cols).contiguous()
+    full_bias = (
+        bias.detach().clone() if bias is not None else torch.zeros_like(weight[:, 0]).detach()
+    )
+    return {
+        "active": active.to(torch.int64),
+        "values": values,
+        "indices": cols.to(torch.int32).contiguous(),
+        "bias": full_bias.contiguous(),
+    }
+
+
+class CondensedLinear(Backend):
+    """Base of the backends that compute from the condensed form (see the module docstring).
+
+    Subclasses implement :meth:`_forward_2d` (x [M, in] -> y [M, out]) and may override
+    :meth:`_after_load` to derive kernel-specific copies (call ``super()._after_load()``).
+    """
+
+    state_buffers: ClassVar[tuple[str, ...]] = ("active", "values", "indices", "bias")
+
+    active: torch.Tensor
+    values: torch.Tensor
+    indices: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        layer_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.layer_name = layer_name
+        check_layer(weight, mask, bias, layer_name)
+        self._check_dtype(weight.dtype, weight.device)
+        parts = condense_layer(weight, mask, bias, layer_name)
+        self._set_state(weight.shape[1], weight.shape[0], layer_name, **parts)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def k(self) -> int:
+        """Constant fan-in of the non-ablated neurons."""
+        return self.values.shape[1]
+
+    @property
+    def n_active(self) -> int:
+        """Number of non-ablated neurons."""
+        return self.values.shape[0]
+
+    def _after_load(self) -> None:
+        n = self.active.numel()
+        self._all_active = n == self.out_features  # active is ascending and unique
+        self.register_buffer("indices64", self.indices.to(torch.int64), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype."""
+        self.check_input(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return self.bias.expand(*lead, self.out_features).clone()
+        y = self._forward_2d(x2)
+        return y.reshape(*lead, self.out_features)
+
+    def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scatter_active(self, y_active: torch.Tensor) -> torch.Tensor:
+        """Full output [M, out] from the active neurons' outputs y_active [M, n_active] (no
+        bias yet): adds the bias and fills ablated neurons with their bias."""
+        if self._all_active:
+            return y_active + self.bias
+        out = self.bias.expand(y_active.shape[0], self.out_features).clone()
+        if self.n_active:
+            out.index_copy_(1, self.active, y_active + self.bias[self.active])
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"n_active={self.n_active}, k={self.k}, dtype={self.dtype}"
+        )

@@ -1,0 +1,171 @@
+"""Which parameters are sparse, and the random initial masks.
+
+A sparse-eligible parameter is the ``weight`` of every Linear and Conv layer and the fused
+q/k/v projection of ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``).
+Names are full dotted parameter names with wrappers removed (no ``module.`` from DDP, no
+``_orig_mod.`` from torch.compile). Row i of a weight is neuron i; its fan-in is the product of
+the other dims (``in_features``, or ``in_channels / groups * kh * kw`` for a conv).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_WRAPPER_SEGMENTS = ("_orig_mod",)
+
+
+@dataclass
+class SparseParam:
+    """One sparse-eligible weight.
+
+    Attributes:
+        name: unwrapped full parameter name, e.g. "layers.0.weight".
+        param: the parameter itself (dense storage; masked positions hold zeros).
+        module_name: unwrapped name of the owning module.
+        in_attention: whether it belongs to an ``nn.MultiheadAttention`` block.
+    """
+
+    name: str
+    param: nn.Parameter
+    module_name: str
+    in_attention: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The weight's shape, e.g. (out, in) or (out, in/groups, kh, kw)."""
+        return tuple(self.param.shape)
+
+    @property
+    def out_features(self) -> int:
+        """Number of neurons (rows): shape[0]."""
+        return int(self.param.shape[0])
+
+    @property
+    def fan_in(self) -> int:
+        """Dense fan-in of one neuron: the product of every dim but the first."""
+        return math.prod(self.shape[1:])
+
+    @property
+    def numel(self) -> int:
+        """Total number of weights."""
+        return self.param.numel()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DDP / DataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_name(name: str) -> str:
+    """Remove wrapper segments (``_orig_mod``) from a dotted name inside an unwrapped model."""
+    return ".".join(part for part in name.split(".") if part not in _WRAPPER_SEGMENTS)
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    """Whether ``name`` matches one of the fnmatch globs ``patterns`` (case-sensitive)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def eligible_parameters(model: nn.Module, sparse_attention: bool = True) -> list[SparseParam]:
+    """Every sparse-eligible weight of ``model``, in ``named_modules()`` order.
+
+    Args:
+        model: any module, possibly wrapped by DDP or torch.compile.
+        sparse_attention: if False, the weights of ``nn.MultiheadAttention`` blocks
+            (q/k/v and output projections) stay dense and are not returned.
+    """
+    found: list[SparseParam] = []
+    seen: set[int] = set()
+    attention_prefixes: list[str] = []
+    for mod_name, module in unwrap_model(model).named_modules():
+        clean = clean_name(mod_name)
+        inside = any(clean == p or clean.startswith(p + ".") for p in attention_prefixes)
+        candidates: list[tuple[str, nn.Parameter | None]] = []
+        if isinstance(module, nn.MultiheadAttention):
+            attention_prefixes.append(clean)
+            inside = True
+            candidates = [
+                (attr, getattr(module, attr, None))
+                for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+            ]
+        elif isinstance(module, (nn.Linear, *_CONV)):
+            candidates = [("weight", module.weight)]
+        for attr, param in candidates:
+            if not isinstance(param, nn.Parameter) or id(param) in seen:
+                continue
+            if inside and not sparse_attention:
+                continue
+            seen.add(id(param))
+            full = f"{clean}.{attr}" if clean else attr
+            found.append(SparseParam(full, param, clean, inside))
+    return found
+
+
+def forced_dense_names(
+    params: list[SparseParam],
+    dense_layers: Iterable[str] = (),
+    dense_first_layer: bool = False,
+    dense_classifier: bool = False,
+) -> set[str]:
+    """Names of eligible weights kept dense by configuration.
+
+    ``dense_layers`` are fnmatch globs over parameter names (a module name matches too); the
+    first layer and the classifier are the first and last eligible weights.
+    """
+    globs = list(dense_layers)
+    dense = {
+        p.name for p in params if matches_any(p.name, globs) or matches_any(p.module_name, globs)
+    }
+    if params and dense_first_layer:
+        dense.add(params[0].name)
+    if params and dense_classifier:
+        dense.add(params[-1].name)
+    return dense
+
+
+def random_unstructured_mask(
+    shape: tuple[int, ...], nnz: int, generator: torch.Generator
+) -> torch.Tensor:
+    """A bool mask of ``shape`` with exactly ``nnz`` True positions chosen uniformly at random.
+
+    Drawn on the CPU from ``generator`` so that every rank and device gets the same mask.
+    """
+    numel = math.prod(shape)
+    flat = torch.zeros(numel, dtype=torch.bool)
+    flat[torch.randperm(numel, generator=generator)[:nnz]] = True
+    return flat.view(shape)
+
+
+def random_fan_in_mask(
+    shape: tuple[int, ...], k: int, generator: torch.Generator, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A bool mask of ``shape`` whose active rows have exactly ``k`` True positions each.
+
+    Args:
+        shape: (out, ...) weight shape; row i is flattened to shape[1:] numel positions.
+        k: non-zeros per active row, 0 <= k <= fan-in.
+        generator: CPU generator; the mask is drawn on the CPU.
+        active: bool [out]; rows that are False get no positions (default: all active).
+    """
+    out = shape[0]
+    fan_in = math.prod(shape[1:])
+    scores = torch.rand(out, fan_in, generator=generator)
+    chosen = scores.topk(k, dim=1).indices
+    mask = torch.zeros(out, fan_in, dtype=torch.bool)
+    mask.scatter_(1, chosen, True)
+    if active is not None:
+        mask &= active.to(torch.bool).view(out, 1).cpu()
+    return mask.view(shape)

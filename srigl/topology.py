@@ -1,0 +1,203 @@
+"""Vectorised drop/grow primitives shared by the trainers (no Python loop over neurons).
+
+Every function works on one layer viewed as a 2-D matrix [out, fan_in] (row i = neuron i).
+Scores are float tensors where ``-inf`` marks a position that must never be chosen (NaN is
+treated as -inf). Ties are broken deterministically: among equal scores the lower (flat, or
+in-row) index wins, on every device and rank. Selections use thresholds (``kthvalue``,
+``topk`` values) rather than full sorts, so an update costs a few passes over each layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def count(x: torch.Tensor) -> int:
+    """Number of True (non-zero) entries of ``x``, as a Python int."""
+    return int(torch.count_nonzero(x))
+
+
+def masked_score(values: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """|values| as a float score, -inf where ``where`` is False and where values are NaN.
+
+    Args:
+        values: float [...]; where: bool of the same shape, or None (every position eligible).
+    """
+    score = values.abs() if values.is_floating_point() else values.abs().float()
+    score = torch.nan_to_num(score, nan=NEG_INF, posinf=torch.finfo(score.dtype).max)
+    if where is not None:
+        score.masked_fill_(~where, NEG_INF)
+    return score
+
+
+def _top_n_flat(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Bool [m]: the n largest of a 1-D score tensor (no NaN); -inf never chosen."""
+    m = values.numel()
+    finite = count(values > NEG_INF)
+    n = min(int(n), finite)
+    if n <= 0:
+        return torch.zeros(m, dtype=torch.bool, device=values.device)
+    if n == m:
+        return torch.ones(m, dtype=torch.bool, device=values.device)
+    threshold = torch.kthvalue(values, m - n + 1).values  # the n-th largest
+    chosen = values > threshold
+    need = n - count(chosen)
+    ties = torch.nonzero(values == threshold).squeeze(1)[:need]
+    chosen[ties] = True
+    return chosen
+
+
+def top_n_mask(score: torch.Tensor, n: int, within: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask (shape of ``score``) of the ``n`` highest scores over the whole tensor.
+
+    Args:
+        score: float [...] without NaN (use :func:`masked_score`); -inf is never chosen.
+        n: how many to choose; fewer come back when fewer positions are eligible.
+        within: optional bool mask of the only eligible positions (faster than -inf when few).
+
+    Equal scores: the lower flat index wins.
+    """
+    flat = score.reshape(-1)
+    if within is None:
+        return _top_n_flat(flat, n).view(score.shape)
+    idx = torch.nonzero(within.reshape(-1)).squeeze(1)
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    out[idx[_top_n_flat(flat[idx], n)]] = True
+    return out.view(score.shape)
+
+
+def row_top_mask(score: torch.Tensor, need: torch.Tensor | int) -> torch.Tensor:
+    """Bool mask [out, F] selecting, in each row i, the ``need[i]`` highest scores of that row.
+
+    Args:
+        score: float [out, F] without NaN.
+        need: int64 [out] (or one int for every row), 0 <= need[i] <= F.
+
+    Equal scores: the lower column index wins. Positions scored -inf are chosen only when a
+    row needs more positions than it has eligible ones; callers avoid that.
+    """
+    rows, cols = score.shape
+    if isinstance(need, int):
+        need = torch.full((rows,), need, dtype=torch.long, device=score.device)
+    need = need.to(torch.long)
+    top = int(need.max()) if rows else 0
+    if top <= 0:
+        return torch.zeros((rows, cols), dtype=torch.bool, device=score.device)
+    values = torch.topk(score, top, dim=1, sorted=True).values
+    threshold = values.gather(1, (need - 1).clamp(min=0).view(rows, 1))
+    wanted = (need > 0).view(rows, 1)
+    chosen = (score > threshold) & wanted
+    remaining = need - torch.count_nonzero(chosen, dim=1)
+    ties = (score == threshold) & wanted
+    crowded = torch.nonzero(torch.count_nonzero(ties, dim=1) > remaining).squeeze(1)
+    if crowded.numel():
+        sub = ties[crowded]
+        rank = torch.cumsum(sub, dim=1, dtype=torch.int32)
+        ties[crowded] = sub & (rank <= remaining[crowded].view(-1, 1))
+    return chosen | ties
+
+
+def drop_grow_unstructured(
+    weight: torch.Tensor, mask: torch.Tensor, grow_score: torch.Tensor, n_drop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RigL/SET drop and grow over a whole layer; nnz is unchanged.
+
+    Drops the ``n_drop`` smallest-magnitude active weights, then grows the ``n_drop`` positions
+    not kept with the highest |grow_score| (a just-dropped position may come back).
+
+    Args:
+        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F] (e.g. the dense
+        gradient, or random numbers); n_drop: 0 <= n_drop <= nnz.
+
+    Returns:
+        (kept, new_mask), both bool [out, F]; the grown positions are new_mask & ~kept.
+    """
+    nnz = count(mask)
+    kept = top_n_mask(masked_score(weight), nnz - n_drop, within=mask)
+    grow = top_n_mask(masked_score(grow_score, ~kept), nnz - count(kept))
+    return kept, kept | grow
+
+
+def drop_grow_fan_in(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    grow_score: torch.Tensor,
+    active: torch.Tensor,
+    n_keep: int,
+    k: int,
+    kept: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant fan-in drop and grow (SRigL steps 4 and 5).
+
+    Drop: keep the layer-wide top ``n_keep`` by |W| among the active weights of active rows;
+    a row keeping more than ``k`` keeps only its ``k`` largest. Grow: each active row grows
+    exactly ``k - kept_i`` of its positions not kept, ranked by |grow_score| within the row.
+
+    Args:
+        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F];
+        active: bool [out], the neurons that stay on; n_keep: >= 0; k: 1 <= k <= F;
+        kept: the layer-wide top-n_keep selection if the caller already has it (bool [out, F]).
+
+    Returns:
+        (kept, new_mask), bool [out, F]: every active row of new_mask has exactly k True
+        positions, every inactive row none.
+    """
+    if kept is None:
+        kept = top_n_mask(masked_score(weight), n_keep, within=mask & active.view(-1, 1))
+    per_row = torch.count_nonzero(kept, dim=1)
+    over = torch.nonzero(per_row > k).squeeze(1)
+    if over.numel():
+        sub = kept[over]
+        sub &= row_top_mask(masked_score(weight[over], sub), k)
+        kept = kept.clone()
+        kept[over] = sub
+        per_row = torch.count_nonzero(kept, dim=1)
+    need = (k - per_row) * active.long()
+    grow = row_top_mask(masked_score(grow_score, ~kept), need)
+    return kept, kept | grow
+
+
+def weight_salient(weight: torch.Tensor, mask: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Bool [out, F]: the top ``n_keep`` active weights by |W| over the whole layer."""
+    return top_n_mask(masked_score(weight), n_keep, within=mask)
+
+
+def salient_counts(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    grad: torch.Tensor,
+    n_keep: int,
+    n_drop: int,
+    by_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SRigL step 2: per-neuron count of salient weights, int64 [out].
+
+    The salient set is the top ``n_keep`` active weights by |W| (``by_weight``, computed if not
+    given) together with the top ``n_drop`` of the remaining positions by |grad|, both ranked
+    over the whole layer.
+    """
+    if by_weight is None:
+        by_weight = weight_salient(weight, mask, n_keep)
+    by_grad = top_n_mask(masked_score(grad, ~by_weight), n_drop)
+    return torch.count_nonzero(by_weight, dim=1) + torch.count_nonzero(by_grad, dim=1)
+
+
+def neurons_to_keep(counts: torch.Tensor, tau: int, min_active: int) -> torch.Tensor:
+    """SRigL ablation: bool [out], True for neurons with ``counts >= tau``.
+
+    If fewer than ``min_active`` survive, the ``min_active`` neurons with the highest counts
+    (lower index on ties) are kept instead, so the new fan-in never exceeds the dense fan-in.
+    """
+    keep = counts >= tau
+    if count(keep) < min_active:
+        keep = top_n_mask(counts.double(), min_active)
+    return keep
+
+
+def min_active_neurons(budget: int, fan_in: int) -> int:
+    """ceil(budget / fan_in): the fewest neurons that can hold ``budget`` weights."""
+    return max(1, math.ceil(budget / fan_in))

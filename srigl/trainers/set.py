@@ -1,0 +1,39 @@
+"""``set`` (Sparse Evolutionary Training): drop by magnitude, regrow at random."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured
+from srigl.trainers import TRAINERS
+from srigl.trainers.base import Layer, SparseTrainer
+
+
+@TRAINERS.register("set")
+class SETTrainer(SparseTrainer):
+    """Drops the f*nnz smallest-magnitude active weights and regrows as many at random
+    inactive positions (drawn from the trainer's seeded generator, identical on every rank).
+    With ``constant_fan_in=True`` each neuron regrows back to the layer's fan-in."""
+
+    registry_name = "set"
+    needs_dense_grad = False
+
+    def update_layer(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        grad: torch.Tensor,
+        drop_fraction: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SET on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
+        scores = torch.rand(mask.shape, generator=self.generator).to(weight.device)
+        n_on = count(mask)
+        n_drop = math.floor(drop_fraction * n_on)
+        if not self.constant_fan_in:
+            return drop_grow_unstructured(weight, mask, scores, n_drop)
+        active = mask.any(1)
+        k = layer.budget // count(active)
+        return drop_grow_fan_in(weight, mask, scores, active, n_on - n_drop, k)

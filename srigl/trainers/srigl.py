@@ -1,0 +1,78 @@
+"""``srigl`` (Structured RigL): RigL under a constant fan-in constraint, with neuron ablation.
+
+Per layer, at an update with drop fraction f (SPEC.md section 2):
+
+1. n_on = nnz, n_drop = floor(f * n_on), n_keep = n_on - n_drop.
+2. Salience: the top n_keep weights by |W| plus the top n_drop other positions by |grad|;
+   c_i = salient count of neuron i. Neurons with c_i < tau = max(1, floor(gamma_sal * k0)),
+   k0 = floor(B / out), are ablated (recomputed every update, so a neuron can come back),
+   keeping at least ceil(B / fan_in) neurons. The classifier is never ablated unless
+   ``ablate_classifier=True``; layers matching ``no_ablation`` neither.
+3. Redistribute: k' = floor(B / n_active).
+4. Drop: keep the top n_keep by |W| among the active weights of active neurons; a neuron
+   keeping more than k' keeps its k' largest.
+5. Grow: each active neuron grows k' - kept_i positions by |grad| within its row; new weights
+   start at 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from srigl.errors import SparsityConfigError
+from srigl.topology import (
+    count,
+    drop_grow_fan_in,
+    min_active_neurons,
+    neurons_to_keep,
+    salient_counts,
+    weight_salient,
+)
+from srigl.trainers import TRAINERS
+from srigl.trainers.base import Layer, SparseTrainer
+
+
+@TRAINERS.register("srigl")
+class SRigLTrainer(SparseTrainer):
+    """Structured RigL: constant fan-in and neuron ablation; sparse init on by default."""
+
+    registry_name = "srigl"
+    default_constant_fan_in = True
+    default_sparse_init = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get("constant_fan_in") is False:
+            raise SparsityConfigError(
+                "constant_fan_in=False is invalid for trainer 'srigl'; allowed: True or None "
+                "(use trainer 'rigl' for unstructured sparsity)"
+            )
+        super().__init__(*args, **kwargs)
+
+    def update_layer(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        grad: torch.Tensor,
+        drop_fraction: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SRigL steps 1-5 on one layer: weight/mask/grad [out, F] -> (kept, new_mask)."""
+        n_on = count(mask)
+        n_drop = math.floor(drop_fraction * n_on)
+        n_keep = n_on - n_drop
+        by_weight = weight_salient(weight, mask, n_keep)
+        if self.ablation and layer.may_ablate:
+            counts = salient_counts(weight, mask, grad, n_keep, n_drop, by_weight=by_weight)
+            k0 = layer.budget // layer.out_features
+            tau = max(1, math.floor(self.gamma_sal * k0))
+            active = neurons_to_keep(counts, tau, min_active_neurons(layer.budget, layer.fan_in))
+        else:
+            active = torch.ones(layer.out_features, dtype=torch.bool, device=mask.device)
+        # step 4's selection equals the salient-by-|W| set unless a neuron holding weights
+        # was just ablated; then it is recomputed over the surviving neurons
+        lost = bool((mask.any(1) & ~active).any())
+        kept = None if lost else by_weight
+        k = layer.budget // count(active)
+        return drop_grow_fan_in(weight, mask, grad, active, n_keep, k, kept=kept)

@@ -1,0 +1,16 @@
+"""``static``: random masks at init, never updated."""
+
+from __future__ import annotations
+
+from srigl.trainers import TRAINERS
+from srigl.trainers.base import SparseTrainer
+
+
+@TRAINERS.register("static")
+class StaticTrainer(SparseTrainer):
+    """Fixed random sparse topology (unstructured, or constant fan-in with
+    ``constant_fan_in=True``); ``total_steps`` is not needed."""
+
+    registry_name = "static"
+    dynamic = False
+    needs_dense_grad = False

@@ -1,0 +1,152 @@
+"""Shared set-up of the asv benchmarks: threads, the profile, the checkout check, test layers.
+
+Only public APIs of the project are used (``backends.names/available/create``,
+``srigl.create_trainer/condense``, ``suite.train.compose/run``), so the benchmarks also run on
+older commits that have them; where an API is missing, set-up raises ``NotImplementedError``,
+which asv records as a skipped benchmark (never a made-up number).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import REPO_ROOT
+
+THREADS = 2
+PROFILE_ENV = "SRIGL_ASV_PROFILE"
+DEFAULT_PROFILE = "quick"
+PROJECT_PACKAGES = ("backends", "srigl", "suite")
+
+
+class ProjectRootMismatchError(ImportError):
+    """The project packages were imported from another checkout than the benchmarks' own."""
+
+
+def set_threads(n: int = THREADS, grad: bool = False) -> None:
+    """Use ``n`` threads in torch (intra-op) and numba (when installed); autograd on iff
+    ``grad`` (asv runs each benchmark in its own process, so this is local to it)."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.set_grad_enabled(grad)
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def check_project_root(root: Path = REPO_ROOT) -> dict[str, str]:
+    """Import the project packages and check they come from ``root`` (this checkout).
+
+    Returns:
+        ``{package: directory it was imported from}``.
+
+    Raises:
+        ProjectRootMismatchError: a package was imported from elsewhere (e.g. the editable
+            install of another checkout); the message names the package, where it came from
+            and the expected root.
+    """
+    found: dict[str, str] = {}
+    for name in PROJECT_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        where = Path(module.__file__ or next(iter(module.__path__))).resolve().parent
+        found[name] = str(where)
+        if not where.is_relative_to(root.resolve()):
+            raise ProjectRootMismatchError(
+                f"package {name!r} was imported from {where}, expected it under {root}; "
+                f"sys.path[0]={sys.path[0]!r}"
+            )
+    return found
+
+
+def require(module: str, *attributes: str) -> Any:
+    """Import ``module`` and check it has ``attributes``; else raise ``NotImplementedError``.
+
+    This is how a benchmark skips (asv: ``n/a``) on a commit that predates an API.
+    """
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise NotImplementedError(f"{module} is not importable at this commit: {err}") from None
+    missing = [a for a in attributes if not hasattr(mod, a)]
+    if missing:
+        raise NotImplementedError(f"{module} has no {missing} at this commit")
+    return mod
+
+
+def profile_name() -> str:
+    """The Hydra profile that sizes the asv run: ``$SRIGL_ASV_PROFILE``, default ``quick``."""
+    return os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
+
+
+def load_profile(name: str | None = None, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The profile ``suite/conf/profile/<name>.yaml`` of this checkout as a plain dict.
+
+    Raises:
+        NotImplementedError: the profile file does not exist at this commit (asv skips).
+    """
+    name = name or profile_name()
+    path = root / "suite" / "conf" / "profile" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise NotImplementedError(f"profile {name!r} not found at {path}; known: {known}")
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def asv_setting(key: str, default: Any, name: str | None = None) -> Any:
+    """``profile.asv.<key>`` of the active profile, or ``default`` where the key is absent."""
+    return (load_profile(name).get("asv") or {}).get(key, default)
+
+
+def constant_fan_in_layer(
+    in_features: int, out_features: int, sparsity: float, seed: int = 0
+) -> tuple[Any, Any, Any]:
+    """A random Linear layer with a constant fan-in mask, as SRigL trains them.
+
+    Each of the ``out_features`` rows keeps ``k = floor(B / out)`` positions chosen uniformly at
+    random (seeded), ``B = floor(out * in * (1 - sparsity))`` the layer budget (SPEC section 1).
+
+    Returns:
+        ``(weight, mask, bias)``: float32 [out, in], bool [out, in], float32 [out].
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    budget = int(out_features * in_features * (1.0 - sparsity))
+    k = max(1, budget // out_features)
+    weight = torch.randn(out_features, in_features, generator=gen) / in_features**0.5
+    order = torch.rand(out_features, in_features, generator=gen).argsort(dim=1)
+    mask = torch.zeros(out_features, in_features, dtype=torch.bool)
+    mask.scatter_(1, order[:, :k], True)
+    bias = torch.randn(out_features, generator=gen) * 0.01
+    return weight, mask, bias
+
+
+def backend_names() -> list[str]:
+    """Every registered backend at this commit (``[]`` before the backends package existed)."""
+    try:
+        import backends
+    except ImportError:
+        return []
+    names = getattr(backends, "names", None)
+    return list(names()) if callable(names) else []
+
+
+def build_backend(name: str, weight: Any, mask: Any, bias: Any, layer_name: str) -> Any:
+    """``backends.create(...)``, or ``NotImplementedError`` (asv skip) where ``name`` cannot run
+    on this machine's CPU; the reason comes from ``backends.available``."""
+    backends = require("backends", "available", "create")
+    ok, why = backends.available(name, "cpu")
+    if not ok:
+        raise NotImplementedError(f"backend {name!r} unavailable on cpu: {why}")
+    return backends.create(name, weight, mask, bias, layer_name=layer_name)

@@ -1,0 +1,110 @@
+"""Layer speed of every GEMM backend: ViT-B/16 MLP and ResNet-50 classifier shapes.
+
+``time_forward`` is asv's own timing of one forward call; ``track_ratio_vs_dense`` times the
+backend and the masked dense layer in the same process, interleaved, and returns
+backend / dense (lower is better, so asv flags an increase as a regression; robust to a busy
+machine because both sides see the same load).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._common import (
+    THREADS,
+    asv_setting,
+    backend_names,
+    build_backend,
+    constant_fan_in_layer,
+    set_threads,
+)
+
+# name -> (in_features, out_features)
+SHAPES: dict[str, tuple[int, int]] = {
+    "vit_b16_fc1_768x3072": (768, 3072),
+    "vit_b16_fc2_3072x768": (3072, 768),
+    "resnet50_fc_2048x1000": (2048, 1000),
+}
+SPARSITIES = (0.9, 0.99)
+BATCHES = (1, 256)
+BASELINE = "dense"
+
+
+def _layer_and_input(
+    backend: str, shape: str, sparsity: float, batch: int
+) -> tuple[Any, Any, tuple[Any, Any, Any]]:
+    """Build ``backend`` for the layer ``shape`` at ``sparsity`` and an input [batch, in]."""
+    import torch
+
+    in_f, out_f = SHAPES[shape]
+    weight, mask, bias = constant_fan_in_layer(in_f, out_f, sparsity)
+    layer = build_backend(backend, weight, mask, bias, layer_name=shape)
+    x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(1))
+    layer(x)  # first call: compiles where a backend compiles, allocates caches
+    return layer, x, (weight, mask, bias)
+
+
+class LayerForward:
+    """Seconds per forward call of one condensed layer, fp32, CPU, 2 threads."""
+
+    params = (backend_names(), list(SHAPES), list(SPARSITIES), list(BATCHES))
+    param_names = ["backend", "shape", "sparsity", "batch"]
+    version = "1"
+    processes = 1
+    repeat = (3, 10, 1.0)
+    warmup_time = 0.05
+    min_run_count = 2
+    sample_time = 0.02
+    timeout = 300
+
+    def setup(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
+        set_threads()
+        self.layer, self.x, _ = _layer_and_input(backend, shape, sparsity, batch)
+
+    def time_forward(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
+        self.layer(self.x)
+
+
+class LayerRatio:
+    """Forward time of the backend divided by the masked dense layer's, same process."""
+
+    params = ([b for b in backend_names() if b != BASELINE], *LayerForward.params[1:])
+    param_names = LayerForward.param_names
+    version = "1"
+    processes = 1
+    repeat = 1
+    number = 1
+    timeout = 300
+
+    def setup(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
+        set_threads()
+        self.layer, self.x, (weight, mask, bias) = _layer_and_input(backend, shape, sparsity, batch)
+        self.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
+        self.dense(self.x)
+        self.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
+
+    def track_ratio_vs_dense(self, backend: str, shape: str, sparsity: float, batch: int) -> float:
+        return median_time_ratio(self.layer, self.dense, self.x, self.min_run_time)
+
+    track_ratio_vs_dense.unit = "ratio"
+
+
+def median_time_ratio(
+    layer: Any, baseline: Any, x: Any, min_run_time: float, rounds: int = 2
+) -> float:
+    """Median time of ``layer(x)`` over median time of ``baseline(x)`` (a float > 0).
+
+    The two are timed alternately ``rounds`` times with ``torch.utils.benchmark.Timer``
+    (``num_threads=THREADS``, ``blocked_autorange``), each for ``min_run_time / rounds`` s, and
+    each side's per-call times are pooled before taking the median.
+    """
+    import statistics
+
+    from torch.utils.benchmark import Timer
+
+    times: dict[str, list[float]] = {"layer": [], "baseline": []}
+    for _ in range(rounds):
+        for key, module in (("baseline", baseline), ("layer", layer)):
+            timer = Timer("m(x)", globals={"m": module, "x": x}, num_threads=THREADS)
+            times[key] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
+    return statistics.median(times["layer"]) / statistics.median(times["baseline"])

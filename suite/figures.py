@@ -1,0 +1,184 @@
+"""Seaborn figures of the report (matplotlib's Agg backend: no display needed).
+
+Each function takes a frame of :mod:`suite.report_data`, writes one PNG and returns its path,
+or returns ``None`` when the frame holds nothing to plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from suite.report_data import DENSE, method_sort_key, sparsity_label  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
+    """Top-1 accuracy vs sparsity, one panel per experiment, hue = method, error bars = std
+    over seeds; the dense reference is a horizontal line with a ±std band."""
+    if train.empty:
+        return None
+    experiments = sorted(train["experiment"].dropna().unique())
+    fig, axes = plt.subplots(
+        1, len(experiments), figsize=(5.5 * len(experiments), 4.2), squeeze=False
+    )
+    for ax, exp in zip(axes[0], experiments):
+        sub = train[train["experiment"] == exp]
+        sparse = sub[sub["method"] != DENSE].copy()
+        dense = sub[sub["method"] == DENSE]["top1"]
+        if not sparse.empty:
+            sparse["sparsity "] = sparse["sparsity"].map(sparsity_label)
+            order = [sparsity_label(s) for s in sorted(sparse["sparsity"].unique())]
+            methods = sorted(sparse["method"].unique(), key=method_sort_key)
+            sns.pointplot(
+                data=sparse,
+                x="sparsity ",
+                y="top1",
+                hue="method",
+                hue_order=methods,
+                order=order,
+                errorbar="sd",
+                dodge=0.4 if len(methods) > 1 else False,
+                capsize=0.08,
+                linestyle="-",
+                markers="o",
+                ax=ax,
+            )
+        if not dense.empty:
+            mean, std = dense.mean(), dense.std()
+            ax.axhline(mean, color="black", linestyle="--", linewidth=1, label="dense")
+            if len(dense) > 1:
+                ax.axhspan(mean - std, mean + std, color="grey", alpha=0.2)
+        ax.set_title(exp)
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    handles, labels = {}, []
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = h
+                labels.append(label)
+    fig.legend(
+        [handles[label] for label in labels],
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize="small",
+        title="method",
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def ablation_over_training(curves: pd.DataFrame, path: Path) -> Path | None:
+    """Ablated neurons (summed over layers) vs optimizer step; a panel per experiment,
+    hue = sparsity, line style = method, band = std over seeds. Only methods that ablate a
+    neuron somewhere are drawn (all methods when none does)."""
+    if curves.empty:
+        return None
+    ablating = curves.groupby("method")["n_ablated"].max()
+    ablating = ablating[ablating > 0].index
+    data = curves[curves["method"].isin(ablating)].copy() if len(ablating) else curves.copy()
+    data["sparsity "] = data["sparsity"].map(sparsity_label)
+    hue_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
+    grid = sns.relplot(
+        data=data,
+        x="step",
+        y="n_ablated",
+        hue="sparsity ",
+        hue_order=hue_order,
+        style="method",
+        col="experiment",
+        kind="line",
+        errorbar="sd",
+        facet_kws={"sharey": False},
+        height=3.8,
+        aspect=1.3,
+    )
+    grid.set_axis_labels("optimizer step", "ablated neurons")
+    return _save(grid.figure, path)
+
+
+def _speedup_data(bench: pd.DataFrame) -> pd.DataFrame:
+    data = bench[bench["backend"] != DENSE].copy()
+    data["shape"] = data["shape"].astype(str)
+    data["setting"] = data["device"] + " " + data["mode"]
+    return data
+
+
+def speedup_vs_sparsity(bench: pd.DataFrame, path: Path, batches=(1, 256)) -> Path | None:
+    """Speed-up vs dense over sparsity per backend (log y); columns = batch sizes ``batches``
+    (those measured), rows = device and mode, line style = layer shape."""
+    if bench.empty:
+        return None
+    data = _speedup_data(bench)
+    data = data[data["batch"].isin(batches)]
+    if data.empty:
+        data = _speedup_data(bench)
+    grid = sns.relplot(
+        data=data,
+        x="sparsity",
+        y="speedup_vs_dense",
+        hue="backend",
+        style="shape",
+        col="batch",
+        row="setting",
+        kind="line",
+        markers=True,
+        errorbar=None,
+        height=3.6,
+        aspect=1.3,
+    )
+    grid.set(yscale="log")
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    grid.set_axis_labels("sparsity", "speed-up vs dense (x)")
+    return _save(grid.figure, path)
+
+
+def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
+    """Speed-up vs dense over batch size per backend (log-log); a column per sparsity, rows =
+    device and mode, line style = layer shape."""
+    if bench.empty:
+        return None
+    data = _speedup_data(bench)
+    data["sparsity "] = data["sparsity"].map(sparsity_label)
+    col_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
+    grid = sns.relplot(
+        data=data,
+        x="batch",
+        y="speedup_vs_dense",
+        hue="backend",
+        style="shape",
+        col="sparsity ",
+        col_order=col_order,
+        row="setting",
+        kind="line",
+        markers=True,
+        errorbar=None,
+        height=3.6,
+        aspect=1.1,
+    )
+    grid.set(xscale="log", yscale="log")
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    grid.set_axis_labels("batch size", "speed-up vs dense (x)")
+    return _save(grid.figure, path)

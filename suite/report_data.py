@@ -1,0 +1,587 @@
+"""Result records -> pandas frames and the summaries the report shows.
+
+Everything here is pure data: no files are written and nothing is plotted. The report
+(:mod:`suite.report`) renders these frames as Markdown and :mod:`suite.figures` plots them.
+
+Conventions:
+
+- A train run's *method* is ``config.trainer.label``; a ``dense`` run is the reference of its
+  experiment whatever sparsity its config carries, so its sparsity is set to 0.
+- Duplicates of a seed (same experiment, method, sparsity and seed) are counted once: the
+  record created last wins.
+- Standard deviations are sample standard deviations (ddof=1) over seeds; with one seed the
+  std is missing (NaN), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+DENSE = "dense"
+# The usual reading order of methods in tables; unknown methods follow alphabetically.
+METHOD_ORDER = ("dense", "static", "set", "rigl", "srigl", "srigl_no_ablation")
+TRAIN_KEY = ("experiment", "method", "sparsity", "seed")
+BENCH_KEY = (
+    "device",
+    "mode",
+    "in_features",
+    "out_features",
+    "dtype",
+    "threads",
+    "batch",
+    "sparsity",
+    "backend",
+)
+ABLATION_PAIR = ("srigl", "srigl_no_ablation")
+ABLATION_MIN_SPARSITY = 0.95
+
+
+def get_path(mapping: Any, dotted: str, default: Any = None) -> Any:
+    """``mapping["a"]["b"]`` for ``dotted="a.b"``; ``default`` where a level is missing."""
+    node = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _name_of(value: Any) -> Any:
+    """A config group rendered as its name: ``{"label": "srigl", ...}`` -> ``"srigl"``."""
+    if isinstance(value, Mapping):
+        for key in ("label", "name"):
+            if key in value:
+                return value[key]
+        return None
+    return value
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    """Sort key putting the methods of :data:`METHOD_ORDER` first, in that order."""
+    try:
+        return (METHOD_ORDER.index(method), "")
+    except ValueError:
+        return (len(METHOD_ORDER), str(method))
+
+
+def sparsity_label(sparsity: float) -> str:
+    """``0.95 -> "95%"``, ``0.0 -> "0% (dense)"``."""
+    if sparsity == 0:
+        return "0% (dense)"
+    return f"{sparsity * 100:g}%"
+
+
+def format_mean_std(mean: float, std: float, n: int) -> str:
+    """``"95.11 ± 0.12 (n=5)"``; the std is left out when it is missing (one seed)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.2f} (n={int(n)})"
+    return f"{mean:.2f} ± {std:.2f} (n={int(n)})"
+
+
+# --------------------------------------------------------------------------- train records
+
+
+def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per train record, before de-duplication.
+
+    Columns: ``record`` (position in ``records``), run_id, created (UTC timestamp),
+    experiment, method, sparsity (float, 0 for dense), seed, dataset, model, top1, top5,
+    step_time_s, git_commit.
+    """
+    rows = []
+    for i, rec in enumerate(records):
+        if rec.get("kind") != "train":
+            continue
+        cfg, met = rec["config"], rec["metrics"]
+        method = _name_of(cfg.get("trainer"))
+        sparsity = 0.0 if method == DENSE else float(cfg.get("sparsity") or 0.0)
+        rows.append(
+            {
+                "record": i,
+                "run_id": rec["run_id"],
+                "created": rec["created"],
+                "experiment": _name_of(cfg.get("experiment")),
+                "method": method,
+                "sparsity": sparsity,
+                "seed": cfg.get("seed"),
+                "dataset": _name_of(cfg.get("dataset")),
+                "model": _name_of(cfg.get("model")),
+                "top1": float(met["top1_accuracy"]),
+                "top5": met.get("top5_accuracy"),
+                "step_time_s": met.get("step_time_s"),
+                "git_commit": get_path(rec, "git.commit"),
+            }
+        )
+    columns = [
+        "record",
+        "run_id",
+        "created",
+        "experiment",
+        "method",
+        "sparsity",
+        "seed",
+        "dataset",
+        "model",
+        "top1",
+        "top5",
+        "step_time_s",
+        "git_commit",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
+    return frame
+
+
+def dedupe_latest(frame: pd.DataFrame, key: Iterable[str]) -> tuple[pd.DataFrame, int]:
+    """Keep the row created last for every ``key``; return ``(kept, number dropped)``.
+
+    Rows whose key holds a missing value are compared as equal to each other (NaN == NaN).
+    """
+    key = list(key)
+    if frame.empty:
+        return frame, 0
+    ordered = frame.sort_values("created", kind="stable")
+    kept = ordered.drop_duplicates(subset=key, keep="last").sort_index()
+    return kept, len(frame) - len(kept)
+
+
+def accuracy_summary(train: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1) and n of top-1 accuracy per (experiment, method, sparsity).
+
+    Args:
+        train: de-duplicated :func:`train_frame`.
+
+    Returns:
+        Columns experiment, method, sparsity, mean, std, n; sorted by experiment, method order
+        and sparsity.
+    """
+    if train.empty:
+        return pd.DataFrame(columns=["experiment", "method", "sparsity", "mean", "std", "n"])
+    out = (
+        train.groupby(["experiment", "method", "sparsity"], dropna=False)["top1"]
+        .agg(mean="mean", std="std", n="count")
+        .reset_index()
+    )
+    return _sort_methods(out)
+
+
+def _sort_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    order = frame["method"].map(lambda m: method_sort_key(m)[0])
+    name = frame["method"].astype(str)
+    cols = [c for c in ("experiment",) if c in frame]
+    tmp = frame.assign(_o=order, _n=name)
+    by = cols + ["_o", "_n"] + [c for c in ("sparsity",) if c in frame]
+    return tmp.sort_values(by, kind="stable").drop(columns=["_o", "_n"]).reset_index(drop=True)
+
+
+def load_reference(name: str = "accuracy.csv") -> pd.DataFrame:
+    """A reference CSV of :data:`REFERENCE_DIR` (the paper's figures) as a frame."""
+    return pd.read_csv(REFERENCE_DIR / name)
+
+
+def accuracy_table(
+    summary: pd.DataFrame, experiment: str, reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Wide table of one experiment: a row per method, a column per sparsity.
+
+    Cells read ``"mean ± std (n=N)"``. Rows ``paper: <method>`` follow with the reference
+    figures when ``reference`` holds rows of the same experiment.
+    """
+    ours = summary[summary["experiment"] == experiment]
+    ref = (
+        reference[reference["experiment"] == experiment]
+        if reference is not None
+        else pd.DataFrame(columns=["method", "sparsity", "top1"])
+    )
+    sparsities = sorted(set(ours["sparsity"]) | set(ref["sparsity"].astype(float)))
+    rows = []
+    for method, grp in _sort_methods(ours).groupby("method", sort=False):
+        cells = {sparsity_label(s): "" for s in sparsities}
+        for r in grp.itertuples():
+            cells[sparsity_label(r.sparsity)] = format_mean_std(r.mean, r.std, r.n)
+        rows.append({"method": method, **cells})
+    for method, grp in _sort_methods(ref).groupby("method", sort=False):
+        cells = {sparsity_label(s): "" for s in sparsities}
+        for r in grp.itertuples():
+            cells[sparsity_label(float(r.sparsity))] = f"{r.top1:.2f}"
+        rows.append({"method": f"paper: {method}", **cells})
+    return pd.DataFrame(rows, columns=["method"] + [sparsity_label(s) for s in sparsities])
+
+
+def reference_table(reference: pd.DataFrame) -> pd.DataFrame:
+    """The paper's accuracy figures as a wide table: (experiment, method) x sparsity."""
+    if reference.empty:
+        return reference
+    ref = _sort_methods(reference.assign(sparsity=reference["sparsity"].astype(float)))
+    sparsities = sorted(ref["sparsity"].unique())
+    rows = []
+    for (exp, method), grp in ref.groupby(["experiment", "method"], sort=False):
+        cells = {sparsity_label(s): "" for s in sparsities}
+        for r in grp.itertuples():
+            cells[sparsity_label(r.sparsity)] = f"{r.top1:.2f}"
+        first = grp.iloc[0]
+        rows.append(
+            {
+                "experiment": exp,
+                "dataset": first["dataset"],
+                "model": first["model"],
+                "method": method,
+                **cells,
+                "source": "; ".join(dict.fromkeys(grp["source"])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def ablation_table(
+    train: pd.DataFrame,
+    pair: tuple[str, str] = ABLATION_PAIR,
+    min_sparsity: float = ABLATION_MIN_SPARSITY,
+) -> pd.DataFrame:
+    """Does neuron ablation help? ``pair[0]`` vs ``pair[1]`` at sparsities >= ``min_sparsity``.
+
+    The difference is taken per seed (seeds present for both methods), then summarised as
+    mean ± std (ddof=1) over those seeds. The verdict compares the mean difference with twice
+    its standard error.
+
+    Returns:
+        Columns experiment, sparsity, <pair[0]>, <pair[1]>, difference, n_pairs, verdict
+        (text cells) plus the numeric diff_mean and diff_std.
+    """
+    with_abl, without = pair
+    cols = ["experiment", "sparsity", with_abl, without, "difference", "n_pairs", "verdict"]
+    sub = train[train["method"].isin(pair) & (train["sparsity"] >= min_sparsity - 1e-9)]
+    rows = []
+    for (exp, sp), grp in sub.groupby(["experiment", "sparsity"]):
+        a = grp[grp["method"] == with_abl].set_index("seed")["top1"]
+        b = grp[grp["method"] == without].set_index("seed")["top1"]
+        if a.empty or b.empty:
+            continue
+        common = sorted(set(a.index) & set(b.index), key=str)
+        diffs = np.array([a[s] - b[s] for s in common], dtype=float)
+        mean = float(diffs.mean()) if len(diffs) else math.nan
+        std = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
+        rows.append(
+            {
+                "experiment": exp,
+                "sparsity": sparsity_label(sp),
+                with_abl: format_mean_std(a.mean(), a.std(), len(a)),
+                without: format_mean_std(b.mean(), b.std(), len(b)),
+                "difference": format_mean_std(mean, std, len(diffs)) if len(diffs) else "-",
+                "n_pairs": len(diffs),
+                "verdict": _verdict(mean, std, len(diffs)),
+                "diff_mean": mean,
+                "diff_std": std,
+            }
+        )
+    return pd.DataFrame(rows, columns=cols + ["diff_mean", "diff_std"])
+
+
+def _verdict(mean: float, std: float, n: int) -> str:
+    if n < 2 or math.isnan(std):
+        return "too few paired seeds"
+    sem = std / math.sqrt(n)
+    if mean - 2 * sem > 0:
+        return "ablation helps"
+    if mean + 2 * sem < 0:
+        return "ablation hurts"
+    return "within noise"
+
+
+def size_table(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -> pd.DataFrame:
+    """Parameters, inference FLOPs and model size per (experiment, method, sparsity).
+
+    Means over seeds of ``metrics.params``, ``metrics.flops``, ``metrics.model_bytes`` (every
+    key present; bytes shown in kB) and ``metrics.global_density``. Missing metrics are
+    missing columns, not errors.
+    """
+    rows = []
+    for r in train.itertuples():
+        met = records[r.record]["metrics"]
+        row: dict[str, Any] = {
+            "experiment": r.experiment,
+            "method": r.method,
+            "sparsity": r.sparsity,
+        }
+        if isinstance(met.get("global_density"), (int, float)):
+            row["density"] = float(met["global_density"])
+        for group, unit, scale in (("params", "", 1.0), ("flops", " (M)", 1e-6)):
+            for key, value in (met.get(group) or {}).items():
+                if isinstance(value, (int, float)):
+                    row[f"{group} {key}{unit}"] = value * scale
+        for key, value in (met.get("model_bytes") or {}).items():
+            if isinstance(value, (int, float)):
+                row[f"size {key} (kB)"] = value / 1e3
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    value_cols = sorted(
+        (c for c in frame.columns if c not in ("experiment", "method", "sparsity")),
+        key=_size_column_rank,
+    )
+    out = frame.groupby(["experiment", "method", "sparsity"]).mean(numeric_only=True)
+    out = _sort_methods(out.reset_index())
+    out["sparsity"] = out["sparsity"].map(sparsity_label)
+    return out[["experiment", "method", "sparsity"] + [c for c in value_cols if c in out]]
+
+
+def _size_column_rank(column: str) -> tuple[int, int, str]:
+    """density, params, flops, size; within each: dense, sparse/nonzero, condensed, others."""
+    group = next(
+        (i for i, g in enumerate(("density", "params", "flops", "size")) if column.startswith(g)), 4
+    )
+    kind = next(
+        (i for i, k in enumerate(("dense", "nonzero", "sparse", "condensed")) if f" {k}" in column),
+        4,
+    )
+    return (group, kind, column)
+
+
+def ablation_curves(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -> pd.DataFrame:
+    """Ablated neurons over training: one row per (run, topology update).
+
+    Columns experiment, method, sparsity, seed, step, n_ablated; only runs whose record has a
+    non-empty ``metrics.ablation`` list.
+    """
+    rows = []
+    for r in train.itertuples():
+        for entry in records[r.record]["metrics"].get("ablation") or []:
+            if not isinstance(entry, Mapping) or "step" not in entry:
+                continue
+            rows.append(
+                {
+                    "experiment": r.experiment,
+                    "method": r.method,
+                    "sparsity": r.sparsity,
+                    "seed": r.seed,
+                    "step": entry["step"],
+                    "n_ablated": entry.get("n_ablated", 0),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["experiment", "method", "sparsity", "seed", "step", "n_ablated"]
+    )
+
+
+# --------------------------------------------------------------------------- bench records
+
+
+def bench_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """Every bench row with speed-ups; repeated measurements keep the latest record's row.
+
+    Adds columns run_id, created, device (row's ``device``, default ``cpu``), shape
+    (``"in->out"``), speedup_vs_dense (= dense_median_s / median_s) and speedup_vs_csr
+    (= csr time / median_s, where the csr time is the row's ``csr_median_s`` or else the
+    ``csr`` backend's row of the same shape, sparsity, batch, dtype, threads and mode).
+
+    Returns:
+        ``(frame, number of superseded rows dropped)``.
+    """
+    rows = []
+    for rec in records:
+        if rec.get("kind") != "bench":
+            continue
+        for row in rec["metrics"]["rows"]:
+            out = dict(row)
+            out["run_id"] = rec["run_id"]
+            out["created"] = rec["created"]
+            out["device"] = row.get("device") or "cpu"
+            rows.append(out)
+    if not rows:
+        return pd.DataFrame(), 0
+    frame = pd.DataFrame(rows)
+    frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
+    frame, dropped = dedupe_latest(frame, BENCH_KEY)
+    frame = frame.reset_index(drop=True)
+    frame["shape"] = frame["in_features"].astype(str) + "->" + frame["out_features"].astype(str)
+    frame["speedup_vs_dense"] = frame["dense_median_s"] / frame["median_s"]
+    group_key = [k for k in BENCH_KEY if k != "backend"]
+    csr_rows = frame[frame["backend"] == "csr"].set_index(group_key)["median_s"]
+    csr_lookup = {k if isinstance(k, tuple) else (k,): v for k, v in csr_rows.items()}
+    own = frame["csr_median_s"] if "csr_median_s" in frame else pd.Series(np.nan, frame.index)
+    csr_time = [
+        o if isinstance(o, (int, float)) and not math.isnan(o) and o > 0 else csr_lookup.get(k)
+        for o, k in zip(own, frame[group_key].itertuples(index=False, name=None))
+    ]
+    frame["csr_time_s"] = pd.to_numeric(pd.Series(csr_time, index=frame.index), errors="coerce")
+    frame["speedup_vs_csr"] = frame["csr_time_s"] / frame["median_s"]
+    return frame, dropped
+
+
+def speedup_table(bench: pd.DataFrame, value: str = "speedup_vs_dense") -> pd.DataFrame:
+    """Wide table: a row per (device, mode, shape, dtype, threads, batch, sparsity), a column
+    per backend holding ``value``; the first value column is dense's median in microseconds."""
+    index = ["device", "mode", "shape", "dtype", "threads", "batch", "sparsity"]
+    wide = bench.pivot_table(index=index, columns="backend", values=value, aggfunc="first")
+    wide = wide.dropna(axis=1, how="all")
+    dense_us = bench.groupby(index)["dense_median_s"].first() * 1e6
+    wide.insert(0, "dense (us)", dense_us)
+    wide.columns.name = None
+    wide = wide.reset_index()
+    wide["sparsity"] = wide["sparsity"].map(sparsity_label)
+    return wide
+
+
+def layer_timing_comparison(bench: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layer timing (SPEC.md section 4) next to ours for the same shape and batch.
+
+    One row per (source, sparsity): the time in microseconds per backend and the speed-up of
+    every sparse backend vs that source's dense time. Ours are the CPU rows at the reference's
+    shape and batch in end_to_end mode (``layer(x)``, like the paper's; kernel mode where
+    there is none), every thread count measured, labelled.
+    """
+    rows = []
+    for sp, grp in reference.groupby("sparsity"):
+        times = dict(zip(grp["backend"], grp["time_us"]))
+        first = grp.iloc[0]
+        row = {"source": f"paper ({first['threads']} threads)", "sparsity": sparsity_label(sp)}
+        row.update({f"{b} (us)": t for b, t in times.items()})
+        dense = times.get("dense")
+        row.update({f"{b} speed-up": dense / t for b, t in times.items() if b != "dense"})
+        rows.append(row)
+    if not bench.empty:
+        ref0 = reference.iloc[0]
+        mine = bench[
+            (bench["in_features"] == ref0["in_features"])
+            & (bench["out_features"] == ref0["out_features"])
+            & (bench["batch"] == ref0["batch"])
+            & (bench["device"] == "cpu")
+        ]
+        modes = set(mine["mode"])
+        mine = mine[mine["mode"] == ("end_to_end" if "end_to_end" in modes else "kernel")]
+        for (threads, sp), grp in mine.groupby(["threads", "sparsity"]):
+            row = {"source": f"ours ({threads} threads)", "sparsity": sparsity_label(sp)}
+            row["dense (us)"] = float(grp["dense_median_s"].iloc[0]) * 1e6
+            for r in grp[grp["backend"] != DENSE].itertuples():
+                row[f"{r.backend} (us)"] = r.median_s * 1e6
+                row[f"{r.backend} speed-up"] = r.speedup_vs_dense
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    time_cols = sorted(c for c in frame.columns if c.endswith("(us)") and c != "dense (us)")
+    speed_cols = sorted(c for c in frame.columns if c.endswith("speed-up"))
+    return frame[["source", "sparsity", "dense (us)"] + time_cols + speed_cols]
+
+
+def whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``metrics.whole_model`` of every bench record as rows (a list of dicts, or a dict of
+    dicts keyed by a name), with a speed-up column where median_s and dense_median_s exist."""
+    rows = []
+    for rec in records:
+        if rec.get("kind") != "bench":
+            continue
+        whole = rec["metrics"].get("whole_model")
+        if isinstance(whole, Mapping):
+            items = [
+                {"name": k, **v} if isinstance(v, Mapping) else {"name": k, "value": v}
+                for k, v in whole.items()
+            ]
+        elif isinstance(whole, list):
+            items = [w for w in whole if isinstance(w, Mapping)]
+        else:
+            items = []
+        for item in items:
+            rows.append({"run_id": rec["run_id"], **item})
+    frame = pd.DataFrame(rows)
+    if {"median_s", "dense_median_s"} <= set(frame.columns):
+        frame["speedup_vs_dense"] = frame["dense_median_s"] / frame["median_s"]
+    return frame
+
+
+WHOLE_MODEL_COLUMNS = (
+    "model",
+    "name",
+    "backend",
+    "structured",
+    "device",
+    "dtype",
+    "threads",
+    "batch",
+    "sparsity",
+    "condensed_weight_fraction",
+    "dense (ms)",
+    "backend (ms)",
+    "speedup_vs_dense",
+)
+
+
+def whole_model_display(whole: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :func:`whole_model_frame` worth reading, times in milliseconds."""
+    frame = whole.copy()
+    if "dense_median_s" in frame:
+        frame["dense (ms)"] = frame["dense_median_s"] * 1e3
+    if "median_s" in frame:
+        frame["backend (ms)"] = frame["median_s"] * 1e3
+    cols = [c for c in WHOLE_MODEL_COLUMNS if c in frame.columns]
+    return frame[cols] if len(cols) > 2 else whole
+
+
+def skipped_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``metrics.skipped`` of every bench record (what the bench could not run, and why)."""
+    rows = []
+    for rec in records:
+        if rec.get("kind") != "bench":
+            continue
+        skipped = rec["metrics"].get("skipped") or []
+        if isinstance(skipped, Mapping):
+            skipped = [{"what": k, "reason": v} for k, v in skipped.items()]
+        for item in skipped:
+            entry = dict(item) if isinstance(item, Mapping) else {"reason": item}
+            rows.append({"run_id": rec["run_id"], **entry})
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates().reset_index(drop=True) if not frame.empty else frame
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def machine_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Distinct machines (CPU, cores, threads, GPU, platform) with their record counts."""
+    rows = [
+        {
+            "kind": rec["kind"],
+            "cpu": get_path(rec, "host.cpu"),
+            "cores": get_path(rec, "host.cpu_count"),
+            "threads": get_path(rec, "host.threads"),
+            "gpu": get_path(rec, "host.gpu") or "none",
+            "platform": get_path(rec, "host.platform"),
+        }
+        for rec in records
+    ]
+    return _count_distinct(rows)
+
+
+def versions_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Distinct library-version sets with their record counts."""
+    rows = [{k: (v or "-") for k, v in rec.get("versions", {}).items()} for rec in records]
+    return _count_distinct(rows)
+
+
+def git_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The git commits (and dirty flags) the records came from, with counts per kind."""
+    rows = [
+        {
+            "commit": (get_path(rec, "git.commit") or "unknown")[:12],
+            "dirty": get_path(rec, "git.dirty"),
+            "kind": rec["kind"],
+        }
+        for rec in records
+    ]
+    return _count_distinct(rows)
+
+
+def _count_distinct(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).astype(str)
+    cols = list(frame.columns)
+    return frame.groupby(cols, sort=True).size().reset_index(name="records")

@@ -1,0 +1,496 @@
+"""``python -m suite.train``: train one model with one sparse-training method, write a record.
+
+::
+
+    python -m suite.train experiment=digits_mlp trainer=srigl sparsity=0.9 seed=1
+    python -m suite.train -m experiment=digits_mlp trainer=dense,rigl,srigl sparsity=0.8,0.9
+    torchrun --nproc_per_node=4 -m suite.train experiment=imagenet_resnet50 trainer=srigl
+
+In process (``suite.reproduce``, tests)::
+
+    from suite.train import compose, run
+    record = run(compose(["experiment=digits_cnn", "trainer=rigl", "sparsity=0.95"]))
+
+Flow: config -> data set and model (registries) -> optimizer, lr schedule, sparse trainer
+(``srigl.create_trainer``) -> epochs of training + evaluation, a checkpoint after each epoch
+under ``checkpoint_dir/<run_id>/`` -> metrics -> a ``train`` result record in
+``results_dir`` (rank 0 only). The run id is a hash of the config without the keys of
+:data:`RUN_ID_EXCLUDED` (paths, device, resume, logging), so ``resume=true`` finds the
+checkpoint of the same experiment and continues it to the same result.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from suite import checkpoint as ckpt
+from suite import distributed
+from suite.data import create_dataset, make_loader
+from suite.loggers import create_logger
+from suite.loop import StepParts, amp_dtype, evaluate, train_epoch
+from suite.metrics import inference_flops, model_bytes, param_counts
+from suite.models import create_model
+from suite.optim import create_optimizer, create_scheduler
+from suite.results import ResultStore, config_hash, make_record
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: dotted config keys that do not change a run's result and are left out of its run id
+RUN_ID_EXCLUDED = (
+    "resume",
+    "results_dir",
+    "checkpoint_dir",
+    "log_dir",
+    "device",
+    "logger",
+    "num_workers",
+    "progress",
+    "checkpoint",
+    "dataset.root",
+)
+#: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
+EpochCallback = Callable[[int, dict[str, list]], None]
+
+
+class ConfigError(ValueError):
+    """The training config is inconsistent (e.g. a batch size that does not split over ranks)."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``suite/conf/train.yaml`` with Hydra ``overrides`` (e.g. ``["trainer=rigl"]``).
+
+    Works inside or outside a running Hydra app (the global Hydra state is restored).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("train", overrides=list(overrides))
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (the record's ``config``)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def run_id(cfg: DictConfig | dict[str, Any]) -> str:
+    """Hash of the experiment-defining config (``RUN_ID_EXCLUDED`` keys left out)."""
+    data = plain_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    data = _drop_keys(data, RUN_ID_EXCLUDED)
+    return config_hash(data)
+
+
+def _drop_keys(data: dict[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
+    out = dict(data)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if head not in out:
+            continue
+        if rest:
+            if isinstance(out[head], dict):
+                out[head] = _drop_keys(out[head], [rest])
+        else:
+            del out[head]
+    return out
+
+
+def _options(section: DictConfig, drop: Sequence[str] = ("name",)) -> dict[str, Any]:
+    """A config group's values as keyword arguments (``name`` and the keys in ``drop`` out)."""
+    opts = OmegaConf.to_container(section, resolve=True)
+    return {k: v for k, v in opts.items() if k not in drop}  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _show_progress(setting: Any, is_main: bool) -> bool:
+    if not is_main:
+        return False
+    if setting == "auto":
+        return sys.stderr.isatty()
+    return bool(setting)
+
+
+def _per_rank(batch: int, world: int, what: str) -> int:
+    if batch % world:
+        raise ConfigError(
+            f"{what}={batch} does not split over {world} ranks; use a multiple of {world}"
+        )
+    return batch // world
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def run(cfg: DictConfig, callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+    """Train as ``cfg`` says and write the result record (rank 0); return the record.
+
+    Args:
+        cfg: a composed ``train.yaml`` (see :func:`compose`).
+        callbacks: called as ``cb(epoch, curves)`` after each epoch's checkpoint (1-based
+            epoch); an exception raised there interrupts the run (tests use this).
+
+    Returns:
+        The ``train`` result record (``suite.results`` schema), on every rank.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (no record is written).
+        ConfigError, UnknownNameError, DatasetNotFoundError: bad config or missing data.
+    """
+    ctx = distributed.setup(str(cfg.device))
+    try:
+        return _run(cfg, ctx, list(callbacks))
+    finally:
+        ctx.close()
+
+
+def _run(
+    cfg: DictConfig, ctx: distributed.DistContext, callbacks: list[EpochCallback]
+) -> dict[str, Any]:
+    import srigl
+
+    config = plain_config(cfg)
+    rid = run_id(config)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    device = ctx.device
+    tcfg = cfg.training
+
+    data = create_dataset(str(cfg.dataset.name), seed=seed, **_options(cfg.dataset))
+    model = create_model(
+        str(cfg.model.name), data.num_classes, data.input_shape, **_options(cfg.model)
+    ).to(device)
+    if ctx.distributed and cfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    train_loader = make_loader(
+        data.train,
+        _per_rank(int(tcfg.batch_size), ctx.world_size, "training.batch_size"),
+        train=True,
+        seed=seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        num_workers=int(cfg.num_workers),
+        pin_memory=device.type == "cuda",
+    )
+    test_loader = make_loader(
+        data.test,
+        max(1, int(tcfg.eval_batch_size) // ctx.world_size),
+        train=False,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        num_workers=int(cfg.num_workers),
+        pin_memory=device.type == "cuda",
+    )
+    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)
+    n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
+    n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
+    accumulate = int(tcfg.accumulate_batches)
+    if accumulate < 1:
+        raise ConfigError(f"training.accumulate_batches={accumulate} must be >= 1")
+    steps_per_epoch = -(-n_train // accumulate)
+    epochs = int(tcfg.epochs)
+    total_steps = max(1, epochs * steps_per_epoch)
+
+    optimizer = create_optimizer(str(cfg.optimizer.name), model, **_options(cfg.optimizer))
+    scheduler = create_scheduler(
+        str(cfg.scheduler.name),
+        optimizer,
+        steps_per_epoch,
+        total_steps,
+        **_options(cfg.scheduler),
+    )
+    amp = amp_dtype(str(cfg.amp))
+    scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
+    trainer = srigl.create_trainer(
+        str(cfg.trainer.name),
+        model,
+        optimizer,
+        sparsity=float(cfg.sparsity),
+        total_steps=total_steps,
+        grad_scaler=scaler,
+        seed=seed,
+        **_options(cfg.trainer, drop=("name", "label")),
+    )
+    if ctx.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    parts = StepParts(
+        model=model,
+        optimizer=optimizer,
+        trainer=trainer,
+        scheduler=scheduler,
+        criterion=nn.CrossEntropyLoss(label_smoothing=float(tcfg.label_smoothing)),
+        device=device,
+        dist=ctx,
+        amp=amp,
+        scaler=scaler,
+        accumulate=accumulate,
+        grad_clip=None if tcfg.grad_clip is None else float(tcfg.grad_clip),
+    )
+
+    ckpt_file = ckpt.checkpoint_path(cfg.checkpoint_dir, rid)
+    state = _State()
+    if cfg.resume and ckpt_file.is_file():
+        state = _restore(ckpt_file, _unwrap(model), optimizer, trainer, scheduler, scaler)
+    state.input_shape, state.num_classes = tuple(data.input_shape), int(data.num_classes)
+    logger = create_logger(str(cfg.logger), Path(cfg.log_dir) / rid) if ctx.is_main else None
+    show = _show_progress(cfg.progress, ctx.is_main)
+    max_steps = None if cfg.max_steps is None else int(cfg.max_steps)
+
+    try:
+        for epoch in range(state.epoch, epochs):
+            if max_steps is not None and state.global_step >= max_steps:
+                break
+            train_loader.sampler.set_epoch(epoch)
+            bar = _bar(show, epoch, epochs, steps_per_epoch)
+            result = train_epoch(
+                parts, train_loader, n_train, epoch, state.global_step, max_steps, bar
+            )
+            state.global_step += result.steps
+            state.step_times.extend(result.step_times)
+            test = evaluate(model, test_loader, n_test, device, ctx, amp)
+            density = float(trainer.stats()["global_density"])
+            state.add_epoch(epoch + 1, result, test, density)
+            if bar is not None:
+                bar.set_postfix(
+                    loss=f"{result.loss:.4f}",
+                    acc=f"{test['top1_accuracy']:.2f}",
+                    density=f"{density:.4f}",
+                )
+                bar.close()
+            if logger is not None:
+                logger.log(state.last_scalars(), state.global_step)
+            state.epoch = epoch + 1
+            if ctx.is_main and cfg.checkpoint:
+                _save(ckpt_file, cfg, _unwrap(model), optimizer, trainer, scheduler, scaler, state)
+            ctx.barrier()
+            for callback in callbacks:
+                callback(epoch + 1, state.curves)
+    finally:
+        if logger is not None:
+            logger.close()
+
+    final = state.final_test or evaluate(model, test_loader, n_test, device, ctx, amp)
+    metrics = _metrics(final, state, _unwrap(model), trainer, data.input_shape, device)
+    if ctx.is_main and cfg.checkpoint and ckpt_file.is_file():
+        metrics["checkpoint"] = str(ckpt_file)
+    record = make_record("train", config, metrics, run_id=rid)
+    if ctx.is_main:
+        ResultStore(cfg.results_dir).write(record)
+    ctx.barrier()
+    return record
+
+
+def _bar(show: bool, epoch: int, epochs: int, steps: int):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- run state
+
+
+class _State:
+    """What a run accumulates across epochs (and a checkpoint carries for resuming)."""
+
+    def __init__(self) -> None:
+        self.input_shape: tuple[int, ...] = ()
+        self.num_classes = 0
+        self.epoch = 0
+        self.global_step = 0
+        self.step_times: list[float] = []
+        self.curves: dict[str, list] = {
+            "epoch": [],
+            "train_loss": [],
+            "train_accuracy": [],
+            "test_accuracy": [],
+            "test_top5_accuracy": [],
+            "test_loss": [],
+            "density": [],
+        }
+
+    def add_epoch(self, epoch: int, result, test: dict[str, float], density: float) -> None:
+        c = self.curves
+        c["epoch"].append(epoch)
+        c["train_loss"].append(result.loss)
+        c["train_accuracy"].append(result.accuracy)
+        c["test_accuracy"].append(test["top1_accuracy"])
+        c["test_top5_accuracy"].append(test["top5_accuracy"])
+        c["test_loss"].append(test["test_loss"])
+        c["density"].append(density)
+
+    def last_scalars(self) -> dict[str, float]:
+        return {f"curves/{k}": v[-1] for k, v in self.curves.items() if k != "epoch" and v}
+
+    @property
+    def final_test(self) -> dict[str, float] | None:
+        c = self.curves
+        if not c["epoch"]:
+            return None
+        return {
+            "top1_accuracy": c["test_accuracy"][-1],
+            "top5_accuracy": c["test_top5_accuracy"][-1],
+            "test_loss": c["test_loss"][-1],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "step_times": list(self.step_times),
+            "curves": {k: list(v) for k, v in self.curves.items()},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> _State:
+        out = cls()
+        out.epoch = int(state["epoch"])
+        history = state.get("history", {})
+        out.global_step = int(history.get("global_step", 0))
+        out.step_times = list(history.get("step_times", []))
+        out.curves.update({k: list(v) for k, v in history.get("curves", {}).items()})
+        return out
+
+
+def _save(path, cfg, model, optimizer, trainer, scheduler, scaler, state: _State) -> None:
+    ckpt.save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "masks": {n: m.detach().cpu().clone() for n, m in trainer.masks.items()},
+            "trainer": trainer.state_dict(),
+            "rng": ckpt.rng_state(),
+            "epoch": state.epoch,
+            "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
+            "scheduler": scheduler.state_dict(),
+            "scaler": None if scaler is None else scaler.state_dict(),
+            "history": state.to_dict(),
+            "input_shape": list(state.input_shape),
+            "num_classes": state.num_classes,
+        },
+    )
+
+
+def _restore(path, model, optimizer, trainer, scheduler, scaler) -> _State:
+    device = next(model.parameters()).device
+    data = ckpt.load_checkpoint(path, map_location=device)
+    model.load_state_dict(data["model"])
+    optimizer.load_state_dict(data["optimizer"])
+    trainer.load_state_dict(data["trainer"])
+    if data.get("scheduler") is not None:
+        scheduler.load_state_dict(data["scheduler"])
+    if scaler is not None and data.get("scaler") is not None:
+        scaler.load_state_dict(data["scaler"])
+    ckpt.set_rng_state(data["rng"])
+    return _State.from_checkpoint(data)
+
+
+def load_trained(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, torch.Tensor], DictConfig]:
+    """Rebuild a trained model from a checkpoint written by :func:`run` (no data needed).
+
+    Returns:
+        ``(model, masks, cfg)``: the model in eval mode on ``device`` with the trained weights
+        (masked positions are zero), the masks {param name: bool tensor} and the run's config.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or foreign (the message names it).
+    """
+    data = ckpt.load_checkpoint(path, map_location=device)
+    cfg = OmegaConf.create(data["config_yaml"])
+    if "input_shape" not in data or "num_classes" not in data:
+        raise ckpt.CheckpointError(f"{path}: lacks input_shape/num_classes; cannot rebuild")
+    model = create_model(
+        str(cfg.model.name), int(data["num_classes"]), data["input_shape"], **_options(cfg.model)
+    )
+    model.load_state_dict(data["model"])
+    masks = {n: m.to(device=device, dtype=torch.bool) for n, m in data["masks"].items()}
+    return model.to(device).eval(), masks, cfg
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[str, Any]:
+    stats = trainer.stats()
+    masks = {n: m.detach() for n, m in trainer.masks.items()}
+    c = state.curves
+    top1, top5 = float(final["top1_accuracy"]), float(final["top5_accuracy"])
+    return {
+        "top1_accuracy": top1,
+        "top5_accuracy": top5,
+        "top1_error": 100.0 - top1,
+        "top5_error": 100.0 - top5,
+        "test_loss": float(final["test_loss"]),
+        "curves": {k: c[k] for k in ("epoch", "train_loss", "test_accuracy", "density")}
+        | {k: c[k] for k in ("train_accuracy", "test_loss")},
+        "ablation": [
+            {"step": int(h["step"]), "n_ablated": int(h.get("n_ablated", 0))}
+            for h in trainer.history
+        ],
+        "layers": {
+            name: {k: info.get(k) for k in ("fan_in", "density", "n_active", "n_ablated")}
+            for name, info in stats["layers"].items()
+        },
+        "global_density": float(stats["global_density"]),
+        "params": param_counts(model, masks),
+        "flops": inference_flops(model, masks, input_shape, device),
+        "model_bytes": model_bytes(model, masks),
+        "step_time_s": float(np.mean(state.step_times)) if state.step_times else None,
+        "epochs": state.epoch,
+        "steps": state.global_step,
+        "updates": int(stats.get("updates", len(trainer.history))),
+    }
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """The Hydra app: train, print a one-line summary (rank 0), return the top-1 error."""
+    record = run(cfg)
+    m = record["metrics"]
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"{cfg.experiment} {cfg.trainer.label} sparsity={cfg.sparsity} seed={cfg.seed}: "
+            f"top-1 {m['top1_accuracy']:.2f}% density {m['global_density']:.4f} "
+            f"steps {m['steps']} run {record['run_id']}"
+        )
+    return float(m["top1_error"])
+
+
+if __name__ == "__main__":
+    main()

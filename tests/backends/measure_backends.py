@@ -1,0 +1,107 @@
+"""Measure every backend against dense ``F.linear`` on the ViT-B/16 MLP shapes (a script, not a
+test): ``.venv/bin/python tests/backends/measure_backends.py [--reps 5] [--backends fused,csr]``.
+
+Per (shape, sparsity, batch) all layers are built once; then ``--reps`` rounds each time every
+backend and dense with ``torch.utils.benchmark.Timer(num_threads=T).blocked_autorange``, one
+after the other, so each ratio pairs measurements taken close in time (the machine is shared:
+medians over rounds). Prints a markdown table: median time, speed-up vs dense and vs CSR, and
+for batch 1 the GB/s over the bytes a kernel must read/write (values + indices + x + out; for
+dense: weight + x + out). ``kernel`` rows time ``forward_transposed`` on [in, B] input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
+import backends
+from backends.condensed import CondensedLinear
+from backends.fused_cpu import kernel_index_dtype
+
+
+def constant_fan_in_mask(out_f: int, in_f: int, sparsity: float, seed: int = 0) -> torch.Tensor:
+    """bool [out, in] with k = round(in * (1 - sparsity)) random columns per row."""
+    g = torch.Generator().manual_seed(seed)
+    k = max(1, round(in_f * (1 - sparsity)))
+    cols = torch.rand(out_f, in_f, generator=g).argsort(dim=1)[:, :k]
+    return torch.zeros(out_f, in_f, dtype=torch.bool).scatter_(1, cols, True)
+
+
+def layer_bytes(name: str, layer, batch: int) -> int:
+    """Bytes a kernel must move: its weights (values + indices, or the dense weight) + x + y."""
+    io = 4 * batch * (layer.in_features + layer.out_features)
+    if isinstance(layer, CondensedLinear):
+        idx = 4 if name in ("naive", "compiled", "csr", "coo") else 2
+        if name in ("fused", "fused_triton"):
+            idx = torch.tensor([], dtype=kernel_index_dtype(layer.in_features)).element_size()
+        return layer.values.numel() * (4 + idx) + io
+    return 4 * layer.in_features * layer.out_features + io
+
+
+def timeit(fn, threads: int, min_run_time: float) -> float:
+    t = Timer("fn()", globals={"fn": fn}, num_threads=threads)
+    return t.blocked_autorange(min_run_time=min_run_time).median
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--min-run-time", type=float, default=0.1)
+    p.add_argument("--backends", default="dense,structured,naive,csr,coo,compiled,fused")
+    p.add_argument("--shapes", default="768x3072,3072x768")
+    p.add_argument("--sparsities", default="0.9,0.99")
+    p.add_argument("--batches", default="1,256")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    names = [n for n in a.backends.split(",") if backends.available(n, "cpu")[0]]
+    print(f"threads={a.threads} reps={a.reps} (median over reps; ratios paired per rep)")
+    print("| in->out | sparsity | batch | backend | mode | median us | x dense | x csr | GB/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape in a.shapes.split(","):
+        in_f, out_f = map(int, shape.split("x"))
+        for sp in map(float, a.sparsities.split(",")):
+            g = torch.Generator().manual_seed(1)
+            weight = torch.randn(out_f, in_f, generator=g) / in_f**0.5
+            bias = torch.randn(out_f, generator=g)
+            mask = constant_fan_in_mask(out_f, in_f, sp)
+            layers = {n: backends.create(n, weight, mask, bias, layer_name=shape) for n in names}
+            for batch in map(int, a.batches.split(",")):
+                x = torch.randn(batch, in_f, generator=g)
+                xt = x.T.contiguous()
+                ref = F.linear(x, weight * mask, bias)
+                fns = {}
+                with torch.no_grad():
+                    for n, layer in layers.items():
+                        torch.testing.assert_close(layer(x), ref, rtol=1e-4, atol=1e-4)
+                        fns[(n, "end_to_end")] = lambda layer=layer: layer(x)
+                        if hasattr(layer, "forward_transposed"):
+                            torch.testing.assert_close(layer.forward_transposed(xt).T, ref)
+                            fns[(n, "kernel")] = lambda layer=layer: layer.forward_transposed(xt)
+                    wd = weight * mask
+                    fns[("F.linear", "end_to_end")] = lambda: F.linear(x, wd, bias)
+                    times = {key: [] for key in fns}
+                    for _ in range(a.reps):
+                        for key, fn in fns.items():
+                            times[key].append(timeit(fn, a.threads, a.min_run_time))
+                dense = times[("F.linear", "end_to_end")]
+                csr = times.get(("csr", "end_to_end"))
+                for (n, mode), ts in times.items():
+                    med = statistics.median(ts)
+                    xd = statistics.median(d / t for d, t in zip(dense, ts))
+                    xc = statistics.median(c / t for c, t in zip(csr, ts)) if csr else float("nan")
+                    layer = layers.get(n, layers.get("dense"))
+                    gbs = layer_bytes(n, layer, batch) / med / 1e9 if batch == 1 else float("nan")
+                    print(
+                        f"| {in_f}->{out_f} | {sp} | {batch} | {n} | {mode} | {med * 1e6:.1f} | "
+                        f"{xd:.2f} | {xc:.2f} | {gbs:.1f} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Bad input gives a ValueError that names the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sparse_checks import toy_mlp
+from torch import nn
+
+import srigl
+
+
+def _create(name="srigl", model=None, optimizer=None, **kwargs):
+    model = model if model is not None else toy_mlp()
+    optimizer = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.1)
+    return srigl.create_trainer(name, model, optimizer, **{"total_steps": 100, **kwargs})
+
+
+def test_unknown_trainer_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"'rigl2'.*dense, rigl, set, srigl, static"):
+        _create("rigl2")
+
+
+def test_unknown_distribution_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"'erdos'.*er, erk, uniform"):
+        _create(distribution="erdos")
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5])
+@pytest.mark.parametrize("name", ["static", "set", "rigl", "srigl"])
+def test_sparsity_outside_open_unit_interval_is_refused(name, sparsity):
+    with pytest.raises(ValueError, match=rf"sparsity={sparsity!r}.*0 < sparsity < 1"):
+        _create(name, sparsity=sparsity)
+
+
+@pytest.mark.parametrize("delta_t", [0, -3])
+@pytest.mark.parametrize("name", ["static", "rigl", "srigl"])
+def test_non_positive_delta_t_is_refused(name, delta_t):
+    with pytest.raises(ValueError, match=rf"delta_t={delta_t}.*> 0"):
+        _create(name, delta_t=delta_t)
+
+
+def test_negative_gamma_sal_is_refused():
+    with pytest.raises(ValueError, match=r"gamma_sal=-0.1.*>= 0"):
+        _create(gamma_sal=-0.1)
+
+
+def test_dynamic_trainer_without_total_steps_is_refused():
+    model = toy_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"total_steps"):
+        srigl.create_trainer("rigl", model, opt)
+
+
+def test_budget_that_forced_dense_layers_exceed_is_refused():
+    model = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 2))
+    with pytest.raises(ValueError, match=r"forced-dense layers \['0.weight'\]"):
+        _create(model=model, sparsity=0.5, dense_layers=["0.weight"])
+
+
+def test_optimizer_not_owning_the_sparse_parameters_is_refused():
+    model = toy_mlp()
+    opt = torch.optim.SGD(model[4].parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"does not own.*'0.weight', '2.weight'"):
+        _create(model=model, optimizer=opt)
+
+
+def test_layer_with_zero_fan_in_names_layer_shape_density_and_the_fix():
+    model = nn.Sequential(nn.Linear(4, 64), nn.Linear(64, 1000))
+    with pytest.raises(ValueError) as err:
+        _create(model=model, sparsity=0.9, distribution="uniform")
+    msg = str(err.value)
+    assert "'0.weight'" in msg and "(64, 4)" in msg and "density 0.1" in msg
+    assert "dense_layers=['0.weight']" in msg
+    # the suggested fix works
+    _create(model=model, sparsity=0.9, distribution="uniform", dense_layers=["0.weight"])
+
+
+def test_srigl_refuses_unstructured_masks():
+    with pytest.raises(ValueError, match=r"constant_fan_in=False.*'rigl'"):
+        _create(constant_fan_in=False)
+
+
+def test_grad_accumulation_longer_than_delta_t_is_refused():
+    with pytest.raises(ValueError, match=r"grad_accumulation_n=8.*delta_t=4"):
+        _create(delta_t=4, grad_accumulation_n=8)
+
+
+def test_all_input_errors_are_value_errors():
+    assert issubclass(srigl.errors.SparsityConfigError, ValueError)
+    assert issubclass(srigl.errors.OptimizerMismatchError, ValueError)
+    assert issubclass(srigl.errors.EmptyLayerError, ValueError)

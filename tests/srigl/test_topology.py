@@ -1,0 +1,88 @@
+"""The vectorised drop/grow primitives: exact counts, deterministic ties, per-row growth."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from srigl.topology import (
+    drop_grow_fan_in,
+    drop_grow_unstructured,
+    neurons_to_keep,
+    row_top_mask,
+    salient_counts,
+    top_n_mask,
+)
+
+
+def test_top_n_mask_breaks_ties_by_lower_index_and_never_picks_minus_inf():
+    score = torch.tensor([1.0, 3.0, 3.0, float("-inf"), 3.0, 2.0])
+    assert top_n_mask(score, 2).tolist() == [False, True, True, False, False, False]
+    assert top_n_mask(score, 10).tolist() == [True, True, True, False, True, True]
+    assert not top_n_mask(score, 0).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.integers(-3, 3), min_size=1, max_size=60),
+    n=st.integers(0, 70),
+)
+def test_top_n_mask_selects_the_n_largest_like_a_stable_sort(values, n):
+    score = torch.tensor(values, dtype=torch.float32)
+    order = torch.sort(score, descending=True, stable=True).indices[:n]
+    expected = torch.zeros(len(values), dtype=torch.bool)
+    expected[order] = True
+    assert torch.equal(top_n_mask(score, n), expected)
+
+
+def test_row_top_mask_takes_a_different_count_per_row():
+    score = torch.tensor([[1.0, 5.0, 3.0], [2.0, 2.0, 2.0], [0.0, 1.0, 2.0]])
+    got = row_top_mask(score, torch.tensor([1, 2, 0]))
+    assert got.tolist() == [[False, True, False], [True, True, False], [False, False, False]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(out=st.integers(1, 12), fan_in=st.integers(2, 20), seed=st.integers(0, 999), data=st.data())
+def test_drop_grow_fan_in_gives_every_active_row_exactly_k(out, fan_in, seed, data):
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out, fan_in, generator=gen)
+    mask = torch.rand(out, fan_in, generator=gen) < 0.5
+    active = torch.rand(out, generator=gen) < 0.7
+    k = data.draw(st.integers(1, fan_in))
+    n_keep = data.draw(st.integers(0, int(mask.sum())))
+    kept, new = drop_grow_fan_in(weight, mask, torch.randn(out, fan_in, generator=gen), active, n_keep, k)
+    assert torch.equal(new.sum(1), active.long() * k)
+    assert not (kept & ~mask).any(), "kept a position that was not active"
+    assert not (kept & ~active.view(-1, 1)).any()
+    assert (kept <= new).all()
+
+
+def test_drop_keeps_largest_magnitudes_and_grow_follows_the_gradient():
+    weight = torch.tensor([[0.1, -0.9, 0.5, 0.0], [0.3, 0.0, 0.0, -0.2]])
+    mask = weight != 0
+    grad = torch.tensor([[0.0, 0.0, 0.0, 9.0], [0.0, 5.0, 7.0, 0.0]])
+    kept, new = drop_grow_unstructured(weight, mask, grad, n_drop=2)
+    assert kept.tolist() == [[False, True, True, False], [True, False, False, False]]
+    assert new.tolist() == [[False, True, True, True], [True, False, True, False]]
+
+
+def test_a_neuron_keeping_more_than_k_drops_its_smallest_magnitudes():
+    weight = torch.tensor([[4.0, 3.0, 2.0, 1.0], [0.5, 0.0, 0.0, 0.0]])
+    mask = weight != 0
+    kept, new = drop_grow_fan_in(
+        weight, mask, torch.zeros(2, 4), torch.tensor([True, True]), n_keep=5, k=2
+    )
+    assert kept.tolist() == [[True, True, False, False], [True, False, False, False]]
+    assert new.sum(1).tolist() == [2, 2]
+
+
+def test_salience_and_ablation_switch_off_neurons_below_tau():
+    weight = torch.tensor([[3.0, 2.0, 0.0], [0.01, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    mask = weight != 0
+    grad = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    counts = salient_counts(weight, mask, grad, n_keep=3, n_drop=1)
+    assert counts.tolist() == [2, 0, 2]
+    assert neurons_to_keep(counts, tau=1, min_active=1).tolist() == [True, False, True]
+    # never fewer neurons than can hold the budget
+    assert neurons_to_keep(counts, tau=3, min_active=2).tolist() == [True, False, True]

@@ -1,0 +1,272 @@
+"""Specification of the report: synthetic records in, REPORT.md numbers and figures out."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pandas as pd
+import pytest
+from report_fixtures import (
+    EXPERIMENTS,
+    SEEDS,
+    SPARSE_METHODS,
+    SPARSITIES,
+    make_bench_record,
+    make_train_records,
+    train_config,
+    train_metrics,
+    write_store,
+)
+
+from suite import report
+from suite.mdtable import markdown_table
+from suite.report_data import load_reference
+from suite.results import make_record
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fmt(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.2f} (n=1)"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def _section(text: str, title: str) -> str:
+    """The text of the Markdown section headed ``title`` (up to the next heading of any level)."""
+    start = text.index(title)
+    rest = text[start + len(title) :]
+    ends = [i for i in (rest.find("\n## "), rest.find("\n### ")) if i >= 0]
+    return rest[: min(ends)] if ends else rest
+
+
+def _row(section: str, first_cell: str) -> list[str]:
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row starting with {first_cell!r} in:\n{section}")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A store with a train grid (plus a re-run of one seed) and a bench record, reported."""
+    root = tmp_path_factory.mktemp("report")
+    records = make_train_records()
+    rerun = make_record(
+        "train",
+        train_config("digits_mlp", "srigl", 0.99, 1, note="rerun"),
+        train_metrics(12.5, "srigl"),
+        run_id="rerun-of-seed-1",
+    )
+    rerun["created"] = "2026-11-27T02:00:00+00:00"  # later than the grid: it wins
+    stale = make_record(
+        "train",
+        train_config("digits_mlp", "rigl", 0.9, 0, note="older"),
+        train_metrics(1.0, "rigl"),
+        run_id="stale-run-of-seed-0",
+    )
+    stale["created"] = "2026-11-26T00:00:00+00:00"  # earlier than the grid: it loses
+    dense_again = make_record(
+        "train",
+        train_config("digits_cnn", "dense", 0.99, 2),  # dense at another sparsity, same seed
+        train_metrics(3.0, "dense"),
+    )
+    dense_again["created"] = "2026-11-26T00:00:00+00:00"
+    bench = make_bench_record()
+    write_store(root / "runs", records + [rerun, stale, dense_again, bench])
+    rep = report.build_report(root / "runs", root / "out", commands=["make reproduce PROFILE=x"])
+    return {
+        "records": records,
+        "rerun": rerun,
+        "bench": bench,
+        "report": rep,
+        "text": rep.path.read_text(encoding="utf-8"),
+    }
+
+
+def _accuracies(records, experiment, method, sparsity, replace=None):
+    by_seed = {}
+    for rec in records:
+        cfg = rec["config"]
+        if (cfg["experiment"], cfg["trainer"]["label"]) != (experiment, method):
+            continue
+        if method != "dense" and cfg["sparsity"] != sparsity:
+            continue
+        by_seed[cfg["seed"]] = rec["metrics"]["top1_accuracy"]
+    by_seed.update(replace or {})
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def test_report_shows_mean_std_and_n_over_seeds_for_every_method_and_sparsity(built):
+    text, records = built["text"], built["records"]
+    for exp in EXPERIMENTS:
+        section = _section(text, f"### {exp}")
+        dense = _row(section, "dense")
+        assert _fmt(_accuracies(records, exp, "dense", None)) in dense
+        for method in SPARSE_METHODS:
+            cells = _row(section, method)
+            for sp in SPARSITIES:
+                replace = None
+                if (exp, method, sp) == ("digits_mlp", "srigl", 0.99):
+                    replace = {1: built["rerun"]["metrics"]["top1_accuracy"]}
+                assert _fmt(_accuracies(records, exp, method, sp, replace)) in cells, (exp, method)
+
+
+def test_a_rerun_seed_is_counted_once_and_the_latest_run_wins(built):
+    section = _section(built["text"], "### digits_mlp")
+    srigl = " ".join(_row(section, "srigl"))
+    assert f"(n={len(SEEDS)})" in srigl and f"(n={len(SEEDS) + 1})" not in srigl
+    rigl = " ".join(_row(section, "rigl"))  # the older stale run of seed 0 is ignored
+    assert _fmt(_accuracies(built["records"], "digits_mlp", "rigl", 0.9)) in rigl
+    assert "3 duplicate seed runs superseded" in built["text"]  # rerun, stale, dense
+
+
+def test_dense_is_one_reference_per_seed_whatever_sparsity_its_config_carries(built):
+    section = _section(built["text"], "### digits_cnn")
+    dense = _row(section, "dense")
+    assert _fmt(_accuracies(built["records"], "digits_cnn", "dense", None)) in dense
+    assert "3.00" not in " ".join(dense)  # the older dense run at 0.99 of seed 2 lost
+
+
+def test_ablation_table_gives_the_per_seed_difference_with_its_std(built):
+    section = _section(built["text"], "## Does neuron ablation help?")
+    records = built["records"]
+    for exp in EXPERIMENTS:
+        replace = {1: built["rerun"]["metrics"]["top1_accuracy"]} if exp == "digits_mlp" else None
+        with_abl = _accuracies(records, exp, "srigl", 0.99, replace)
+        without = _accuracies(records, exp, "srigl_no_ablation", 0.99)
+        diffs = [a - b for a, b in zip(with_abl, without)]
+        row = next(
+            r
+            for r in (line for line in section.splitlines() if line.startswith(f"| {exp} "))
+            if "| 99% |" in r
+        )
+        assert _fmt(with_abl) in row and _fmt(without) in row and _fmt(diffs) in row
+        assert "| 90% |" not in section  # only 95-99% answer this question
+
+
+def test_speedups_vs_dense_and_vs_csr_come_from_the_bench_rows(built):
+    text = built["text"]
+    rows = built["bench"]["metrics"]["rows"]
+    vs_dense = _section(text, "### vs dense")
+    vs_csr = _section(text, "### vs CSR")
+    for row in rows:
+        if row["backend"] != "fused":
+            continue
+        csr = next(
+            r
+            for r in rows
+            if r["backend"] == "csr"
+            and (r["sparsity"], r["batch"]) == (row["sparsity"], row["batch"])
+        )
+        prefix = f"| cpu | kernel | 3072->768 | float32 | 2 | {row['batch']} | "
+        prefix += f"{row['sparsity'] * 100:g}% |"
+        line_d = next(line for line in vs_dense.splitlines() if line.startswith(prefix))
+        line_c = next(line for line in vs_csr.splitlines() if line.startswith(prefix))
+        assert f"{row['dense_median_s'] / row['median_s']:.2f}" in line_d
+        assert f"{csr['median_s'] / row['median_s']:.2f}" in line_c
+
+
+def test_whole_model_timings_and_skipped_backends_are_shown(built):
+    whole = built["bench"]["metrics"]["whole_model"][0]
+    section = _section(built["text"], "### Whole model")
+    row = " ".join(_row(section, whole["model"]))
+    assert f"{whole['dense_median_s'] / whole['median_s']:.2f}" in row
+    skipped = _section(built["text"], "### Not measured")
+    assert "fused_triton" in skipped and "no CUDA here" in skipped
+
+
+def test_figures_are_written_as_non_empty_pngs_and_linked_from_the_report(built):
+    names = {p.name for p in built["report"].figures}
+    assert names == {
+        "accuracy_vs_sparsity.png",
+        "ablation_over_training.png",
+        "speedup_vs_sparsity.png",
+        "speedup_vs_batch.png",
+    }
+    for path in built["report"].figures:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert f"](figures/{path.name})" in built["text"]
+
+
+def test_report_names_machine_versions_commits_and_the_regenerating_commands(built):
+    text = built["text"]
+    rec = built["records"][0]
+    assert rec["host"]["cpu"] in text
+    assert rec["versions"]["torch"] in text
+    if rec["git"]["commit"]:
+        assert rec["git"]["commit"][:12] in text
+    assert "make reproduce PROFILE=x" in _section(text, "## Regenerate")
+
+
+def test_paper_figures_sit_next_to_a_matching_experiment(tmp_path):
+    ref = load_reference("accuracy.csv")
+    recs = [
+        make_record(
+            "train",
+            {**train_config("digits_mlp", "srigl", 0.9, seed), "experiment": "cifar10_resnet18"},
+            train_metrics(90.0 + seed, "srigl"),
+        )
+        for seed in (0, 1)
+    ]
+    write_store(tmp_path / "runs", recs)
+    text = report.build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
+    section = _section(text, "### cifar10_resnet18")
+    paper = ref[(ref["experiment"] == "cifar10_resnet18") & (ref["method"] == "srigl")]
+    row = " ".join(_row(section, "paper: srigl"))
+    for top1 in paper["top1"]:
+        assert f"{top1:.2f}" in row
+    assert _fmt([90.0, 91.0]) in " ".join(_row(section, "srigl"))
+
+
+def test_reference_tables_hold_every_paper_figure(built):
+    section = _section(built["text"], "### Reference figures (paper)")
+    for r in load_reference("accuracy.csv").itertuples():
+        assert f"{r.top1:.2f}" in section
+    timing = _section(built["text"], "### Layer timing next to the paper's")
+    for r in load_reference("layer_timing.csv").itertuples():
+        assert f"{r.time_us:.2f}" in timing
+
+
+def test_an_invalid_record_file_fails_the_report_naming_the_file(tmp_path):
+    write_store(tmp_path / "runs", make_train_records()[:3])
+    bad = tmp_path / "runs" / "train-broken.json"
+    bad.write_text('{"kind": "train"')
+    with pytest.raises(report.InvalidStoreError, match="train-broken.json"):
+        report.build_report(tmp_path / "runs", tmp_path / "out")
+    assert not (tmp_path / "out" / "REPORT.md").exists()
+
+
+def test_cli_exits_non_zero_on_invalid_files_or_lists_them_loudly_when_allowed(tmp_path, capsys):
+    write_store(tmp_path / "runs", make_train_records()[:3])
+    (tmp_path / "runs" / "train-broken.json").write_text("[]")
+    args = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert report.main(args) == 2
+    assert "train-broken.json" in capsys.readouterr().err
+    assert report.main(args + ["--allow-invalid"]) == 0
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "WARNING: 1 invalid record file" in text and "train-broken.json" in text
+    assert "train-broken.json" in capsys.readouterr().err
+
+
+def test_an_empty_store_gives_a_report_whose_sections_say_there_is_no_data(tmp_path):
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    text = rep.path.read_text()
+    assert "No train records." in text
+    assert "No bench records" in text
+    assert "No ablation curves" in text
+    assert rep.figures == []
+
+
+def test_markdown_table_escapes_pipes_and_shows_missing_values_as_dash():
+    frame = pd.DataFrame({"a": ["x|y", None], "b": [1.23456, math.nan]})
+    assert markdown_table(frame).splitlines() == [
+        "| a | b |",
+        "|---|---|",
+        "| x\\|y | 1.23 |",
+        "| - | - |",
+    ]
