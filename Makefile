@@ -82,6 +82,6 @@ asv-publish: install        # results/asv/html + results/ASV.md + results/figure
 asv-compare: install        # regressions/improvements between commits A and B (factor FACTOR)
 	$(ASV_TOOLS) compare $(A) $(B) --factor $(FACTOR)
 
-asv-check: install          # asv check + one quick pass of every benchmark (nothing saved)
+asv-check: install          # CI: asv check + a --quick pass of one parameter set per class
 	$(ASV_TOOLS) check
-	$(ASV_TOOLS) run --quick $(ASV_BENCH_ARGS)
+	$(ASV_TOOLS) run --smoke $(ASV_BENCH_ARGS)

@@ -136,6 +136,12 @@ class Backend(nn.Module):
         )
         self._after_load()
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .half(), ... replace the buffers: derive the rest again.
+        out = super()._apply(fn, *args, **kwargs)
+        self._after_load()
+        return out
+
     # ------------------------------------------------------------------ forward helpers
     @property
     def dtype(self) -> torch.dtype:

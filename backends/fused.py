@@ -14,12 +14,7 @@ import torch
 from backends import BACKENDS
 from backends.base import BadInputError
 from backends.condensed import CondensedLinear
-from backends.fused_cpu import (
-    kernel_index_dtype,
-    numba_available,
-    numba_linear,
-    numba_linear_transposed,
-)
+from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
 
 
@@ -51,10 +46,34 @@ class FusedLinear(CondensedLinear):
         super()._after_load()
         kidx = self.indices.to(kernel_index_dtype(self.in_features)).contiguous()
         self.register_buffer("kernel_indices", kidx, persistent=False)
+        self._numba = None
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            self._numba = NumbaCondensed(
+                self.values, self.kernel_indices, self.active, self.bias, self._all_active
+            )
+
+    def _cpu_kernel(self) -> NumbaCondensed:
+        if self._numba is None:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: the numba CPU kernel computes float32 only, "
+                f"this layer holds {self.dtype}"
+            )
+        return self._numba
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype."""
+        if x.dim() == 2 and self._numba is not None:  # the hot path, checks inlined
+            if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:
+                self.check_input(x)
+            return self._numba.linear(x)
+        return super().forward(x)
 
     def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
-        fn = triton_linear if x.is_cuda else numba_linear
-        return fn(x, self.values, self.kernel_indices, self.active, self.bias, self._all_active)
+        if x.is_cuda:
+            return triton_linear(
+                x, self.values, self.kernel_indices, self.active, self.bias, self._all_active
+            )
+        return self._cpu_kernel().linear(x)
 
     def forward_transposed(self, xt: torch.Tensor) -> torch.Tensor:
         """The same layer on transposed activations: xt [in, B] -> yT [out, B] (CPU, float32).
@@ -77,6 +96,4 @@ class FusedLinear(CondensedLinear):
                 self.bias,
                 self._all_active,
             ).t()
-        return numba_linear_transposed(
-            xt, self.values, self.kernel_indices, self.active, self.bias, self._all_active
-        )
+        return self._cpu_kernel().linear_transposed(xt)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import torch
 
 # Up to this many rows of x the row kernel (parallel over neurons) wins; above it the tiled
 # kernel (parallel over batch tiles, 4 gathered rows per step) does. Measured: see README.
 ROWS_KERNEL_MAX_BATCH = 4
+# Below this many multiply-adds the row kernel runs on the calling thread: starting the
+# parallel region costs more than it saves.
+SERIAL_MAX_MACS = 32_768
+
+_UNSIGNED = {torch.int16: np.uint16, torch.int32: np.uint32}
 
 
 def numba_available() -> tuple[bool, str]:
@@ -28,7 +34,7 @@ def kernel_index_dtype(in_features: int) -> torch.dtype:
     return torch.int16 if in_features < 2**15 else torch.int32
 
 
-_state = {"threads": None}
+_state = {"threads": None, "numba_threads": 1}
 
 
 def _kernels():
@@ -39,59 +45,72 @@ def _kernels():
     if _state["threads"] != threads:
         import numba
 
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        used = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(used)
         _state["threads"] = threads
+        _state["numba_threads"] = used
     return _numba_kernels
 
 
-def numba_linear(
-    x: torch.Tensor,
-    values: torch.Tensor,
-    indices: torch.Tensor,
-    active: torch.Tensor,
-    bias: torch.Tensor,
-    all_active: bool,
-) -> torch.Tensor:
-    """y [M, out] = condensed linear of x [M, in] (float32, CPU).
+class NumbaCondensed:
+    """numpy views of a condensed layer's CPU buffers and the launchers of its kernels.
 
     Args:
-        values: float32 [n, k]; indices: int16/int32 [n, k]; active: int64 [n];
-        bias: float32 [out]; all_active: active == arange(out).
+        values: float32 [n, k]; indices: int16/int32 [n, k] (see :func:`kernel_index_dtype`);
+        active: int64 [n]; bias: float32 [out] (all on CPU; the views share their memory).
+        all_active: active == arange(out): no bias pre-fill of ablated neurons needed.
     """
-    kern = _kernels()
-    m_rows, out_f = x.shape[0], bias.shape[0]
-    out = torch.empty(m_rows, out_f) if all_active else bias.expand(m_rows, out_f).clone()
-    if values.shape[0] == 0:
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        indices: torch.Tensor,
+        active: torch.Tensor,
+        bias: torch.Tensor,
+        all_active: bool,
+    ) -> None:
+        self.bias = bias
+        self.all_active = all_active
+        self.n, self.out_features = values.shape[0], bias.shape[0]
+        self.macs_per_row = values.numel()
+        idx = indices.numpy().view(_UNSIGNED[indices.dtype])  # indices are >= 0: same bits
+        self.args = (values.numpy(), idx, active.numpy(), bias.numpy())
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """y [M, out] = condensed linear of x [M, in], float32 (x.contiguous() is used)."""
+        kern = _kernels()
+        m_rows = x.shape[0]
+        if self.all_active:
+            out = torch.empty(m_rows, self.out_features)
+        else:
+            out = self.bias.expand(m_rows, self.out_features).clone()
+        if self.n == 0:
+            return out
+        xn = x.detach().contiguous().numpy()
+        if m_rows > ROWS_KERNEL_MAX_BATCH:
+            kern.tiled_kernel(*self.args, xn, out.numpy(), _state["numba_threads"])
+        elif m_rows * self.macs_per_row <= SERIAL_MAX_MACS:
+            kern.rows_kernel_serial(*self.args, xn, out.numpy())
+        else:
+            kern.rows_kernel(*self.args, xn, out.numpy())
         return out
-    xn = x.detach().contiguous().numpy()
-    args = (values.numpy(), indices.numpy(), active.numpy(), bias.numpy(), xn, out.numpy())
-    if m_rows <= ROWS_KERNEL_MAX_BATCH:
-        kern.rows_kernel(*args)
-    else:
-        kern.tiled_kernel(*args)
-    return out
 
+    def linear_transposed(self, xt: torch.Tensor) -> torch.Tensor:
+        """yT [out, B] = condensed linear of activations laid out as xT [in, B], float32.
 
-def numba_linear_transposed(
-    xt: torch.Tensor,
-    values: torch.Tensor,
-    indices: torch.Tensor,
-    active: torch.Tensor,
-    bias: torch.Tensor,
-    all_active: bool,
-) -> torch.Tensor:
-    """yT [out, B] = condensed linear of activations laid out as xT [in, B] (float32, CPU).
-
-    Row i of ``xt`` holds input feature i for every batch column; the result keeps that layout,
-    so consecutive layers can stay transposed. Arguments as in :func:`numba_linear`.
-    """
-    kern = _kernels()
-    nb, out_f = xt.shape[1], bias.shape[0]
-    out = torch.empty(out_f, nb) if all_active else bias[:, None].expand(out_f, nb).clone()
-    if values.shape[0] == 0 or nb == 0:
+        Row i of ``xt`` holds input feature i for every batch column; the result keeps that
+        layout, so consecutive layers can stay transposed.
+        """
+        nb = xt.shape[1]
+        if nb <= ROWS_KERNEL_MAX_BATCH:  # a few columns: the row kernel on the tiny transpose
+            return self.linear(xt.t()).t()
+        kern = _kernels()
+        if self.all_active:
+            out = torch.empty(self.out_features, nb)
+        else:
+            out = self.bias[:, None].expand(self.out_features, nb).clone()
+        if self.n == 0:
+            return out
+        xn = xt.detach().contiguous().numpy()
+        kern.transposed_kernel(*self.args, xn, out.numpy(), _state["numba_threads"])
         return out
-    xn = xt.detach().contiguous().numpy()
-    kern.transposed_kernel(
-        values.numpy(), indices.numpy(), active.numpy(), bias.numpy(), xn, out.numpy()
-    )
-    return out

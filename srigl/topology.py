@@ -21,6 +21,11 @@ def count(x: torch.Tensor) -> int:
     return int(torch.count_nonzero(x))
 
 
+def row_count(x: torch.Tensor) -> torch.Tensor:
+    """Number of True entries in each row of a bool [out, F] tensor, int64 [out]."""
+    return x.contiguous().view(torch.uint8).sum(1, dtype=torch.int64)
+
+
 def masked_score(values: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
     """|values| as a float score, -inf where ``where`` is False and where values are NaN.
 
@@ -91,9 +96,9 @@ def row_top_mask(score: torch.Tensor, need: torch.Tensor | int) -> torch.Tensor:
     threshold = values.gather(1, (need - 1).clamp(min=0).view(rows, 1))
     wanted = (need > 0).view(rows, 1)
     chosen = (score > threshold) & wanted
-    remaining = need - torch.count_nonzero(chosen, dim=1)
+    remaining = need - row_count(chosen)
     ties = (score == threshold) & wanted
-    crowded = torch.nonzero(torch.count_nonzero(ties, dim=1) > remaining).squeeze(1)
+    crowded = torch.nonzero(row_count(ties) > remaining).squeeze(1)
     if crowded.numel():
         sub = ties[crowded]
         rank = torch.cumsum(sub, dim=1, dtype=torch.int32)
@@ -148,14 +153,14 @@ def drop_grow_fan_in(
     """
     if kept is None:
         kept = top_n_mask(masked_score(weight), n_keep, within=mask & active.view(-1, 1))
-    per_row = torch.count_nonzero(kept, dim=1)
+    per_row = row_count(kept)
     over = torch.nonzero(per_row > k).squeeze(1)
     if over.numel():
         sub = kept[over]
         sub &= row_top_mask(masked_score(weight[over], sub), k)
         kept = kept.clone()
         kept[over] = sub
-        per_row = torch.count_nonzero(kept, dim=1)
+        per_row = row_count(kept)
     need = (k - per_row) * active.long()
     grow = row_top_mask(masked_score(grow_score, ~kept), need)
     return kept, kept | grow
@@ -183,7 +188,7 @@ def salient_counts(
     if by_weight is None:
         by_weight = weight_salient(weight, mask, n_keep)
     by_grad = top_n_mask(masked_score(grad, ~by_weight), n_drop)
-    return torch.count_nonzero(by_weight, dim=1) + torch.count_nonzero(by_grad, dim=1)
+    return row_count(by_weight | by_grad)
 
 
 def neurons_to_keep(counts: torch.Tensor, tau: int, min_active: int) -> torch.Tensor:

@@ -39,6 +39,16 @@ HISTORY_CONFIG = ".asv-history.conf.json"
 SUMMARY_MD = Path("results") / "ASV.md"
 SUMMARY_PNG = Path("results") / "figures" / "asv_history.png"
 DEFAULT_FACTOR = 1.1
+# CI smoke: every benchmark class once, on one representative parameter set each (asv matches
+# a regex against "name(param, ...)"): with --quick this takes about a minute on 2 cores.
+SMOKE_BENCH = (
+    r"LayerForward\.time_forward\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)",
+    r"LayerRatio\.track_ratio_vs_dense\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)",
+    r"WholeModel(Forward|Memory)\.\w+\('(dense|naive)'\)",
+    r"TrainingStep\.time_step\('srigl'\)",
+    r"TopologyUpdate\.time_step\('srigl', True\)",
+    r"DigitsAccuracy\.track_top1_error\('srigl', 0\.9\)",
+)
 
 # Probe run in a fresh interpreter exactly as asv_runner imports a benchmark suite: the
 # package ``benchmarks`` from the given folder, without adding its parent to sys.path.
@@ -68,10 +78,20 @@ def _run(cmd: Sequence[str], cwd: Path | None = None, check: bool = True) -> str
     return proc.stdout
 
 
-def _stream(cmd: Sequence[str], cwd: Path | None = None, env: dict | None = None) -> int:
-    """Run ``cmd`` with its output on this terminal; return its exit status."""
+def _stream(cmd: Sequence[str], cwd: Path | None = None) -> int:
+    """Run ``cmd``, relaying its output (stdout and stderr) line by line; return its status.
+
+    asv's forkserver children write to the inherited descriptors; reading them through one
+    pipe keeps the log complete and in order when our own output is a file.
+    """
     print("+", " ".join(cmd), flush=True)
-    return subprocess.run(list(cmd), cwd=cwd, env=env).returncode
+    with subprocess.Popen(
+        list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    return proc.returncode
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -142,6 +162,8 @@ def run_benchmarks(
         cmd.append("--dry-run")
     if show_stderr:
         cmd.append("--show-stderr")
+    if not dry_run:
+        cmd += ["--durations", "5"]
     for regex in bench:
         cmd += ["--bench", regex]
     return _stream(cmd)
@@ -173,29 +195,51 @@ def verify_imports(tree: Path) -> dict[str, str]:
     return where
 
 
-def history_config(tree: Path, root: Path = REPO_ROOT) -> Path:
-    """Write ``tree``'s asv config with results, html, env dir and repo redirected to ``root``.
+def results_path(root: Path = REPO_ROOT, results_dir: Path | None = None) -> Path:
+    """The asv results folder: ``results_dir`` if given, else the config's (results/asv)."""
+    if results_dir is not None:
+        return Path(results_dir).resolve()
+    return (root / load_config(root / CONFIG_NAME)["results_dir"]).resolve()
+
+
+def redirected_config(
+    source: Path, dest: Path, root: Path = REPO_ROOT, results_dir: Path | None = None
+) -> Path:
+    """Write the asv config ``source`` to ``dest`` with every path absolute: its benchmarks
+    stay those next to ``source``; repo, env dir, results (``results_dir`` if given, else
+    ``root``'s) and html go to ``root``.
 
     Returns:
-        The path of the generated config (inside ``tree``, so asv's relative benchmark_dir
-        resolves to the worktree's benchmarks).
+        ``dest``.
     """
-    conf = load_config(tree / CONFIG_NAME)
+    conf = load_config(source)
     main = load_config(root / CONFIG_NAME)
     conf["version"] = 1  # asv's loader checks and drops it
     conf["repo"] = str(root)
-    for key in ("results_dir", "html_dir", "env_dir"):
-        conf[key] = str((root / main[key]).resolve())
-    path = tree / HISTORY_CONFIG
-    path.write_text(json.dumps(conf, indent=2), encoding="utf-8")
-    return path
+    conf["benchmark_dir"] = str((source.parent / conf["benchmark_dir"]).resolve())
+    conf["env_dir"] = str((root / main["env_dir"]).resolve())
+    conf["results_dir"] = str(results_path(root, results_dir))
+    conf["html_dir"] = str(
+        (root / main["html_dir"]).resolve()
+        if results_dir is None
+        else results_path(root, results_dir) / "html"
+    )
+    dest.write_text(json.dumps(conf, indent=2), encoding="utf-8")
+    return dest
 
 
-def recorded_commits(machine: str = MACHINE, root: Path = REPO_ROOT) -> set[str]:
-    """Full shas that have a result file for ``machine`` under results/asv."""
-    results_dir = root / load_config(root / CONFIG_NAME)["results_dir"] / machine
+def history_config(tree: Path, root: Path = REPO_ROOT, results_dir: Path | None = None) -> Path:
+    """Write ``tree``'s asv config (``tree``'s benchmarks) with results, html, env dir and
+    repo in ``root``; returns its path (inside ``tree``, removed with the worktree)."""
+    return redirected_config(tree / CONFIG_NAME, tree / HISTORY_CONFIG, root, results_dir)
+
+
+def recorded_commits(
+    machine: str = MACHINE, root: Path = REPO_ROOT, results_dir: Path | None = None
+) -> set[str]:
+    """Full shas that have a result file for ``machine`` in the results folder."""
     found = set()
-    for path in results_dir.glob("*.json"):
+    for path in (results_path(root, results_dir) / machine).glob("*.json"):
         if path.name in ("machine.json",):
             continue
         try:
@@ -206,9 +250,14 @@ def recorded_commits(machine: str = MACHINE, root: Path = REPO_ROOT) -> set[str]
 
 
 def record_commit(
-    commit: str, machine: str = MACHINE, root: Path = REPO_ROOT, bench: Sequence[str] = ()
+    commit: str,
+    machine: str = MACHINE,
+    root: Path = REPO_ROOT,
+    bench: Sequence[str] = (),
+    results_dir: Path | None = None,
 ) -> str:
-    """Run the benchmarks of ``commit`` from a temporary worktree; results go to ``root``.
+    """Run the benchmarks of ``commit`` from a temporary worktree; results go to ``root``'s
+    results folder (or ``results_dir``).
 
     Returns:
         ``"recorded"``, ``"failed"`` (asv ran, some benchmark failed) or ``"skipped: why"``.
@@ -222,7 +271,8 @@ def record_commit(
                 return f"skipped: no {CONFIG_NAME} or {BENCHMARK_DIR} at {short}"
             where = verify_imports(tree)
             print(f"[asv-history] {short}: benchmarks import {where}", flush=True)
-            status = run_benchmarks(commit, history_config(tree, root), machine, bench=bench)
+            config = history_config(tree, root, results_dir)
+            status = run_benchmarks(commit, config, machine, bench=bench)
             return "recorded" if status == 0 else "failed"
         finally:
             _run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)
@@ -236,6 +286,7 @@ def history(
     force: bool = False,
     root: Path = REPO_ROOT,
     bench: Sequence[str] = (),
+    results_dir: Path | None = None,
 ) -> list[tuple[str, str]]:
     """Backfill the last ``n`` first-parent commits of ``branch``, oldest first (so the newest
     commit's benchmark list is the one asv keeps in benchmarks.json).
@@ -246,13 +297,13 @@ def history(
     if n < 1:
         raise ValueError(f"n must be a positive number of commits, got {n!r}")
     shas = _run(["git", "rev-list", "--first-parent", "-n", str(n), branch], cwd=root).split()
-    done = set() if force else recorded_commits(machine, root)
+    done = set() if force else recorded_commits(machine, root, results_dir)
     report = []
     for sha in reversed(shas):
         if sha in done:
             status = "skipped: already recorded (--force re-runs)"
         else:
-            status = record_commit(sha, machine, root, bench)
+            status = record_commit(sha, machine, root, bench, results_dir)
         print(f"[asv-history] {sha[:8]}: {status}", flush=True)
         report.append((sha, status))
     return report
@@ -261,7 +312,9 @@ def history(
 # --------------------------------------------------------------------------- summary
 
 
-def load_results(machine: str = MACHINE, root: Path = REPO_ROOT) -> list[dict[str, Any]]:
+def load_results(
+    machine: str = MACHINE, root: Path = REPO_ROOT, results_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """Every recorded value for ``machine``: one dict per benchmark, parameter set and commit.
 
     Keys: ``commit``, ``date`` (ms since epoch, the commit's), ``benchmark`` (asv name),
@@ -272,7 +325,7 @@ def load_results(machine: str = MACHINE, root: Path = REPO_ROOT) -> list[dict[st
 
     from asv.results import iter_results_for_machine
 
-    results_dir = root / load_config(root / CONFIG_NAME)["results_dir"]
+    results_dir = results_path(root, results_dir)
     units: dict[str, str] = {}
     bench_file = results_dir / "benchmarks.json"
     if bench_file.is_file():
@@ -415,14 +468,17 @@ def plot_history(df: Any, commits: list[str], png_path: Path) -> None:
     plt.close(fig)
 
 
-def publish(machine: str = MACHINE, root: Path = REPO_ROOT) -> int:
+def publish(
+    machine: str = MACHINE,
+    root: Path = REPO_ROOT,
+    conf: Path | None = None,
+    results_dir: Path | None = None,
+) -> int:
     """``asv publish`` into results/asv/html, then the offline summary (markdown + PNG)."""
-    status = _stream(
-        [sys.executable, "-m", "asv", "publish", "--config", str(root / CONFIG_NAME)], cwd=root
-    )
-    write_summary(
-        load_results(machine, root), root / SUMMARY_MD, root / SUMMARY_PNG, machine=machine
-    )
+    conf = conf or root / CONFIG_NAME
+    status = _stream([sys.executable, "-m", "asv", "publish", "--config", str(conf)], cwd=root)
+    rows = load_results(machine, root, results_dir)
+    write_summary(rows, root / SUMMARY_MD, root / SUMMARY_PNG, machine=machine)
     print(f"wrote {root / SUMMARY_MD} and {root / SUMMARY_PNG}")
     return status
 
@@ -436,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m suite.asv_tools", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--machine", default=MACHINE, help=f"asv machine name (default {MACHINE})")
+    parser.add_argument(
+        "--results-dir", type=Path, default=None, help="results elsewhere (experiments, tests)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("machine", help="record this machine under the fixed name")
     p_run = sub.add_parser("run", help="benchmark this checkout as commit --commit")
@@ -443,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--quick", action="store_true", help="each benchmark once, not saved")
     p_run.add_argument("--dry-run", action="store_true", help="do not save results")
     p_run.add_argument("--bench", action="append", default=[], help="regex (repeatable)")
+    p_run.add_argument(
+        "--smoke", action="store_true", help="CI: --quick on SMOKE_BENCH (one set per class)"
+    )
     p_hist = sub.add_parser("history", help="backfill the last N commits of a branch")
     p_hist.add_argument("--n", type=int, default=20)
     p_hist.add_argument("--branch", default="main")
@@ -456,7 +518,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cmp.add_argument("--factor", type=float, default=DEFAULT_FACTOR)
     sub.add_parser("check", help="asv check (imports every benchmark, checks signatures)")
     args = parser.parse_args(argv)
+    tmp = tempfile.TemporaryDirectory(prefix="srigl-asv-conf-")
     conf = REPO_ROOT / CONFIG_NAME
+    if args.results_dir is not None:
+        conf = redirected_config(conf, Path(tmp.name) / CONFIG_NAME, REPO_ROOT, args.results_dir)
+    with tmp:
+        return _dispatch(args, conf)
+
+
+def _dispatch(args: argparse.Namespace, conf: Path) -> int:
+    """Run the sub-command of ``args`` against the asv config ``conf``."""
 
     if args.command == "machine":
         print(json.dumps(register_machine(args.machine), indent=2))
@@ -468,17 +539,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: uncommitted changes are measured as {commit[:8]}", file=sys.stderr)
         where = verify_imports(REPO_ROOT)
         print(f"[asv] benchmarks import {where}", flush=True)
-        return run_benchmarks(
-            commit, conf, args.machine, args.quick, args.dry_run or args.quick, args.bench
-        )
+        quick = args.quick or args.smoke
+        bench = [*args.bench, *(SMOKE_BENCH if args.smoke else ())]
+        return run_benchmarks(commit, conf, args.machine, quick, args.dry_run or quick, bench)
     if args.command == "history":
         register_machine(args.machine)
-        report = history(args.n, args.branch, args.machine, args.force, bench=args.bench)
+        report = history(
+            args.n,
+            args.branch,
+            args.machine,
+            args.force,
+            bench=args.bench,
+            results_dir=args.results_dir,
+        )
         return 2 if any(status == "failed" for _, status in report) else 0
     if args.command == "publish":
-        return publish(args.machine)
+        return publish(args.machine, conf=conf, results_dir=args.results_dir)
     if args.command == "summary":
-        write_summary(load_results(args.machine), REPO_ROOT / SUMMARY_MD, REPO_ROOT / SUMMARY_PNG)
+        rows = load_results(args.machine, results_dir=args.results_dir)
+        write_summary(rows, REPO_ROOT / SUMMARY_MD, REPO_ROOT / SUMMARY_PNG, machine=args.machine)
         return 0
     if args.command == "compare":
         a, b = resolve_commit(args.a), resolve_commit(args.b)

@@ -397,7 +397,9 @@ def _whole_models(
     usable = [n for n in wanted if n in names]
     for n in wanted:
         if n not in names:
-            skipped.setdefault(f"whole_model/{n}", "backend not usable here (see its entry)")
+            skipped.setdefault(
+                f"whole_model/{n}", f"not among this run's usable backends {list(names)}"
+            )
     results = []
     for model_name in wm.get("models") or ():
         torch.manual_seed(settings.seed)

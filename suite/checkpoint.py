@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
 def rng_state() -> dict[str, Any]:
     """The torch (CPU and CUDA), numpy and python RNG states as tensors and plain lists/ints."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global RNG)
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -119,7 +119,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     npy = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002 (the global RNG is what user code draws from)
         (
             npy["kind"],
             np.asarray(npy["keys"], dtype=np.uint32),

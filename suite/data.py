@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from backends.registry import Registry
 
@@ -234,8 +234,8 @@ def _need_root(name: str, root: str | None) -> Path:
 class TensorBatches:
     """Batches of an in-memory ``TensorDataset`` by slicing, much cheaper than a DataLoader.
 
-    The order comes from ``sampler`` (a :class:`DistributedSampler`, deterministic per epoch
-    through ``set_epoch``); each item is ``(x [b, ...], y [b])``.
+    The order comes from ``sampler`` (:class:`GlobalBatchSampler` or :class:`ShardSampler`);
+    each item is ``(x [b, ...], y [b])``.
     """
 
     def __init__(self, dataset: TensorDataset, batch_size: int, sampler) -> None:
@@ -251,6 +251,58 @@ class TensorBatches:
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             yield tuple(t[idx] for t in self.dataset.tensors)
+
+
+class GlobalBatchSampler:
+    """Training order that does not depend on the number of ranks.
+
+    Each epoch shuffles all ``n`` indices with a generator seeded by ``seed + epoch`` and cuts
+    the permutation into global batches of ``batch_size * world_size``; rank ``r`` takes the
+    ``r``-th contiguous slice of each. So the union of the ranks' micro-batches equals the
+    one-process batch, and DDP (which averages gradients) follows the one-process run. The
+    last, partial global batch is split as evenly as possible; if it has fewer items than
+    there are ranks it is dropped (every rank must see the same number of batches).
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle of ``epoch`` (call before iterating)."""
+        self.epoch = epoch
+
+    def _parts(self) -> list[tuple[int, int]]:
+        """(start, stop) of this rank's slice of every global batch, in permutation order."""
+        glob = self.batch_size * self.world_size
+        parts = []
+        for start in range(0, self.n, glob):
+            size = min(glob, self.n - start)
+            if size < self.world_size:
+                break
+            bounds = np.linspace(0, size, self.world_size + 1).round().astype(int)
+            if size == glob:
+                bounds = np.arange(self.world_size + 1) * self.batch_size
+            parts.append((start + int(bounds[self.rank]), start + int(bounds[self.rank + 1])))
+        return parts
+
+    def batches(self) -> int:
+        """Micro-batches per epoch on this rank (the same on every rank)."""
+        return len(self._parts())
+
+    def __len__(self) -> int:
+        return sum(b - a for a, b in self._parts())
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=gen).tolist()
+        for a, b in self._parts():
+            yield from order[a:b]
 
 
 class ShardSampler:
@@ -283,17 +335,16 @@ def make_loader(
 ):
     """An iterable of ``(x, y)`` batches of one rank's share of ``dataset``.
 
-    Training order is a :class:`DistributedSampler` (also for one process): shuffled from
-    ``seed`` and the epoch (call ``loader.sampler.set_epoch(e)``), so a resumed run sees the
-    same batches as an uninterrupted one; evaluation uses :class:`ShardSampler`. ``batch_size`` is per rank. In-memory tensor
+    Training order is a :class:`GlobalBatchSampler`: shuffled from ``seed`` and the epoch
+    (call ``loader.sampler.set_epoch(e)``), so a resumed run sees the same batches as an
+    uninterrupted one, and N ranks together see the one-process batches; evaluation uses
+    :class:`ShardSampler`. ``batch_size`` is per rank. In-memory tensor
     data sets are sliced directly (:class:`TensorBatches`); others use a ``DataLoader``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if train:
-        sampler = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
-        )
+        sampler = GlobalBatchSampler(len(dataset), batch_size, rank, world_size, seed)
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
     if isinstance(dataset, TensorDataset) and num_workers == 0:

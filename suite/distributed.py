@@ -52,13 +52,13 @@ class DistContext:
 
 
 def _under_submitit_multitask() -> bool:
-    """A SLURM task launched by submitit with more than one task and no torchrun variables."""
-    ntasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
-    return (
-        ntasks > 1
-        and "RANK" not in os.environ
-        and ("SUBMITIT_FOLDER" in os.environ or "SUBMITIT_EXECUTOR" in os.environ)
-    )
+    """A task started by submitit (SLURM, or its local executor) in a job of more than one task,
+    with no torchrun variables. submitit's ``JobEnvironment`` reads the task count of either."""
+    if "RANK" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
+    from submitit import JobEnvironment
+
+    return JobEnvironment().num_tasks > 1
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:

@@ -497,7 +497,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    cfg = compose(argv)
+    from hydra.errors import HydraException
+
+    try:
+        cfg = compose(argv)
+    except HydraException as exc:  # a bad override: say which, without Hydra's traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = run(cfg)
     except ReproduceError as exc:

@@ -119,7 +119,8 @@ def train_digits(method: str, sparsity: float, epochs: int, workdir: str) -> flo
             f"trainer={method}",
             f"sparsity={sparsity}",
             "seed=0",
-            f"epochs={epochs}",
+            f"training.epochs={epochs}",
+            "device=cpu",
             f"results_dir={workdir}/runs",
             f"checkpoint_dir={workdir}/checkpoints",
         ]

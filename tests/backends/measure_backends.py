@@ -78,12 +78,12 @@ def main() -> None:
                 with torch.no_grad():
                     for n, layer in layers.items():
                         torch.testing.assert_close(layer(x), ref, rtol=1e-4, atol=1e-4)
-                        fns[(n, "end_to_end")] = lambda layer=layer: layer(x)
+                        fns[(n, "end_to_end")] = lambda layer=layer, x=x: layer(x)
                         if hasattr(layer, "forward_transposed"):
                             torch.testing.assert_close(layer.forward_transposed(xt).T, ref)
-                            fns[(n, "kernel")] = lambda layer=layer: layer.forward_transposed(xt)
+                            fns[(n, "kernel")] = lambda lay=layer, xt=xt: lay.forward_transposed(xt)
                     wd = weight * mask
-                    fns[("F.linear", "end_to_end")] = lambda: F.linear(x, wd, bias)
+                    fns[("F.linear", "end_to_end")] = lambda x=x, w=wd, b=bias: F.linear(x, w, b)
                     times = {key: [] for key in fns}
                     for _ in range(a.reps):
                         for key, fn in fns.items():

@@ -51,7 +51,9 @@ def test_drop_grow_fan_in_gives_every_active_row_exactly_k(out, fan_in, seed, da
     active = torch.rand(out, generator=gen) < 0.7
     k = data.draw(st.integers(1, fan_in))
     n_keep = data.draw(st.integers(0, int(mask.sum())))
-    kept, new = drop_grow_fan_in(weight, mask, torch.randn(out, fan_in, generator=gen), active, n_keep, k)
+    kept, new = drop_grow_fan_in(
+        weight, mask, torch.randn(out, fan_in, generator=gen), active, n_keep, k
+    )
     assert torch.equal(new.sum(1), active.long() * k)
     assert not (kept & ~mask).any(), "kept a position that was not active"
     assert not (kept & ~active.view(-1, 1)).any()

@@ -41,7 +41,7 @@ def shrink_digits(epochs: int = 2, batches: int = 6) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shrink() -> Callable[..., Sequence[str]]:
     """``shrink(epochs=2, batches=6)``: overrides for a fast digits run (see shrink_digits)."""
     return shrink_digits

@@ -171,7 +171,7 @@ def test_benchmarks_of_another_checkout_import_that_checkouts_packages(tmp_path)
 def test_history_config_keeps_worktree_benchmarks_and_main_results(tmp_path):
     shutil.copy(ROOT / "asv.conf.json", tmp_path / "asv.conf.json")
     conf = asv_tools.load_config(asv_tools.history_config(tmp_path))
-    assert conf["benchmark_dir"] == "suite/benchmarks"  # relative: the worktree's own
+    assert conf["benchmark_dir"] == str(tmp_path / "suite" / "benchmarks")  # the worktree's
     assert conf["results_dir"] == str(ROOT / "results" / "asv")
     assert conf["repo"] == str(ROOT)
 

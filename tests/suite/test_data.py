@@ -205,10 +205,25 @@ def test_training_order_is_a_fixed_shuffle_per_epoch_seed():
     assert len(loader) == 3
 
 
-def test_ranks_split_the_training_data_and_evaluation_sees_every_item_once():
-    train = [make_loader(_tensor_data(), 2, train=True, rank=r, world_size=2) for r in (0, 1)]
-    seen = [torch.cat([y for _, y in loader]).tolist() for loader in train]
-    assert sorted(seen[0] + seen[1]) == list(range(10)) and len(seen[0]) == 5
+@pytest.mark.parametrize("n", [10, 11, 12])
+def test_ranks_together_see_exactly_the_one_process_batches(n):
+    single = make_loader(_tensor_data(n), 4, train=True, seed=5)
+    ranks = [
+        make_loader(_tensor_data(n), 2, train=True, seed=5, rank=r, world_size=2) for r in (0, 1)
+    ]
+    for loader in (single, *ranks):
+        loader.sampler.set_epoch(2)
+    one = [y.tolist() for _, y in single]
+    two = [[y.tolist() for _, y in loader] for loader in ranks]
+    assert len(two[0]) == len(two[1]) == len(ranks[0])
+    joined = [a + b for a, b in zip(*two)]
+    if n % 4 == 1:  # a last global batch smaller than the world size is dropped
+        assert joined == one[:-1]
+    else:
+        assert joined == one
+
+
+def test_evaluation_shards_see_every_item_once():
     test = [make_loader(_tensor_data(7), 3, train=False, rank=r, world_size=2) for r in (0, 1)]
     seen = [torch.cat([y for _, y in loader]).tolist() for loader in test]
     assert sorted(seen[0] + seen[1]) == list(range(7))

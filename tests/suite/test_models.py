@@ -20,7 +20,7 @@ CONF = Path(models.__file__).resolve().parent / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _experiment_of(model_name: str):
     """The first experiment config using ``model_name`` (None if there is none)."""
     for name in EXPERIMENTS:
@@ -77,7 +77,9 @@ def test_resnet18_cifar_has_a_3x3_stride_1_stem_and_no_max_pool():
 
 def test_wrn22_2_has_18_residual_convs_and_the_wide_channel_counts():
     model = create_model("wrn22_2", 10, (3, 32, 32))
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    convs = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
     assert len(convs) == 1 + 18  # stem + 3 groups x 3 blocks x 2 convs
     assert model.fc.in_features == 128  # 64 * width 2
 

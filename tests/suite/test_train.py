@@ -167,9 +167,14 @@ def test_run_id_ignores_paths_device_and_resume_but_not_the_experiment():
 # --------------------------------------------------------------------------- a digits run
 
 
-@pytest.fixture
-def digits_record(train_cfg, shrink):
-    cfg = train_cfg("experiment=digits_mlp", "trainer=srigl", "sparsity=0.9", *shrink())
+@pytest.fixture(scope="module")
+def digits_record(tmp_path_factory, shrink):
+    """One shrunk SRigL digits run shared by the record and checkpoint tests (read only)."""
+    root = tmp_path_factory.mktemp("digits")
+    cfg = compose(
+        ["experiment=digits_mlp", "trainer=srigl", "sparsity=0.9", "progress=false"]
+        + [f"results_dir={root / 'runs'}", f"checkpoint_dir={root / 'ck'}", *shrink()]
+    )
     return cfg, run(cfg)
 
 
@@ -239,11 +244,15 @@ def test_truncated_or_foreign_checkpoints_give_an_error_naming_the_file(tmp_path
             load_checkpoint(path)
 
 
-def test_resume_with_a_corrupt_checkpoint_stops_with_a_checkpoint_error(digits_record, shrink):
+def test_resume_with_a_corrupt_checkpoint_stops_with_a_checkpoint_error(digits_record, tmp_path):
     cfg, record = digits_record
-    Path(record["metrics"]["checkpoint"]).write_bytes(b"\x00" * 100)
+    cfg = cfg.copy()
+    cfg.checkpoint_dir = str(tmp_path / "ck")
     cfg.resume = True
-    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+    corrupt = tmp_path / "ck" / record["run_id"] / "checkpoint.pt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=str(corrupt)):
         run(cfg)
 
 
@@ -259,9 +268,8 @@ def _stop_after(epoch: int):
     return callback
 
 
-@pytest.mark.parametrize("method", ["srigl", "rigl"])
-def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(train_cfg, shrink, method):
-    args = ("experiment=digits_mlp", f"trainer={method}", "sparsity=0.9", *shrink(epochs=3))
+def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(train_cfg, shrink):
+    args = ("experiment=digits_mlp", "trainer=srigl", "sparsity=0.9", *shrink(epochs=3))
     full = run(train_cfg(*args, subdir="full"))
     broken_cfg = train_cfg(*args, subdir="resumed")
     with pytest.raises(Interrupt):
