@@ -85,3 +85,13 @@ asv-compare: install        # regressions/improvements between commits A and B (
 asv-check: install          # CI: asv check + a --quick pass of one parameter set per class
 	$(ASV_TOOLS) check
 	$(ASV_TOOLS) run --smoke $(ASV_BENCH_ARGS)
+
+# --- GPU check (issue 6): run on a lent GPU machine with its own Python; no install, no Hydra --
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= results/gpu_check.md
+GPU_CHECK_ARGS ?=
+
+.PHONY: gpu-check
+
+gpu-check:                  # GPU tests, fused(Triton)/dense/CSR timings, ResNet-18 AMP steps (<4 min)
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -8,13 +8,16 @@ Every backend computes the same function as ``F.linear(x, weight * mask, bias)``
     layer = backends.create("fused", weight, mask, bias, layer_name="blocks.0.mlp.fc1")
 
 A new backend is one module in this package with one ``@BACKENDS.register("name")`` class.
+Errors: ``UnknownNameError`` (unknown name), ``BackendUnavailableError`` (cannot run here),
+``BadInputError`` (wrong shape/dtype/device; a ValueError and a TypeError) and ``FanInError``
+(a condensed backend given a mask without constant fan-in; a ValueError).
 """
 
 from __future__ import annotations
 
 import torch
 
-from backends.base import Backend, BackendUnavailableError
+from backends.base import Backend, BackendUnavailableError, BadInputError
 from backends.registry import Registry, UnknownNameError, import_submodules
 
 BACKENDS: Registry = Registry("backend")
@@ -23,6 +26,8 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "BackendUnavailableError",
+    "BadInputError",
+    "FanInError",
     "Registry",
     "UnknownNameError",
     "available",
@@ -75,3 +80,5 @@ def create(
 
 
 import_submodules(__name__, skip=("base", "registry"))
+
+from backends.condensed import FanInError  # noqa: E402  (after the registry exists)

@@ -17,6 +17,8 @@ from numba import njit, prange
 # (3072 x 32 x 4 B = 384 KiB) stays in the 1 MiB L2 while every output row gathers from it;
 # each gathered row is 32 floats = 2 AVX-512 vectors.
 BT = 32
+# Output neurons per block of the tiled kernel's output buffer ([RB, BT] floats = 8 KiB: L1).
+RB = 64
 
 
 @njit(fastmath=True, cache=True, inline="always")
@@ -90,7 +92,9 @@ def tiled_kernel(values, indices, active, bias, x, out, threads):  # pragma: no 
     x: float32 [M, in]; out: float32 [M, out]; threads: numba's thread count. Parallel over
     (tiles of BT rows of x) x (blocks of output neurons): a task transposes its tile into a
     cache-resident [in, BT] buffer, runs its neurons over it (4 gathered input rows per step)
-    and writes its output block.
+    into a [RB, BT] block and writes each block back transposed (writing out[:, j] directly
+    would store BT values out_features apart: one cache set when out_features * 4 is a
+    multiple of 4 KiB).
     """
     n = values.shape[0]
     m_rows, n_in = x.shape
@@ -100,6 +104,7 @@ def tiled_kernel(values, indices, active, bias, x, out, threads):  # pragma: no 
     for task in prange(tiles * splits):
         tile = task // splits
         j0 = (task % splits) * per
+        j1 = min(n, j0 + per)
         r0 = tile * BT
         w = min(m_rows, r0 + BT) - r0
         xt = np.empty((n_in, BT), dtype=np.float32)
@@ -107,12 +112,15 @@ def tiled_kernel(values, indices, active, bias, x, out, threads):  # pragma: no 
             for r in range(w):
                 for i in range(i0, min(n_in, i0 + 64)):
                     xt[i, r] = x[r0 + r, i]
-        acc = np.empty(BT, dtype=np.float32)
-        for j in range(j0, min(n, j0 + per)):
-            _row_times_tile(values, indices, j, xt, w, acc)
-            row = active[j]
+        ob = np.empty((RB, BT), dtype=np.float32)
+        for jb in range(j0, j1, RB):
+            je = min(j1, jb + RB)
+            for j in range(jb, je):
+                _row_times_tile(values, indices, j, xt, w, ob[j - jb])
             for r in range(w):
-                out[r0 + r, row] = acc[r] + bias[row]
+                for j in range(jb, je):
+                    row = active[j]
+                    out[r0 + r, row] = ob[j - jb, r] + bias[row]
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)

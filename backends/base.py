@@ -136,6 +136,21 @@ class Backend(nn.Module):
         )
         self._after_load()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Derived data (non-persistent buffers such as sparse tensors, numpy views, compiled
+        # functions) is rebuilt from the persistent buffers, never copied.
+        state = self.__dict__.copy()
+        for name in ("_numba", "_fn"):
+            state.pop(name, None)
+        derived = self._non_persistent_buffers_set
+        state["_buffers"] = {k: v for k, v in self._buffers.items() if k not in derived}
+        state["_non_persistent_buffers_set"] = set()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._after_load()
+
     def _apply(self, fn, *args, **kwargs):
         # .to(), .cuda(), .half(), ... replace the buffers: derive the rest again.
         out = super()._apply(fn, *args, **kwargs)

@@ -39,10 +39,10 @@ def masked_score(values: torch.Tensor, where: torch.Tensor | None = None) -> tor
     return score
 
 
-def _top_n_flat(values: torch.Tensor, n: int) -> torch.Tensor:
+def _top_n_flat(values: torch.Tensor, n: int, n_eligible: int | None = None) -> torch.Tensor:
     """Bool [m]: the n largest of a 1-D score tensor (no NaN); -inf never chosen."""
     m = values.numel()
-    finite = count(values > NEG_INF)
+    finite = count(values > NEG_INF) if n_eligible is None else n_eligible
     n = min(int(n), finite)
     if n <= 0:
         return torch.zeros(m, dtype=torch.bool, device=values.device)
@@ -56,19 +56,25 @@ def _top_n_flat(values: torch.Tensor, n: int) -> torch.Tensor:
     return chosen
 
 
-def top_n_mask(score: torch.Tensor, n: int, within: torch.Tensor | None = None) -> torch.Tensor:
+def top_n_mask(
+    score: torch.Tensor,
+    n: int,
+    within: torch.Tensor | None = None,
+    n_eligible: int | None = None,
+) -> torch.Tensor:
     """Bool mask (shape of ``score``) of the ``n`` highest scores over the whole tensor.
 
     Args:
         score: float [...] without NaN (use :func:`masked_score`); -inf is never chosen.
         n: how many to choose; fewer come back when fewer positions are eligible.
         within: optional bool mask of the only eligible positions (faster than -inf when few).
+        n_eligible: the number of scores above -inf, if the caller knows it (saves a pass).
 
     Equal scores: the lower flat index wins.
     """
     flat = score.reshape(-1)
     if within is None:
-        return _top_n_flat(flat, n).view(score.shape)
+        return _top_n_flat(flat, n, n_eligible).view(score.shape)
     idx = torch.nonzero(within.reshape(-1)).squeeze(1)
     out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     out[idx[_top_n_flat(flat[idx], n)]] = True
@@ -112,18 +118,21 @@ def drop_grow_unstructured(
     """RigL/SET drop and grow over a whole layer; nnz is unchanged.
 
     Drops the ``n_drop`` smallest-magnitude active weights, then grows the ``n_drop`` positions
-    not kept with the highest |grow_score| (a just-dropped position may come back).
+    not kept with the highest ``grow_score`` (a just-dropped position may come back).
 
     Args:
-        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F] (e.g. the dense
-        gradient, or random numbers); n_drop: 0 <= n_drop <= nnz.
+        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F], higher is
+        better, no NaN (e.g. ``masked_score(dense_grad)`` or uniform random numbers);
+        n_drop: 0 <= n_drop <= nnz.
 
     Returns:
         (kept, new_mask), both bool [out, F]; the grown positions are new_mask & ~kept.
     """
     nnz = count(mask)
     kept = top_n_mask(masked_score(weight), nnz - n_drop, within=mask)
-    grow = top_n_mask(masked_score(grow_score, ~kept), nnz - count(kept))
+    n_kept = count(kept)
+    grow_candidates = grow_score.masked_fill(kept, NEG_INF)
+    grow = top_n_mask(grow_candidates, nnz - n_kept, n_eligible=kept.numel() - n_kept)
     return kept, kept | grow
 
 
@@ -140,10 +149,11 @@ def drop_grow_fan_in(
 
     Drop: keep the layer-wide top ``n_keep`` by |W| among the active weights of active rows;
     a row keeping more than ``k`` keeps only its ``k`` largest. Grow: each active row grows
-    exactly ``k - kept_i`` of its positions not kept, ranked by |grow_score| within the row.
+    exactly ``k - kept_i`` of its positions not kept, ranked by ``grow_score`` within the row.
 
     Args:
-        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F];
+        weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F], higher is
+        better, no NaN (e.g. ``masked_score(dense_grad)``);
         active: bool [out], the neurons that stay on; n_keep: >= 0; k: 1 <= k <= F;
         kept: the layer-wide top-n_keep selection if the caller already has it (bool [out, F]).
 
@@ -162,7 +172,7 @@ def drop_grow_fan_in(
         kept[over] = sub
         per_row = row_count(kept)
     need = (k - per_row) * active.long()
-    grow = row_top_mask(masked_score(grow_score, ~kept), need)
+    grow = row_top_mask(grow_score.masked_fill(kept, NEG_INF), need)
     return kept, kept | grow
 
 
@@ -174,7 +184,7 @@ def weight_salient(weight: torch.Tensor, mask: torch.Tensor, n_keep: int) -> tor
 def salient_counts(
     weight: torch.Tensor,
     mask: torch.Tensor,
-    grad: torch.Tensor,
+    grad_score: torch.Tensor,
     n_keep: int,
     n_drop: int,
     by_weight: torch.Tensor | None = None,
@@ -182,12 +192,14 @@ def salient_counts(
     """SRigL step 2: per-neuron count of salient weights, int64 [out].
 
     The salient set is the top ``n_keep`` active weights by |W| (``by_weight``, computed if not
-    given) together with the top ``n_drop`` of the remaining positions by |grad|, both ranked
-    over the whole layer.
+    given) together with the top ``n_drop`` of the remaining positions by ``grad_score``
+    (``masked_score(dense_grad)``), both ranked over the whole layer.
     """
     if by_weight is None:
         by_weight = weight_salient(weight, mask, n_keep)
-    by_grad = top_n_mask(masked_score(grad, ~by_weight), n_drop)
+    n_kept = count(by_weight)
+    candidates = grad_score.masked_fill(by_weight, NEG_INF)
+    by_grad = top_n_mask(candidates, n_drop, n_eligible=by_weight.numel() - n_kept)
     return row_count(by_weight | by_grad)
 
 

@@ -23,7 +23,8 @@ under the same machine load as its ``median_s``. Each backend's output is checke
 
 Each row holds the keys of DESIGN.md (backend, in_features, out_features, sparsity, batch,
 dtype, threads, mode, median_s, iqr_s, dense_median_s) plus device, path, runs, k, n_active,
-dense_iqr_s, csr_median_s (the csr backend's time in the same case, if it ran), gbps and
+dense_iqr_s, min_s and dense_min_s (fastest call: the least disturbed figure on a busy
+machine), csr_median_s (the csr backend's time in the same case, if it ran), gbps and
 dense_gbps (bytes of the layer's stored form plus input and output, per second; for condensed
 layers the ideal form: values + int16 indices when in < 32768, else int32), and for checkpoint
 layers ``model`` and ``layer``. Backends that cannot run here are listed in
@@ -272,6 +273,8 @@ def bench_layer(
                         "iqr_s": t.iqr_s,
                         "dense_median_s": dense.median_s,
                         "dense_iqr_s": dense.iqr_s,
+                        "min_s": t.min_s,
+                        "dense_min_s": dense.min_s,
                         "device": settings.device.type,
                         "path": path,
                         "runs": t.runs,
@@ -452,6 +455,15 @@ def speedup_tables(rows: Sequence[Mapping[str, Any]]) -> str:
         frame["vs_csr"] = pd.to_numeric(csr, errors="coerce") / frame["median_s"]
         wide = frame.pivot_table(index=index, columns="backend", values="vs_csr", aggfunc="first")
         out.append("speed-up vs csr:\n" + wide.to_string(float_format="{:.2f}".format))
+    if "min_s" in frame:
+        frame["vs_dense_min"] = frame["dense_min_s"] / frame["min_s"]
+        wide = frame.pivot_table(
+            index=index, columns="backend", values="vs_dense_min", aggfunc="first"
+        )
+        out.append(
+            "speed-up vs dense from the fastest calls (robust on a busy machine):\n"
+            + wide.to_string(float_format="{:.2f}".format)
+        )
     return "\n\n".join(out)
 
 
@@ -461,13 +473,14 @@ def whole_model_table(results: Sequence[Mapping[str, Any]]) -> str:
         return ""
     lines = [
         f"{'model':<12} {'backend':<11} {'struct':<6} {'batch':>5} {'dense ms':>10} "
-        f"{'sparse ms':>10} {'speed-up':>8} {'condensed weights':>17}"
+        f"{'sparse ms':>10} {'speed-up':>8} {'(min)':>7} {'condensed weights':>17}"
     ]
     for r in results:
         lines.append(
             f"{r['model']:<12} {r['backend']:<11} {str(r['structured']):<6} {r['batch']:>5} "
             f"{r['dense_median_s'] * 1e3:>10.2f} {r['median_s'] * 1e3:>10.2f} "
             f"{r['dense_median_s'] / r['median_s']:>7.2f}x "
+            f"{r['dense_min_s'] / r['min_s']:>6.2f}x "
             f"{r['condensed_weight_fraction'] * 100:>16.1f}%"
         )
     return "whole model (vs masked dense):\n" + "\n".join(lines)

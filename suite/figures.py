@@ -42,12 +42,12 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
         sparse = sub[sub["method"] != DENSE].copy()
         dense = sub[sub["method"] == DENSE]["top1"]
         if not sparse.empty:
-            sparse["sparsity "] = sparse["sparsity"].map(sparsity_label)
+            sparse["at sparsity"] = sparse["sparsity"].map(sparsity_label)
             order = [sparsity_label(s) for s in sorted(sparse["sparsity"].unique())]
             methods = sorted(sparse["method"].unique(), key=method_sort_key)
             sns.pointplot(
                 data=sparse,
-                x="sparsity ",
+                x="at sparsity",
                 y="top1",
                 hue="method",
                 hue_order=methods,
@@ -97,13 +97,13 @@ def ablation_over_training(curves: pd.DataFrame, path: Path) -> Path | None:
     ablating = curves.groupby("method")["n_ablated"].max()
     ablating = ablating[ablating > 0].index
     data = curves[curves["method"].isin(ablating)].copy() if len(ablating) else curves.copy()
-    data["sparsity "] = data["sparsity"].map(sparsity_label)
+    data["at sparsity"] = data["sparsity"].map(sparsity_label)
     hue_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
     grid = sns.relplot(
         data=data,
         x="step",
         y="n_ablated",
-        hue="sparsity ",
+        hue="at sparsity",
         hue_order=hue_order,
         style="method",
         col="experiment",
@@ -160,7 +160,7 @@ def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
     if bench.empty:
         return None
     data = _speedup_data(bench)
-    data["sparsity "] = data["sparsity"].map(sparsity_label)
+    data["at sparsity"] = data["sparsity"].map(sparsity_label)
     col_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
     grid = sns.relplot(
         data=data,
@@ -168,7 +168,7 @@ def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
         y="speedup_vs_dense",
         hue="backend",
         style="shape",
-        col="sparsity ",
+        col="at sparsity",
         col_order=col_order,
         row="setting",
         kind="line",

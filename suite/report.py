@@ -113,6 +113,8 @@ def build_report(
         )
 
     fig_dir, table_dir = out_dir / "figures", out_dir / "tables"
+    for stale in [*fig_dir.glob("*.png"), *table_dir.glob("*.csv")]:
+        stale.unlink()  # a figure or table without data this time must not survive
     report = Report(path=out_dir / "REPORT.md", invalid=list(invalid))
     train_all = rd.train_frame(records)
     train, n_dup = rd.dedupe_latest(train_all, rd.TRAIN_KEY)
@@ -134,9 +136,27 @@ def build_report(
         lines += ["", f"> **WARNING: {len(invalid)} invalid record file(s) were left out:**"]
         lines += [f"> - `{e.path}`: {e.error}" for e in invalid]
 
+    # ---------------------------------------------------------------- headline
+    summary = rd.accuracy_summary(train)
+    _section(lines, "Headline")
+    headline = rd.headline_accuracy(summary)
+    if headline.empty:
+        lines.append("No train records.")
+    else:
+        lines += [
+            "Top-1 test accuracy (%), mean ± std over seeds (n): SRigL vs RigL vs dense.",
+            "",
+        ]
+        _table(lines, headline)
+    speed = rd.headline_speed(bench) if not bench.empty else pd.DataFrame()
+    if speed.empty:
+        lines.append(f"No bench rows at {rd.HEADLINE_SPARSITY:.0%} sparsity.")
+    else:
+        lines += ["Fastest condensed backend per layer shape and batch size (speed-up, x):", ""]
+        _table(lines, speed)
+
     # ---------------------------------------------------------------- accuracy
     _section(lines, "Accuracy vs sparsity")
-    summary = rd.accuracy_summary(train)
     reference = rd.load_reference("accuracy.csv")
     _write_csv(summary, table_dir / "accuracy_summary.csv", report.tables)
     if summary.empty:
@@ -218,9 +238,11 @@ def build_report(
     else:
         _write_csv(bench.drop(columns=["created"]), table_dir / "bench_rows.csv", report.tables)
         lines.append(
-            "Speed-up = time of the dense `F.linear` (measured in the same run) / time of the "
-            "backend, median of the timer's runs; > 1 is faster than dense. `dense (us)` is the "
-            "dense time. Shapes are in_features->out_features."
+            "Speed-up = time of the dense `F.linear` (measured in the same run, next to the "
+            "backend) / time of the backend, medians of the timer's runs; > 1 is faster than "
+            "dense. `dense (us)`: the dense time (median over the backends' baselines). "
+            "Shapes are in_features->out_features; `kernel` mode times the transposed "
+            "[in, batch] layout where a backend has one, `end_to_end` times `layer(x)`."
         )
         _section(lines, "vs dense", 3)
         _table(

@@ -40,6 +40,8 @@ BENCH_KEY = (
     "backend",
 )
 ABLATION_PAIR = ("srigl", "srigl_no_ablation")
+HEADLINE_METHODS = ("dense", "rigl", "srigl")
+HEADLINE_SPARSITY = 0.9
 ABLATION_MIN_SPARSITY = 0.95
 
 
@@ -215,6 +217,46 @@ def accuracy_table(
             cells[sparsity_label(float(r.sparsity))] = f"{r.top1:.2f}"
         rows.append({"method": f"paper: {method}", **cells})
     return pd.DataFrame(rows, columns=["method"] + [sparsity_label(s) for s in sparsities])
+
+
+def headline_accuracy(
+    summary: pd.DataFrame, methods: Sequence[str] = HEADLINE_METHODS
+) -> pd.DataFrame:
+    """SRigL vs RigL vs dense: a row per (experiment, sparsity), a column per method of
+    ``methods`` present (dense, the reference, repeated on every row); "mean ± std (n=N)"."""
+    present = [m for m in methods if m in set(summary["method"])]
+    rows = []
+    for exp, grp in summary.groupby("experiment", sort=True):
+        dense = grp[grp["method"] == DENSE]
+        sparsities = sorted(set(grp.loc[grp["method"] != DENSE, "sparsity"]))
+        for sp in sparsities:
+            row: dict[str, Any] = {"experiment": exp, "sparsity": sparsity_label(sp)}
+            for method in present:
+                hit = (
+                    dense
+                    if method == DENSE
+                    else grp[(grp["method"] == method) & (grp["sparsity"] == sp)]
+                )
+                row[method] = (
+                    format_mean_std(hit["mean"].iloc[0], hit["std"].iloc[0], hit["n"].iloc[0])
+                    if len(hit)
+                    else "-"
+                )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "sparsity", *present])
+
+
+def headline_speed(bench: pd.DataFrame, sparsity: float = HEADLINE_SPARSITY) -> pd.DataFrame:
+    """The fastest sparse backend per (device, mode, shape, batch) at ``sparsity``, with its
+    speed-up vs dense and vs CSR (the paper's headline compares at 90%)."""
+    sub = bench[(bench["backend"] != DENSE) & ((bench["sparsity"] - sparsity).abs() < 1e-9)]
+    if sub.empty:
+        return pd.DataFrame()
+    keys = ["device", "mode", "shape", "threads", "batch"]
+    best = sub.loc[sub.groupby(keys)["speedup_vs_dense"].idxmax()]
+    out = best[keys + ["backend", "speedup_vs_dense", "speedup_vs_csr"]].copy()
+    out.insert(4, "sparsity", sparsity_label(sparsity))
+    return out.rename(columns={"backend": "fastest backend"}).reset_index(drop=True)
 
 
 def reference_table(reference: pd.DataFrame) -> pd.DataFrame:
@@ -420,11 +462,12 @@ def bench_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int
 
 def speedup_table(bench: pd.DataFrame, value: str = "speedup_vs_dense") -> pd.DataFrame:
     """Wide table: a row per (device, mode, shape, dtype, threads, batch, sparsity), a column
-    per backend holding ``value``; the first value column is dense's median in microseconds."""
+    per backend holding ``value``; the first value column is the dense time in microseconds
+    (median over the rows: the bench times dense again next to every backend)."""
     index = ["device", "mode", "shape", "dtype", "threads", "batch", "sparsity"]
     wide = bench.pivot_table(index=index, columns="backend", values=value, aggfunc="first")
     wide = wide.dropna(axis=1, how="all")
-    dense_us = bench.groupby(index)["dense_median_s"].first() * 1e6
+    dense_us = bench.groupby(index)["dense_median_s"].median() * 1e6
     wide.insert(0, "dense (us)", dense_us)
     wide.columns.name = None
     wide = wide.reset_index()
@@ -461,7 +504,7 @@ def layer_timing_comparison(bench: pd.DataFrame, reference: pd.DataFrame) -> pd.
         mine = mine[mine["mode"] == ("end_to_end" if "end_to_end" in modes else "kernel")]
         for (threads, sp), grp in mine.groupby(["threads", "sparsity"]):
             row = {"source": f"ours ({threads} threads)", "sparsity": sparsity_label(sp)}
-            row["dense (us)"] = float(grp["dense_median_s"].iloc[0]) * 1e6
+            row["dense (us)"] = float(grp["dense_median_s"].median()) * 1e6
             for r in grp[grp["backend"] != DENSE].itertuples():
                 row[f"{r.backend} (us)"] = r.median_s * 1e6
                 row[f"{r.backend} speed-up"] = r.speedup_vs_dense

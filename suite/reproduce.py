@@ -166,8 +166,9 @@ def plan_jobs(cfg: DictConfig) -> list[Job]:
 
 
 def _same(stored: Any, wanted: Any) -> bool:
-    if isinstance(stored, Mapping):  # a config group: compare its label / name
-        return any(stored.get(k) == wanted for k in ("label", "name") if k in stored)
+    if isinstance(stored, Mapping):  # a config group: its label, else its name
+        key = "label" if "label" in stored else "name"
+        return key in stored and stored[key] == wanted
     if isinstance(stored, bool) or isinstance(wanted, bool):
         return stored == wanted
     if isinstance(stored, (int, float)) and isinstance(wanted, (int, float)):
@@ -464,7 +465,7 @@ def _run_bench(cfg: DictConfig, store: ResultStore, summary: Summary) -> str:
         summary.errors.append("bench: suite.bench is not installed in this checkout")
         return "failed"
     cmd = bench_command(cfg)
-    print("bench: " + " ".join(shlex.quote(a) for a in cmd[1:]), file=sys.stderr)
+    print("bench: python " + " ".join(shlex.quote(a) for a in cmd[1:]), file=sys.stderr)
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         summary.errors.append(f"bench exited with status {proc.returncode}: {' '.join(cmd[1:])}")

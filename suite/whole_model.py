@@ -6,7 +6,8 @@ the masked dense model on the same input, then both are timed per batch size. Ea
 one dict of ``metrics.whole_model`` in the bench record::
 
     {model, backend, structured, batch, sparsity, dtype, threads, device, median_s, iqr_s,
-     dense_median_s, dense_iqr_s, condensed_layers, condensed_weight_fraction, input_shape}
+     dense_median_s, dense_iqr_s, min_s, dense_min_s, condensed_layers,
+     condensed_weight_fraction, input_shape}
 
 ``condensed_weight_fraction`` is the share of the model's weights (parameters with dim >= 2)
 that sit in condensed layers: the most a condensed backend can speed up.
@@ -127,6 +128,8 @@ def bench_whole_model(
                         "iqr_s": t.iqr_s,
                         "dense_median_s": base.median_s,
                         "dense_iqr_s": base.iqr_s,
+                        "min_s": t.min_s,
+                        "dense_min_s": base.min_s,
                         "condensed_layers": len(layer_names),
                         "condensed_weight_fraction": fraction,
                         "input_shape": [int(s) for s in input_shape],

@@ -413,8 +413,15 @@ class SparseTrainer:
     # ------------------------------------------------------------------ topology update
 
     def dense_gradients(self) -> dict[str, torch.Tensor]:
-        """The accumulated dense gradients, averaged over ranks: {name: float, weight-shaped}."""
-        distributed.all_reduce_mean_(self._acc[name] for name in sorted(self._acc))
+        """The accumulated dense gradients, averaged over ranks: {name: float, weight-shaped}.
+
+        A layer that received no gradient gets zeros, so every rank reduces the same tensors.
+        """
+        for name, layer in self.layers.items():
+            if name not in self._acc:
+                dtype = torch.promote_types(layer.param.dtype, torch.float32)
+                self._acc[name] = torch.zeros_like(layer.param, dtype=dtype)
+        distributed.all_reduce_mean_(self._acc[name] for name in self.layers)
         return self._acc
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured
+from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured, masked_score
 from srigl.trainers import TRAINERS
 from srigl.trainers.base import Layer, SparseTrainer
 
@@ -29,10 +29,11 @@ class RigLTrainer(SparseTrainer):
         drop_fraction: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """RigL on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
+        grad_score = masked_score(grad)
         n_on = count(mask)
         n_drop = math.floor(drop_fraction * n_on)
         if not self.constant_fan_in:
-            return drop_grow_unstructured(weight, mask, grad, n_drop)
+            return drop_grow_unstructured(weight, mask, grad_score, n_drop)
         active = mask.any(1)
         k = layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, grad, active, n_on - n_drop, k)
+        return drop_grow_fan_in(weight, mask, grad_score, active, n_on - n_drop, k)

@@ -25,6 +25,7 @@ from srigl.errors import SparsityConfigError
 from srigl.topology import (
     count,
     drop_grow_fan_in,
+    masked_score,
     min_active_neurons,
     neurons_to_keep,
     salient_counts,
@@ -63,8 +64,9 @@ class SRigLTrainer(SparseTrainer):
         n_drop = math.floor(drop_fraction * n_on)
         n_keep = n_on - n_drop
         by_weight = weight_salient(weight, mask, n_keep)
+        grad_score = masked_score(grad)
         if self.ablation and layer.may_ablate:
-            counts = salient_counts(weight, mask, grad, n_keep, n_drop, by_weight=by_weight)
+            counts = salient_counts(weight, mask, grad_score, n_keep, n_drop, by_weight=by_weight)
             k0 = layer.budget // layer.out_features
             tau = max(1, math.floor(self.gamma_sal * k0))
             active = neurons_to_keep(counts, tau, min_active_neurons(layer.budget, layer.fan_in))
@@ -75,4 +77,4 @@ class SRigLTrainer(SparseTrainer):
         lost = bool((mask.any(1) & ~active).any())
         kept = None if lost else by_weight
         k = layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, grad, active, n_keep, k, kept=kept)
+        return drop_grow_fan_in(weight, mask, grad_score, active, n_keep, k, kept=kept)

@@ -16,7 +16,9 @@ from typing import Any
 
 from . import REPO_ROOT
 
-THREADS = 2
+THREADS_ENV = "SRIGL_ASV_THREADS"
+#: torch and numba threads of every benchmark (2 = this project's reference machine)
+THREADS = int(os.environ.get(THREADS_ENV, "2"))
 PROFILE_ENV = "SRIGL_ASV_PROFILE"
 DEFAULT_PROFILE = "quick"
 PROJECT_PACKAGES = ("backends", "srigl", "suite")

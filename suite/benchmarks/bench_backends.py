@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import (
-    THREADS,
     asv_setting,
     backend_names,
     build_backend,
@@ -84,27 +83,32 @@ class LayerRatio:
         self.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
 
     def track_ratio_vs_dense(self, backend: str, shape: str, sparsity: float, batch: int) -> float:
-        return median_time_ratio(self.layer, self.dense, self.x, self.min_run_time)
+        return best_time_ratio(self.layer, self.dense, self.x, self.min_run_time)
 
     track_ratio_vs_dense.unit = "ratio"
 
 
-def median_time_ratio(
-    layer: Any, baseline: Any, x: Any, min_run_time: float, rounds: int = 2
+def best_time_ratio(
+    layer: Any, baseline: Any, x: Any, min_run_time: float, min_calls: int = 5
 ) -> float:
-    """Median time of ``layer(x)`` over median time of ``baseline(x)`` (a float > 0).
+    """Best time of one ``layer(x)`` call over the best time of one ``baseline(x)`` call.
 
-    The two are timed alternately ``rounds`` times with ``torch.utils.benchmark.Timer``
-    (``num_threads=THREADS``, ``blocked_autorange``), each for ``min_run_time / rounds`` s, and
-    each side's per-call times are pooled before taking the median.
+    Calls alternate (baseline, layer, baseline, ...) for at least ``min_run_time`` seconds and
+    ``min_calls`` calls each; each call is timed on its own and each side's fastest call is
+    used. On a shared machine other processes only ever add time (preemption, cache misses),
+    so the fastest call is the most repeatable statistic, and alternating calls expose both
+    sides to the same conditions. Returns a float > 0 (lower is better for ``layer``).
     """
-    import statistics
+    import time
 
-    from torch.utils.benchmark import Timer
-
-    times: dict[str, list[float]] = {"layer": [], "baseline": []}
-    for _ in range(rounds):
-        for key, module in (("baseline", baseline), ("layer", layer)):
-            timer = Timer("m(x)", globals={"m": module, "x": x}, num_threads=THREADS)
-            times[key] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
-    return statistics.median(times["layer"]) / statistics.median(times["baseline"])
+    best = {"baseline": float("inf"), "layer": float("inf")}
+    sides = (("baseline", baseline), ("layer", layer))
+    deadline = time.perf_counter() + min_run_time
+    calls = 0
+    while calls < min_calls or time.perf_counter() < deadline:
+        for key, module in sides:
+            start = time.perf_counter()
+            module(x)
+            best[key] = min(best[key], time.perf_counter() - start)
+        calls += 1
+    return best["layer"] / best["baseline"]

@@ -106,3 +106,23 @@ def test_condensed_state_dicts_load_across_backends(src):
 def test_from_state_dict_names_missing_keys():
     with pytest.raises(ValueError, match=r"missing key 'values'.*expected"):
         backends.get("naive").from_state_dict({"active": torch.zeros(0)})
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_deepcopy_and_to_rebuild_the_kernel_state(name):
+    import copy
+
+    skip_unless_supported(name, "cpu", torch.float32)
+    case = CASES[0]
+    weight, mask, bias = constant_fan_in_layer(case, 9)
+    layer = backends.create(name, weight, mask, bias)
+    x = torch.randn(3, case.in_features)
+    with torch.no_grad():
+        ref = layer(x)
+        twin = copy.deepcopy(layer)
+        assert torch.equal(twin(x), ref)
+        for buf in twin.buffers():
+            if buf.is_floating_point():
+                buf.mul_(0)  # the copy owns its memory: the original is untouched
+        assert torch.equal(layer(x), ref)
+        assert torch.equal(layer.to("cpu", torch.float32)(x), ref)

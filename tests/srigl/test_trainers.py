@@ -140,11 +140,14 @@ def test_rigl_keeps_each_layers_nnz_constant_across_updates():
     model, opt, trainer = make("rigl")
     before = {n: int(m.sum()) for n, m in trainer.masks.items()}
     changed = False
+    prev = {n: m.clone() for n, m in trainer.masks.items()}
     for updated in train_steps(model, opt, trainer, 20, (20,), 10):
-        old = {n: m.clone() for n, m in trainer.masks.items()} if not updated else old
         if updated:
-            changed |= any(not torch.equal(old[n], m) for n, m in trainer.masks.items())
+            changed |= any(not torch.equal(prev[n], m) for n, m in trainer.masks.items())
+        else:
+            assert all(torch.equal(prev[n], m) for n, m in trainer.masks.items())
         assert {n: int(m.sum()) for n, m in trainer.masks.items()} == before
+        prev = {n: m.clone() for n, m in trainer.masks.items()}
     assert changed, "RigL never changed the topology"
 
 

@@ -115,6 +115,24 @@ def test_report_shows_mean_std_and_n_over_seeds_for_every_method_and_sparsity(bu
                 assert _fmt(_accuracies(records, exp, method, sp, replace)) in cells, (exp, method)
 
 
+def test_the_headline_compares_srigl_rigl_and_dense_at_every_sparsity(built):
+    section = _section(built["text"], "## Headline")
+    records = built["records"]
+    rerun = {1: built["rerun"]["metrics"]["top1_accuracy"]}
+    for exp in EXPERIMENTS:
+        for sp in SPARSITIES:
+            row = next(
+                line for line in section.splitlines() if line.startswith(f"| {exp} | {sp:.0%} |")
+            )
+            replace = rerun if (exp, sp) == ("digits_mlp", 0.99) else None
+            assert _fmt(_accuracies(records, exp, "dense", None)) in row
+            assert _fmt(_accuracies(records, exp, "rigl", sp)) in row
+            assert _fmt(_accuracies(records, exp, "srigl", sp, replace)) in row
+    # the fastest backend at 90%, batch 1 of the synthetic bench: fused, 4x vs dense, 2x vs csr
+    fastest = next(line for line in section.splitlines() if "| fused |" in line)
+    assert "| 4.00 | 2.00 |" in fastest
+
+
 def test_a_rerun_seed_is_counted_once_and_the_latest_run_wins(built):
     section = _section(built["text"], "### digits_mlp")
     srigl = " ".join(_row(section, "srigl"))
@@ -254,7 +272,11 @@ def test_cli_exits_non_zero_on_invalid_files_or_lists_them_loudly_when_allowed(t
 
 
 def test_an_empty_store_gives_a_report_whose_sections_say_there_is_no_data(tmp_path):
+    stale = tmp_path / "out" / "figures" / "speedup_vs_batch.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(PNG_MAGIC)
     rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    assert not stale.exists()  # no bench records: last time's figure is gone
     text = rep.path.read_text()
     assert "No train records." in text
     assert "No bench records" in text

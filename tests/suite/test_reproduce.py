@@ -118,6 +118,9 @@ def test_record_matching_compares_groups_by_label_and_numbers_by_value():
     assert reproduce.record_matches(config, [("trainer", "srigl_no_ablation"), ("sparsity", 0.9)])
     assert reproduce.record_matches(config, [("training.epochs", 2)])
     assert not reproduce.record_matches(config, [("trainer", "rigl")])
+    # srigl_no_ablation is the srigl trainer (name) with another label: not a srigl run
+    assert not reproduce.record_matches(config, [("trainer", "srigl")])
+    assert reproduce.record_matches({"profile": {"name": "quick"}}, [("profile", "quick")])
     assert not reproduce.record_matches(config, [("training.epochs", 3)])
     assert not reproduce.record_matches(config, [("seed", 0)])  # missing key: not a match
 

@@ -427,3 +427,19 @@ def test_command_line_multirun_writes_one_record_per_job(tmp_path):
     records = ResultStore(tmp_path / "runs").read()
     assert sorted(r["config"]["trainer"]["label"] for r in records) == ["dense", "srigl"]
     assert "digits_cnn srigl sparsity=0.9 seed=0: top-1" in done.stdout
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["digits_mlp", "digits_cnn"])
+@pytest.mark.parametrize("method", ["rigl", "srigl"])
+def test_rigl_and_srigl_reach_90_percent_on_digits_at_90_percent_sparsity(
+    train_cfg, experiment, method
+):
+    cfg = train_cfg(f"experiment={experiment}", f"trainer={method}", "sparsity=0.9", "seed=1")
+    metrics = run(cfg)["metrics"]
+    assert metrics["top1_accuracy"] >= 90.0
+    assert metrics["global_density"] == pytest.approx(0.1, abs=0.005)
+    assert len(metrics["ablation"]) >= 10  # several topology updates happened
