@@ -11,7 +11,7 @@
     small = srigl.condense(model, trainer.masks, backend="fused")
 """
 
-from srigl.condense import condense
+from srigl.condense import condense, load_condensed
 from srigl.trainers import TRAINERS, create_trainer, trainer_names
 
-__all__ = ["TRAINERS", "condense", "create_trainer", "trainer_names"]
+__all__ = ["TRAINERS", "condense", "create_trainer", "load_condensed", "trainer_names"]

@@ -162,8 +162,8 @@ def run_benchmarks(
         cmd.append("--dry-run")
     if show_stderr:
         cmd.append("--show-stderr")
-    if not dry_run:
-        cmd += ["--durations", "5"]
+    if not quick:
+        cmd += ["--durations", "8"]
     for regex in bench:
         cmd += ["--bench", regex]
     return _stream(cmd)

@@ -455,6 +455,15 @@ def speedup_tables(rows: Sequence[Mapping[str, Any]]) -> str:
         frame["vs_csr"] = pd.to_numeric(csr, errors="coerce") / frame["median_s"]
         wide = frame.pivot_table(index=index, columns="backend", values="vs_csr", aggfunc="first")
         out.append("speed-up vs csr:\n" + wide.to_string(float_format="{:.2f}".format))
+    one = frame[frame["batch"] == 1]
+    if not one.empty and "gbps" in one:
+        idx = [i for i in index if i != "batch"]
+        wide = one.pivot_table(index=idx, columns="backend", values="gbps", aggfunc="first")
+        wide.insert(0, "dense_F.linear", one.groupby(idx)["dense_gbps"].first())
+        out.append(
+            "GB/s at batch 1 (weights in the ideal stored form + input + output, per second):\n"
+            + wide.to_string(float_format="{:.1f}".format)
+        )
     if "min_s" in frame:
         frame["vs_dense_min"] = frame["dense_min_s"] / frame["min_s"]
         wide = frame.pivot_table(

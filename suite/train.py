@@ -56,6 +56,7 @@ RUN_ID_EXCLUDED = (
     "num_workers",
     "progress",
     "checkpoint",
+    "threads",
     "dataset.root",
 )
 #: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
@@ -114,7 +115,7 @@ def _drop_keys(data: dict[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _options(section: DictConfig, drop: Sequence[str] = ("name",)) -> dict[str, Any]:
+def group_options(section: DictConfig, drop: Sequence[str] = ("name",)) -> dict[str, Any]:
     """A config group's values as keyword arguments (``name`` and the keys in ``drop`` out)."""
     opts = OmegaConf.to_container(section, resolve=True)
     return {k: v for k, v in opts.items() if k not in drop}  # type: ignore[union-attr]
@@ -169,9 +170,13 @@ def run(cfg: DictConfig, callbacks: Sequence[EpochCallback] = ()) -> dict[str, A
         ConfigError, UnknownNameError, DatasetNotFoundError: bad config or missing data.
     """
     ctx = distributed.setup(str(cfg.device))
+    threads = torch.get_num_threads()
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
     try:
         return _run(cfg, ctx, list(callbacks))
     finally:
+        torch.set_num_threads(threads)
         ctx.close()
 
 
@@ -187,9 +192,9 @@ def _run(
     device = ctx.device
     tcfg = cfg.training
 
-    data = create_dataset(str(cfg.dataset.name), seed=seed, **_options(cfg.dataset))
+    data = create_dataset(str(cfg.dataset.name), seed=seed, **group_options(cfg.dataset))
     model = create_model(
-        str(cfg.model.name), data.num_classes, data.input_shape, **_options(cfg.model)
+        str(cfg.model.name), data.num_classes, data.input_shape, **group_options(cfg.model)
     ).to(device)
     if ctx.distributed and cfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -223,13 +228,13 @@ def _run(
     epochs = int(tcfg.epochs)
     total_steps = max(1, epochs * steps_per_epoch)
 
-    optimizer = create_optimizer(str(cfg.optimizer.name), model, **_options(cfg.optimizer))
+    optimizer = create_optimizer(str(cfg.optimizer.name), model, **group_options(cfg.optimizer))
     scheduler = create_scheduler(
         str(cfg.scheduler.name),
         optimizer,
         steps_per_epoch,
         total_steps,
-        **_options(cfg.scheduler),
+        **group_options(cfg.scheduler),
     )
     amp = amp_dtype(str(cfg.amp))
     scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
@@ -241,7 +246,7 @@ def _run(
         total_steps=total_steps,
         grad_scaler=scaler,
         seed=seed,
-        **_options(cfg.trainer, drop=("name", "label")),
+        **group_options(cfg.trainer, drop=("name", "label")),
     )
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
@@ -318,7 +323,7 @@ def _bar(show: bool, epoch: int, epochs: int, steps: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+    return tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=True, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------- run state
@@ -436,7 +441,10 @@ def load_trained(
     if "input_shape" not in data or "num_classes" not in data:
         raise ckpt.CheckpointError(f"{path}: lacks input_shape/num_classes; cannot rebuild")
     model = create_model(
-        str(cfg.model.name), int(data["num_classes"]), data["input_shape"], **_options(cfg.model)
+        str(cfg.model.name),
+        int(data["num_classes"]),
+        data["input_shape"],
+        **group_options(cfg.model),
     )
     model.load_state_dict(data["model"])
     masks = {n: m.to(device=device, dtype=torch.bool) for n, m in data["masks"].items()}

@@ -38,28 +38,28 @@ def cnn() -> nn.Module:
         nn.Unflatten(1, (1, 8, 8)),
         nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(256, 10),
     )  # fmt: skip
 
 
 MODELS = {"mlp": mlp, "cnn": cnn}
 
 
-def train_digits(trainer_name: str, model_name: str, sparsity: float = 0.9, epochs: int = 12,
+def train_digits(trainer_name: str, model_name: str, sparsity: float = 0.9, epochs: int = 10,
                  seed: int = 0) -> tuple[float, object]:  # fmt: skip
     """Train on digits; return (test accuracy, trainer)."""
     x_tr, y_tr, x_te, y_te = digits_split()
     torch.manual_seed(seed)
     model = MODELS[model_name]()
-    batch = 32
+    batch = 64
     steps_per_epoch = math.ceil(len(x_tr) / batch)
     total = epochs * steps_per_epoch
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     trainer = srigl.create_trainer(
         trainer_name, model, opt, sparsity=sparsity, distribution="erk", total_steps=total,
-        delta_t=20, alpha=0.3, seed=seed,
+        delta_t=10, alpha=0.3, seed=seed,
     )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

@@ -24,6 +24,7 @@ def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
                 f"log_dir={root / 'logs'}",
                 "progress=false",
                 "device=cpu",
+                "threads=1",  # the test machine's 2 cores are shared: no OpenMP contention
                 *overrides,
             ]
         )

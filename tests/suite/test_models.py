@@ -14,7 +14,7 @@ import srigl
 from backends.registry import UnknownNameError
 from suite import models
 from suite.models import create_model
-from suite.train import _options, compose
+from suite.train import compose, group_options
 
 CONF = Path(models.__file__).resolve().parent / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -52,7 +52,7 @@ def test_model_builds_from_its_config_and_maps_its_input_to_logits(name):
     cfg = _experiment_of(name)
     shape = _input_shape(cfg)
     torch.manual_seed(0)
-    model = create_model(name, 7, shape, **_options(cfg.model)).eval()
+    model = create_model(name, 7, shape, **group_options(cfg.model)).eval()
     with torch.no_grad():
         out = model(torch.randn(2, *shape))
     assert out.shape == (2, 7) and torch.isfinite(out).all()
@@ -109,7 +109,7 @@ def test_every_job_of_the_reproduce_grid_keeps_at_least_one_weight_per_active_ne
         cfg = compose([f"experiment={experiment}", f"trainer={method}", f"sparsity={sparsity}"])
         shape = _input_shape(cfg)
         torch.manual_seed(0)
-        model = create_model(str(cfg.model.name), 10, shape, **_options(cfg.model))
+        model = create_model(str(cfg.model.name), 10, shape, **group_options(cfg.model))
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         trainer = srigl.create_trainer(
             str(cfg.trainer.name),
@@ -118,7 +118,7 @@ def test_every_job_of_the_reproduce_grid_keeps_at_least_one_weight_per_active_ne
             sparsity=sparsity,
             total_steps=1000,
             seed=0,
-            **_options(cfg.trainer, drop=("name", "label")),
+            **group_options(cfg.trainer, drop=("name", "label")),
         )
         for layer, info in trainer.stats()["layers"].items():
             assert info["n_active"] >= 1, (experiment, method, sparsity, layer)

@@ -147,3 +147,30 @@ def test_exactly_one_record_and_one_summary_come_from_two_ranks(runs):
 def test_two_rank_run_stays_within_the_ci_budget(runs):
     print(f"2-process torchrun wall time: {runs['ddp_seconds']:.1f} s")
     assert runs["ddp_seconds"] < 90
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_random_and_gradient_regrowth_stay_identical_on_both_ranks(tmp_path, method):
+    """SET regrows at random (a generator seeded alike on every rank), RigL by the all-reduced
+    dense gradient: either way both ranks end every update with the same masks."""
+    root = tmp_path / method
+    overrides = [
+        *(o for o in OVERRIDES if not o.startswith("trainer=")),
+        f"trainer={method}",
+        f"results_dir={root / 'runs'}",
+        f"checkpoint_dir={root / 'checkpoints'}",
+        f"log_dir={root / 'logs'}",
+        f"hydra.run.dir={root / 'hydra'}",
+    ]
+    env = clean_env({"SRIGL_TEST_DTYPE": "float64", "SRIGL_TEST_DUMP_DIR": str(root / "dump")})
+    run_checked(train_command(overrides, WORLD), env)
+    r0, r1 = _dumps(root, 0), _dumps(root, 1)
+    assert sorted(r0) == sorted(r1) == [0, *EXPECTED_UPDATES]
+    for step in r0:
+        for name, mask in r0[step]["masks"].items():
+            assert torch.equal(mask, r1[step]["masks"][name]), (method, step, name)
+    assert not all(
+        torch.equal(r0[EXPECTED_UPDATES[-1]]["masks"][n], m) for n, m in r0[0]["masks"].items()
+    ), "the topology never changed"
