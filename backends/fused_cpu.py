@@ -17,9 +17,13 @@ import torch
 # 90% sparse ViT-B/16 MLP layers: the row kernel costs ~55 us per row of x, the tiled one
 # ~360 us for any batch up to 32.
 ROWS_KERNEL_MAX_BATCH = 6
-# Below this many multiply-adds the row kernel runs on the calling thread: starting the
-# parallel region costs more than it saves.
-SERIAL_MAX_MACS = 32_768
+# Up to this many multiply-adds the row kernel runs on the calling thread. Measured on the
+# shared 2-core machine this was developed on, a 90% sparse ViT-B/16 MLP layer at batch 1
+# (236K multiply-adds): 57-61 us serial; with 2 threads 50-62 us (OMP_WAIT_POLICY=PASSIVE)
+# or 4-12 ms (libgomp's default waiting while other processes hold the cores): waking the
+# second thread cost about what it saved. On a dedicated machine lower this (e.g. to 32_768)
+# to split such layers over the threads.
+SERIAL_MAX_MACS = 2**18
 
 _UNSIGNED = {torch.int16: np.uint16, torch.int32: np.uint32}
 

@@ -22,8 +22,13 @@ def count(x: torch.Tensor) -> int:
 
 
 def row_count(x: torch.Tensor) -> torch.Tensor:
-    """Number of True entries in each row of a bool [out, F] tensor, int64 [out]."""
-    return x.contiguous().view(torch.uint8).sum(1, dtype=torch.int64)
+    """Number of True entries in each row of a bool [out, F] tensor, int64 [out].
+
+    A float matrix-vector product: several times faster than reducing bools on the CPU, and
+    exact (fan-ins are far below 2**24).
+    """
+    ones = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
+    return torch.mv(x.to(torch.float32), ones).to(torch.int64)
 
 
 def masked_score(values: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,18 +103,24 @@ def row_top_mask(score: torch.Tensor, need: torch.Tensor | int) -> torch.Tensor:
     top = int(need.max()) if rows else 0
     if top <= 0:
         return torch.zeros((rows, cols), dtype=torch.bool, device=score.device)
-    values = torch.topk(score, top, dim=1, sorted=True).values
+    # the need_i-th and (need_i + 1)-th largest value of every row
+    values = torch.topk(score, min(top + 1, cols), dim=1, sorted=True).values
     threshold = values.gather(1, (need - 1).clamp(min=0).view(rows, 1))
     wanted = (need > 0).view(rows, 1)
-    chosen = (score > threshold) & wanted
-    remaining = need - row_count(chosen)
-    ties = (score == threshold) & wanted
-    crowded = torch.nonzero(row_count(ties) > remaining).squeeze(1)
+    chosen = (score >= threshold) & wanted
+    # a row whose (need_i + 1)-th value equals its threshold has a tie across the cut: there,
+    # take every score above the threshold and then the tied ones from the left
+    beyond = values.gather(1, need.clamp(max=values.shape[1] - 1).view(rows, 1))
+    crowded = (need > 0) & (need < cols) & (beyond.view(rows) == threshold.view(rows))
+    crowded = torch.nonzero(crowded).squeeze(1)
     if crowded.numel():
-        sub = ties[crowded]
-        rank = torch.cumsum(sub, dim=1, dtype=torch.int32)
-        ties[crowded] = sub & (rank <= remaining[crowded].view(-1, 1))
-    return chosen | ties
+        sub_score, sub_thr = score[crowded], threshold[crowded]
+        above = sub_score > sub_thr
+        remaining = need[crowded] - row_count(above)
+        ties = sub_score == sub_thr
+        rank = torch.cumsum(ties, dim=1, dtype=torch.int32)
+        chosen[crowded] = above | (ties & (rank <= remaining.view(-1, 1)))
+    return chosen
 
 
 def drop_grow_unstructured(

@@ -90,13 +90,18 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
 
 def ablation_over_training(curves: pd.DataFrame, path: Path) -> Path | None:
     """Ablated neurons (summed over layers) vs optimizer step; a panel per experiment,
-    hue = sparsity, line style = method, band = std over seeds. Only methods that ablate a
-    neuron somewhere are drawn (all methods when none does)."""
+    hue = sparsity, line style = method, band = std over seeds. Drawn: the runs whose trainer
+    ablates (config ``trainer.ablation``); without that flag, the methods that ablate a neuron
+    somewhere (all methods when none does)."""
     if curves.empty:
         return None
-    ablating = curves.groupby("method")["n_ablated"].max()
-    ablating = ablating[ablating > 0].index
-    data = curves[curves["method"].isin(ablating)].copy() if len(ablating) else curves.copy()
+    flagged = curves["ablating"].eq(True)
+    if flagged.any():  # runs of an ablating trainer (SRigL): other methods' dead neurons aside
+        data = curves[flagged].copy()
+    else:
+        ablating = curves.groupby("method")["n_ablated"].max()
+        ablating = ablating[ablating > 0].index
+        data = curves[curves["method"].isin(ablating)].copy() if len(ablating) else curves.copy()
     data["at sparsity"] = data["sparsity"].map(sparsity_label)
     hue_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
     grid = sns.relplot(

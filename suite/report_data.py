@@ -392,11 +392,13 @@ def _size_column_rank(column: str) -> tuple[int, int, str]:
 def ablation_curves(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -> pd.DataFrame:
     """Ablated neurons over training: one row per (run, topology update).
 
-    Columns experiment, method, sparsity, seed, step, n_ablated; only runs whose record has a
+    Columns experiment, method, sparsity, seed, ablating (the run's ``trainer.ablation``
+    flag, None where the config has none), step, n_ablated; only runs whose record has a
     non-empty ``metrics.ablation`` list.
     """
     rows = []
     for r in train.itertuples():
+        flag = get_path(records[r.record]["config"], "trainer.ablation")
         for entry in records[r.record]["metrics"].get("ablation") or []:
             if not isinstance(entry, Mapping) or "step" not in entry:
                 continue
@@ -406,12 +408,14 @@ def ablation_curves(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -
                     "method": r.method,
                     "sparsity": r.sparsity,
                     "seed": r.seed,
+                    "ablating": flag,
                     "step": entry["step"],
                     "n_ablated": entry.get("n_ablated", 0),
                 }
             )
     return pd.DataFrame(
-        rows, columns=["experiment", "method", "sparsity", "seed", "step", "n_ablated"]
+        rows,
+        columns=["experiment", "method", "sparsity", "seed", "ablating", "step", "n_ablated"],
     )
 
 

@@ -29,17 +29,27 @@ class ProjectRootMismatchError(ImportError):
 
 
 def set_threads(n: int = THREADS, grad: bool = False) -> None:
-    """Use ``n`` threads in torch (intra-op) and numba (when installed); autograd on iff
-    ``grad`` (asv runs each benchmark in its own process, so this is local to it)."""
+    """Use ``n`` threads in numba (when installed) and torch (intra-op); autograd on iff
+    ``grad`` (asv runs each benchmark in its own process, so this is local to it).
+
+    numba first: launching its thread pool can reset the OpenMP thread count that torch
+    reports (seen in asv's forked benchmark processes), so torch is set last and checked.
+
+    Raises:
+        RuntimeError: torch does not report ``n`` threads afterwards.
+    """
     import torch
 
-    torch.set_num_threads(n)
-    torch.set_grad_enabled(grad)
     try:
         import numba
     except ImportError:
-        return
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba = None
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(n)
+    torch.set_grad_enabled(grad)
+    if torch.get_num_threads() != n:
+        raise RuntimeError(f"asked torch for {n} threads, it uses {torch.get_num_threads()}")
 
 
 def check_project_root(root: Path = REPO_ROOT) -> dict[str, str]:

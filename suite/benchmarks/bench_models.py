@@ -110,8 +110,8 @@ class _CondensedViT:
 class WholeModelForward(_CondensedViT):
     """Seconds per forward of the condensed ViT, batch 1, fp32, 2 threads."""
 
-    repeat = (3, 10, 1.0)
-    warmup_time = 0.05
+    repeat = (2, 6, 0.5)
+    warmup_time = 0.02
     min_run_count = 2
 
     def setup(self, saved: dict[str, str], backend: str) -> None:

@@ -47,7 +47,7 @@ class TopologyUpdate:
     version = "1"
     processes = 1
     number = 1
-    repeat = (2, 5, 10.0)
+    repeat = (1, 3, 5.0)
     warmup_time = 0.0
     min_run_count = 1
     timeout = 300

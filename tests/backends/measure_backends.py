@@ -8,10 +8,13 @@ medians over rounds). Prints a markdown table: median time, speed-up vs dense an
 for batch 1 the GB/s over the bytes a kernel must read/write (values + indices + x + out; for
 dense: weight + x + out). ``kernel`` rows time ``forward_transposed`` on [in, B] input.
 ``best x dense`` is a load-robust supplement: the ratio of the fastest single calls (min over
-all rounds), which finds the quiet moments of a busy machine. With ``--threads 1 --clock
-thread`` the best calls are timed in CPU time of the calling thread (time.thread_time), which
-does not count the time other processes hold the core: the most stable figure on a shared
-machine (single-threaded only: it cannot see work done by other threads).
+all rounds), which finds the quiet moments of a busy machine.
+
+``--per-core`` instead compares serial builds of the fused CPU kernels with dense ``F.linear``
+on one torch thread, in CPU time of the calling thread (``time.thread_time``, fastest call):
+time other processes hold the core is not counted, so this is the stable per-core figure on a
+shared machine. (Timing the installed parallel kernels with a thread clock would be wrong:
+numba's pool may run the work on another thread.)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +57,50 @@ def timeit(fn, threads: int, min_run_time: float) -> float:
     return t.blocked_autorange(min_run_time=min_run_time).median
 
 
+def per_core(shapes: str, sparsities: str, batches: str, calls: int = 400) -> None:
+    """Print kernel-only CPU time per call, serial fused kernels vs dense F.linear (1 thread)."""
+    import numpy as np
+
+    from backends import _numba_kernels
+
+    torch.set_num_threads(1)
+    src = open(_numba_kernels.__file__).read().replace("parallel=True", "parallel=False")
+    serial: dict = {}
+    exec(compile(src.replace("cache=True", "cache=False"), "serial_kernels", "exec"), serial)
+    print(
+        "| in->out | sparsity | batch | dense us | fused us | x dense | fused GB/s | dense GB/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in shapes.split(","):
+        in_f, out_f = map(int, shape.split("x"))
+        for sp in map(float, sparsities.split(",")):
+            g = torch.Generator().manual_seed(1)
+            weight, bias = torch.randn(out_f, in_f, generator=g), torch.randn(out_f, generator=g)
+            mask = constant_fan_in_mask(out_f, in_f, sp)
+            layer = backends.create("fused", weight, mask, bias)
+            v, idx, act, b = layer._numba.args
+            wd = weight * mask
+            for batch in map(int, batches.split(",")):
+                x = torch.randn(batch, in_f, generator=g)
+                xn, out = x.numpy(), np.empty((batch, out_f), np.float32)
+                if batch <= 6:
+                    run = partial(serial["rows_kernel"], v, idx, act, b, xn, out)
+                else:
+                    run = partial(serial["tiled_kernel"], v, idx, act, b, xn, out, 1)
+                run()
+                torch.testing.assert_close(torch.from_numpy(out), F.linear(x, wd, bias))
+                td = fastest_call(partial(F.linear, x, wd, bias), calls, time.thread_time)
+                tf = fastest_call(run, calls, time.thread_time)
+                io = 4 * batch * (in_f + out_f)
+                gf = (v.size * (4 + idx.itemsize) + io) / tf / 1e9
+                gd = (4 * in_f * out_f + io) / td / 1e9
+                print(
+                    f"| {in_f}->{out_f} | {sp} | {batch} | {td * 1e6:.1f} | {tf * 1e6:.1f} | "
+                    f"{td / tf:.2f} | {gf:.1f} | {gd:.1f} |",
+                    flush=True,
+                )
+
+
 def fastest_call(fn, calls: int, clock=time.perf_counter) -> float:
     """The fastest of ``calls`` single calls of ``fn``, in seconds of ``clock``."""
     best = float("inf")
@@ -72,17 +120,14 @@ def main() -> None:
     p.add_argument("--shapes", default="768x3072,3072x768")
     p.add_argument("--sparsities", default="0.9,0.99")
     p.add_argument("--batches", default="1,256")
-    p.add_argument("--clock", choices=["wall", "thread"], default="wall")
+    p.add_argument("--per-core", action="store_true", help="serial kernels, CPU time, 1 thread")
     a = p.parse_args()
-    if a.clock == "thread" and a.threads != 1:
-        p.error("--clock thread measures the calling thread only: use it with --threads 1")
-    clock = time.thread_time if a.clock == "thread" else time.perf_counter
+    if a.per_core:
+        per_core(a.shapes, a.sparsities, a.batches)
+        return
     torch.set_num_threads(a.threads)
     names = [n for n in a.backends.split(",") if backends.available(n, "cpu")[0]]
-    print(
-        f"threads={a.threads} reps={a.reps} best-clock={a.clock} "
-        "(median over reps; ratios paired per rep)"
-    )
+    print(f"threads={a.threads} reps={a.reps} (median over reps; ratios paired per rep)")
     print(
         "| in->out | sparsity | batch | backend | mode | median us | x dense | x csr | GB/s "
         "| best us | best x dense | best GB/s |"
@@ -116,7 +161,7 @@ def main() -> None:
                     for _ in range(a.reps):
                         for key, fn in fns.items():
                             times[key].append(timeit(fn, a.threads, a.min_run_time))
-                            best[key] = min(best[key], fastest_call(fn, calls, clock))
+                            best[key] = min(best[key], fastest_call(fn, calls))
                 dense = times[("F.linear", "end_to_end")]
                 csr = times.get(("csr", "end_to_end"))
                 for (n, mode), ts in times.items():

@@ -81,3 +81,17 @@ def test_fused_accepts_inputs_that_require_grad_for_inference():
     torch.testing.assert_close(
         layer(x), torch.nn.functional.linear(x, weight * mask, bias).detach()
     )
+
+
+@pytest.mark.parametrize("serial_max_macs", [0, 2**40], ids=["parallel", "serial"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_serial_and_parallel_row_kernels_both_match_reference(monkeypatch, serial_max_macs, batch):
+    from backends import fused_cpu
+
+    monkeypatch.setattr(fused_cpu, "SERIAL_MAX_MACS", serial_max_macs)
+    case = CASES[7]
+    weight, mask, bias = constant_fan_in_layer(case, 21)
+    layer = backends.create("fused", weight, mask, bias)
+    x = torch.randn(batch, case.in_features)
+    ref, bound = error_bound(x, weight, mask, bias, case.k)
+    assert bool(((layer(x).double() - ref).abs() <= bound).all())

@@ -84,7 +84,7 @@ def _model(kind: str, width: int, seed: int) -> tuple[nn.Module, tuple[int, ...]
 @given(
     name=st.sampled_from(DYNAMIC),
     kind=model_kind,
-    width=st.integers(8, 40),
+    width=st.integers(8, 24),
     sparsity=st.floats(0.5, 0.95),
     distribution=st.sampled_from(["uniform", "er", "erk"]),
     seed=st.integers(0, 10_000),
@@ -380,3 +380,12 @@ def test_step_returns_whether_the_topology_changed_and_stats_count_updates():
     budget = sum(layer.budget for layer in trainer.layers.values())
     n_active = sum(info["n_active"] for info in stats["layers"].values())
     assert (budget - n_active) / total < stats["global_density"] <= budget / total <= 0.2
+
+
+def test_masks_of_a_compiled_model_have_no_orig_mod_prefix():
+    model = toy_mlp()
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(compiled.parameters(), lr=0.1)
+    trainer = srigl.create_trainer("srigl", compiled, opt, sparsity=0.8, total_steps=40)
+    assert list(trainer.masks) == ["0.weight", "2.weight", "4.weight"]
+    assert trainer.layers["0.weight"].param is model[0].weight

@@ -21,7 +21,7 @@ def train_config(experiment: str, method: str, sparsity: float, seed: int, **ext
         "experiment": experiment,
         "sparsity": sparsity,
         "seed": seed,
-        "trainer": {"label": method, "name": method},
+        "trainer": {"label": method, "name": method, "ablation": method == "srigl"},
         "model": {"name": model},
         "dataset": {"name": dataset},
         **extra,
