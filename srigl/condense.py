@@ -128,7 +128,9 @@ def _sequential_pairs(module: nn.Module) -> Iterator[tuple[str, list[nn.Module],
     """``nn.Sequential`` (and subclasses keeping its forward): Linear, elementwise*, Linear."""
     if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
         return
-    children = list(module.named_children())
+    # every slot in forward order, repeats included (``named_children`` would hide a module
+    # that sits in two slots, and with it a Linear between the pair)
+    children = [(n, m) for n, m in module._modules.items() if m is not None]
     for i, (first, mod) in enumerate(children):
         if type(mod) is not nn.Linear:
             continue
@@ -185,13 +187,24 @@ def condensable_linears(model: nn.Module, masks: Mapping[str, Any]) -> list[str]
 
 
 def _normalise_masks(model: nn.Module, masks: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Masks keyed by the unwrapped model's parameter names, as bool tensors; checked."""
-    params = dict(model.named_parameters())
+    """Masks keyed by the unwrapped model's parameter names, as bool tensors; checked.
+
+    Every name of a shared (tied) parameter counts: the trainer names a tied weight after the
+    Linear layer that owns it, which ``named_parameters()`` would hide behind its first owner.
+    """
+    params = dict(model.named_parameters(remove_duplicate=False))
     out: dict[str, torch.Tensor] = {}
     for key, mask in masks.items():
         name = unwrap_name(str(key))
         if name not in params:
-            known = ", ".join(n for n, p in params.items() if p.dim() > 1)
+            from backends.base import Backend
+
+            if isinstance(_owner_module(model, name), Backend):
+                raise MaskMismatchError(
+                    f"mask {key!r}: layer {name.rpartition('.')[0]!r} is already condensed; "
+                    "allowed: condense the trained masked model, not a condensed copy"
+                )
+            known = ", ".join(n for n, p in params.items() if p.dim() > 1) or "(none)"
             raise MaskMismatchError(
                 f"mask {key!r} names no parameter of the model; weight parameters: {known}"
             )
@@ -203,6 +216,14 @@ def _normalise_masks(model: nn.Module, masks: Mapping[str, Any]) -> dict[str, to
             )
         out[name] = mask.to(device=params[name].device).bool()
     return out
+
+
+def _owner_module(model: nn.Module, param_name: str) -> nn.Module | None:
+    """The module that would own parameter ``param_name`` (None if there is no such module)."""
+    try:
+        return model.get_submodule(param_name.rpartition(".")[0])
+    except AttributeError:
+        return None
 
 
 def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -263,10 +284,8 @@ def _drop_ablated_neurons(
     const = _constant_outputs(between, b1.clone())
     w2 = lin2.weight * m2 if m2 is not None else lin2.weight
     fold = (w2[:, ablated].double() @ const.double()).to(lin2.weight.dtype)
-    if lin2.bias is None:
-        lin2.bias = nn.Parameter(fold)
-    else:
-        lin2.bias.add_(fold)
+    # a new Parameter, never an in-place add: the bias may be shared with another module
+    lin2.bias = nn.Parameter(fold if lin2.bias is None else lin2.bias + fold)
 
     lin1.weight = nn.Parameter(lin1.weight[keep].clone())
     if lin1.bias is not None:
@@ -282,12 +301,24 @@ def _drop_ablated_neurons(
 
 
 def _structured_pairs(model: nn.Module) -> list[tuple[str, list[nn.Module], str]]:
-    """Every (first, elementwise modules, second) Linear pair found by :data:`PAIR_PATTERNS`."""
+    """Every (first, elementwise modules, second) Linear pair found by :data:`PAIR_PATTERNS`.
+
+    A Linear registered at more than one place in the model (reused in forward) is left out:
+    narrowing it would change its other uses.
+    """
+    uses: dict[int, int] = {}
+    for _, mod in model.named_modules(remove_duplicate=False):
+        uses[id(mod)] = uses.get(id(mod), 0) + 1
     pairs = []
     for name, mod in model.named_modules():
         prefix = f"{name}." if name else ""
         for pattern in PAIR_PATTERNS.names():
             for first, between, second in PAIR_PATTERNS.get(pattern)(mod):
+                if (
+                    uses[id(mod.get_submodule(first))] > 1
+                    or uses[id(mod.get_submodule(second))] > 1
+                ):
+                    continue
                 pairs.append((prefix + first, between, prefix + second))
     return pairs
 
@@ -325,7 +356,7 @@ def condense(
     base = _unwrap_model(model)
     norm_masks = _normalise_masks(base, masks)
     small = copy.deepcopy(base)
-    params = dict(small.named_parameters())
+    params = dict(small.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, mask in norm_masks.items():
             params[name].mul_(mask.to(params[name].dtype))
@@ -334,6 +365,10 @@ def condense(
         for first, between, second in _structured_pairs(small):
             _drop_ablated_neurons(small, norm_masks, first, between, second)
 
+    # a Linear registered in several slots (reused in forward) is replaced in all of them
+    slots: dict[int, list[str]] = {}
+    for name, mod in small.named_modules(remove_duplicate=False):
+        slots.setdefault(id(mod), []).append(name)
     for name in condensable_linears(small, norm_masks):
         lin = small.get_submodule(name)
         bias = lin.bias.detach() if lin.bias is not None else None
@@ -341,7 +376,8 @@ def condense(
             backend, lin.weight.detach(), norm_masks[f"{name}.weight"], bias, layer_name=name
         )
         new.train(lin.training)
-        _set_child(small, name, new)
+        for slot in slots[id(lin)]:
+            _set_child(small, slot, new)
     return small
 
 

@@ -71,7 +71,8 @@ def _budget_left(shapes: Mapping[str, Shape], density: float, dense: Collection[
     total = sum(_numel(s) for s in shapes.values())
     forced = sum(_numel(shapes[n]) for n in dense)
     left = density * total - forced
-    if left <= 0 and len(dense) < len(shapes):
+    # every layer forced dense is no escape: the total would then be N, not d * N
+    if left <= 0:
         raise BudgetError(
             f"density {density:g} of {total} weights gives a budget of {density * total:.0f}, "
             f"but the forced-dense layers {sorted(dense)} already need {forced}; allowed: a "

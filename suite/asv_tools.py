@@ -7,7 +7,7 @@ run uses asv's ``existing`` environment (this interpreter) and names the commit 
     python -m suite.asv_tools run                  # benchmarks of this checkout, as HEAD's sha
     python -m suite.asv_tools history --n 20       # last 20 commits of main, one worktree each
     python -m suite.asv_tools publish              # asv publish + results/ASV.md + PNG
-    python -m suite.asv_tools compare A B          # asv compare --factor 1.1 --split
+    python -m suite.asv_tools compare A B          # asv compare --factor 1.1 --split --only-changed
     python -m suite.asv_tools check                # asv check (CI)
 
 History: each commit is checked out with ``git worktree add --detach`` under a temporary
@@ -539,7 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.results_dir is not None:
         conf = redirected_config(conf, Path(tmp.name) / CONFIG_NAME, REPO_ROOT, args.results_dir)
     with tmp:
-        return _dispatch(args, conf)
+        try:
+            return _dispatch(args, conf)
+        except (AsvToolError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
 
 
 def _dispatch(args: argparse.Namespace, conf: Path) -> int:

@@ -65,7 +65,8 @@ def _layer_view(weight: torch.Tensor, mask: torch.Tensor | None) -> _LayerView:
 
 
 def _views(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, _LayerView]:
-    params = dict(model.named_parameters())
+    # every name of a tied weight: the trainer names it after its Linear owner
+    params = dict(model.named_parameters(remove_duplicate=False))
     return {name: _layer_view(params[name].detach(), m) for name, m in masks.items()}
 
 
@@ -86,8 +87,9 @@ def model_bytes(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
     params = dict(model.named_parameters())
     dense = sum(p.numel() * p.element_size() for p in params.values())
     csr = condensed = dense
+    every_name = dict(model.named_parameters(remove_duplicate=False))
     for name, v in _views(model, masks).items():
-        size = params[name].element_size()
+        size = every_name[name].element_size()
         full = v.numel * size
         idx = 2 if v.dense_fan_in < INT16_LIMIT else 4
         csr += v.nnz * (size + 4) + (v.rows + 1) * 4 - full

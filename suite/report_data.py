@@ -26,7 +26,15 @@ import pandas as pd
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DENSE = "dense"
 # The usual reading order of methods in tables; unknown methods follow alphabetically.
-METHOD_ORDER = ("dense", "static", "set", "rigl", "srigl", "srigl_no_ablation")
+METHOD_ORDER = (
+    "dense",
+    "static",
+    "set",
+    "rigl",
+    "rigl_sparse_init",
+    "srigl",
+    "srigl_no_ablation",
+)
 TRAIN_KEY = ("experiment", "method", "sparsity", "seed")
 BENCH_KEY = (
     "device",
@@ -40,7 +48,7 @@ BENCH_KEY = (
     "backend",
 )
 ABLATION_PAIR = ("srigl", "srigl_no_ablation")
-HEADLINE_METHODS = ("dense", "rigl", "srigl")
+HEADLINE_METHODS = ("dense", "rigl", "rigl_sparse_init", "srigl")
 HEADLINE_SPARSITY = 0.9
 ABLATION_MIN_SPARSITY = 0.95
 

@@ -219,6 +219,10 @@ def _run(
         pin_memory=device.type == "cuda",
     )
     limit = None if cfg.limit_batches is None else int(cfg.limit_batches)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit_batches={limit} is invalid; allowed: null or an integer >= 1")
+    if int(tcfg.epochs) < 1:
+        raise ConfigError(f"training.epochs={tcfg.epochs} is invalid; allowed: an integer >= 1")
     n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
     n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
     accumulate = int(tcfg.accumulate_batches)

@@ -574,7 +574,9 @@ class SparseTrainer:
         }
         self._staged = {}
         self.history = [dict(h) for h in state.get("history", [])]
-        self.generator.set_state(state["generator"])
+        # a CPU generator takes only a CPU ByteTensor; a checkpoint loaded with
+        # map_location="cuda" carries the state on the GPU
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
         self._last_scale = state.get("last_scale")
         if self.sparse:
             self.apply_masks()

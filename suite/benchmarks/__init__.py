@@ -4,7 +4,8 @@ asv imports this folder as a top-level package named ``benchmarks`` and strips `
 So that the code measured is the code of the checkout that holds these files (a temporary git
 worktree of an older commit when ``make asv-history`` backfills), the repository root that
 contains this package is put first on ``sys.path`` here, ahead of the editable install in
-``.venv``. ``_common.check_project_root`` verifies it at benchmark set-up.
+``.venv``. ``suite.asv_tools.verify_imports`` checks this, the way asv imports the suite,
+before every run.
 """
 
 from __future__ import annotations

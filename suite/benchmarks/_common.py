@@ -1,4 +1,4 @@
-"""Shared set-up of the asv benchmarks: threads, the profile, the checkout check, test layers.
+"""Shared set-up of the asv benchmarks: threads, the profile, API checks, test layers.
 
 Only public APIs of the project are used (``backends.names/available/create``,
 ``srigl.create_trainer/condense``, ``suite.train.compose/run``), so the benchmarks also run on
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,6 @@ THREADS_ENV = "SRIGL_ASV_THREADS"
 THREADS = int(os.environ.get(THREADS_ENV, "2"))
 PROFILE_ENV = "SRIGL_ASV_PROFILE"
 DEFAULT_PROFILE = "quick"
-PROJECT_PACKAGES = ("backends", "srigl", "suite")
-
-
-class ProjectRootMismatchError(ImportError):
-    """The project packages were imported from another checkout than the benchmarks' own."""
 
 
 def set_threads(n: int = THREADS, grad: bool = False) -> None:
@@ -50,33 +44,6 @@ def set_threads(n: int = THREADS, grad: bool = False) -> None:
     torch.set_grad_enabled(grad)
     if torch.get_num_threads() != n:
         raise RuntimeError(f"asked torch for {n} threads, it uses {torch.get_num_threads()}")
-
-
-def check_project_root(root: Path = REPO_ROOT) -> dict[str, str]:
-    """Import the project packages and check they come from ``root`` (this checkout).
-
-    Returns:
-        ``{package: directory it was imported from}``.
-
-    Raises:
-        ProjectRootMismatchError: a package was imported from elsewhere (e.g. the editable
-            install of another checkout); the message names the package, where it came from
-            and the expected root.
-    """
-    found: dict[str, str] = {}
-    for name in PROJECT_PACKAGES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        where = Path(module.__file__ or next(iter(module.__path__))).resolve().parent
-        found[name] = str(where)
-        if not where.is_relative_to(root.resolve()):
-            raise ProjectRootMismatchError(
-                f"package {name!r} was imported from {where}, expected it under {root}; "
-                f"sys.path[0]={sys.path[0]!r}"
-            )
-    return found
 
 
 def require(module: str, *attributes: str) -> Any:

@@ -315,3 +315,65 @@ def test_srigl_trained_mlp_condenses_to_the_same_outputs(structured):
     for backend in CPU_BACKENDS:
         small = srigl.condense(model, masks, backend=backend, structured=structured)
         assert_same_outputs(model, masks, small, (7, 20))
+
+
+def test_structured_condense_leaves_a_linear_reused_in_two_slots_intact():
+    # Sequential(l1, relu, l2, tanh, l1, head): l1 runs twice; narrowing it (or treating
+    # l2 -> tanh -> head as a pair, which hides the second l1) would change the function.
+    torch.manual_seed(0)
+    l1, l2 = nn.Linear(8, 8), nn.Linear(8, 8)
+    model = nn.Sequential(l1, nn.ReLU(), l2, nn.Tanh(), l1, nn.Linear(8, 3))
+    randomise_biases(model)
+    masks = fan_in_masks(model, ablate=0.5)
+    small = srigl.condense(model, masks, backend="naive", structured=True)
+    assert small[0] is small[4]  # one condensed module, still in both slots
+    assert small[0].out_features == 8 and small[4].in_features == 8
+    assert_same_outputs(model, masks, small, (5, 8))
+
+
+def test_condense_replaces_every_slot_of_a_reused_linear():
+    torch.manual_seed(0)
+    l1 = nn.Linear(6, 6)
+    model = nn.Sequential(l1, nn.ReLU(), l1)
+    masks = fan_in_masks(model)
+    small = srigl.condense(model, masks, backend="naive")
+    assert not isinstance(small[2], nn.Linear) and small[0] is small[2]
+    assert_same_outputs(model, masks, small, (4, 6))
+
+
+class TiedHead(nn.Module):
+    """An embedding whose weight is also the (Linear) output head's weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 20, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(self.embed(x).mean(1))))
+
+
+@pytest.mark.skipif("srigl" not in srigl.trainer_names(), reason="srigl trainer not registered")
+def test_condense_accepts_the_trainers_mask_of_a_tied_weight():
+    # The trainer names the tied weight after its Linear owner ('head.weight'), a name that
+    # named_parameters() hides behind the embedding; condense must accept it.
+    torch.manual_seed(0)
+    model = TiedHead()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = srigl.create_trainer("srigl", model, opt, sparsity=0.5, total_steps=10)
+    assert "head.weight" in trainer.masks
+    small = srigl.condense(model, trainer.masks, backend="naive")
+    assert not isinstance(small.head, nn.Linear)
+    x = torch.randint(0, 20, (4, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(small.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_condensing_a_condensed_model_is_an_error_saying_so():
+    model = mlp()
+    masks = fan_in_masks(model)
+    small = srigl.condense(model, masks, backend="naive")
+    with pytest.raises(MaskMismatchError, match=r"'fc1' is already condensed"):
+        srigl.condense(small, masks, backend="naive")

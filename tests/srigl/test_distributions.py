@@ -88,3 +88,11 @@ def test_er_leaves_kernel_dims_out():
 def test_budget_below_forced_dense_layers_is_an_error_naming_them():
     with pytest.raises(BudgetError, match=r"fc1"):
         layer_densities("erk", SHAPES, 0.05, dense=["fc1"])
+
+
+def test_forcing_every_layer_dense_below_full_density_is_a_budget_error():
+    # d * N = 0.5 * 32 cannot be met when both layers must stay dense (they need all 32)
+    shapes = {"fc1": (4, 4), "fc2": (4, 4)}
+    for name in ("uniform", "er", "erk"):
+        with pytest.raises(BudgetError, match=r"fc1.*fc2"):
+            layer_densities(name, shapes, 0.5, dense=["fc1", "fc2"])

@@ -352,6 +352,32 @@ def test_state_dict_round_trip_resumes_bitwise(name, tmp_path):
     assert full[2].history == resumed[2].history and full[2].stats() == resumed[2].stats()
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+def test_state_dict_loaded_onto_the_models_device_restores_a_fresh_trainer(device, tmp_path):
+    # A checkpoint read with map_location=<the model's device> carries the generator state on
+    # that device; the fresh trainer must still accept it and continue like the original.
+    def build():
+        model = toy_mlp(seed=3).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, opt, srigl.create_trainer("set", model, opt, sparsity=0.8,
+                                                total_steps=40, delta_t=2, seed=5)  # fmt: skip
+
+    model, opt, trainer = build()
+    for _ in train_steps(model, opt, trainer, 3, (20,), 10):
+        pass
+    torch.save({"m": model.state_dict(), "o": opt.state_dict(), "t": trainer.state_dict()},
+               tmp_path / "c.pt")  # fmt: skip
+    ckpt = torch.load(tmp_path / "c.pt", map_location=device, weights_only=True)
+    fresh = build()
+    fresh[0].load_state_dict(ckpt["m"])
+    fresh[1].load_state_dict(ckpt["o"])
+    fresh[2].load_state_dict(ckpt["t"])
+    assert torch.equal(fresh[2].generator.get_state(), trainer.generator.get_state())
+    assert all(torch.equal(trainer.masks[n], fresh[2].masks[n]) for n in trainer.masks)
+
+
 def test_loading_another_trainers_state_is_refused():
     sd = make("rigl")[2].state_dict()
     with pytest.raises(ValueError, match=r"'rigl'.*'set'"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 import shutil
 import subprocess
@@ -38,6 +39,12 @@ CLASSES = dict(_benchmark_classes())
 
 
 # --------------------------------------------------------------------------- the config
+
+
+def test_asv_conf_is_plain_json_that_asv_reads():
+    raw = json.loads((ROOT / "asv.conf.json").read_text())
+    assert raw["version"] == 1
+    assert asv_tools.load_config(ROOT / "asv.conf.json")["repo"] == raw["repo"]
 
 
 def test_asv_conf_is_asv_readable_and_points_at_the_project_layout():

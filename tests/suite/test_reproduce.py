@@ -65,9 +65,10 @@ def test_dry_run_lists_exactly_the_profile_grid_with_dense_once_per_seed(profile
     assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()  # ran nothing
 
 
-def test_the_default_grid_is_2_experiments_6_methods_4_sparsities_5_seeds():
+def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds():
+    # dense, static, set, rigl, rigl_sparse_init, srigl, srigl_no_ablation
     grid = _expected_grid("default")
-    assert len(grid) == 2 * 5 * (1 + 5 * 4)  # dense once per seed, not per sparsity
+    assert len(grid) == 2 * 5 * (1 + 6 * 4)  # dense once per seed, not per sparsity
 
 
 def test_dense_jobs_carry_sparsity_0_and_every_job_writes_to_the_configured_store(tmp_path):

@@ -356,6 +356,18 @@ def test_unknown_amp_mode_is_rejected_with_the_allowed_ones(train_cfg, shrink):
         run(train_cfg("experiment=digits_mlp", "amp=fp8", *shrink()))
 
 
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("training.epochs=0", "training.epochs=0"), ("limit_batches=0", "limit_batches=0")],
+)
+def test_run_lengths_below_one_are_config_errors_naming_the_key(train_cfg, shrink, override, key):
+    # epochs=0 used to write a record of an untrained model; limit_batches=0 failed deep in
+    # the lr scheduler without naming the config key
+    with pytest.raises(train.ConfigError, match=rf"{key}.*allowed"):
+        run(train_cfg("experiment=digits_mlp", *shrink(), override))
+    assert not list((Path(train_cfg().results_dir)).glob("**/*.json"))
+
+
 def test_tensorboard_logger_writes_offline_event_files(train_cfg, shrink):
     cfg = train_cfg("experiment=digits_mlp", "trainer=dense", "logger=tensorboard", *shrink())
     record = run(cfg)

@@ -89,6 +89,19 @@ def test_model_bytes_of_csr_and_condensed_storage():
     assert sizes["condensed"] == biases + condensed
 
 
+def test_metrics_accept_the_mask_of_a_tied_weight_under_its_linear_name():
+    # srigl names a weight tied to an embedding after its Linear owner ('head.weight'), which
+    # named_parameters() lists only under the embedding; the tied weight counts once
+    embed, head = nn.Embedding(6, 4), nn.Linear(4, 6, bias=False)
+    head.weight = embed.weight
+    model = nn.ModuleDict({"embed": embed, "head": head})
+    mask = torch.zeros(6, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    counts = param_counts(model, {"head.weight": mask})
+    assert counts == {"dense": 24, "nonzero": 12, "condensed": 12}
+    assert model_bytes(model, {"head.weight": mask})["dense"] == 24 * 4
+
+
 # --------------------------------------------------------------------------- schedules
 
 
