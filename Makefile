@@ -17,6 +17,9 @@ help:
 	@echo "                 (PROFILE=quick|default|cifar10|imagenet, DRY_RUN=1 lists the jobs)"
 	@echo "make lint        ruff check + format check"
 	@echo "make test-all    also the slow tests"
+	@echo "make bench       python -m suite.bench profile=\$$(PROFILE); make report: results/REPORT.md"
+	@echo "make asv | asv-history N=20 | asv-publish | asv-compare A=<sha> B=<sha> | asv-check"
+	@echo "make gpu-check   on a GPU machine: GPU tests, Triton kernel timings, AMP training"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

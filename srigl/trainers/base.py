@@ -89,7 +89,8 @@ class SparseTrainer:
         delta_t, alpha, t_end_fraction, grad_accumulation_n: the update schedule.
         gamma_sal: SRigL's ablation threshold fraction (>= 0); ablation: SRigL ablates neurons.
         dense_layers: fnmatch globs of parameter (or module) names kept dense.
-        no_ablation: fnmatch globs of parameter names whose neurons are never ablated.
+        no_ablation: fnmatch globs of parameter (or module) names whose neurons are never
+            ablated.
         dense_first_layer, dense_classifier: keep the first / last eligible layer dense.
         ablate_classifier: allow ablating the classifier's neurons (off by default).
         sparse_attention: make ``nn.MultiheadAttention`` projections sparse.
@@ -247,9 +248,9 @@ class SparseTrainer:
                 continue
             # round first so that float noise (1 - 0.9 = 0.0999...98) does not lose a weight
             budget = math.floor(round(p.numel * density, 6))
-            may_ablate = not matches_any(p.name, no_ablation) and (
-                p.name != classifier or ablate_classifier
-            )
+            # like dense_layers, a glob may name the parameter or its module ("head")
+            protected = matches_any(p.name, no_ablation) or matches_any(p.module_name, no_ablation)
+            may_ablate = not protected and (p.name != classifier or ablate_classifier)
             layer = Layer(p.name, p.param, density, budget, may_ablate, p.name == classifier)
             per_neuron = budget // layer.out_features if self.constant_fan_in else budget
             if per_neuron == 0:

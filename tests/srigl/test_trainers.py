@@ -220,6 +220,13 @@ def test_no_ablation_globs_protect_layers_and_ablation_false_disables_it():
                     assert info["n_ablated"] == 0
 
 
+def test_no_ablation_globs_match_module_names_like_dense_layers():
+    # dense_layers=["0"] keeps module 0 dense; no_ablation=["0"] must protect it the same way
+    # instead of silently matching nothing
+    _, _, trainer = make("srigl", gamma_sal=1.0, sparsity=0.9, no_ablation=["0"])
+    assert not trainer.layers["0.weight"].may_ablate and trainer.layers["2.weight"].may_ablate
+
+
 def test_srigl_ablation_happens_and_preserves_the_budget():
     model, opt, trainer = make("srigl", model=toy_mlp((20, 128, 10)), gamma_sal=1.0, sparsity=0.9)
     for _ in train_steps(model, opt, trainer, 20, (20,), 10):
