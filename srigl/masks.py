@@ -92,7 +92,8 @@ def eligible_parameters(model: nn.Module, sparse_attention: bool = True) -> list
     attention_prefixes: list[str] = []
     for mod_name, module in unwrap_model(model).named_modules():
         clean = clean_name(mod_name)
-        inside = any(clean == p or clean.startswith(p + ".") for p in attention_prefixes)
+        # p == "": the model itself is the attention block, so every submodule is inside it
+        inside = any(p == "" or clean == p or clean.startswith(p + ".") for p in attention_prefixes)
         candidates: list[tuple[str, nn.Parameter | None]] = []
         if isinstance(module, nn.MultiheadAttention):
             attention_prefixes.append(clean)

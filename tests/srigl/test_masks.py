@@ -44,6 +44,12 @@ def test_sparse_attention_false_keeps_attention_projections_dense():
     assert names == ["conv.weight", "dw.weight", "head.weight"]
 
 
+def test_an_attention_block_given_as_the_model_counts_its_out_proj_as_attention():
+    attn = nn.MultiheadAttention(8, 2)
+    assert eligible_parameters(attn, sparse_attention=False) == []
+    assert all(p.in_attention for p in eligible_parameters(attn))
+
+
 def test_depthwise_conv_fan_in_is_kernel_size():
     params = {p.name: p for p in eligible_parameters(Block())}
     assert params["dw.weight"].fan_in == 9

@@ -131,9 +131,9 @@ def test_experiment_carries_the_reference_hyperparameters(name):
         assert value == expected, (name, key, value)
 
 
-def test_trainer_configs_are_the_six_methods_with_their_labels():
+def test_trainer_configs_are_the_seven_methods_with_their_labels():
     assert TRAINER_CONFIGS == sorted(
-        ["dense", "static", "set", "rigl", "srigl", "srigl_no_ablation"]
+        ["dense", "static", "set", "rigl", "rigl_sparse_init", "srigl", "srigl_no_ablation"]
     )
     profile = OmegaConf.load(CONF / "profile" / "default.yaml")
     assert sorted(profile.train.methods) == TRAINER_CONFIGS
