@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 help:
 	@echo "make test        install into $(VENV) if needed, run the CPU test-suite"
 	@echo "make reproduce   install, run the embedded default end to end, write results/REPORT.md"
-	@echo "                 (PROFILE=quick|default|cifar10|imagenet, DRY_RUN=1 lists the jobs)"
+	@echo "                 (PROFILE=quick|default|cifar10|imagenet, DRY_RUN=1 lists the jobs,"
+	@echo "                  FRESH=1 retrains everything instead of reusing results/runs)"
 	@echo "make lint        ruff check + format check"
 	@echo "make test-all    also the slow tests"
 	@echo "make bench       python -m suite.bench profile=\$$(PROFILE); make report: results/REPORT.md"
@@ -47,7 +48,11 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# FRESH=1 first removes the stored runs, so every job is trained again (a clone holds the
+# committed runs of results/REPORT.md, which reproduce would otherwise count as done).
+FRESH ?= 0
 reproduce: install
+	@if [ "$(FRESH)" = 1 ] && [ "$(DRY_RUN)" != 1 ]; then rm -rf results/runs results/figures results/tables; fi
 	$(PY) -m suite.reproduce profile=$(PROFILE) dry_run=$(DRY_RUN)
 
 bench: install

@@ -14,8 +14,6 @@ data set (built once to read them), else from the state dict's last Linear layer
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch
 from torch import nn
 
 from srigl.condense import unwrap_name
-from suite.checkpoint import CheckpointError
+from suite.checkpoint import CheckpointError, read_torch_file
 
 __all__ = ["CheckpointError", "LoadedModel", "load_for_bench"]
 
@@ -44,26 +42,7 @@ class LoadedModel:
 
 
 def _read(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint file there")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        ValueError,
-        KeyError,
-        OSError,
-    ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or foreign file: {first})"
-        ) from exc
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(raw).__name__}")
-    return raw
+    return read_torch_file(path, map_location="cpu")
 
 
 def _parts(path: Path, raw: Mapping[str, Any]) -> tuple[Mapping, Mapping, str | None]:

@@ -49,13 +49,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` (untrusted input is safe).
+def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a dict saved with ``torch.save`` using ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a torch checkpoint, holds
-            objects other than tensors and plain containers, or lacks required keys; the
-            message names the file.
+        CheckpointError: the file is missing, truncated, not a torch file, holds objects other
+            than tensors and plain containers, or is not a dict; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -73,10 +72,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable srigl-bench checkpoint (truncated or foreign file: {first})"
+            f"{path}: not a readable checkpoint (truncated or foreign file: {first})"
         ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(state).__name__}")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (untrusted input is safe).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a torch checkpoint, holds
+            objects other than tensors and plain containers, or lacks required keys; the
+            message names the file.
+    """
+    path = Path(path)
+    state = read_torch_file(path, map_location)
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(
