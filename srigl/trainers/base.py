@@ -44,7 +44,7 @@ from srigl.masks import (
     random_unstructured_mask,
 )
 from srigl.schedule import UpdateSchedule
-from srigl.topology import row_count
+from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured, row_count
 
 STATE_VERSION = 1
 
@@ -480,6 +480,33 @@ class SparseTrainer:
             weights and optimizer state stay), ``new_mask & ~kept`` the grown ones (start at 0).
         """
         raise NotImplementedError
+
+    def drop_and_grow(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        grow_score: torch.Tensor,
+        drop_fraction: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Magnitude drop of floor(f * nnz) weights, regrowth ranked by |grow_score|.
+
+        Unstructured (nnz constant over the layer), or with ``constant_fan_in`` each active
+        neuron regrows back to the layer's fan-in floor(B / n_active) (no ablation).
+
+        Args:
+            weight, grow_score: float [out, F]; mask: bool [out, F]; drop_fraction: f(t).
+
+        Returns:
+            (kept, new_mask), bool [out, F], as :meth:`update_layer`.
+        """
+        n_on = count(mask)
+        n_drop = math.floor(drop_fraction * n_on)
+        if not self.constant_fan_in:
+            return drop_grow_unstructured(weight, mask, grow_score, n_drop)
+        active = mask.any(1)
+        k = layer.budget // count(active)
+        return drop_grow_fan_in(weight, mask, grow_score, active, n_on - n_drop, k)
 
     # ------------------------------------------------------------------ reporting
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured, masked_score
+from srigl.topology import masked_score
 from srigl.trainers import TRAINERS
 from srigl.trainers.base import Layer, SparseTrainer
 
@@ -29,11 +27,4 @@ class RigLTrainer(SparseTrainer):
         drop_fraction: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """RigL on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
-        grad_score = masked_score(grad)
-        n_on = count(mask)
-        n_drop = math.floor(drop_fraction * n_on)
-        if not self.constant_fan_in:
-            return drop_grow_unstructured(weight, mask, grad_score, n_drop)
-        active = mask.any(1)
-        k = layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, grad_score, active, n_on - n_drop, k)
+        return self.drop_and_grow(layer, weight, mask, masked_score(grad), drop_fraction)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured
 from srigl.trainers import TRAINERS
 from srigl.trainers.base import Layer, SparseTrainer
 
@@ -30,10 +27,4 @@ class SETTrainer(SparseTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SET on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
         scores = torch.rand(mask.shape, generator=self.generator).to(weight.device)
-        n_on = count(mask)
-        n_drop = math.floor(drop_fraction * n_on)
-        if not self.constant_fan_in:
-            return drop_grow_unstructured(weight, mask, scores, n_drop)
-        active = mask.any(1)
-        k = layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, scores, active, n_on - n_drop, k)
+        return self.drop_and_grow(layer, weight, mask, scores, drop_fraction)
