@@ -71,6 +71,20 @@ class Backend(nn.Module):
         return True, ""
 
     # ------------------------------------------------------------------ construction
+    def _validated_mask(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor | None,
+        layer_name: str | None,
+    ) -> torch.Tensor:
+        """Common constructor prologue: record ``layer_name``, check the layer's shapes and that
+        this backend runs ``weight``'s dtype on its device; returns the mask as bool [out, in]."""
+        self.layer_name = layer_name
+        mask = check_layer(weight, mask, bias, layer_name)
+        self._check_dtype(weight.dtype, weight.device)
+        return mask
+
     def _check_dtype(self, dtype: torch.dtype, device: torch.device) -> None:
         ok, why = type(self).supports(device, dtype)
         if not ok:

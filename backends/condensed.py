@@ -36,6 +36,7 @@ def condense_layer(
     mask: torch.Tensor,
     bias: torch.Tensor | None = None,
     layer_name: str | None = None,
+    checked: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Condense a masked Linear layer with constant fan-in.
 
@@ -44,6 +45,7 @@ def condense_layer(
         mask: bool or 0/1 tensor [out, in]; every row has either 0 or exactly k non-zeros.
         bias: float tensor [out] or None (then zeros).
         layer_name: named in the error message.
+        checked: the caller already ran :func:`check_layer` (mask is bool [out, in]).
 
     Returns:
         ``{"active": int64 [n_active], "values": weight.dtype [n_active, k],
@@ -52,7 +54,8 @@ def condense_layer(
     Raises:
         FanInError: non-ablated rows keep different numbers of non-zeros.
     """
-    mask = check_layer(weight, mask, bias, layer_name)
+    if not checked:
+        mask = check_layer(weight, mask, bias, layer_name)
     out_f, in_f = weight.shape
     if in_f >= 2**31:
         raise ValueError(f"layer {layer_name!r}: in_features={in_f} must be < 2**31")
@@ -103,10 +106,8 @@ class CondensedLinear(Backend):
         layer_name: str | None = None,
     ) -> None:
         super().__init__()
-        self.layer_name = layer_name
-        check_layer(weight, mask, bias, layer_name)
-        self._check_dtype(weight.dtype, weight.device)
-        parts = condense_layer(weight, mask, bias, layer_name)
+        mask = self._validated_mask(weight, mask, bias, layer_name)
+        parts = condense_layer(weight, mask, bias, layer_name, checked=True)
         self._set_state(weight.shape[1], weight.shape[0], layer_name, **parts)
 
     @property

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from backends import BACKENDS
-from backends.base import Backend, check_layer
+from backends.base import Backend
 
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -32,9 +32,7 @@ class DenseLinear(Backend):
         layer_name: str | None = None,
     ) -> None:
         super().__init__()
-        self.layer_name = layer_name
-        mask = check_layer(weight, mask, bias, layer_name)
-        self._check_dtype(weight.dtype, weight.device)
+        mask = self._validated_mask(weight, mask, bias, layer_name)
         w = (weight.detach() * mask).contiguous()
         b = bias.detach().clone() if bias is not None else torch.zeros_like(w[:, 0])
         self._set_state(w.shape[1], w.shape[0], layer_name, weight=w, bias=b)
@@ -76,9 +74,7 @@ class StructuredLinear(Backend):
         layer_name: str | None = None,
     ) -> None:
         super().__init__()
-        self.layer_name = layer_name
-        mask = check_layer(weight, mask, bias, layer_name)
-        self._check_dtype(weight.dtype, weight.device)
+        mask = self._validated_mask(weight, mask, bias, layer_name)
         active = torch.nonzero(mask.any(dim=1)).flatten()
         w = (weight.detach() * mask)[active].contiguous()
         b = bias.detach().clone() if bias is not None else torch.zeros_like(weight[:, 0])

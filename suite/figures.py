@@ -129,33 +129,40 @@ def _speedup_data(bench: pd.DataFrame) -> pd.DataFrame:
     return data
 
 
-def speedup_vs_sparsity(bench: pd.DataFrame, path: Path, batches=(1, 256)) -> Path | None:
-    """Speed-up vs dense over sparsity per backend (log y); columns = batch sizes ``batches``
-    (those measured), rows = device and mode, line style = layer shape."""
-    if bench.empty:
-        return None
-    data = _speedup_data(bench)
-    data = data[data["batch"].isin(batches)]
-    if data.empty:
-        data = _speedup_data(bench)
+def _speedup_grid(data: pd.DataFrame, x: str, xlabel: str, aspect: float, **facets):
+    """One seaborn relplot of speed-up vs dense over ``x``: hue = backend, style = shape, rows =
+    device and mode, log y with a dashed line at 1x; ``facets`` adds col/col_order."""
     grid = sns.relplot(
         data=data,
-        x="sparsity",
+        x=x,
         y="speedup_vs_dense",
         hue="backend",
         style="shape",
-        col="batch",
         row="setting",
         kind="line",
         markers=True,
         errorbar=None,
         height=3.6,
-        aspect=1.3,
+        aspect=aspect,
+        **facets,
     )
     grid.set(yscale="log")
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    grid.set_axis_labels("sparsity", "speed-up vs dense (x)")
+    grid.set_axis_labels(xlabel, "speed-up vs dense (x)")
+    return grid
+
+
+def speedup_vs_sparsity(bench: pd.DataFrame, path: Path, batches=(1, 256)) -> Path | None:
+    """Speed-up vs dense over sparsity per backend (log y); columns = batch sizes ``batches``
+    (those measured), rows = device and mode, line style = layer shape."""
+    if bench.empty:
+        return None
+    all_data = _speedup_data(bench)
+    data = all_data[all_data["batch"].isin(batches)]
+    if data.empty:
+        data = all_data
+    grid = _speedup_grid(data, "sparsity", "sparsity", aspect=1.3, col="batch")
     return _save(grid.figure, path)
 
 
@@ -167,23 +174,8 @@ def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
     data = _speedup_data(bench)
     data["at sparsity"] = data["sparsity"].map(sparsity_label)
     col_order = [sparsity_label(s) for s in sorted(data["sparsity"].unique())]
-    grid = sns.relplot(
-        data=data,
-        x="batch",
-        y="speedup_vs_dense",
-        hue="backend",
-        style="shape",
-        col="at sparsity",
-        col_order=col_order,
-        row="setting",
-        kind="line",
-        markers=True,
-        errorbar=None,
-        height=3.6,
-        aspect=1.1,
+    grid = _speedup_grid(
+        data, "batch", "batch size", aspect=1.1, col="at sparsity", col_order=col_order
     )
-    grid.set(xscale="log", yscale="log")
-    for ax in grid.axes.flat:
-        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    grid.set_axis_labels("batch size", "speed-up vs dense (x)")
+    grid.set(xscale="log")
     return _save(grid.figure, path)
