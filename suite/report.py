@@ -31,6 +31,15 @@ DEFAULT_OUT = Path("results")
 DEFAULT_COMMANDS = ("make reproduce PROFILE=default", "python -m suite.report")
 
 
+# The figures this report writes into <out>/figures (and removes before writing anew).
+REPORT_FIGURES = (
+    "accuracy_vs_sparsity.png",
+    "ablation_over_training.png",
+    "speedup_vs_sparsity.png",
+    "speedup_vs_batch.png",
+)
+
+
 class InvalidStoreError(InvalidRecordError):
     """The store holds files that are not valid records (the message lists every one)."""
 
@@ -113,8 +122,11 @@ def build_report(
         )
 
     fig_dir, table_dir = out_dir / "figures", out_dir / "tables"
-    for stale in [*fig_dir.glob("*.png"), *table_dir.glob("*.csv")]:
-        stale.unlink()  # a figure or table without data this time must not survive
+    # a figure or table without data this time must not survive; figures of other tools in the
+    # same folder (asv_history.png of `make asv-publish`) are not the report's to remove
+    stale = [fig_dir / name for name in REPORT_FIGURES] + list(table_dir.glob("*.csv"))
+    for path in stale:
+        path.unlink(missing_ok=True)
     report = Report(path=out_dir / "REPORT.md", invalid=list(invalid))
     train_all = rd.train_frame(records)
     train, n_dup = rd.dedupe_latest(train_all, rd.TRAIN_KEY)
