@@ -202,15 +202,19 @@ def salient_counts(
 ) -> torch.Tensor:
     """SRigL step 2: per-neuron count of salient weights, int64 [out].
 
-    The salient set is the top ``n_keep`` active weights by |W| (``by_weight``, computed if not
-    given) together with the top ``n_drop`` of the remaining positions by ``grad_score``
-    (``masked_score(dense_grad)``), both ranked over the whole layer.
+    The salient set is the UNION of the top ``n_keep`` active weights by |W| (``by_weight``,
+    bool [out, F], computed if not given) and the top ``n_drop`` positions by ``grad_score``
+    (float [out, F], ``masked_score(dense_grad)``), each ranked over the whole layer
+    (SPEC.md section 2, the paper's and the reference code's rule). The gradient set is not
+    restricted to positions outside the weight set: a position in both counts once, so when
+    large weights carry large gradients fewer neurons reach the threshold.
+
+    Args:
+        weight: float [out, F]; mask: bool [out, F]; n_keep, n_drop: >= 0.
     """
     if by_weight is None:
         by_weight = weight_salient(weight, mask, n_keep)
-    n_kept = count(by_weight)
-    candidates = grad_score.masked_fill(by_weight, NEG_INF)
-    by_grad = top_n_mask(candidates, n_drop, n_eligible=by_weight.numel() - n_kept)
+    by_grad = top_n_mask(grad_score, n_drop)
     return row_count(by_weight | by_grad)
 
 

@@ -3,7 +3,8 @@
 Per layer, at an update with drop fraction f (SPEC.md section 2):
 
 1. n_on = nnz, n_drop = floor(f * n_on), n_keep = n_on - n_drop.
-2. Salience: the top n_keep weights by |W| plus the top n_drop other positions by |grad|;
+2. Salience: the union of the top n_keep active weights by |W| and the top n_drop positions
+   by |grad|, both over the whole layer (a position in both counts once);
    c_i = salient count of neuron i. Neurons with c_i < tau = max(1, floor(gamma_sal * k0)),
    k0 = floor(B / out), are ablated (recomputed every update, so a neuron can come back),
    keeping at least ceil(B / fan_in) neurons. The classifier is never ablated unless

@@ -13,6 +13,7 @@ from srigl.topology import (
     row_top_mask,
     salient_counts,
     top_n_mask,
+    weight_salient,
 )
 
 
@@ -88,3 +89,38 @@ def test_salience_and_ablation_switch_off_neurons_below_tau():
     assert neurons_to_keep(counts, tau=1, min_active=1).tolist() == [True, False, True]
     # never fewer neurons than can hold the budget
     assert neurons_to_keep(counts, tau=3, min_active=2).tolist() == [True, False, True]
+
+
+def _overlapping_layer():
+    """3 neurons x 4 inputs, 2 active weights each; the largest weights carry the largest grads.
+
+    n_keep = 4 (rows 0 and 1 by |W|), n_drop = 2: the top-2 |grad| positions are row 0's
+    active weights, which are in the weight set too; row 2 only has the next largest grads.
+    """
+    weight = torch.tensor([[5.0, 4.0, 0, 0], [3.0, 2.5, 0, 0], [0.1, 0.2, 0, 0]])
+    mask = weight != 0
+    grad = torch.tensor([[9.0, 8.0, 0, 0], [0, 0, 0, 0], [0, 0, 1.0, 0.5]])
+    return weight, mask, grad
+
+
+def test_salience_is_the_union_of_weight_and_grad_sets_ranked_over_the_whole_layer():
+    weight, mask, grad = _overlapping_layer()
+    counts = salient_counts(weight, mask, grad, n_keep=4, n_drop=2)
+    # the grad set {(0,0), (0,1)} lies inside the weight set: those positions count once
+    assert counts.tolist() == [2, 2, 0]
+    assert neurons_to_keep(counts, tau=1, min_active=2).tolist() == [True, True, False]
+    # the restricted reading (grads only outside the weight set) counts row 2's grads
+    # instead and ablates nothing: the two readings ablate different neurons
+    by_weight = weight_salient(weight, mask, 4)
+    restricted = top_n_mask(grad.masked_fill(by_weight, float("-inf")), 2)
+    old_counts = (by_weight | restricted).sum(1)
+    assert old_counts.tolist() == [2, 2, 2]
+    assert neurons_to_keep(old_counts, tau=1, min_active=2).all()
+
+
+def test_salience_counts_an_overlapping_position_once():
+    weight = torch.tensor([[2.0, 1.0], [0.5, 0.0]])
+    mask = weight != 0
+    grad = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
+    # weight set {(0,0), (0,1)}; grad set {(0,0)}: row 0 holds 2 salient positions, not 3
+    assert salient_counts(weight, mask, grad, n_keep=2, n_drop=1).tolist() == [2, 0]

@@ -237,6 +237,23 @@ def test_srigl_ablation_happens_and_preserves_the_budget():
     assert info["fan_in"] == budget // info["n_active"]
 
 
+def test_srigl_update_ablates_a_neuron_whose_only_salience_is_gradient_outside_the_union():
+    # SPEC.md section 2: the salient set is the union of the top n_keep |W| and the top n_drop
+    # |grad| over the whole layer. Here row 0's large weights also carry the largest grads, so
+    # the grad set adds nothing and row 2 (small weights, grads only at inactive positions)
+    # falls below tau = 1 and is ablated; its budget goes to rows 0 and 1 (k' = 6 // 2 = 3).
+    from srigl.trainers.base import Layer
+
+    _, _, trainer = make("srigl", gamma_sal=0.5)
+    weight = torch.tensor([[5.0, 4.0, 0, 0], [3.0, 2.5, 0, 0], [0.1, 0.2, 0, 0]])
+    mask = weight != 0
+    grad = torch.tensor([[9.0, 8.0, 0, 0], [0, 0, 0, 0], [0, 0, 1.0, 0.5]])
+    layer = Layer("w", nn.Parameter(weight.clone()), 0.5, 6, True, False)
+    kept, new_mask = trainer.update_layer(layer, weight, mask, grad, drop_fraction=0.34)
+    assert new_mask.sum(1).tolist() == [3, 3, 0]
+    assert kept[2].sum() == 0
+
+
 @pytest.mark.parametrize("name", SPARSE)
 def test_depthwise_and_grouped_convs_keep_constant_per_row_fan_in(name):
     torch.manual_seed(0)
