@@ -125,8 +125,35 @@ class Backend(nn.Module):
                 f"{cls.__name__}.from_state_dict: missing key {err}; expected "
                 f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
             ) from None
-        obj._set_state(in_f, out_f, layer_name, **{k: v.clone() for k, v in bufs.items()})
+        cls.validate_state(bufs, in_f, out_f, layer_name)
+        bufs = {k: v.clone(memory_format=torch.contiguous_format) for k, v in bufs.items()}
+        obj._set_state(in_f, out_f, layer_name, **bufs)
         return obj
+
+    @classmethod
+    def validate_state(
+        cls,
+        buffers: dict[str, Any],
+        in_features: Any,
+        out_features: Any,
+        layer_name: str | None = None,
+    ) -> None:
+        """Check a loaded state (untrusted: from a file) before any kernel sees it.
+
+        Called by every load path (:meth:`from_state_dict`, ``load_state_dict``). The default
+        runs :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
+        (``active``, ``values``, ``indices``, ``bias``, ``weight``); a backend with other
+        buffers or another fan-in (packed kernels, convolutions) overrides this, calls it
+        through ``super()`` (or that function with ``fan_in=...``) and checks its own buffers.
+
+        Raises:
+            LayerStateError: (a ValueError) naming the layer, the buffer and what is allowed.
+        """
+        from backends.condensed import validate_layer_state  # condensed imports this module
+
+        validate_layer_state(
+            buffers, in_features, out_features, layer_name=layer_name, owner=cls.__name__
+        )
 
     def get_extra_state(self) -> dict[str, int]:
         return {"in_features": self.in_features, "out_features": self.out_features}
@@ -138,13 +165,23 @@ class Backend(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
     ):
+        # Untrusted input: check the state as it will be (incoming over current) first.
+        extra = state_dict.get(prefix + "_extra_state", self.get_extra_state())
+        if not isinstance(extra, dict):
+            extra = {}
+        merged = {n: state_dict.get(prefix + n, self._buffers.get(n)) for n in self.state_buffers}
+        self.validate_state(
+            merged, extra.get("in_features"), extra.get("out_features"), self.layer_name
+        )
         # Shapes of a condensed layer depend on its mask: adopt the incoming shapes and dtypes.
         for name in self.state_buffers:
             incoming = state_dict.get(prefix + name)
             mine = self._buffers.get(name)
             if isinstance(incoming, torch.Tensor) and mine is not None:
                 if incoming.shape != mine.shape or incoming.dtype != mine.dtype:
-                    self._buffers[name] = torch.empty_like(incoming, device=mine.device)
+                    self._buffers[name] = torch.empty(
+                        incoming.shape, dtype=incoming.dtype, device=mine.device
+                    )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
