@@ -1,0 +1,251 @@
+"""Build and load C++ kernel extensions with the system compiler, cached per machine.
+
+:func:`load_extension` compiles sources with ``torch.utils.cpp_extension`` (system ``c++``,
+``-O3``, OpenMP; per-ISA code goes in its own translation unit behind ``#pragma GCC target``
+and is chosen at run time, so the build itself never uses ``-march=native``) into a folder
+of the user cache directory keyed by a hash of the sources, torch and Python versions and the
+flags. A later process imports the cached library without a compiler. Two
+processes building at once serialise on an OS file lock (released if the holder dies); the
+second one imports what the first built. Every failure is a :class:`KernelUnavailableError`
+whose message says why (no compiler, first error line of a failed build, unwritable cache).
+
+Cache folder: ``$SRIGL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/srigl-bench`` or
+``~/.cache/srigl-bench``; ``kernels/<name>-<hash>/`` below it.
+
+A source list is compiled into one Python module named ``name`` (a tiny module-init file is
+added, so sources need no pybind11); operators the sources register with ``TORCH_LIBRARY``
+appear under ``torch.ops.<namespace>``. Each ``TORCH_LIBRARY`` namespace may be defined by one
+extension only (use your own namespace, or ``TORCH_LIBRARY_FRAGMENT``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import types
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BASE_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unknown-pragmas"]
+BASE_LDFLAGS = ["-fopenmp"]
+_PYMODULE_SOURCE = pathlib.Path(__file__).with_name("csrc") / "pymodule.cpp"
+_LOADED: dict[str, types.ModuleType] = {}
+_LOCK = threading.Lock()
+
+
+class KernelUnavailableError(RuntimeError):
+    """A C++ kernel extension cannot be built or loaded here; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def cache_dir() -> pathlib.Path:
+    """The per-user cache folder of srigl-bench (kernels, tuner results); not created here."""
+    env = os.environ.get("SRIGL_CACHE_DIR")
+    if env:
+        return pathlib.Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
+    return base / "srigl-bench"
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX", "c++")
+    return shutil.which(cxx) or shutil.which("g++") or shutil.which("clang++")
+
+
+@functools.cache
+def _compiler_version(cxx: str) -> str:
+    try:
+        res = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"unknown ({err})"
+    return (res.stdout.splitlines() or ["unknown"])[0]
+
+
+def kernel_available() -> tuple[bool, str]:
+    """Whether C++ kernels can be built here: ``(True, "")`` or ``(False, why)``.
+
+    Checks for a C++ compiler (``$CXX``, ``c++``, ``g++`` or ``clang++``) and ninja. A kernel
+    that was built before and is cached loads even where this says False.
+    """
+    if _compiler() is None:
+        return False, "no C++ compiler found (set $CXX or install g++)"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return False, "ninja is not installed (pip install ninja, or apt-get install ninja-build)"
+    return True, ""
+
+
+def build_key(name: str, sources: list[pathlib.Path], extra_cflags: list[str]) -> str:
+    """A hash of what changes the built library: sources (name and bytes), flags, torch,
+    Python and platform. The compiler is left out, so a machine without one still finds a
+    build cached there (the compiler that made it is recorded in the folder's BUILD_OK)."""
+    h = hashlib.sha256()
+    for src in sorted(sources, key=lambda p: p.name):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    parts = [name, *BASE_CFLAGS, *extra_cflags, torch.__version__]
+    parts += [sys.version, platform.machine(), platform.system()]
+    h.update("\0".join(parts).encode())
+    return h.hexdigest()[:16]
+
+
+def _library_path(folder: pathlib.Path, name: str) -> pathlib.Path:
+    return folder / f"{name}.so"
+
+
+def _import(name: str, path: pathlib.Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise KernelUnavailableError(f"cannot import the built kernel library {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except (ImportError, OSError, RuntimeError) as err:
+        raise KernelUnavailableError(f"cannot load {path}: {err}") from err
+    return module
+
+
+def first_error_line(output: str) -> str:
+    """The first compiler/linker error line of a build log (or its last non-empty line)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for pattern in (r"(^|: )(fatal )?error: ", r"\berror\b"):
+        for ln in lines:
+            if re.search(pattern, ln) and not ln.startswith(("FAILED", "Error building")):
+                return ln
+    return lines[-1] if lines else "(no output)"
+
+
+def _writable_root() -> pathlib.Path:
+    root = cache_dir() / "kernels"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, delete=True)
+        probe.close()
+        return root
+    except OSError as err:
+        fallback = pathlib.Path(tempfile.gettempdir()) / f"srigl-bench-{os.getuid()}" / "kernels"
+        log.warning("kernel cache %s is not writable (%s); using %s", root, err, fallback)
+        try:
+            fallback.mkdir(parents=True, exist_ok=True)
+        except OSError as err2:
+            raise KernelUnavailableError(
+                f"no writable cache folder for kernels: {root} ({err}), {fallback} ({err2}); "
+                "set $SRIGL_CACHE_DIR"
+            ) from err2
+        return fallback
+
+
+def load_extension(
+    name: str, sources: list[pathlib.Path], extra_cflags: list[str] | None = None
+) -> types.ModuleType:
+    """Build (once per machine, cached) and import the C++ extension ``name``.
+
+    Args:
+        name: a Python identifier, the module name (also ``TORCH_EXTENSION_NAME`` in C++).
+        sources: C++ source files (``.cpp``); headers they include from their own folder are
+            found (that folder is on the include path) but do not enter the cache key unless
+            listed here too -- list them.
+        extra_cflags: flags added to :data:`BASE_CFLAGS` (``-O3 -fopenmp ...``).
+
+    Returns:
+        The imported module; operators registered with ``TORCH_LIBRARY`` are in ``torch.ops``.
+
+    Raises:
+        KernelUnavailableError: no compiler or ninja and nothing cached, the build failed
+            (the message holds the first error line), or no cache folder is writable.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"extension name must be a Python identifier, got {name!r}")
+    sources = [pathlib.Path(s).resolve() for s in sources]
+    for src in sources:
+        if not src.is_file():
+            raise KernelUnavailableError(f"kernel source {src} does not exist")
+    flags = list(extra_cflags or [])
+    all_sources = [*sources, _PYMODULE_SOURCE]
+    key = build_key(name, all_sources, flags)
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        folder = _writable_root() / f"{name}-{key}"
+        lib = _library_path(folder, name)
+        done = folder / "BUILD_OK"
+        if not (lib.is_file() and done.is_file()):
+            _build(name, all_sources, flags, folder, lib, done)
+        module = _import(name, lib)
+        _LOADED[key] = module
+        return module
+
+
+def _build(
+    name: str,
+    sources: list[pathlib.Path],
+    flags: list[str],
+    folder: pathlib.Path,
+    lib: pathlib.Path,
+    done: pathlib.Path,
+) -> None:
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "build.lock")):
+        if lib.is_file() and done.is_file():  # another process built it while we waited
+            return
+        ok, why = kernel_available()
+        if not ok:
+            raise KernelUnavailableError(why)
+        from torch.utils import cpp_extension
+
+        include_dirs = sorted({str(s.parent) for s in sources})
+        log.info("building C++ kernel extension %r in %s (once per machine)", name, folder)
+        # torch renames a second build of one name in a process to name_v1; each of our
+        # folders holds one build, so keep the plain name (the module-init symbol uses it).
+        versioner = getattr(cpp_extension, "JIT_EXTENSION_VERSIONER", None)
+        getattr(versioner, "entries", {}).pop(name, None)
+        try:
+            cpp_extension.load(
+                name=name,
+                sources=[str(s) for s in sources],
+                extra_cflags=[*BASE_CFLAGS, *flags],
+                extra_ldflags=BASE_LDFLAGS,
+                extra_include_paths=include_dirs,
+                build_directory=str(folder),
+                is_python_module=False,
+                is_standalone=False,
+                verbose=False,
+            )
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as err:
+            detail = getattr(err, "output", None) or str(err)
+            if isinstance(detail, bytes):
+                detail = detail.decode(errors="replace")
+            raise KernelUnavailableError(
+                f"building {name!r} failed: {first_error_line(detail)} (log in {folder})"
+            ) from err
+        if not lib.is_file():
+            raise KernelUnavailableError(f"building {name!r} produced no {lib}")
+        done.write_text(key_summary(name, flags))
+
+
+def key_summary(name: str, flags: list[str]) -> str:
+    """What a cached build was made with (written next to it, for people)."""
+    cxx = _compiler() or "none"
+    return (
+        f"name={name}\ntorch={torch.__version__}\npython={sys.version.split()[0]}\n"
+        f"compiler={_compiler_version(cxx)}\nflags={' '.join(BASE_CFLAGS + flags)}\n"
+    )
