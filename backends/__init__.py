@@ -34,6 +34,7 @@ __all__ = [
     "create",
     "get",
     "names",
+    "supports",
 ]
 
 
@@ -60,23 +61,56 @@ def create(
     layer_name: str | None = None,
     **kwargs,
 ) -> Backend:
-    """Build backend ``name`` from a masked Linear layer.
+    """Build backend ``name`` from a masked Linear (2-D weight) or Conv2d (4-D weight) layer.
 
     Args:
-        weight: float tensor [out, in].
-        mask: bool (or 0/1) tensor [out, in]; condensed backends require constant fan-in.
+        weight: float tensor [out, in], or [out, in/groups, kh, kw] for a convolution.
+        mask: bool (or 0/1) tensor of the weight's shape; condensed backends require constant
+            fan-in (per output channel over in/groups * kh * kw for a convolution).
         bias: float tensor [out] or None.
         layer_name: used in error messages (e.g. a non-constant fan-in mask).
+        **kwargs: for a 4-D weight ``stride``, ``padding``, ``dilation``, ``groups`` (and
+            ``padding_mode``, which must be "zeros"), as ``nn.Conv2d`` takes them.
 
     Returns:
         An ``nn.Module`` whose ``forward(x)`` for x [..., in] equals
-        ``F.linear(x, weight * mask, bias)``, shape [..., out].
+        ``F.linear(x, weight * mask, bias)``, shape [..., out]; for a 4-D weight x [N, in, H, W]
+        -> ``F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups)``.
     """
     cls = get(name)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+        return _create_conv(name, weight, mask, bias, layer_name, **kwargs)
     ok, why = cls.available(weight.device)
     if not ok:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {why}")
     return cls(weight, mask, bias, layer_name=layer_name, **kwargs)
+
+
+def _create_conv(name, weight, mask, bias, layer_name, **conv_args) -> Backend:
+    """Backend ``name``'s Conv2d module (see :mod:`backends.conv`)."""
+    from backends.conv import conv_class, conv_supports
+
+    cls = conv_class(name)
+    if cls is None:
+        raise BackendUnavailableError(conv_supports(name, weight.device, weight.dtype)[1])
+    ok, why = cls.available(weight.device)
+    if not ok:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable for Conv2d: {why}")
+    return cls(weight, mask, bias, layer_name=layer_name, **conv_args)
+
+
+def supports(
+    name: str, device: str | torch.device, dtype: torch.dtype, op: str = "linear"
+) -> tuple[bool, str]:
+    """Whether backend ``name`` runs ``op`` ("linear" or "conv2d") in ``dtype`` on ``device``:
+    ``(True, "")`` or ``(False, reason)``; a backend without a Conv2d module says why."""
+    if op == "linear":
+        return get(name).supports(device, dtype)
+    if op == "conv2d":
+        from backends.conv import conv_supports
+
+        return conv_supports(name, device, dtype)
+    raise ValueError(f"op must be 'linear' or 'conv2d', got {op!r}")
 
 
 import_submodules(__name__, skip=("base", "registry"))

@@ -1,0 +1,523 @@
+"""Condensed Conv2d: the convolution counterpart of every GEMM backend.
+
+``backends.create(name, weight, mask, bias, stride=..., padding=..., dilation=..., groups=...)``
+with a 4-D ``weight`` [out, in/groups, kh, kw] builds the conv module registered here for backend
+``name``; it computes ``F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups)`` for
+x [N, in, H, W] (zero padding). Which backends have one: :func:`conv_class` (``None`` with the
+reason from :func:`conv_supports` where there is none).
+
+Condensed form (backends other than ``dense`` / ``structured``): each output channel's fan-in is
+its flattened ``(c, dy, dx)`` row of ``in/groups * kh * kw`` inputs (the weight reshaped to
+[out, fan_in]); with constant fan-in it condenses exactly like a Linear layer
+(:func:`backends.condensed.condense_layer`): ``active`` int64 [n_active], ``values`` [n_active, k],
+``indices`` int32 [n_active, k] (into the channel's group-local fan-in, ascending), ``bias`` [out].
+The conv geometry is kept in the extra state, so a state dict rebuilds the layer alone.
+
+The plain-torch backends (``naive``, ``csr``, ``coo``, ``compiled``) and ``fused_triton`` go
+through an unfold: ``F.unfold(x)`` [N, in*kh*kw, L] transposed to [N*L, in*kh*kw] rows is the input
+of the backend's own condensed Linear layer, whose indices are offset by each channel's group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backends.base import Backend, BadInputError
+from backends.condensed import condense_layer
+
+__all__ = [
+    "CONV_NAMES",
+    "ConvBackend",
+    "conv_class",
+    "conv_output_size",
+    "conv_supports",
+    "register_conv",
+]
+
+# backend name -> its conv module class. One entry per backend of ``backends.names()``.
+_CONV: dict[str, type[ConvBackend]] = {}
+# backend name -> why it has no conv module (for backends that declare they have none).
+_NO_CONV: dict[str, str] = {}
+
+CONV_NAMES = _CONV  # read-only view for callers (tests iterate it)
+
+
+def register_conv(name: str) -> Callable[[type[ConvBackend]], type[ConvBackend]]:
+    """Decorator: the class is backend ``name``'s Conv2d module."""
+
+    def decorator(cls: type[ConvBackend]) -> type[ConvBackend]:
+        existing = _CONV.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"backend {name!r} already has a conv module {existing!r}")
+        _CONV[name] = cls
+        cls.backend_name = name
+        return cls
+
+    return decorator
+
+
+def declare_no_conv(name: str, reason: str) -> None:
+    """Declare that backend ``name`` has no Conv2d module, and why (shown by ``supports``)."""
+    _NO_CONV[name] = reason
+
+
+def conv_class(name: str) -> type[ConvBackend] | None:
+    """Backend ``name``'s Conv2d module class, or None where it has none (see conv_supports)."""
+    import backends
+
+    backends.get(name)  # UnknownNameError for an unknown backend
+    return _CONV.get(name)
+
+
+def conv_supports(name: str, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+    """Whether backend ``name`` runs a Conv2d of ``dtype`` on ``device``: ``(ok, why)``."""
+    cls = conv_class(name)
+    if cls is None:
+        why = _NO_CONV.get(name, "no Conv2d module is registered for this backend")
+        return False, f"backend {name!r} has no Conv2d implementation: {why}"
+    return cls.supports(device, dtype)
+
+
+def _pair(value: Any, what: str, layer_name: str | None, minimum: int) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
+    ):
+        raise BadInputError(
+            f"layer {layer_name!r}: {what} must be an int or a pair of ints >= {minimum}, "
+            f"got {value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
+def conv_output_size(
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """(Ho, Wo) of a convolution over an input of spatial ``size`` (H, W); may be <= 0."""
+    return tuple(  # type: ignore[return-value]
+        (size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+        for i in range(2)
+    )
+
+
+def check_conv_layer(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None,
+    layer_name: str | None,
+    groups: int,
+) -> torch.Tensor:
+    """Validate a masked Conv2d (weight [out, in/groups, kh, kw]); returns the mask as bool."""
+    where = f"layer {layer_name!r}"
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)
+        raise BadInputError(
+            f"{where}: conv weight must be a 4-d tensor [out, in/groups, kh, kw], got {shape}"
+        )
+    if not weight.is_floating_point():
+        raise BadInputError(f"{where}: weight must be floating point, got {weight.dtype}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise BadInputError(f"{where}: groups must be an int >= 1, got {groups!r}")
+    if weight.shape[0] % groups:
+        raise BadInputError(
+            f"{where}: out_channels={weight.shape[0]} is not divisible by groups={groups}"
+        )
+    if not isinstance(mask, torch.Tensor) or mask.shape != weight.shape:
+        shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
+        raise BadInputError(
+            f"{where}: mask must have the weight's shape {list(weight.shape)}, got {shape}"
+        )
+    if mask.device != weight.device:
+        raise BadInputError(f"{where}: mask on {mask.device}, weight on {weight.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],):
+            shape = list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias)
+            raise BadInputError(f"{where}: bias must be [out]=[{weight.shape[0]}], got {shape}")
+        if bias.dtype != weight.dtype or bias.device != weight.device:
+            raise BadInputError(
+                f"{where}: bias is {bias.dtype} on {bias.device}, expected the weight's "
+                f"{weight.dtype} on {weight.device}"
+            )
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+class ConvBackend(Backend):
+    """Base of the Conv2d modules: geometry, input checks, empty inputs, save/load.
+
+    ``in_features`` is the fan-in ``in/groups * kh * kw`` and ``out_features`` the output
+    channels (what the condensed form is over); ``in_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``groups`` are the convolution's. Subclasses implement
+    :meth:`_build` (weight, bool mask, bias -> buffers) and :meth:`_conv` (x [N, in, H, W] with
+    N > 0 -> [N, out, Ho, Wo]).
+    """
+
+    backend_name: ClassVar[str] = ""
+
+    in_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        layer_name: str | None = None,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.layer_name = layer_name
+        if padding_mode != "zeros":
+            raise BadInputError(
+                f"layer {layer_name!r}: condensed convolutions support padding_mode='zeros' "
+                f"only, got {padding_mode!r}"
+            )
+        if isinstance(padding, str):
+            raise BadInputError(
+                f"layer {layer_name!r}: padding must be ints (resolve 'same'/'valid' first), "
+                f"got {padding!r}"
+            )
+        mask = check_conv_layer(weight, mask, bias, layer_name, groups)
+        self._check_dtype(weight.dtype, weight.device)
+        out_c, cin_g, kh, kw = weight.shape
+        self._set_geometry(
+            in_channels=cin_g * groups,
+            kernel_size=(kh, kw),
+            stride=_pair(stride, "stride", layer_name, 1),
+            padding=_pair(padding, "padding", layer_name, 0),
+            dilation=_pair(dilation, "dilation", layer_name, 1),
+            groups=groups,
+        )
+        buffers = self._build(weight.detach(), mask, None if bias is None else bias.detach())
+        self._set_state(cin_g * kh * kw, out_c, layer_name, **buffers)
+
+    def _set_geometry(self, **geometry: Any) -> None:
+        self.in_channels = int(geometry["in_channels"])
+        self.kernel_size = tuple(geometry["kernel_size"])  # type: ignore[assignment]
+        self.stride = tuple(geometry["stride"])  # type: ignore[assignment]
+        self.padding = tuple(geometry["padding"])  # type: ignore[assignment]
+        self.dilation = tuple(geometry["dilation"])  # type: ignore[assignment]
+        self.groups = int(geometry["groups"])
+
+    def _build(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ save / load
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "in_channels": self.in_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self._set_geometry(**state)
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: dict[str, Any], layer_name: str | None = None
+    ) -> ConvBackend:
+        """Rebuild a conv layer of this backend from ``module.state_dict()`` of one."""
+        extra = state_dict.get("_extra_state", {})
+        missing = [
+            key
+            for key in ("in_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+            if key not in extra
+        ]
+        if missing:
+            raise ValueError(
+                f"{cls.__name__}.from_state_dict: the extra state lacks the conv geometry "
+                f"{missing} (is this a Linear layer's state dict?)"
+            )
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj._set_geometry(**extra)
+        try:
+            bufs = {name: state_dict[name].clone() for name in cls.state_buffers}
+        except KeyError as err:
+            raise ValueError(
+                f"{cls.__name__}.from_state_dict: missing key {err}; expected "
+                f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
+            ) from None
+        obj._set_state(extra["in_features"], extra["out_features"], layer_name, **bufs)
+        return obj
+
+    # ------------------------------------------------------------------ forward
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(Ho, Wo) for an input of H x W."""
+        return conv_output_size(
+            (height, width), self.kernel_size, self.stride, self.padding, self.dilation
+        )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`BadInputError` unless x is [N, in_channels, H, W] of the layer's dtype
+        and device with a non-empty output."""
+        if not isinstance(x, torch.Tensor):
+            raise BadInputError(f"layer {self.layer_name!r}: expected a tensor, got {type(x)}")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input [N, {self.in_channels}, H, W], "
+                f"got shape {list(x.shape)}"
+            )
+        if x.dtype != self.dtype:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input dtype {self.dtype}, got {x.dtype}"
+            )
+        if x.device != self.device:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: expected input on {self.device}, got {x.device}"
+            )
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        if ho <= 0 or wo <= 0:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: input {list(x.shape[2:])} is too small for kernel "
+                f"{list(self.kernel_size)} with padding {list(self.padding)} and dilation "
+                f"{list(self.dilation)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo]."""
+        self.check_input(x)
+        if x.shape[0] == 0:
+            ho, wo = self.output_size(x.shape[2], x.shape[3])
+            return x.new_empty(0, self.out_features, ho, wo)
+        return self._conv(x)
+
+    def conv_args(self) -> dict[str, Any]:
+        """stride, padding, dilation, groups as ``F.conv2d`` takes them."""
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_features}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}"
+        )
+
+
+class _MaskedWeightConv(ConvBackend):
+    """Shared by ``dense`` and ``structured``: dtypes/devices of plain F.conv2d."""
+
+    dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+
+@register_conv("dense")
+class DenseConv2d(_MaskedWeightConv):
+    """``F.conv2d`` with the masked weight stored dense [out, in/groups, kh, kw]; any mask."""
+
+    state_buffers: ClassVar[tuple[str, ...]] = ("weight", "bias")
+
+    def _build(self, weight, mask, bias):
+        w = (weight * mask).contiguous()
+        b = bias.clone() if bias is not None else weight.new_zeros(weight.shape[0])
+        return {"weight": w, "bias": b}
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, **self.conv_args())
+
+
+@register_conv("structured")
+class StructuredConv2d(_MaskedWeightConv):
+    """Dense convolution over the non-ablated output channels only; ablated channels output
+    their bias. Any mask. With groups > 1 the kept channels of each group run as one conv."""
+
+    state_buffers: ClassVar[tuple[str, ...]] = ("active", "weight", "bias")
+
+    active: torch.Tensor
+
+    def _build(self, weight, mask, bias):
+        active = torch.nonzero(mask.flatten(1).any(dim=1)).flatten()
+        b = bias.clone() if bias is not None else weight.new_zeros(weight.shape[0])
+        return {"active": active, "weight": (weight * mask)[active].contiguous(), "bias": b}
+
+    def _after_load(self) -> None:
+        self._all_active = self.active.numel() == self.out_features
+        self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
+        # per group: positions (into active) of its kept channels, and the group's input slice
+        per_out = self.out_features // self.groups
+        groups = self.active // per_out if self.active.numel() else self.active
+        self._group_parts = [(g, torch.nonzero(groups == g).flatten()) for g in range(self.groups)]
+        self._group_parts = [(g, idx) for g, idx in self._group_parts if idx.numel()]
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        args = self.conv_args()
+        if self._all_active:
+            return F.conv2d(x, self.weight, self.bias, **args)
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        out = self.bias.view(1, -1, 1, 1).expand(x.shape[0], -1, ho, wo).contiguous()
+        if not self.active.numel():
+            return out
+        if self.groups == 1:
+            y = F.conv2d(x, self.weight, self.bias_active, **args)
+            return out.index_copy_(1, self.active, y)
+        cin_g = self.in_channels // self.groups
+        args["groups"] = 1
+        for g, idx in self._group_parts:
+            xg = x[:, g * cin_g : (g + 1) * cin_g]
+            y = F.conv2d(xg, self.weight[idx], self.bias_active[idx], **args)
+            out.index_copy_(1, self.active[idx], y)
+        return out
+
+
+class CondensedConv2d(ConvBackend):
+    """Base of the conv modules computing from the condensed form (see the module docstring)."""
+
+    state_buffers: ClassVar[tuple[str, ...]] = ("active", "values", "indices", "bias")
+
+    active: torch.Tensor
+    values: torch.Tensor
+    indices: torch.Tensor
+    bias: torch.Tensor
+
+    def _build(self, weight, mask, bias):
+        out_c = weight.shape[0]
+        return condense_layer(
+            weight.reshape(out_c, -1), mask.reshape(out_c, -1), bias, self.layer_name
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def k(self) -> int:
+        """Constant fan-in of the non-ablated output channels."""
+        return self.values.shape[1]
+
+    @property
+    def n_active(self) -> int:
+        """Number of non-ablated output channels."""
+        return self.values.shape[0]
+
+    def _after_load(self) -> None:
+        self._all_active = self.active.numel() == self.out_features
+
+    def unfold_indices(self) -> torch.Tensor:
+        """int32 [n_active, k]: the indices into the rows of ``F.unfold(x)`` (all channels):
+        each channel's group-local index plus its group's offset ``g * fan_in``."""
+        per_out = self.out_features // self.groups
+        group = (self.active // per_out).to(torch.int64)
+        return (self.indices.to(torch.int64) + (group * self.in_features)[:, None]).to(torch.int32)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n_active={self.n_active}, k={self.k}, dtype={self.dtype}"
+
+
+class UnfoldConv2d(CondensedConv2d):
+    """Unfold, then the backend ``linear_backend``'s own condensed Linear layer on the
+    [N*L, in*kh*kw] rows, then back to [N, out, Ho, Wo]."""
+
+    linear_backend: ClassVar[str] = ""
+
+    @classmethod
+    def _linear_class(cls) -> type[Backend]:
+        import backends
+
+        return backends.get(cls.linear_backend)
+
+    @classmethod
+    def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
+        return cls._linear_class().available(device)
+
+    @classmethod
+    def supports(cls, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+        return cls._linear_class().supports(device, dtype)
+
+    def _after_load(self) -> None:
+        super()._after_load()
+        state = {
+            "active": self.active,
+            "values": self.values,
+            "indices": self.unfold_indices(),
+            "bias": self.bias,
+            "_extra_state": {
+                "in_features": self.in_channels * self.kernel_size[0] * self.kernel_size[1],
+                "out_features": self.out_features,
+            },
+        }
+        inner = self._linear_class().from_state_dict(state, layer_name=self.layer_name)
+        object.__setattr__(self, "_inner", inner)  # derived, not a submodule (no state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_inner", None)
+        return state
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        rows = cols.transpose(1, 2).reshape(n * ho * wo, cols.shape[1])
+        y = self._inner(rows)  # [N*L, out]
+        return y.reshape(n, ho, wo, self.out_features).permute(0, 3, 1, 2).contiguous()
+
+
+def _unfold_backend(name: str) -> type[UnfoldConv2d]:
+    cls = type(
+        f"Unfold{name.capitalize()}Conv2d",
+        (UnfoldConv2d,),
+        {
+            "linear_backend": name,
+            "__doc__": f"Unfold + backend {name!r}'s condensed Linear layer.",
+            "__module__": __name__,
+        },
+    )
+    return register_conv(name)(cls)
+
+
+UnfoldNaiveConv2d = _unfold_backend("naive")
+UnfoldCSRConv2d = _unfold_backend("csr")
+UnfoldCOOConv2d = _unfold_backend("coo")
+UnfoldCompiledConv2d = _unfold_backend("compiled")
+UnfoldCompiledConv2d.slow_to_build = True  # type: ignore[attr-defined]
+UnfoldTritonConv2d = _unfold_backend("fused_triton")
