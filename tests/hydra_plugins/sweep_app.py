@@ -1,0 +1,23 @@
+"""A tiny Hydra app for the plugin tests: writes ``<out>/<x>-<y>.json``; ``x=2`` fails."""
+
+import json
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(config_path=None, config_name=None, version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    print(f"job x={cfg.x} y={cfg.y}")
+    if cfg.x == 2:
+        raise ValueError("x=2 is refused by the test app")
+    info = {"x": cfg.x, "y": cfg.y, "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / f"{cfg.x}-{cfg.y}.json").write_text(json.dumps(info))
+    return int(cfg.x)
+
+
+if __name__ == "__main__":
+    main()
