@@ -14,7 +14,8 @@ dict alone, without the dense weight or the mask.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import IO, Any, ClassVar
 
 import torch
 from torch import nn
@@ -117,6 +118,8 @@ class Backend(nn.Module):
         obj = cls.__new__(cls)
         nn.Module.__init__(obj)
         extra = state_dict.get("_extra_state", {})
+        if not isinstance(extra, dict):
+            extra = {}
         try:
             bufs = {name: state_dict[name] for name in cls.state_buffers}
             in_f, out_f = extra["in_features"], extra["out_features"]
@@ -129,6 +132,38 @@ class Backend(nn.Module):
         bufs = {k: v.clone(memory_format=torch.contiguous_format) for k, v in bufs.items()}
         obj._set_state(in_f, out_f, layer_name, **bufs)
         return obj
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike | IO[bytes],
+        layer_name: str | None = None,
+        map_location: str | torch.device | None = None,
+    ) -> Backend:
+        """Rebuild a layer saved with ``torch.save(layer.state_dict(), file)``.
+
+        Reads with ``torch.load(weights_only=True)`` (no code runs) and validates every buffer
+        (:meth:`validate_state`) before any kernel sees it.
+
+        Raises:
+            LayerStateError: (a ValueError) an unreadable, truncated or foreign file, or a
+                state that does not describe a valid layer; the message names the file.
+        """
+        from backends.condensed import LayerStateError  # condensed imports this module
+
+        where = os.fspath(file) if isinstance(file, (str, os.PathLike)) else "<file object>"
+        try:
+            state = torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises many types (EOFError, RuntimeError, ...)
+            raise LayerStateError(
+                f"{where}: not a readable layer state dict ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not isinstance(state, dict):
+            raise LayerStateError(f"{where}: holds a {type(state).__name__}, not a state dict")
+        try:
+            return cls.from_state_dict(state, layer_name=layer_name)
+        except ValueError as exc:
+            raise LayerStateError(f"{where}: {exc}") from exc
 
     @classmethod
     def validate_state(

@@ -190,7 +190,7 @@ def validate_layer_state(
     - ``in_features``, ``out_features``: ints, 1 <= value < 2**31;
     - every buffer: a dense (strided) tensor, all on one device; float buffers share one dtype;
     - ``bias``: float [out];
-    - ``active``: int16/32/64 [n_active], n_active <= out, strictly ascending (so unique),
+    - ``active``: int64 [n_active], n_active <= out, strictly ascending (so unique),
       ``0 <= active < out``;
     - ``values``: float [n_active, k] (n_active = out without ``active``), k <= fan_in, and
       k >= 1 when n_active > 0;
@@ -253,7 +253,8 @@ def validate_layer_state(
                 f"buffer 'active' has shape {list(active.shape)}; allowed: [n_active] with "
                 f"n_active <= out_features={out_features}"
             )
-        shape_of("active", (active.numel(),), "index")
+        if active.dtype != torch.int64:
+            fail(f"buffer 'active' has dtype {active.dtype}; allowed: torch.int64")
         n_active = active.numel()
         if n_active:
             lo, hi = int(active.min()), int(active.max())
