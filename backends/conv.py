@@ -264,13 +264,44 @@ class ConvBackend(Backend):
         obj._set_geometry(**extra)
         try:
             bufs = {name: state_dict[name].clone() for name in cls.state_buffers}
+            in_f, out_f = int(extra["in_features"]), int(extra["out_features"])
         except KeyError as err:
             raise ValueError(
                 f"{cls.__name__}.from_state_dict: missing key {err}; expected "
                 f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
             ) from None
-        obj._set_state(extra["in_features"], extra["out_features"], layer_name, **bufs)
+        kh, kw = obj.kernel_size
+        if (
+            obj.groups < 1
+            or obj.in_channels % obj.groups
+            or out_f % obj.groups
+            or in_f != obj.in_channels // obj.groups * kh * kw
+        ):
+            raise ValueError(
+                f"{cls.__name__}.from_state_dict: inconsistent conv geometry: in_features="
+                f"{in_f}, out_features={out_f}, in_channels={obj.in_channels}, groups="
+                f"{obj.groups}, kernel_size={[kh, kw]}; allowed: in_features = "
+                "in_channels / groups * kh * kw with both channel counts divisible by groups"
+            )
+        cls.validate_state(bufs, in_f, out_f, layer_name)
+        obj._set_state(in_f, out_f, layer_name, **bufs)
         return obj
+
+    @classmethod
+    def validate_state(
+        cls,
+        buffers: dict[str, Any],
+        in_features: Any,
+        out_features: Any,
+        layer_name: str | None = None,
+    ) -> None:
+        """The Linear checks over the flattened fan-in (a 4-D ``weight`` is viewed as
+        [rows, in/groups * kh * kw])."""
+        flat = dict(buffers)
+        weight = flat.get("weight")
+        if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+            flat["weight"] = weight.reshape(weight.shape[0], -1)
+        super().validate_state(flat, in_features, out_features, layer_name)
 
     # ------------------------------------------------------------------ forward
     def output_size(self, height: int, width: int) -> tuple[int, int]:

@@ -1,0 +1,236 @@
+"""Every backend's Conv2d computes F.conv2d(x, weight * mask, bias, ...) within a rounding bound,
+rejects bad inputs clearly and saves/loads."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conv_cases import CONV_CASES, ConvCase, conv_error_bound, conv_input, conv_layer
+
+import backends
+from backends.base import BadInputError
+from backends.condensed import FanInError
+from backends.conv import CondensedConv2d, ConvBackend, conv_class
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _skip_unless(name: str, dtype: torch.dtype = torch.float32) -> None:
+    ok, why = backends.supports(name, "cpu", dtype, op="conv2d")
+    if not ok:
+        pytest.skip(f"{name} conv on cpu/{dtype}: {why}")
+
+
+def _params():
+    for name in backends.names():
+        cls = conv_class(name)
+        slow = getattr(cls, "slow_to_build", False)
+        for case in CONV_CASES:
+            quick = case is CONV_CASES[2]
+            marks = [pytest.mark.slow] if slow and not quick else []
+            yield pytest.param(name, case, marks=marks, id=f"{name}-{case.name}")
+
+
+@pytest.mark.parametrize("name,case", list(_params()))
+def test_conv_backend_matches_float64_conv2d_within_rounding_bound(name, case: ConvCase):
+    _skip_unless(name)
+    weight, mask, bias = conv_layer(case, 0)
+    layer = backends.create(name, weight, mask, bias, layer_name=case.name, **case.conv_args)
+    assert isinstance(layer, ConvBackend)
+    x = conv_input(case, 0)
+    with torch.no_grad():
+        y = layer(x)
+    k = case.fan_in if case.k is None else case.k
+    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
+    assert y.shape == ref.shape and y.dtype == x.dtype
+    worst = ((y.double() - ref).abs() - bound).max() if y.numel() else torch.tensor(0.0)
+    assert worst <= 0, f"error exceeds bound by {worst.item():.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["dense", "structured", "naive", "coo"])
+def test_conv_backends_in_half_precision(name, dtype):
+    _skip_unless(name, dtype)
+    case = CONV_CASES[3]
+    weight, mask, bias = conv_layer(case, 1, dtype)
+    layer = backends.create(name, weight, mask, bias, **case.conv_args)
+    x = conv_input(case, 1, dtype)
+    try:
+        with torch.no_grad():
+            y = layer(x)
+    except RuntimeError as err:  # torch's own CPU kernels may lack a half dtype
+        pytest.skip(f"torch CPU op lacks {dtype}: {err}")
+    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, case.k)
+    assert bool(((y.double() - ref).abs() <= bound).all())
+
+
+def test_every_backend_has_a_conv_module_or_says_why_not():
+    for name in backends.names():
+        ok, why = backends.supports(name, "cpu", torch.float32, op="conv2d")
+        assert conv_class(name) is not None or (not ok and why), name
+        assert ok or why, f"{name}: unsupported without a reason"
+    with pytest.raises(ValueError, match="op must be"):
+        backends.supports("dense", "cpu", torch.float32, op="conv3d")
+
+
+def test_ablated_channels_output_their_bias_and_no_bias_means_zero():
+    case = CONV_CASES[2]
+    weight, mask, bias = conv_layer(case, 2)
+    for name in ("structured", "naive", "fused"):
+        _skip_unless(name)
+        layer = backends.create(name, weight, mask, bias, **case.conv_args)
+        y = layer(conv_input(case, 2))
+        ablated = ~mask.flatten(1).any(dim=1)
+        assert int(ablated.sum()) == case.ablated
+        assert torch.equal(y[:, ablated], bias[ablated].view(1, -1, 1, 1).expand_as(y[:, ablated]))
+        nobias = backends.create(name, weight, mask, None, **case.conv_args)
+        assert bool((nobias(conv_input(case, 2))[:, ablated] == 0).all())
+
+
+@pytest.mark.parametrize("name", ["naive", "csr", "coo", "fused"])
+def test_conv_rejects_non_constant_fan_in_naming_the_layer(name):
+    _skip_unless(name)
+    weight = torch.randn(3, 2, 3, 3)
+    mask = torch.zeros(3, 18, dtype=torch.bool)
+    mask[0, :4] = True
+    mask[1, :6] = True
+    with pytest.raises(FanInError, match=r"'layer1\.0\.conv1'.*4\.\.6"):
+        backends.create(name, weight, mask.reshape(3, 2, 3, 3), None, layer_name="layer1.0.conv1")
+
+
+@pytest.mark.parametrize("name", ["dense", "naive", "fused"])
+def test_conv_bad_inputs_name_expected_and_got(name):
+    _skip_unless(name)
+    case = CONV_CASES[2]
+    weight, mask, bias = conv_layer(case, 0)
+    layer = backends.create(name, weight, mask, bias, layer_name="conv", **case.conv_args)
+    with pytest.raises(BadInputError, match=r"'conv'.*\[N, 8, H, W\].*\[2, 8, 9\]"):
+        layer(torch.randn(2, 8, 9))
+    with pytest.raises(BadInputError, match=r"\[N, 8, H, W\].*\[2, 7, 9, 9\]"):
+        layer(torch.randn(2, 7, 9, 9))
+    with pytest.raises(TypeError, match="expected input dtype torch.float32, got torch.float64"):
+        layer(torch.randn(2, 8, 9, 9, dtype=torch.float64))
+    with pytest.raises(BadInputError, match="too small"):
+        backends.create(name, weight, mask, bias)(torch.randn(1, 8, 2, 2))
+    with pytest.raises(BadInputError, match="padding_mode='zeros' only, got 'reflect'"):
+        backends.create(name, weight, mask, bias, padding=1, padding_mode="reflect")
+    with pytest.raises(BadInputError, match="stride must be an int or a pair"):
+        backends.create(name, weight, mask, bias, stride=0)
+    with pytest.raises(BadInputError, match="not divisible by groups=3"):
+        backends.create(name, weight, mask, bias, groups=3)
+    with pytest.raises(BadInputError, match="mask must have the weight's shape"):
+        backends.create(name, weight, mask[:, :, :2], bias)
+
+
+def _roundtrip(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_condensed_conv_state_dict_loads_into_every_condensed_backend():
+    case = CONV_CASES[5]  # groups, stride, ablated channels
+    weight, mask, bias = conv_layer(case, 3)
+    x = conv_input(case, 3)
+    ref = F.conv2d(x, weight * mask, bias, **case.conv_args)
+    saved = _roundtrip(backends.create("naive", weight, mask, bias, **case.conv_args).state_dict())
+    for name in backends.names():
+        cls = conv_class(name)
+        if cls is None or not issubclass(cls, CondensedConv2d):
+            continue
+        ok, _ = backends.supports(name, "cpu", torch.float32, op="conv2d")
+        if not ok or getattr(cls, "slow_to_build", False):
+            continue
+        rebuilt = cls.from_state_dict(saved)
+        torch.testing.assert_close(rebuilt(x), ref, rtol=1e-4, atol=1e-4)
+        other = backends.create(name, *conv_layer(CONV_CASES[5], 9), **case.conv_args)
+        other.load_state_dict(saved)
+        torch.testing.assert_close(other(x), ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(copy.deepcopy(other)(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dense", "structured"])
+def test_dense_conv_state_dict_round_trip(name):
+    case = CONV_CASES[7]
+    weight, mask, bias = conv_layer(case, 4)
+    layer = backends.create(name, weight, mask, bias, **case.conv_args)
+    x = conv_input(case, 4)
+    rebuilt = conv_class(name).from_state_dict(_roundtrip(layer.state_dict()))
+    torch.testing.assert_close(rebuilt(x), layer(x))
+
+
+def test_from_state_dict_rejects_a_linear_state_and_bad_geometry():
+    case = CONV_CASES[2]
+    layer = backends.create("naive", *conv_layer(case, 0), **case.conv_args)
+    lin = backends.create("naive", torch.randn(4, 6), torch.ones(4, 6), None)
+    cls = conv_class("naive")
+    with pytest.raises(ValueError, match="lacks the conv geometry"):
+        cls.from_state_dict(lin.state_dict())
+    state = layer.state_dict()
+    state["_extra_state"] = dict(state["_extra_state"], kernel_size=[5, 5])
+    with pytest.raises(ValueError, match="inconsistent conv geometry"):
+        cls.from_state_dict(state)
+    state = layer.state_dict()
+    state["indices"] = state["indices"] + 1000
+    with pytest.raises(ValueError, match="indices"):
+        cls.from_state_dict(state)
+
+
+INTERPRETED = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    import backends
+    from conv_cases import CONV_CASES, conv_error_bound, conv_input, conv_layer
+    ok, why = backends.supports("fused_triton", "cpu", torch.float32, op="conv2d")
+    assert ok, why
+    for case in CONV_CASES[:8]:
+        weight, mask, bias = conv_layer(case, 0)
+        layer = backends.create("fused_triton", weight, mask, bias, **case.conv_args)
+        x = conv_input(case, 0)
+        k = case.fan_in if case.k is None else case.k
+        ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
+        assert bool(((layer(x).double() - ref).abs() <= bound).all()), case.name
+        print("ok", case.name)
+    """
+)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("triton") is None, reason="triton not installed"
+)
+def test_triton_conv_path_matches_reference_under_the_interpreter_on_cpu():
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERPRETED.format(tests=str(Path(__file__).parent))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok ") == 8, proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["fused", "fused_triton", "dense", "naive"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c.name)
+def test_conv_backends_on_cuda(name, case):
+    weight, mask, bias = conv_layer(case, 0)
+    layer = backends.create(name, weight.cuda(), mask.cuda(), bias.cuda(), **case.conv_args)
+    x = conv_input(case, 0)
+    y = layer(x.cuda()).cpu()
+    k = case.fan_in if case.k is None else case.k
+    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
+    assert bool(((y.double() - ref).abs() <= bound).all())
