@@ -160,7 +160,9 @@ class SparseTrainer:
         self.layers: dict[str, Layer] = {}
         self.schedule: UpdateSchedule | None = None
 
-        eligible = eligible_parameters(model, sparse_attention=sparse_attention)
+        # attention projections stay eligible with sparse_attention=False: they are forced dense
+        # and spend their full size from the budget d*N, like every forced-dense layer (SPEC 1)
+        eligible = eligible_parameters(model)
         self._eligible_numel = sum(p.numel for p in eligible)
         if not self.sparse:
             return
@@ -193,6 +195,7 @@ class SparseTrainer:
             dense_classifier=dense_classifier,
             ablate_classifier=ablate_classifier,
             erk_power=erk_power,
+            sparse_attention=sparse_attention,
         )
         self._check_optimizer()
         self._init_masks()
@@ -233,8 +236,11 @@ class SparseTrainer:
         dense_classifier: bool,
         ablate_classifier: bool,
         erk_power: float,
+        sparse_attention: bool = True,
     ) -> None:
         forced = forced_dense_names(eligible, dense_layers, dense_first_layer, dense_classifier)
+        if not sparse_attention:
+            forced |= {p.name for p in eligible if p.in_attention}
         shapes = {p.name: p.shape for p in eligible}
         kwargs = {} if self.distribution == "uniform" else {"power": erk_power}
         densities = layer_densities(

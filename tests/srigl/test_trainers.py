@@ -254,6 +254,27 @@ def test_srigl_update_ablates_a_neuron_whose_only_salience_is_gradient_outside_t
     assert kept[2].sum() == 0
 
 
+def test_sparse_attention_false_counts_attention_as_forced_dense_inside_the_budget():
+    # SPEC.md section 1: a forced-dense layer spends its full size from d*N, N counting it
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2)
+            self.fc1 = nn.Linear(16, 64)
+            self.fc2 = nn.Linear(64, 10)
+
+    model = Block()
+    _, _, trainer = make(
+        "rigl", model=model, sparsity=0.5, distribution="uniform", sparse_attention=False
+    )
+    assert set(trainer.masks) == {"fc1.weight", "fc2.weight"}
+    attention = model.attn.in_proj_weight.numel() + model.attn.out_proj.weight.numel()
+    n_all = attention + model.fc1.weight.numel() + model.fc2.weight.numel()
+    nnz = sum(int(m.sum()) for m in trainer.masks.values()) + attention
+    assert n_all * 0.5 - len(trainer.masks) < nnz <= n_all * 0.5
+    assert trainer.stats()["global_density"] == pytest.approx(0.5, abs=2 / n_all)
+
+
 @pytest.mark.parametrize("name", SPARSE)
 def test_depthwise_and_grouped_convs_keep_constant_per_row_fan_in(name):
     torch.manual_seed(0)
