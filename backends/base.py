@@ -284,11 +284,13 @@ def check_layer(
 
     Args:
         weight: float tensor [out, in].
-        mask: bool or 0/1 tensor [out, in], same device as ``weight``.
+        mask: bool tensor [out, in] (or one of any dtype holding only 0 and 1), same device as
+            ``weight``.
         bias: float tensor [out] (same dtype as ``weight``) or None.
 
     Raises:
-        BadInputError: a shape, dtype or device does not match.
+        BadInputError: a shape, dtype or device does not match, or a non-bool mask holds a
+            value other than 0 and 1 (a float mask of 0.5 is refused, not read as True).
     """
     where = f"layer {layer_name!r}"
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -312,4 +314,14 @@ def check_layer(
                 f"{where}: bias is {bias.dtype} on {bias.device}, expected the weight's "
                 f"{weight.dtype} on {weight.device}"
             )
-    return mask if mask.dtype == torch.bool else mask != 0
+    if mask.dtype == torch.bool:
+        return mask
+    # a 0/1 mask of another dtype is accepted as is; any other value (0.5, -1, NaN) is refused
+    # rather than read as True
+    odd = (mask != 0) & (mask != 1)
+    if bool(odd.any()):
+        raise BadInputError(
+            f"{where}: mask must be bool (or hold only 0 and 1), got {mask.dtype} with "
+            f"{int(odd.sum())} other values (e.g. {mask[odd][0].item()!r})"
+        )
+    return mask != 0

@@ -76,3 +76,14 @@ def test_creating_an_unavailable_backend_says_why():
         pytest.skip("Triton runs here (CUDA or TRITON_INTERPRET=1)")
     with pytest.raises(backends.BackendUnavailableError, match="TRITON_INTERPRET"):
         backends.create("fused_triton", torch.randn(3, 4), torch.ones(3, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ["dense", "structured", "naive", "csr"])
+@pytest.mark.parametrize("value", [0.5, -1.0, float("nan"), 2.0])
+def test_non_boolean_mask_values_are_refused_not_read_as_true(name, value):
+    mask = torch.ones(3, 4)
+    mask[1, 2] = value
+    with pytest.raises(BadInputError, match=r"mask must be bool \(or hold only 0 and 1\)"):
+        backends.create(name, torch.randn(3, 4), mask)
+    ok = backends.create(name, torch.randn(3, 4), torch.ones(3, 4))  # 0/1 of any dtype is fine
+    assert ok(torch.randn(2, 4)).shape == (2, 3)

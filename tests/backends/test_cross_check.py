@@ -45,6 +45,28 @@ def test_backend_matches_masked_dense_linear_within_rounding_bound(name, case, d
     assert worst <= 0, f"error exceeds bound by {worst.item():.3g} (max err {err.max().item()})"
 
 
+GRAD_MODES = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+
+
+@pytest.mark.parametrize("mode", sorted(GRAD_MODES))
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("name", backends.names())
+def test_backend_runs_under_no_grad_and_inference_mode(name, batch, mode):
+    """Serving code runs under inference_mode; the result equals the no_grad one bit for bit."""
+    skip_unless_supported(name, "cpu", torch.float32)
+    case = CASES[0]
+    weight, mask, bias = constant_fan_in_layer(case, 5)
+    layer = backends.create(name, weight, mask, bias, layer_name=case.name)
+    x = torch.randn(batch, case.in_features)
+    with GRAD_MODES[mode]():
+        y = layer(x)
+        y3 = layer(x.reshape(batch, 1, -1))  # leading dims too
+    with torch.no_grad():
+        ref = layer(x)
+    assert torch.equal(y, ref) and torch.equal(y3.reshape(batch, -1), ref)
+    torch.testing.assert_close(y, x @ (weight * mask).T + bias, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", backends.names())
 def test_ablated_neurons_output_their_bias_alone(name):
     skip_unless_supported(name, "cpu", torch.float32)
