@@ -11,10 +11,10 @@ run uses asv's ``existing`` environment (this interpreter) and names the commit 
     python -m suite.asv_tools check                # asv check (CI)
 
 History: each commit is checked out with ``git worktree add --detach`` under a temporary
-directory; asv runs that worktree's ``suite/benchmarks`` (whose ``__init__`` puts the worktree
+directory; asv runs that worktree's ``suite/asv_benchmarks`` (whose ``__init__`` puts the worktree
 first on ``sys.path``; verified before the run) through a generated config that stores the
 results in this repository's ``results/asv``. A commit without ``asv.conf.json`` or
-``suite/benchmarks`` is skipped with a message; commits that already have results for the
+``suite/asv_benchmarks`` is skipped with a message; commits that already have results for the
 machine are skipped unless ``--force``.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "srigl-bench-2core"
 CONFIG_NAME = "asv.conf.json"
-BENCHMARK_DIR = Path("suite") / "benchmarks"
+BENCHMARK_DIR = Path("suite") / "asv_benchmarks"
 HISTORY_CONFIG = ".asv-history.conf.json"
 SUMMARY_MD = Path("results") / "ASV.md"
 SUMMARY_PNG = Path("results") / "figures" / "asv_history.png"
@@ -53,10 +53,11 @@ SMOKE_BENCH = (
 # Probe run in a fresh interpreter exactly as asv_runner imports a benchmark suite: the
 # package ``benchmarks`` from the given folder, without adding its parent to sys.path.
 _IMPORT_PROBE = """
-import json, sys
+import importlib, json, os, sys
 from asv_runner._aux import update_sys_path
 update_sys_path(sys.argv[1])
-import benchmarks, backends, srigl, suite
+benchmarks = importlib.import_module(os.path.basename(sys.argv[1]))
+import backends, srigl, suite
 print(json.dumps({m.__name__: m.__path__[0] for m in (benchmarks, backends, srigl, suite)}))
 """
 

@@ -1,6 +1,6 @@
 """Seaborn figures of the report (matplotlib's Agg backend: no display needed).
 
-Each function takes a frame of :mod:`suite.report_data`, writes one PNG and returns its path,
+Each function takes a frame of :mod:`suite.report.frames`, writes one PNG and returns its path,
 or returns ``None`` when the frame holds nothing to plot.
 """
 
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.report_data import DENSE, method_sort_key, sparsity_label  # noqa: E402
+from suite.report.frames import DENSE, method_sort_key, sparsity_label  # noqa: E402
 
 DPI = 110
 

@@ -1,7 +1,7 @@
 """Result records -> pandas frames and the summaries the report shows.
 
 Everything here is pure data: no files are written and nothing is plotted. The report
-(:mod:`suite.report`) renders these frames as Markdown and :mod:`suite.figures` plots them.
+(:mod:`suite.report`) renders these frames as Markdown and :mod:`suite.report.figures` plots them.
 
 Conventions:
 

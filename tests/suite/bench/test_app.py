@@ -14,10 +14,10 @@ import backends
 import suite
 from backends.dense import DenseLinear
 from suite.bench import BenchConfigError, resolve_settings, run_bench
-from suite.bench_checkpoint import CheckpointError
-from suite.bench_masks import SparsityTooHighError, fan_in_mask, model_masks
+from suite.bench.checkpoint import CheckpointError
+from suite.bench.masks import SparsityTooHighError, fan_in_mask, model_masks
+from suite.bench.timing import BenchMismatchError, check_linear, set_threads
 from suite.results import BENCH_ROW_KEYS, ResultStore
-from suite.timing import BenchMismatchError, check_linear, set_threads
 
 CONF = str(Path(suite.__file__).resolve().parent / "conf")
 ROOT = Path(suite.__file__).resolve().parent.parent

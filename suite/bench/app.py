@@ -13,7 +13,7 @@ The grid is backends x layer shapes ([in, out]) x sparsity x batch x mode. Top-l
 override the profile's ``bench:`` section; null takes the profile's value. Each backend is
 timed in alternation with the dense ``F.linear`` of the same (shape, sparsity, batch)
 (``rounds`` alternations, ``min_run_time`` seconds per side in all, per-call times pooled:
-see :func:`suite.timing.measure_interleaved`), so every row's ``dense_median_s`` was measured
+see :func:`suite.bench.timing.measure_interleaved`), so every row's ``dense_median_s`` was measured
 under the same machine load as its ``median_s``. Each backend's output is checked against
 ``F.linear`` in float64 first (a mismatch stops the run). Modes:
 
@@ -29,7 +29,7 @@ dense_gbps (bytes of the layer's stored form plus input and output, per second; 
 layers the ideal form: values + int16 indices when in < 32768, else int32), and for checkpoint
 layers ``model`` and ``layer``. Backends that cannot run here are listed in
 ``metrics.skipped`` ({what: reason}) and printed. Whole-model results go to
-``metrics.whole_model`` (see :mod:`suite.whole_model`).
+``metrics.whole_model`` (see :mod:`suite.bench.whole_model`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -47,11 +48,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import backends
 from backends.condensed import CondensedLinear
-from suite.bench_masks import fan_in_mask, model_masks
-from suite.timing import Timing, check_linear, measure_interleaved, set_threads
+from suite.bench.masks import fan_in_mask, model_masks
+from suite.bench.timing import Timing, check_linear, measure_interleaved, set_threads
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODES = ("kernel", "end_to_end")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROFILE_KEYS = ("shapes", "sparsities", "batches", "backends", "min_run_time", "whole_model")
@@ -330,8 +332,8 @@ def _checkpoint_part(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Rows for the real masked Linear layers of a checkpoint, and its whole-model timing."""
     from srigl.condense import condensable_linears
-    from suite.bench_checkpoint import load_for_bench
-    from suite.whole_model import bench_whole_model
+    from suite.bench.checkpoint import load_for_bench
+    from suite.bench.whole_model import bench_whole_model
 
     model_cfg = plain(cfg.get("model")) or {}
     loaded = load_for_bench(
@@ -390,8 +392,8 @@ def _whole_models(
     tick: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Condensed vs dense for the configured models (random init, SRigL-like masks)."""
+    from suite.bench.whole_model import bench_whole_model
     from suite.models import create_model
-    from suite.whole_model import bench_whole_model
 
     wm = cfg.get("whole_model_options") or {}
     size = int(wm.get("image_size", 224))
@@ -560,7 +562,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
     return record, path
 
 
-@hydra.main(config_path="conf", config_name="bench", version_base=None)
+@hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base=None)
 def main(cfg: DictConfig) -> None:
     """The Hydra entry point of ``python -m suite.bench`` (see the module docstring)."""
     run_bench(cfg)

@@ -26,7 +26,7 @@ from torch import nn
 import backends
 import srigl
 from srigl.condense import condensable_linears
-from suite.timing import check_close, measure_interleaved
+from suite.bench.timing import check_close, measure_interleaved
 
 __all__ = ["bench_whole_model", "masked_dense"]
 
@@ -76,7 +76,7 @@ def bench_whole_model(
         batches: batch sizes.
         backend_names: backends to condense with (available ones; others go to ``skipped``).
         rounds: alternations of the condensed and the dense model per timing (see
-            :func:`suite.timing.measure_interleaved`).
+            :func:`suite.bench.timing.measure_interleaved`).
         skipped: dict collecting ``"<model>/<backend>": reason`` for what could not run.
         tick: called after each measurement (progress bar).
 

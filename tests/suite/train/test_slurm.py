@@ -17,9 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from scaleout import clean_env, run_checked
 
-from suite import distributed
 from suite.results import ResultStore
-from suite.train import CONF_DIR
+from suite.train import CONF_DIR, distributed
 
 SLURM_OVERRIDES = [
     "hydra/launcher=slurm",
@@ -134,7 +133,7 @@ def test_a_single_task_slurm_job_stays_one_process(monkeypatch):
 def local_multirun(tmp_path_factory) -> Path:
     """``python -m suite.train -m hydra/launcher=local``: one job of two tasks (two CPU ranks).
 
-    (One job keeps this under a minute on two shared cores; tests/suite/test_train.py sweeps
+    (One job keeps this under a minute on two shared cores; tests/suite/train/test_app.py sweeps
     several jobs through Hydra's basic launcher.)"""
     root = tmp_path_factory.mktemp("submitit")
     cmd = [

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import srigl
-import suite.train as train_module
+import suite.train.app as train_module
 from suite.train import run
 
 POISONED_ITERATION = 4  # inside the dense-gradient window (steps 3, 4) of the update at step 4

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from srigl.condense import unwrap_name
-from suite.checkpoint import CheckpointError, read_torch_file
+from suite.train.checkpoint import CheckpointError, read_torch_file
 
 __all__ = ["CheckpointError", "LoadedModel", "load_for_bench"]
 

@@ -20,8 +20,8 @@ from report_fixtures import (
 )
 
 from suite import report
-from suite.mdtable import markdown_table
-from suite.report_data import load_reference
+from suite.report.frames import load_reference
+from suite.report.mdtable import markdown_table
 from suite.results import make_record
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

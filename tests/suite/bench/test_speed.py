@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import backends
-from suite.bench_masks import fan_in_mask
-from suite.timing import check_linear, set_threads
+from suite.bench.masks import fan_in_mask
+from suite.bench.timing import check_linear, set_threads
 
 pytestmark = pytest.mark.slow
 

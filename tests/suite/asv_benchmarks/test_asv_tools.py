@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from suite import asv_tools
-from suite.benchmarks import _common, bench_backends
+from suite.asv_benchmarks import _common, bench_backends
 
 ROOT = asv_tools.REPO_ROOT
 BENCH_MODULES = ["bench_backends", "bench_models", "bench_training"]
@@ -25,7 +25,7 @@ PREFIXES = ("time_", "track_", "peakmem_", "mem_", "timeraw_")
 
 def _benchmark_classes():
     for mod_name in BENCH_MODULES:
-        module = importlib.import_module(f"suite.benchmarks.{mod_name}")
+        module = importlib.import_module(f"suite.asv_benchmarks.{mod_name}")
         for name, obj in vars(module).items():
             if inspect.isclass(obj) and not name.startswith("_") and _methods(obj):
                 yield f"{mod_name}.{name}", obj
@@ -156,19 +156,19 @@ def test_quick_profile_sizes_the_accuracy_runs():
 
 def test_benchmarks_import_the_project_of_their_own_checkout():
     where = asv_tools.verify_imports(ROOT)
-    assert set(where) == {"benchmarks", "backends", "srigl", "suite"}
+    assert set(where) == {"asv_benchmarks", "backends", "srigl", "suite"}
     assert all(Path(p).is_relative_to(ROOT) for p in where.values())
 
 
 def test_benchmarks_of_another_checkout_import_that_checkouts_packages(tmp_path):
     tree = tmp_path / "tree"
-    shutil.copytree(ROOT / "suite" / "benchmarks", tree / "suite" / "benchmarks")
+    shutil.copytree(ROOT / "suite" / "asv_benchmarks", tree / "suite" / "asv_benchmarks")
     for pkg in ("backends", "srigl", "suite"):
         (tree / pkg).mkdir(exist_ok=True)
         (tree / pkg / "__init__.py").write_text("")
     where = asv_tools.verify_imports(tree)
     assert where == {
-        "benchmarks": str(tree / "suite" / "benchmarks"),
+        "asv_benchmarks": str(tree / "suite" / "asv_benchmarks"),
         "backends": str(tree / "backends"),
         "srigl": str(tree / "srigl"),
         "suite": str(tree / "suite"),
@@ -178,7 +178,7 @@ def test_benchmarks_of_another_checkout_import_that_checkouts_packages(tmp_path)
 def test_history_config_keeps_worktree_benchmarks_and_main_results(tmp_path):
     shutil.copy(ROOT / "asv.conf.json", tmp_path / "asv.conf.json")
     conf = asv_tools.load_config(asv_tools.history_config(tmp_path))
-    assert conf["benchmark_dir"] == str(tmp_path / "suite" / "benchmarks")  # the worktree's
+    assert conf["benchmark_dir"] == str(tmp_path / "suite" / "asv_benchmarks")  # the worktree's
     assert conf["results_dir"] == str(ROOT / "results" / "asv")
     assert conf["repo"] == str(ROOT)
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from backends.registry import UnknownNameError
-from suite.checkpoint import rng_state, set_rng_state
-from suite.metrics import inference_flops, model_bytes, param_counts, topk_correct
-from suite.optim import create_optimizer, create_scheduler
+from suite.train.checkpoint import rng_state, set_rng_state
+from suite.train.cost import inference_flops, model_bytes, param_counts, topk_correct
+from suite.train.optim import create_optimizer, create_scheduler
 
 
 def test_topk_correct_counts_targets_among_the_k_largest_logits():

@@ -14,14 +14,14 @@ from omegaconf import OmegaConf
 
 import srigl
 from suite import models, train
-from suite.checkpoint import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.data import names as dataset_names
-from suite.loop import NonFiniteLossError
-from suite.optim import OPTIMIZERS, SCHEDULERS
 from suite.results import ResultStore, validate_record
 from suite.train import compose, load_trained, run, run_id
+from suite.train.checkpoint import REQUIRED_KEYS, CheckpointError, load_checkpoint
+from suite.train.loop import NonFiniteLossError
+from suite.train.optim import OPTIMIZERS, SCHEDULERS
 
-CONF = Path(train.__file__).resolve().parent / "conf"
+CONF = train.CONF_DIR
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TRAINER_CONFIGS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 INPUT_SHAPES = {"digits": [1, 8, 8], "cifar10": [3, 32, 32], "imagenet": [3, 224, 224]}
@@ -433,7 +433,7 @@ def test_command_line_multirun_writes_one_record_per_job(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         "progress=false",
     ]
-    root = Path(train.__file__).resolve().parent.parent
+    root = train.CONF_DIR.parents[1]
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     records = ResultStore(tmp_path / "runs").read()

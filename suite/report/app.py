@@ -2,7 +2,7 @@
 
 Reads every record of the store (an invalid file is an error that lists every bad file;
 ``--allow-invalid`` reports them loudly at the top of the report instead), builds the tables
-of :mod:`suite.report_data`, plots :mod:`suite.figures` into ``<out>/figures/`` and writes
+of :mod:`suite.report.frames`, plots :mod:`suite.report.figures` into ``<out>/figures/`` and writes
 ``<out>/REPORT.md`` plus the tables as CSV under ``<out>/tables/``. Reports are regenerated,
 never hand-edited.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite import figures
-from suite import report_data as rd
-from suite.mdtable import markdown_table
+from suite.report import figures
+from suite.report import frames as rd
+from suite.report.mdtable import markdown_table
 from suite.results import DEFAULT_ROOT, InvalidRecordError, LoadError, ResultStore
 
 DEFAULT_OUT = Path("results")
@@ -190,7 +190,7 @@ def build_report(
 
     _section(lines, "Reference figures (paper)", 3)
     lines.append(
-        "From `suite/reference/accuracy.csv`: top-1 (%) of the reference runs on CIFAR-10 and "
+        "From `suite/report/reference/accuracy.csv`: top-1 (%) of the reference runs on CIFAR-10 and "
         "ImageNet (other data sets than the embedded digits default)."
     )
     lines.append("")
@@ -277,7 +277,7 @@ def build_report(
     _section(lines, "Layer timing next to the paper's (ViT-B/16 MLP 3072->768, batch 1)", 3)
     lines.append(
         "Paper: reference notebooks, fp32, 4 threads, CPU model not recorded "
-        "(`suite/reference/layer_timing.csv`); paper headline at 90%: CPU batch 1 3.4x vs "
+        "(`suite/report/reference/layer_timing.csv`); paper headline at 90%: CPU batch 1 3.4x vs "
         "dense and 2.5x vs CSR, GPU batch 256 1.7x vs dense and 13.0x vs CSR. Ours: "
         "`layer(x)` (end_to_end mode) on this machine's CPU."
     )

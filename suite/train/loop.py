@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.distributed import DistContext, all_reduce_sum
-from suite.metrics import topk_correct
+from suite.train.cost import topk_correct
+from suite.train.distributed import DistContext, all_reduce_sum
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {
     "none": None,

@@ -34,17 +34,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from suite import checkpoint as ckpt
-from suite import distributed
 from suite.data import create_dataset, make_loader
-from suite.loggers import create_logger
-from suite.loop import StepParts, amp_dtype, evaluate, train_epoch
-from suite.metrics import inference_flops, model_bytes, param_counts
 from suite.models import create_model
-from suite.optim import create_optimizer, create_scheduler
 from suite.results import ResultStore, config_hash, make_record
+from suite.train import checkpoint as ckpt
+from suite.train import distributed
+from suite.train.cost import inference_flops, model_bytes, param_counts
+from suite.train.loggers import create_logger
+from suite.train.loop import StepParts, amp_dtype, evaluate, train_epoch
+from suite.train.optim import create_optimizer, create_scheduler
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: dotted config keys that do not change a run's result and are left out of its run id
 RUN_ID_EXCLUDED = (
     "resume",

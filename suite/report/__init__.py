@@ -1,0 +1,20 @@
+"""Reports: ``python -m suite.report`` (entry point in :mod:`suite.report.app`).
+
+Modules: ``app`` (command line, writes REPORT.md, tables and figures), ``frames`` (result
+records -> pandas data frames, reference figures), ``figures`` (seaborn figures),
+``reference/`` (the papers' figures as CSV). The public names of ``app`` are re-exported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_APP_NAMES = ("InvalidStoreError", "Report", "build_report", "main")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _APP_NAMES:
+        from suite.report import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'suite.report' has no attribute {name!r}")

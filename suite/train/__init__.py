@@ -1,0 +1,36 @@
+"""Training: ``python -m suite.train`` (Hydra app in :mod:`suite.train.app`).
+
+Modules: ``app`` (entry point, run ids, the training run), ``loop`` (epochs, evaluation, AMP),
+``optim`` (optimizers, lr schedules), ``checkpoint`` (atomic checkpoints, safe torch-file
+reader, RNG state), ``loggers`` (TensorBoard / none), ``distributed`` (process-group set-up from
+torchrun or SLURM), ``cost`` (model cost: parameters, FLOPs, bytes).
+
+``from suite.train import compose, run`` keeps working: the public names of ``app`` are
+re-exported lazily, so importing a sibling module (e.g. ``suite.train.checkpoint``) does not
+import Hydra and the whole training stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_APP_NAMES = (
+    "CONF_DIR",
+    "ConfigError",
+    "compose",
+    "group_options",
+    "load_trained",
+    "main",
+    "run",
+    "run_id",
+    "plain_config",
+    "RUN_ID_EXCLUDED",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _APP_NAMES:
+        from suite.train import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'suite.train' has no attribute {name!r}")

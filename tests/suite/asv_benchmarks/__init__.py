@@ -1,0 +1,1 @@
+"""Tests of suite.asv_benchmarks (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of suite.bench (mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of suite.report (mirrors the package)."""

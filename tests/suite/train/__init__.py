@@ -1,0 +1,1 @@
+"""Tests of suite.train (mirrors the package)."""
