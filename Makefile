@@ -64,7 +64,7 @@ report: install
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache outputs multirun
 
-# --- asv: speed and accuracy history (issue 5; suite/benchmarks, suite/asv_tools.py) ---------
+# --- asv: speed and accuracy history (issue 5; suite/asv_benchmarks, suite/asv_tools.py) ---------
 # The project is installed once in $(VENV); asv runs it as an "existing" environment on the
 # fixed machine name srigl-bench-2core. ASV_PROFILE sizes the runs (profile group's asv: keys).
 ASV_PROFILE ?= quick

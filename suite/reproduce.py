@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from suite.report_data import get_path
+from suite.report.frames import get_path
 from suite.results import ResultStore
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
