@@ -33,7 +33,7 @@ import platform
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -367,3 +367,65 @@ class ResultStore:
 
     def __len__(self) -> int:
         return len(self.files())
+
+
+# --------------------------------------------------------------------------- run and cell ids
+
+#: dotted config keys that do not change a run's result and are left out of its run id
+RUN_ID_EXCLUDED = (
+    "resume",
+    "results_dir",
+    "checkpoint_dir",
+    "log_dir",
+    "device",
+    "logger",
+    "num_workers",
+    "progress",
+    "checkpoint",
+    "threads",
+    "skip_existing",
+    "dataset.root",
+)
+
+
+def drop_keys(data: Mapping[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` without the ``dotted`` keys (``"a.b"`` removes ``data["a"]["b"]``)."""
+    out = dict(data)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if head not in out:
+            continue
+        if rest:
+            if isinstance(out[head], Mapping):
+                out[head] = drop_keys(out[head], [rest])
+        else:
+            del out[head]
+    return out
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """A train run's id: the hash of its experiment-defining config (``RUN_ID_EXCLUDED`` out)."""
+    return config_hash(drop_keys(config, RUN_ID_EXCLUDED))
+
+
+def _is_dense(config: Mapping[str, Any]) -> bool:
+    trainer = config.get("trainer")
+    return isinstance(trainer, Mapping) and trainer.get("name") == "dense"
+
+
+def cell_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What defines a report cell: the run id's config without the seed (and, for dense, which
+    ignores it, without the sparsity): the seeds of one cell differ in nothing else."""
+    drop = [*RUN_ID_EXCLUDED, "seed"] + (["sparsity"] if _is_dense(config) else [])
+    return drop_keys(config, drop)
+
+
+def cell_id(config: Mapping[str, Any]) -> str:
+    """Hash of :func:`cell_config`: records with equal cell ids are seeds of one cell."""
+    return config_hash(cell_config(config))
+
+
+def settings_id(config: Mapping[str, Any]) -> str:
+    """Hash of the experiment's settings (:func:`cell_config` without trainer and sparsity):
+    the cells of one method comparison share it (same epochs, batch size, optimizer...)."""
+    return config_hash(drop_keys(cell_config(config), ["trainer", "sparsity"]))

@@ -21,6 +21,7 @@ checkpoint of the same experiment and continues it to the same result.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -34,33 +35,30 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from srigl.masks import unwrap_model
 from suite.data import create_dataset, make_loader
 from suite.models import create_model
-from suite.results import ResultStore, config_hash, make_record
+from suite.results import (  # noqa: F401 (RUN_ID_EXCLUDED: re-exported by suite.train)
+    RUN_ID_EXCLUDED,
+    InvalidRecordError,
+    ResultStore,
+    make_record,
+)
+from suite.results import run_id as record_run_id
 from suite.train import checkpoint as ckpt
 from suite.train import distributed
 from suite.train.cost import inference_flops, model_bytes, param_counts
+from suite.train.fingerprint import run_hashes
 from suite.train.loggers import create_logger
 from suite.train.loop import StepParts, amp_dtype, evaluate, train_epoch
 from suite.train.optim import create_optimizer, create_scheduler
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-#: dotted config keys that do not change a run's result and are left out of its run id
-RUN_ID_EXCLUDED = (
-    "resume",
-    "results_dir",
-    "checkpoint_dir",
-    "log_dir",
-    "device",
-    "logger",
-    "num_workers",
-    "progress",
-    "checkpoint",
-    "threads",
-    "dataset.root",
-)
 #: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
 EpochCallback = Callable[[int, dict[str, list]], None]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -96,23 +94,7 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 def run_id(cfg: DictConfig | dict[str, Any]) -> str:
     """Hash of the experiment-defining config (``RUN_ID_EXCLUDED`` keys left out)."""
-    data = plain_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    data = _drop_keys(data, RUN_ID_EXCLUDED)
-    return config_hash(data)
-
-
-def _drop_keys(data: dict[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
-    out = dict(data)
-    for key in dotted:
-        head, _, rest = key.partition(".")
-        if head not in out:
-            continue
-        if rest:
-            if isinstance(out[head], dict):
-                out[head] = _drop_keys(out[head], [rest])
-        else:
-            del out[head]
-    return out
+    return record_run_id(plain_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
 
 
 def group_options(section: DictConfig, drop: Sequence[str] = ("name",)) -> dict[str, Any]:
@@ -145,10 +127,6 @@ def _per_rank(batch: int, world: int, what: str) -> int:
             f"{what}={batch} does not split over {world} ranks; use a multiple of {world}"
         )
     return batch // world
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # --------------------------------------------------------------------------- entry points
@@ -187,6 +165,9 @@ def _run(
 
     config = plain_config(cfg)
     rid = run_id(config)
+    existing = _existing_record(cfg, rid)
+    if existing is not None:
+        return existing
     seed = int(cfg.seed)
     seed_everything(seed)
     device = ctx.device
@@ -272,7 +253,7 @@ def _run(
     ckpt_file = ckpt.checkpoint_path(cfg.checkpoint_dir, rid)
     state = _State()
     if cfg.resume and ckpt_file.is_file():
-        state = _restore(ckpt_file, _unwrap(model), optimizer, trainer, scheduler, scaler)
+        state = _restore(ckpt_file, unwrap_model(model), optimizer, trainer, scheduler, scaler)
     state.input_shape, state.num_classes = tuple(data.input_shape), int(data.num_classes)
     logger = create_logger(str(cfg.logger), Path(cfg.log_dir) / rid) if ctx.is_main else None
     show = _show_progress(cfg.progress, ctx.is_main)
@@ -303,7 +284,16 @@ def _run(
                 logger.log(state.last_scalars(), state.global_step)
             state.epoch = epoch + 1
             if ctx.is_main and cfg.checkpoint:
-                _save(ckpt_file, cfg, _unwrap(model), optimizer, trainer, scheduler, scaler, state)
+                _save(
+                    ckpt_file,
+                    cfg,
+                    unwrap_model(model),
+                    optimizer,
+                    trainer,
+                    scheduler,
+                    scaler,
+                    state,
+                )
             ctx.barrier()
             for callback in callbacks:
                 callback(epoch + 1, state.curves)
@@ -312,7 +302,7 @@ def _run(
             logger.close()
 
     final = state.final_test or evaluate(model, test_loader, n_test, device, ctx, amp)
-    metrics = _metrics(final, state, _unwrap(model), trainer, data.input_shape, device)
+    metrics = _metrics(final, state, unwrap_model(model), trainer, data.input_shape, device)
     if ctx.is_main and cfg.checkpoint and ckpt_file.is_file():
         metrics["checkpoint"] = str(ckpt_file)
     record = make_record("train", config, metrics, run_id=rid)
@@ -431,7 +421,8 @@ def _restore(path, model, optimizer, trainer, scheduler, scaler) -> _State:
 def load_trained(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, torch.Tensor], DictConfig]:
-    """Rebuild a trained model from a checkpoint written by :func:`run` (no data needed).
+    """Rebuild a trained model from a checkpoint written by :func:`run` (no data needed), with
+    the suite's one checkpoint-to-model loader (:func:`suite.bench.checkpoint.load_for_bench`).
 
     Returns:
         ``(model, masks, cfg)``: the model in eval mode on ``device`` with the trained weights
@@ -440,22 +431,33 @@ def load_trained(
     Raises:
         CheckpointError: the file is missing, truncated or foreign (the message names it).
     """
-    data = ckpt.load_checkpoint(path, map_location=device)
-    cfg = OmegaConf.create(data["config_yaml"])
-    if "input_shape" not in data or "num_classes" not in data:
-        raise ckpt.CheckpointError(f"{path}: lacks input_shape/num_classes; cannot rebuild")
-    model = create_model(
-        str(cfg.model.name),
-        int(data["num_classes"]),
-        data["input_shape"],
-        **group_options(cfg.model),
-    )
-    model.load_state_dict(data["model"])
-    masks = {n: m.to(device=device, dtype=torch.bool) for n, m in data["masks"].items()}
-    return model.to(device).eval(), masks, cfg
+    from suite.bench.checkpoint import load_for_bench
+
+    loaded = load_for_bench(path)
+    if loaded.config_yaml is None:
+        raise ckpt.CheckpointError(f"{path}: holds no config_yaml; not a suite.train checkpoint")
+    masks = {n: m.to(device) for n, m in loaded.masks.items()}
+    return loaded.model.to(device).eval(), masks, OmegaConf.create(loaded.config_yaml)
 
 
 # --------------------------------------------------------------------------- metrics
+
+
+def _existing_record(cfg: DictConfig, rid: str) -> dict[str, Any] | None:
+    """The stored record of run ``rid`` in ``results_dir`` when ``skip_existing`` (else None).
+
+    Raises:
+        InvalidRecordError: a file of that run id is there but is not a valid record (named).
+    """
+    if not cfg.get("skip_existing"):
+        return None
+    store = ResultStore(cfg.results_dir)
+    path = store.path_for({"kind": "train", "run_id": rid})
+    if not path.is_file():
+        return None
+    record = store.load(path)  # an invalid file raises, naming it: never silently retrained
+    log.info(f"skip: {path} holds run {rid} already (skip_existing=false trains it again)")
+    return record
 
 
 def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[str, Any]:
@@ -463,7 +465,9 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
     masks = {n: m.detach() for n, m in trainer.masks.items()}
     c = state.curves
     top1, top5 = float(final["top1_accuracy"]), float(final["top5_accuracy"])
+    last = {k: float(final[k]) for k in ("top1_accuracy", "top5_accuracy", "test_loss")}
     return {
+        "hashes": run_hashes(model, masks, last, c),
         "top1_accuracy": top1,
         "top5_accuracy": top5,
         "top1_error": 100.0 - top1,
@@ -492,11 +496,11 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """The Hydra app: train, print a one-line summary (rank 0), return the top-1 error."""
+    """The Hydra app: train, log a one-line summary (rank 0), return the top-1 error."""
     record = run(cfg)
     m = record["metrics"]
     if int(os.environ.get("RANK", "0")) == 0:
-        print(
+        log.info(
             f"{cfg.experiment} {cfg.trainer.label} sparsity={cfg.sparsity} seed={cfg.seed}: "
             f"top-1 {m['top1_accuracy']:.2f}% density {m['global_density']:.4f} "
             f"steps {m['steps']} run {record['run_id']}"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 import srigl
 from suite import models, train
 from suite.data import names as dataset_names
-from suite.results import ResultStore, validate_record
+from suite.results import InvalidRecordError, ResultStore, validate_record
 from suite.train import compose, load_trained, run, run_id
 from suite.train.checkpoint import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.train.loop import NonFiniteLossError
@@ -292,6 +292,55 @@ def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(train_cfg, shrin
 def test_resume_without_a_checkpoint_starts_from_scratch(train_cfg, shrink):
     record = run(train_cfg("experiment=digits_mlp", "trainer=dense", "resume=true", *shrink()))
     assert record["metrics"]["epochs"] == 2
+
+
+def test_a_run_whose_record_is_in_the_store_is_skipped_unless_skip_existing_is_false(
+    train_cfg, shrink
+):
+    args = ("experiment=digits_mlp", "trainer=dense", *shrink(epochs=1))
+    first = run(train_cfg(*args))
+    epochs = []
+    again = run(train_cfg(*args), callbacks=[lambda e, _c: epochs.append(e)])
+    assert epochs == [] and again == first  # skipped: the stored record comes back
+    retrained = run(
+        train_cfg(*args, "skip_existing=false"), callbacks=[lambda e, _c: epochs.append(e)]
+    )
+    assert epochs == [1] and retrained["run_id"] == first["run_id"]
+    # skip_existing is not part of the run id: the same run either way
+    assert run_id(train_cfg(*args, "skip_existing=false")) == first["run_id"]
+
+
+def test_an_invalid_file_under_the_run_id_stops_the_run_naming_it(train_cfg, shrink):
+    cfg = train_cfg("experiment=digits_mlp", "trainer=dense", *shrink(epochs=1))
+    path = ResultStore(cfg.results_dir).path_for({"kind": "train", "run_id": run_id(cfg)})
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(InvalidRecordError, match=str(path)):
+        run(cfg)
+
+
+def test_records_carry_hashes_equal_for_a_rerun_and_different_for_another_seed(train_cfg, shrink):
+    args = ("experiment=digits_mlp", "trainer=srigl", "sparsity=0.9", *shrink(epochs=1))
+    a = run(train_cfg(*args, subdir="a"))["metrics"]["hashes"]
+    b = run(train_cfg(*args, subdir="b"))["metrics"]["hashes"]
+    c = run(train_cfg(*args, "seed=1", subdir="c"))["metrics"]["hashes"]
+    assert set(a) == {"state", "metrics"} and all(len(h) == 64 for h in a.values())
+    assert a == b
+    assert a["state"] != c["state"] and a["metrics"] != c["metrics"]
+
+
+def test_the_state_hash_sees_one_flipped_mask_bit_and_one_changed_weight():
+    from suite.train.fingerprint import state_hash
+
+    model = torch.nn.Linear(4, 3)
+    masks = {"weight": torch.ones(3, 4, dtype=torch.bool)}
+    base = state_hash(model, masks)
+    flipped = {"weight": masks["weight"].clone()}
+    flipped["weight"][1, 2] = False
+    assert state_hash(model, flipped) != base
+    with torch.no_grad():
+        model.weight[0, 0] = torch.nextafter(model.weight[0, 0], torch.tensor(2.0))
+    assert state_hash(model, masks) != base
 
 
 def test_nan_loss_stops_the_run_with_a_clear_error_and_no_record(train_cfg, shrink, monkeypatch):
