@@ -8,30 +8,50 @@
     again = srigl.load_condensed(skeleton, trainer.masks, "small.pt", backend="fused",
                                  structured=True)
 
-What is condensed: every ``nn.Linear`` that has a mask and whose ``forward`` is called is
-replaced by ``backends.create(backend, weight, mask, bias, layer_name=<module name>)``.
-What is left alone (but masked, so the copy computes the masked model's function):
+What is condensed (in a copy; the original is untouched):
 
-- Linear layers without a mask (dense layers);
-- the ``out_proj`` Linear inside ``nn.MultiheadAttention`` (attention reads its weight directly,
-  never calls its forward), and attention's ``in_proj_weight``;
-- convolutions (not condensed yet: they stay masked-dense).
+- every ``nn.Linear`` that has a mask and whose ``forward`` is called becomes
+  ``backends.create(backend, weight, mask, bias, layer_name=<module name>)``;
+- every ``nn.Conv2d`` with a mask becomes the backend's Conv2d module (``backends.create`` with
+  the 4-D weight and the conv's stride, padding, dilation, groups; grouped and depthwise too);
+- every ``nn.MultiheadAttention`` with a masked ``in_proj_weight`` or ``out_proj.weight`` becomes
+  a :class:`~srigl.condensed_attention.CondensedMultiheadAttention` with condensed in- and
+  out-projections (attention reads those weights directly, so the whole module is replaced);
+- with ``fold_bn=True`` and the model in eval mode, every ``BatchNorm2d`` whose input is exactly
+  one convolution's output (from the ``torch.fx`` graph, or ``nn.Sequential`` order where the
+  model does not trace) is folded into it, exactly: ``w' = w * gamma / sqrt(var + eps)`` per
+  output channel, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``; the BN becomes
+  ``nn.Identity``. The mask does not change.
 
-``structured=True`` also removes ablated neurons (all-zero mask rows) of a Linear layer whose
-output provably goes through elementwise modules only into the next Linear layer: an
-``nn.Sequential`` ``Linear -> act/Dropout/Identity... -> Linear`` (torchvision's ``MLP`` and
-``MLPBlock`` are such) and timm's ``Mlp`` block with an identity norm. An ablated neuron j then
-outputs the constant ``act(b_j)``, so it and the next layer's input column j are removed and
-``W_next[:, j] * act(b_j)`` is added to the next bias. Rows of the next layer that had mask
-entries in a removed column get as many zero-valued mask entries at their first free columns,
-so their fan-in stays constant (numerically a no-op). Anywhere else ablated neurons are kept
-(a condensed backend outputs their bias). The fold treats Dropout as the identity: condensed
-models are for inference (``eval()``).
+Kept masked-dense, listed in ``small.condense_report.kept`` with the reason (and logged): layers
+whose mask is not constant fan-in (for a condensed backend), convolutions with a padding mode
+other than zeros, an asymmetric ``padding="same"`` or their own forward (timm's ``Conv2dSame``),
+attention with ``add_bias_kv``/``add_zero_attn``. ``strict=True`` raises instead. Layers without
+a mask stay as they are.
+
+``structured=True`` also removes ablated neurons / output channels where that is exact:
+
+- Linear: an ablated neuron whose output provably goes through elementwise modules only into
+  the next Linear layer (``nn.Sequential`` ``Linear -> act/Dropout/Identity... -> Linear``;
+  torchvision's ``MLP``/``MLPBlock``, timm's ``Mlp`` with an identity norm) outputs the constant
+  ``act(b_j)``: it and the next layer's input column j are removed and ``W_next[:, j] * act(b_j)``
+  is added to the next bias.
+- Conv2d (groups 1; needs the fx graph): an ablated output channel whose output goes through
+  (folded BN and) elementwise ops only into the next condensed conv (groups 1) outputs the
+  constant ``c_j = act(b'_j)``. It is removed when the next conv is 1x1 without padding
+  (``W_next[:, j] * c_j`` goes into its bias) or when ``c_j == 0`` exactly (ReLU of a
+  non-positive bias); a k x k conv with zero padding sees a non-zero constant differently at the
+  borders, so such channels stay (the backend outputs their bias).
+
+Rows of the next layer that had mask entries in a removed column get as many zero-valued mask
+entries at their first free columns, so their fan-in stays constant (numerically a no-op). The
+folds treat Dropout as the identity: condensed models are for inference (``eval()``).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -40,6 +60,9 @@ import torch
 from torch import nn
 
 from backends.registry import Registry
+from srigl.masks import unwrap_model
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ELEMENTWISE_MODULES",
@@ -109,16 +132,6 @@ def unwrap_name(name: str) -> str:
     return name
 
 
-def _unwrap_model(model: nn.Module) -> nn.Module:
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _is_elementwise(module: nn.Module) -> bool:
     return type(module) in ELEMENTWISE_MODULES
 
@@ -172,11 +185,12 @@ def _skipped_linears(model: nn.Module) -> set[str]:
 
 
 def condensable_linears(model: nn.Module, masks: Mapping[str, Any]) -> list[str]:
-    """Module names of the Linear layers :func:`condense` replaces (masked, forward called).
+    """Module names of the stand-alone Linear layers :func:`condense` replaces (masked, forward
+    called; the projections inside ``nn.MultiheadAttention`` condense with their module).
 
     ``masks`` maps parameter names (prefixes ``module.``/``_orig_mod.`` allowed) to masks.
     """
-    model = _unwrap_model(model)
+    model = unwrap_model(model)
     keys = {unwrap_name(k) for k in masks}
     skipped = _skipped_linears(model)
     return [
@@ -323,37 +337,158 @@ def _structured_pairs(model: nn.Module) -> list[tuple[str, list[nn.Module], str]
     return pairs
 
 
+def _needs_constant_fan_in(backend: str, conv: bool) -> bool:
+    """Whether ``backend``'s Linear (or Conv2d) module stores the constant fan-in form."""
+    import backends
+    from backends.condensed import CondensedLinear
+    from backends.conv import CondensedConv2d, conv_class
+
+    if conv:
+        cls = conv_class(backend)
+        return cls is not None and issubclass(cls, CondensedConv2d)
+    return issubclass(backends.get(backend), CondensedLinear)
+
+
+def _fan_in_problem(mask: torch.Tensor) -> str | None:
+    """Why ``mask`` (rows = output neurons/channels) is not constant fan-in, else None."""
+    counts = mask.flatten(1).sum(dim=1)
+    active = counts[counts > 0]
+    if active.numel() and int(active.min()) != int(active.max()):
+        return (
+            f"mask is not constant fan-in ({int(active.min())}..{int(active.max())} non-zeros "
+            f"per output of {mask[0].numel()})"
+        )
+    return None
+
+
+def _attention_masks(name: str, mha: nn.MultiheadAttention, masks: Mapping[str, torch.Tensor]):
+    keys = ["out_proj.weight"]
+    keys += (
+        ["in_proj_weight"]
+        if mha._qkv_same_embed_dim
+        else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+    )
+    return {k: masks.get(f"{name}.{k}") for k in keys}
+
+
+def _kept_layers(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], backend: str
+) -> dict[str, str]:
+    """{module name: why it cannot be condensed} over the masked Conv2d, Linear and attention
+    modules of ``model`` (before any is replaced)."""
+    from backends.conv import conv_supports
+    from srigl.condense_conv import conv_unsupported
+    from srigl.condensed_attention import attention_unsupported
+
+    kept: dict[str, str] = {}
+    lin_fan = _needs_constant_fan_in(backend, conv=False)
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d) and f"{name}.weight" in masks:
+            why = conv_unsupported(mod)
+            if why is None:
+                ok, why_not = conv_supports(backend, mod.weight.device, mod.weight.dtype)
+                why = None if ok else why_not
+            if why is None and _needs_constant_fan_in(backend, conv=True):
+                why = _fan_in_problem(masks[f"{name}.weight"])
+            if why:
+                kept[name] = why
+        elif isinstance(mod, nn.MultiheadAttention):
+            parts = _attention_masks(name, mod, masks)
+            if all(m is None for m in parts.values()):
+                continue
+            why = attention_unsupported(mod)
+            if why is None and lin_fan:
+                for key, m in parts.items():
+                    if m is not None and (problem := _fan_in_problem(m)):
+                        why = f"{key}: {problem}"
+                        break
+            if why:
+                kept[name] = why
+        elif isinstance(mod, nn.Linear) and f"{name}.weight" in masks and lin_fan:
+            why = _fan_in_problem(masks[f"{name}.weight"])
+            if why:
+                kept[name] = why
+    return kept
+
+
+def _condensed_attention(
+    name: str, mha: nn.MultiheadAttention, masks: Mapping[str, torch.Tensor], backend: str
+) -> nn.Module:
+    """The CondensedMultiheadAttention of ``mha`` (weights already masked); unmasked
+    projections use the ``dense`` backend."""
+    import backends
+    from srigl.condensed_attention import CondensedMultiheadAttention
+
+    parts = _attention_masks(name, mha, masks)
+
+    def layer(key: str, weight: torch.Tensor, bias: torch.Tensor | None, lname: str):
+        mask = parts[key]
+        weight = weight.detach()
+        bias = bias.detach() if bias is not None else None
+        if mask is None:
+            ones = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+            return backends.create("dense", weight, ones, bias, layer_name=lname)
+        return backends.create(backend, weight, mask, bias, layer_name=lname)
+
+    out = layer("out_proj.weight", mha.out_proj.weight, mha.out_proj.bias, f"{name}.out_proj")
+    if mha._qkv_same_embed_dim:
+        inp = layer("in_proj_weight", mha.in_proj_weight, mha.in_proj_bias, f"{name}.in_proj")
+        return CondensedMultiheadAttention(mha, inp, out)
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+    q, k, v = (
+        layer(f"{p}_proj_weight", getattr(mha, f"{p}_proj_weight"), b, f"{name}.{p}_proj")
+        for p, b in zip("qkv", biases)
+    )
+    return CondensedMultiheadAttention(mha, None, out, q_proj=q, k_proj=k, v_proj=v)
+
+
 def condense(
     model: nn.Module,
     masks: Mapping[str, torch.Tensor],
     backend: str = "fused",
     structured: bool = False,
+    fold_bn: bool = True,
+    strict: bool = False,
 ) -> nn.Module:
-    """A copy of ``model`` whose masked Linear layers are condensed backend modules.
+    """A copy of ``model`` whose masked Linear, Conv2d and attention layers are condensed.
 
     Args:
         model: the trained model (DDP / torch.compile wrappers are unwrapped; not modified).
+            Call ``model.eval()`` first to fold BatchNorm (train-mode BNs are left alone).
         masks: {parameter name: bool (or 0/1) tensor of the parameter's shape}, e.g.
             ``trainer.masks``; names may carry ``module.`` / ``_orig_mod.`` prefixes.
         backend: a name from ``backends.names()``.
-        structured: also remove ablated neurons where the next op is elementwise (see module
-            docstring), which shrinks the layers.
+        structured: also remove ablated neurons / channels where exact (module docstring).
+        fold_bn: fold eval-mode BatchNorm2d layers into the convolution before them.
+        strict: raise instead of keeping a layer that cannot be condensed masked-dense.
 
     Returns:
         A new module computing the same function as ``model`` with every masked parameter
-        multiplied by its mask (outputs allclose in the weights' dtype). Condensed layers are
-        ``backends.create(backend, weight [out, in], mask [out, in], bias [out], layer_name)``.
+        multiplied by its mask (outputs allclose in the weights' dtype). Its attribute
+        ``condense_report`` (:class:`srigl.condense_conv.CondenseReport`) lists the condensed
+        layers, folded BNs, removed channels and the layers kept masked-dense with the reason.
 
     Raises:
         UnknownNameError: ``backend`` is not registered (lists the known names).
         BackendUnavailableError: ``backend`` cannot run on the model's device.
         MaskMismatchError: a mask names no parameter or has the wrong shape.
-        ValueError: from the backend, e.g. a mask without constant fan-in (names the layer).
+        ValueError: with ``strict=True``, a layer that cannot be condensed (names it and why).
     """
     import backends
+    from backends.base import BadInputError
+    from backends.condensed import FanInError
+    from srigl.condense_conv import (
+        CondenseReport,
+        conv_args,
+        conv_bn_pairs,
+        conv_channel_pairs,
+        drop_ablated_channels,
+        fold_bn_into_conv,
+        trace_graph,
+    )
 
     backends.get(backend)  # fail fast on an unknown name, before copying the model
-    base = _unwrap_model(model)
+    base = unwrap_model(model)
     norm_masks = _normalise_masks(base, masks)
     small = copy.deepcopy(base)
     params = dict(small.named_parameters(remove_duplicate=False))
@@ -361,23 +496,97 @@ def condense(
         for name, mask in norm_masks.items():
             params[name].mul_(mask.to(params[name].dtype))
 
+    report = CondenseReport()
+    has_conv = any(isinstance(m, nn.Conv2d) for m in small.modules())
+    graph = trace_graph(small) if has_conv and (fold_bn or structured) else None
+    report.traced = graph is not None
+    if fold_bn:
+        for conv_name, bn_name in conv_bn_pairs(small, graph):
+            fold_bn_into_conv(small, conv_name, bn_name)
+            report.folded.append((conv_name, bn_name))
+
+    kept = _kept_layers(small, norm_masks, backend)
+    if strict and kept:
+        name, why = next(iter(kept.items()))
+        raise ValueError(f"layer {name!r} cannot be condensed with {backend!r}: {why}")
+
     if structured:
         for first, between, second in _structured_pairs(small):
-            _drop_ablated_neurons(small, norm_masks, first, between, second)
+            width = small.get_submodule(first).out_features
+            if _drop_ablated_neurons(small, norm_masks, first, between, second):
+                report.removed[first] = width - small.get_submodule(first).out_features
+        for pair in conv_channel_pairs(small, graph):
+            if pair.first in kept or pair.second in kept:
+                continue
+            removed = drop_ablated_channels(small, norm_masks, pair)
+            if removed:
+                report.removed[pair.first] = removed
 
-    # a Linear registered in several slots (reused in forward) is replaced in all of them
+    # a module registered in several slots (reused in forward) is replaced in all of them
     slots: dict[int, list[str]] = {}
     for name, mod in small.named_modules(remove_duplicate=False):
         slots.setdefault(id(mod), []).append(name)
+
+    def replace(name: str, old: nn.Module, build) -> None:
+        try:
+            new = build()
+        except (FanInError, BadInputError) as err:
+            if strict:
+                raise
+            kept[name] = str(err)
+            return
+        new.train(old.training)
+        for slot in slots[id(old)]:
+            _set_child(small, slot, new)
+        report.condensed.append(name)
+
+    for name, mod in list(small.named_modules()):
+        if isinstance(mod, nn.MultiheadAttention) and name not in kept:
+            if any(m is not None for m in _attention_masks(name, mod, norm_masks).values()):
+                replace(
+                    name, mod, lambda n=name, m=mod: _condensed_attention(n, m, norm_masks, backend)
+                )
     for name in condensable_linears(small, norm_masks):
         lin = small.get_submodule(name)
+        if name in kept or not isinstance(lin, nn.Linear):
+            continue
         bias = lin.bias.detach() if lin.bias is not None else None
-        new = backends.create(
-            backend, lin.weight.detach(), norm_masks[f"{name}.weight"], bias, layer_name=name
+        replace(
+            name,
+            lin,
+            lambda n=name, lin=lin, b=bias: backends.create(
+                backend, lin.weight.detach(), norm_masks[f"{n}.weight"], b, layer_name=n
+            ),
         )
-        new.train(lin.training)
-        for slot in slots[id(lin)]:
-            _set_child(small, slot, new)
+    for name, mod in list(small.named_modules()):
+        if not isinstance(mod, nn.Conv2d) or f"{name}.weight" not in norm_masks or name in kept:
+            continue
+        bias = mod.bias.detach() if mod.bias is not None else None
+        replace(
+            name,
+            mod,
+            lambda n=name, c=mod, b=bias: backends.create(
+                backend,
+                c.weight.detach(),
+                norm_masks[f"{n}.weight"],
+                b,
+                layer_name=n,
+                **conv_args(c),
+            ),
+        )
+    report.kept = kept
+    for name, why in kept.items():
+        log.warning("condense: layer %r stays masked-dense: %s", name, why)
+    log.info(
+        "condense(%s): %d layers condensed, %d BatchNorms folded, %d kept masked-dense, "
+        "%d channels/neurons removed",
+        backend,
+        len(report.condensed),
+        len(report.folded),
+        len(kept),
+        sum(report.removed.values()),
+    )
+    small.condense_report = report
     return small
 
 
@@ -388,19 +597,22 @@ def load_condensed(
     backend: str = "fused",
     structured: bool = False,
     map_location: str | torch.device | None = None,
+    fold_bn: bool = True,
 ) -> nn.Module:
     """Rebuild a condensed model saved with ``torch.save(small.state_dict(), path)``.
 
-    The structure of a condensed model depends only on the architecture and the masks, so
+    The structure of a condensed model depends on the architecture and the masks, so
     condensing a freshly built model of the same architecture (``skeleton``, any weights) with
-    the same ``masks``, ``backend`` and ``structured`` and then loading the saved state dict
-    gives the saved model back.
+    the same ``masks``, ``backend``, ``structured`` and ``fold_bn`` and then loading the saved
+    state dict gives the saved model back. Condensed layers take the saved shapes (channels
+    that ``structured`` removed depend on the saved biases). With ``fold_bn`` the skeleton is
+    condensed in eval mode (BN folding needs it; the result is in eval mode).
 
     Args:
         skeleton: a model of the original architecture (not modified).
         masks: the masks the saved model was condensed with.
         state_dict: the saved state dict, or a path to it (read with ``weights_only=True``).
-        backend, structured: as given to :func:`condense`.
+        backend, structured, fold_bn: as given to :func:`condense`.
         map_location: passed to ``torch.load`` for a path.
 
     Returns:
@@ -414,6 +626,8 @@ def load_condensed(
             raise ValueError(f"{path}: not a readable condensed state dict ({exc})") from exc
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{path}: holds a {type(state_dict).__name__}, not a state dict")
-    small = condense(skeleton, masks, backend=backend, structured=structured)
+    if fold_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in skeleton.modules()):
+        skeleton = copy.deepcopy(skeleton).eval()
+    small = condense(skeleton, masks, backend=backend, structured=structured, fold_bn=fold_bn)
     small.load_state_dict(state_dict)
     return small
