@@ -49,7 +49,7 @@ from torch import nn  # noqa: E402
 #: [in_features, out_features] of the layers timed, per ``--shapes`` value
 SHAPES: dict[str, list[tuple[int, int]]] = {
     "vit": [(768, 3072), (3072, 768)],
-    "small": [(64, 256), (256, 64)],
+    "small": [(128, 256), (256, 128)],
 }
 KERNEL_BACKENDS = ("dense", "fused", "csr")
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -184,13 +184,13 @@ def _sync(device: torch.device) -> None:
 
 
 def _median_us(fn: Callable[[], object], device: torch.device, min_run_time: float) -> float:
-    """Median wall time of ``fn()`` in microseconds (torch.utils.benchmark, CUDA-synchronised)."""
-    from torch.utils import benchmark
+    """Median wall time of ``fn()`` in microseconds (the suite's one timer; torch.utils.benchmark
+    synchronises CUDA), after one warm-up call."""
+    from suite.bench.timing import measure
 
     fn()
     _sync(device)
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
+    return measure(fn, torch.get_num_threads(), min_run_time).median_s * 1e6
 
 
 def constant_fan_in_layer(
@@ -199,14 +199,14 @@ def constant_fan_in_layer(
     """A random Linear layer with a constant fan-in mask.
 
     Returns:
-        (weight [out, in] dtype, mask bool [out, in] with k = floor(in * (1 - sparsity)) per
-        row, bias [out] dtype), all on ``device``.
+        (weight [out, in] dtype, mask bool [out, in] with k = floor(B / out) per row
+        (srigl.masks.constant_fan_in_mask), bias [out] dtype), all on ``device``.
     """
-    from srigl.masks import random_fan_in_mask
+    from srigl.masks import constant_fan_in_mask
 
     gen = torch.Generator().manual_seed(in_features * 7 + out_features)
-    k = max(1, math.floor(in_features * (1.0 - sparsity) + 1e-9))
-    mask = random_fan_in_mask((out_features, in_features), k, gen)
+    mask = constant_fan_in_mask((out_features, in_features), sparsity, gen)
+    k = int(mask[0].sum())
     weight = torch.randn(out_features, in_features, generator=gen) / math.sqrt(k)
     bias = torch.randn(out_features, generator=gen) * 0.1
     return (
@@ -442,15 +442,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _device(name: str) -> torch.device:
+    """``--device`` as a ``torch.device`` (the suite's one device parser; ``GpuCheckError``)."""
+    from suite.runtime import DeviceError, parse_device
+
     try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise GpuCheckError(f"--device {name!r} is not valid; allowed: cuda, cuda:N, cpu") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GpuCheckError(f"--device {name!r} but CUDA is not available; allowed here: cpu")
-    if device.type not in ("cuda", "cpu"):
-        raise GpuCheckError(f"--device {name!r} is not supported; allowed: cuda, cuda:N, cpu")
-    return torch.device("cuda:0") if device.type == "cuda" and device.index is None else device
+        return parse_device(name, allowed=("cuda", "cpu"))
+    except DeviceError as exc:
+        raise GpuCheckError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -170,3 +170,71 @@ def random_fan_in_mask(
     if active is not None:
         mask &= active.to(torch.bool).view(out, 1).cpu()
     return mask.view(shape)
+
+
+class SparsityTooHighError(ValueError):
+    """A layer's budget leaves its neurons less than one input each (k = 0)."""
+
+
+def layer_budget(numel: int, density: float) -> int:
+    """B = floor(numel * density): the non-zeros a layer may hold (SPEC section 1).
+
+    A 1e-9 slack absorbs float error (2000 * (1 - 0.9) is 199.99999999999997; B is 200).
+    """
+    return math.floor(numel * float(density) + 1e-9)
+
+
+def constant_fan_in_k(budget: int, n_active: int, fan_in: int) -> int:
+    """k = floor(B / n_active), capped at the fan-in: the one formula of the constant fan-in."""
+    if n_active <= 0:
+        return 0
+    return min(int(fan_in), int(budget) // int(n_active))
+
+
+def constant_fan_in_mask(
+    shape: tuple[int, ...] | torch.Size,
+    sparsity: float,
+    generator: torch.Generator,
+    ablate: float = 0.0,
+    name: str = "",
+) -> torch.Tensor:
+    """A constant fan-in bool mask of ``shape`` at ``sparsity``, as SRigL's initial masks.
+
+    The budget is B = floor(numel * (1 - sparsity)); a fraction ``ablate`` of the neurons (random
+    ones) is switched off and each of the n_active others keeps k = floor(B / n_active) of its
+    fan-in positions, chosen uniformly at random on the CPU from ``generator``.
+
+    Args:
+        shape: (out, in) of a Linear weight or (out, in/groups, kh, kw) of a Conv2d weight.
+        sparsity: in [0, 1).
+        generator: CPU ``torch.Generator`` (seeded by the caller).
+        ablate: fraction of ablated neurons, in [0, 1).
+        name: the layer, named in errors.
+
+    Returns:
+        bool tensor of ``shape`` (on the CPU).
+
+    Raises:
+        ValueError: ``sparsity`` or ``ablate`` outside [0, 1), or a shape of fewer than 2 dims.
+        SparsityTooHighError: k would be 0 (names the layer and the largest usable sparsity).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"layer {name!r}: shape {list(shape)} must have >= 2 dims (out, ...)")
+    for what, value in (("sparsity", sparsity), ("ablate", ablate)):
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"layer {name!r}: {what}={value!r} must be a number in [0, 1)")
+    out, fan_in = shape[0], math.prod(shape[1:])
+    budget = layer_budget(out * fan_in, 1.0 - float(sparsity))
+    n_off = math.floor(out * float(ablate))
+    n_active = out - n_off
+    k = constant_fan_in_k(budget, n_active, fan_in)
+    if k < 1:
+        raise SparsityTooHighError(
+            f"layer {name!r} (shape {list(shape)}): sparsity {sparsity} leaves k = 0 inputs per "
+            f"neuron; use a sparsity below {1 - n_active / (out * fan_in):.6f}"
+        )
+    active = torch.ones(out, dtype=torch.bool)
+    if n_off:
+        active[torch.randperm(out, generator=generator)[:n_off]] = False
+    return random_fan_in_mask(shape, k, generator, active)

@@ -1,4 +1,5 @@
-"""Shared set-up of the asv benchmarks: threads, the profile, API checks, test layers.
+"""Shared set-up of the asv benchmarks: the profile, API checks, test layers (threads:
+``suite.runtime.set_threads(THREADS, grad=...)``).
 
 Only public APIs of the project are used (``backends.names/available/create``,
 ``srigl.create_trainer/condense``, ``suite.train.compose/run``), so the benchmarks also run on
@@ -20,30 +21,6 @@ THREADS_ENV = "SRIGL_ASV_THREADS"
 THREADS = int(os.environ.get(THREADS_ENV, "2"))
 PROFILE_ENV = "SRIGL_ASV_PROFILE"
 DEFAULT_PROFILE = "quick"
-
-
-def set_threads(n: int = THREADS, grad: bool = False) -> None:
-    """Use ``n`` threads in numba (when installed) and torch (intra-op); autograd on iff
-    ``grad`` (asv runs each benchmark in its own process, so this is local to it).
-
-    numba first: launching its thread pool can reset the OpenMP thread count that torch
-    reports (seen in asv's forked benchmark processes), so torch is set last and checked.
-
-    Raises:
-        RuntimeError: torch does not report ``n`` threads afterwards.
-    """
-    import torch
-
-    try:
-        import numba
-    except ImportError:
-        numba = None
-    if numba is not None:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(n)
-    torch.set_grad_enabled(grad)
-    if torch.get_num_threads() != n:
-        raise RuntimeError(f"asked torch for {n} threads, it uses {torch.get_num_threads()}")
 
 
 def require(module: str, *attributes: str) -> Any:
@@ -92,21 +69,18 @@ def constant_fan_in_layer(
 ) -> tuple[Any, Any, Any]:
     """A random Linear layer with a constant fan-in mask, as SRigL trains them.
 
-    Each of the ``out_features`` rows keeps ``k = floor(B / out)`` positions chosen uniformly at
-    random (seeded), ``B = floor(out * in * (1 - sparsity))`` the layer budget (SPEC section 1).
+    The mask is :func:`srigl.masks.constant_fan_in_mask` (B = floor(out * in * (1 - sparsity)),
+    k = floor(B / out) random positions per row, seeded).
 
     Returns:
         ``(weight, mask, bias)``: float32 [out, in], bool [out, in], float32 [out].
     """
     import torch
 
+    masks = require("srigl.masks", "constant_fan_in_mask")
     gen = torch.Generator().manual_seed(seed)
-    budget = int(out_features * in_features * (1.0 - sparsity))
-    k = max(1, budget // out_features)
     weight = torch.randn(out_features, in_features, generator=gen) / in_features**0.5
-    order = torch.rand(out_features, in_features, generator=gen).argsort(dim=1)
-    mask = torch.zeros(out_features, in_features, dtype=torch.bool)
-    mask.scatter_(1, order[:, :k], True)
+    mask = masks.constant_fan_in_mask((out_features, in_features), sparsity, gen)
     bias = torch.randn(out_features, generator=gen) * 0.01
     return weight, mask, bias
 

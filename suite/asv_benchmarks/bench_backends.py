@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from suite.runtime import set_threads
+
 from ._common import (
+    THREADS,
     asv_setting,
     backend_names,
     build_backend,
     constant_fan_in_layer,
-    set_threads,
 )
 
 # name -> (in_features, out_features)
@@ -59,7 +61,7 @@ class LayerForward:
     timeout = 300
 
     def setup(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
-        set_threads()
+        set_threads(THREADS, grad=False)
         self.layer, self.x, _ = _layer_and_input(backend, shape, sparsity, batch)
 
     def time_forward(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
@@ -78,7 +80,7 @@ class LayerRatio:
     timeout = 300
 
     def setup(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
-        set_threads()
+        set_threads(THREADS, grad=False)
         self.layer, self.x, (weight, mask, bias) = _layer_and_input(backend, shape, sparsity, batch)
         self.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
         self.dense(self.x)

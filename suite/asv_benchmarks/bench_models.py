@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._common import asv_setting, backend_names, require, set_threads
+from suite.runtime import set_threads
+
+from ._common import THREADS, asv_setting, backend_names, require
 
 SPARSITY = 0.9
 IMAGE_SIZE = 64
@@ -82,7 +84,7 @@ class _CondensedViT:
     timeout = 600
 
     def setup_cache(self) -> dict[str, str]:
-        set_threads()
+        set_threads(THREADS, grad=False)
         try:
             return condensed_models(int(asv_setting("vit_layers", 2)), Path.cwd())
         except NotImplementedError as err:  # an older commit without the srigl API
@@ -91,7 +93,7 @@ class _CondensedViT:
     def setup(self, saved: dict[str, str], backend: str) -> None:
         import torch
 
-        set_threads()
+        set_threads(THREADS, grad=False)
         entry = saved.get(backend, "unavailable: not registered when the cache was built")
         if entry.startswith("unavailable:"):
             raise NotImplementedError(entry)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from ._common import asv_setting, require, set_threads
+from suite.runtime import set_threads
+
+from ._common import THREADS, asv_setting, require
 
 UPDATE_TRAINERS = ("rigl", "srigl")
 STEP_TRAINERS = ("dense", "rigl", "srigl")
@@ -56,7 +58,7 @@ class TopologyUpdate:
         import torch
         from torchvision.models import resnet50
 
-        set_threads(grad=True)
+        set_threads(THREADS, grad=True)
         torch.manual_seed(0)
         self.model = resnet50(weights=None)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
@@ -87,7 +89,7 @@ class TrainingStep:
         import torch
         from torch import nn
 
-        set_threads(grad=True)
+        set_threads(THREADS, grad=True)
         torch.manual_seed(0)
         self.model = nn.Sequential(
             nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
@@ -142,7 +144,7 @@ class DigitsAccuracy:
     timeout = 900
 
     def setup_cache(self) -> dict[str, Any]:
-        set_threads(grad=True)
+        set_threads(THREADS, grad=True)
         epochs = int(asv_setting("train_epochs", 10))
         errors: dict[str, Any] = {}
         first = ACCURACY_SPARSITIES[0]

@@ -48,8 +48,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import backends
 from backends.condensed import CondensedLinear
-from suite.bench.masks import fan_in_mask, model_masks
-from suite.bench.timing import Timing, check_linear, measure_interleaved, set_threads
+from srigl.masks import constant_fan_in_mask
+from suite.bench.masks import model_masks
+from suite.bench.timing import Timing, check_linear, measure_interleaved
+from suite.runtime import set_threads
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
 
@@ -309,7 +311,7 @@ def _layer_grid(
         )
         b = (torch.randn(out_f, generator=gen) * 0.1).to(settings.device, settings.dtype)
         for sp in settings.sparsities:
-            mask = fan_in_mask(out_f, in_f, sp, gen, settings.ablate)
+            mask = constant_fan_in_mask((out_f, in_f), sp, gen, settings.ablate)
             rows += bench_layer(
                 w,
                 mask.to(settings.device),

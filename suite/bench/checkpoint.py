@@ -1,4 +1,6 @@
-"""Load a trained model and its masks for benchmarking, from a checkpoint file.
+"""The suite's one checkpoint-to-model loader: a trained model and its masks from a file.
+
+Used by the bench (``checkpoint=``) and by :func:`suite.train.load_trained`.
 
 Two formats are accepted, both read with ``torch.load(weights_only=True)`` (untrusted input):
 
@@ -39,6 +41,7 @@ class LoadedModel:
     num_classes: int
     source: str
     options: dict[str, Any] = field(default_factory=dict)
+    config_yaml: str | None = None
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -56,6 +59,14 @@ def _parts(path: Path, raw: Mapping[str, Any]) -> tuple[Mapping, Mapping, str | 
         )
     cfg = raw.get("config_yaml")
     return state, masks, cfg if isinstance(cfg, str) else None
+
+
+def _shape_from_checkpoint(raw: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
+    """Input shape and classes that a ``suite.train`` checkpoint records itself, or None."""
+    shape, classes = raw.get("input_shape"), raw.get("num_classes")
+    if shape is None or classes is None:
+        return None
+    return tuple(int(s) for s in shape), int(classes)
 
 
 def _shape_from_dataset(cfg: Any) -> tuple[tuple[int, ...], int] | None:
@@ -122,7 +133,7 @@ def load_for_bench(
     same = not model or model == cfg_name
     options = dict(model_options) if model_options else (cfg_model if same else {})
 
-    found = _shape_from_dataset(cfg)
+    found = _shape_from_checkpoint(raw) or _shape_from_dataset(cfg)
     if input_shape is None and found is not None:
         input_shape = found[0]
     if num_classes is None and found is not None:
@@ -157,4 +168,5 @@ def load_for_bench(
         num_classes=int(num_classes),
         source=str(path),
         options=options,
+        config_yaml=cfg_yaml,
     )

@@ -1,59 +1,17 @@
-"""SRigL-like constant fan-in masks for benchmarks (random positions per neuron, seeded).
+"""SRigL-like constant fan-in masks for benchmarked models (random positions per neuron, seeded).
 
-The layer budget follows SPEC.md: B = floor(out * in * (1 - sparsity)); with n_active
-non-ablated neurons each keeps k = floor(B / n_active) inputs chosen at random.
+Each layer's mask comes from :func:`srigl.masks.constant_fan_in_mask` (the one builder:
+B = floor(numel * (1 - sparsity)), k = floor(B / n_active)).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from srigl.masks import random_fan_in_mask
+from srigl.masks import SparsityTooHighError, constant_fan_in_mask
 
-__all__ = ["SparsityTooHighError", "fan_in_mask", "model_masks"]
-
-
-class SparsityTooHighError(ValueError):
-    """The budget leaves the neurons less than one input each (k = 0)."""
-
-
-def fan_in_mask(
-    out_features: int,
-    in_features: int,
-    sparsity: float,
-    generator: torch.Generator,
-    ablate: float = 0.0,
-    name: str = "",
-) -> torch.Tensor:
-    """A constant fan-in bool mask [out, in] at ``sparsity`` with a fraction ``ablate`` of the
-    neurons (random ones) switched off; drawn on the CPU from ``generator``.
-
-    Raises:
-        ValueError: ``sparsity`` not in [0, 1) or ``ablate`` not in [0, 1).
-        SparsityTooHighError: k = floor(B / n_active) would be 0 (names the layer).
-    """
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"{name}: sparsity {sparsity!r} must be in [0, 1)")
-    if not 0.0 <= float(ablate) < 1.0:
-        raise ValueError(f"{name}: ablate {ablate!r} must be in [0, 1)")
-    # 1e-9 absorbs float error: 2000 * (1 - 0.9) is 199.99999999999997, the budget is 200.
-    budget = math.floor(out_features * in_features * (1.0 - float(sparsity)) + 1e-9)
-    n_off = math.floor(out_features * float(ablate))
-    n_active = out_features - n_off
-    k = min(in_features, budget // n_active)
-    if k < 1:
-        raise SparsityTooHighError(
-            f"layer {name!r} ({in_features} -> {out_features}): sparsity {sparsity} leaves k = 0 "
-            "inputs "
-            f"per neuron; use a sparsity below {1 - n_active / (out_features * in_features):.6f}"
-        )
-    active = torch.ones(out_features, dtype=torch.bool)
-    if n_off:
-        active[torch.randperm(out_features, generator=generator)[:n_off]] = False
-    return random_fan_in_mask((out_features, in_features), k, generator, active)
+__all__ = ["SparsityTooHighError", "model_masks"]
 
 
 def model_masks(
@@ -77,9 +35,8 @@ def model_masks(
     )
     masks = {}
     for i, (name, w) in enumerate(targets):
-        masks[name] = fan_in_mask(
-            w.shape[0],
-            w.shape[1],
+        masks[name] = constant_fan_in_mask(
+            tuple(w.shape),
             sparsity,
             gen,
             ablate=0.0 if i == last_linear else ablate,

@@ -1,15 +1,13 @@
 """Timing and correctness primitives of the benchmark runner.
 
-- :func:`set_threads` sets torch's and numba's thread counts together (both must match:
-  ``torch.utils.benchmark.Timer`` runs with ONE thread unless told otherwise, and numba keeps
-  its own setting).
+- Threads are set with :func:`suite.runtime.set_threads` (torch and numba together:
+  ``torch.utils.benchmark.Timer`` runs with ONE thread unless told otherwise).
 - :func:`measure` times a callable with ``Timer.blocked_autorange`` and returns median + IQR.
 - :func:`check_linear` checks a layer's output against ``F.linear`` in float64 before timing.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +21,6 @@ __all__ = [
     "check_close",
     "measure",
     "measure_interleaved",
-    "set_threads",
 ]
 
 # |y - ref| <= TOLERANCE_C * eps(dtype) * (|W| @ |x| + |b|) elementwise (issue 3's bound).
@@ -46,31 +43,6 @@ class Timing:
     iqr_s: float
     runs: int
     min_s: float = float("nan")
-
-
-def set_threads(threads: int | None) -> dict[str, int | None]:
-    """Set torch's intra-op threads and numba's threads (if numba imports) to ``threads``.
-
-    Args:
-        threads: thread count; ``None`` means ``os.cpu_count()``.
-
-    Returns:
-        ``{"threads": n, "numba_threads": m or None}`` as actually set (numba is capped at its
-        ``NUMBA_NUM_THREADS`` launch limit).
-    """
-    n = int(threads) if threads is not None else (os.cpu_count() or 1)
-    if n < 1:
-        raise ValueError(f"threads must be >= 1 (or null for all cores), got {threads!r}")
-    torch.set_num_threads(n)
-    numba_threads = None
-    try:
-        import numba
-    except ImportError:
-        pass
-    else:
-        numba_threads = min(n, numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(numba_threads)
-    return {"threads": n, "numba_threads": numba_threads}
 
 
 def measure(fn: Callable[[], object], threads: int, min_run_time: float) -> Timing:

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-
-class DeviceError(ValueError):
-    """An unknown or unavailable device was requested; the message lists the allowed ones."""
+from suite.runtime import parse_device
 
 
 @dataclass
@@ -61,26 +59,6 @@ def _under_submitit_multitask() -> bool:
     return JobEnvironment().num_tasks > 1
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` if CUDA is available, else ``cpu``; otherwise the named
-    device, checked to exist.
-
-    Raises:
-        DeviceError: an unknown device string or CUDA requested where there is none.
-    """
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise DeviceError(f"device {device!r} is not valid; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} requested but CUDA is not available; use auto/cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def setup(device: str = "auto") -> DistContext:
     """Initialise torch.distributed when launched with several processes; pick the device.
 
@@ -93,10 +71,10 @@ def setup(device: str = "auto") -> DistContext:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
-        return DistContext(device=resolve_device(device))
+        return DistContext(device=parse_device(device))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = parse_device(device, local_rank)
     created = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"

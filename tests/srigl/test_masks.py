@@ -112,3 +112,36 @@ def test_conv_masks_are_shaped_like_the_weight(shape):
     mask = random_fan_in_mask(shape, 2, torch.Generator().manual_seed(0))
     assert mask.shape == shape
     assert torch.all(mask.reshape(shape[0], -1).sum(1) == 2)
+
+
+def test_constant_fan_in_mask_gives_every_active_neuron_floor_budget_over_active():
+    from srigl.masks import constant_fan_in_mask
+
+    gen = torch.Generator().manual_seed(0)
+    mask = constant_fan_in_mask((50, 40), 0.9, gen, ablate=0.2)
+    counts = mask.sum(1)
+    assert int((counts == 0).sum()) == 10
+    assert set(counts[counts > 0].tolist()) == {(50 * 40 // 10) // 40}
+
+
+def test_constant_fan_in_mask_counts_a_conv_fan_in_over_channels_and_kernel():
+    from srigl.masks import constant_fan_in_mask
+
+    mask = constant_fan_in_mask((8, 3, 3, 3), 0.75, torch.Generator().manual_seed(1))
+    assert mask.shape == (8, 3, 3, 3) and mask.dtype == torch.bool
+    assert set(mask.flatten(1).sum(1).tolist()) == {(8 * 27 // 4) // 8}
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "abc", float("nan")])
+def test_constant_fan_in_mask_rejects_a_bad_sparsity_naming_it(bad):
+    from srigl.masks import constant_fan_in_mask
+
+    with pytest.raises(ValueError, match="sparsity"):
+        constant_fan_in_mask((4, 4), bad, torch.Generator())
+
+
+def test_constant_fan_in_mask_refuses_k_zero_naming_the_layer():
+    from srigl.masks import SparsityTooHighError, constant_fan_in_mask
+
+    with pytest.raises(SparsityTooHighError, match="fc9.*k = 0"):
+        constant_fan_in_mask((10, 10), 0.995, torch.Generator(), name="fc9")

@@ -60,7 +60,7 @@ def test_gpu_check_times_fused_dense_and_csr_and_checks_their_outputs(cpu_report
     assert {r[4] for r in rows} == {"dense", "fused", "csr"}
     assert {(r[0], r[1], r[2]) for r in rows} == {
         (shape, sparsity, batch)
-        for shape in ("64->256", "256->64")
+        for shape in ("128->256", "256->128")
         for sparsity in ("0.90", "0.99")
         for batch in ("1", "8")
     }

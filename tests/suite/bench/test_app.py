@@ -13,11 +13,13 @@ from hydra import compose, initialize_config_dir
 import backends
 import suite
 from backends.dense import DenseLinear
+from srigl.masks import SparsityTooHighError
 from suite.bench import BenchConfigError, resolve_settings, run_bench
 from suite.bench.checkpoint import CheckpointError
-from suite.bench.masks import SparsityTooHighError, fan_in_mask, model_masks
-from suite.bench.timing import BenchMismatchError, check_linear, set_threads
+from suite.bench.masks import model_masks
+from suite.bench.timing import BenchMismatchError, check_linear
 from suite.results import BENCH_ROW_KEYS, ResultStore
+from suite.runtime import set_threads
 
 CONF = str(Path(suite.__file__).resolve().parent / "conf")
 ROOT = Path(suite.__file__).resolve().parent.parent
@@ -298,14 +300,6 @@ def test_checkpoint_with_unstructured_masks_lists_the_rejecting_backends(tmp_pat
 
 
 # --------------------------------------------------------------------------- building blocks
-
-
-def test_fan_in_mask_gives_every_active_neuron_k_inputs():
-    gen = torch.Generator().manual_seed(0)
-    mask = fan_in_mask(50, 40, 0.9, gen, ablate=0.2)
-    counts = mask.sum(1)
-    assert int((counts == 0).sum()) == 10
-    assert set(counts[counts > 0].tolist()) == {(50 * 40 // 10) // 40}
 
 
 def test_set_threads_sets_torch_and_numba():

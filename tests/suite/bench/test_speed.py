@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import backends
-from suite.bench.masks import fan_in_mask
-from suite.bench.timing import check_linear, set_threads
+from srigl.masks import constant_fan_in_mask
+from suite.bench.timing import check_linear
+from suite.runtime import set_threads
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def _case(shape, sparsity, batch):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(out_f, in_f, generator=gen) / math.sqrt(in_f)
     b = torch.randn(out_f, generator=gen) * 0.1
-    mask = fan_in_mask(out_f, in_f, sparsity, gen)
+    mask = constant_fan_in_mask((out_f, in_f), sparsity, gen)
     x = torch.randn(batch, in_f, generator=gen)
     return w, mask, b, x
 
