@@ -1,7 +1,8 @@
 """Reports: ``python -m suite.report`` (entry point in :mod:`suite.report.app`).
 
 Modules: ``app`` (command line, writes REPORT.md, tables and figures), ``frames`` (result
-records -> pandas data frames, reference figures), ``figures`` (seaborn figures),
+records -> pandas data frames, reference figures), ``figures`` (seaborn figures), ``render``
+(Markdown tables, the Jinja2 templates of ``templates/``),
 ``reference/`` (the papers' figures as CSV). The public names of ``app`` are re-exported lazily.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_APP_NAMES = ("InvalidStoreError", "Report", "build_report", "main")
+_APP_NAMES = ("InvalidStoreError", "Report", "ReportError", "build_report", "load_store", "main")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,19 @@
-"""``python -m suite.report``: the results store -> ``results/REPORT.md`` and figures.
+"""``python -m suite.report``: the results store -> ``results/REPORT.md``, figures and tables.
 
-Reads every record of the store (an invalid file is an error that lists every bad file;
-``--allow-invalid`` reports them loudly at the top of the report instead), builds the tables
-of :mod:`suite.report.frames`, plots :mod:`suite.report.figures` into ``<out>/figures/`` and writes
-``<out>/REPORT.md`` plus the tables as CSV under ``<out>/tables/``. Reports are regenerated,
-never hand-edited.
+Reads every record of the store and writes ``<out>/REPORT.md`` (prose in
+``templates/report.md.j2``), ``<out>/figures/*.png`` (:mod:`suite.report.figures`) and
+``<out>/tables/*.csv`` (:mod:`suite.report.frames`). Reports are regenerated, never hand-edited.
+
+A report that cannot lie or destroy:
+
+- a cell (experiment, method, sparsity) holds the seeds of ONE experiment-defining config (the
+  run id without the seed); records of other settings (epochs, lr, batch size...) never replace
+  or join it: they are listed in their own section, with what differs and their files;
+- a missing or empty ``--runs`` folder is an error, and so is an invalid record file (named;
+  ``--allow-invalid`` leaves it out with a warning, on the log and at the top of the report);
+- everything is built in a temporary folder and moved into place at the end, so a failure
+  leaves the previous report, figures and tables as they were; only the report's own files are
+  replaced or removed (``make asv-publish``'s ``asv_history.png`` and others stay).
 
     python -m suite.report                              # results/runs -> results/REPORT.md
     python -m suite.report --runs /tmp/runs --out /tmp/report
@@ -14,30 +23,53 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import logging
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from suite.report import figures
 from suite.report import frames as rd
-from suite.report.mdtable import markdown_table
+from suite.report.render import render
 from suite.results import DEFAULT_ROOT, InvalidRecordError, LoadError, ResultStore
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OUT = Path("results")
-DEFAULT_COMMANDS = ("make reproduce PROFILE=default", "python -m suite.report")
-
-
-# The figures this report writes into <out>/figures (and removes before writing anew).
+DEFAULT_COMMANDS = (
+    "make report                      # python -m suite.report: from the published records",
+    "make reproduce PROFILE=default   # retrain into results/reproduction/, compare",
+    "make publish PROFILE=default     # copy the reproduction into results/runs, then report",
+)
+REPORT_NAME = "REPORT.md"
+# The report's own outputs: the only files it replaces or removes (when it has no data for one).
 REPORT_FIGURES = (
     "accuracy_vs_sparsity.png",
     "ablation_over_training.png",
     "speedup_vs_sparsity.png",
     "speedup_vs_batch.png",
+    "whole_model.png",
 )
+REPORT_TABLES = (
+    "accuracy_summary.csv",
+    "ablation.csv",
+    "ablation_curves.csv",
+    "size.csv",
+    "bench_rows.csv",
+    "whole_model.csv",
+    "other_settings.csv",
+)
+
+
+class ReportError(ValueError):
+    """The report cannot be built from what it was given (no store, an empty store)."""
 
 
 class InvalidStoreError(InvalidRecordError):
@@ -46,36 +78,140 @@ class InvalidStoreError(InvalidRecordError):
 
 @dataclass
 class Report:
-    """What :func:`build_report` wrote."""
+    """What :func:`build_report` wrote (paths in their final place)."""
 
     path: Path
     figures: list[Path] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
     n_train: int = 0
+    n_other: int = 0
     n_bench: int = 0
     invalid: list[LoadError] = field(default_factory=list)
 
 
-def _section(lines: list[str], title: str, level: int = 2) -> None:
-    lines += ["", "#" * level + " " + title, ""]
+# --------------------------------------------------------------------------- input
 
 
-def _table(
-    lines: list[str],
-    frame: pd.DataFrame,
-    float_format: str = "{:.2f}",
-    formats: dict[str, str] | None = None,
-) -> None:
-    lines.append(markdown_table(frame, float_format=float_format, formats=formats))
-    lines.append("")
+def load_store(
+    runs_dir: str | os.PathLike, allow_invalid: bool = False
+) -> tuple[list[dict[str, Any]], list[LoadError]]:
+    """Every valid record of ``runs_dir`` and the invalid files (only with ``allow_invalid``).
+
+    Raises:
+        ReportError: ``runs_dir`` is not a folder or holds no record file.
+        InvalidStoreError: invalid files and not ``allow_invalid`` (every file named).
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ReportError(f"--runs {runs_dir}: no such folder; allowed: a results store folder")
+    store = ResultStore(runs_dir)
+    if not store.files():
+        raise ReportError(f"--runs {runs_dir}: holds no record file (*.json); nothing to report")
+    records, invalid = store.read_with_errors()
+    if invalid and not allow_invalid:
+        listing = "\n".join(f"  {e.path}: {e.error}" for e in invalid)
+        raise InvalidStoreError(
+            f"{len(invalid)} invalid record file(s) in {runs_dir} (fix or remove them, or pass "
+            f"--allow-invalid to leave them out with a warning):\n{listing}"
+        )
+    for e in invalid:
+        log.warning(f"invalid record file left out of the report: {e.path}: {e.error}")
+    return records, invalid
 
 
-def _write_csv(frame: pd.DataFrame, path: Path, written: list[Path]) -> None:
-    if frame is None or frame.empty:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    written.append(path)
+class _Outputs:
+    """Files written into the temporary build folder, by their path relative to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: list[str] = []
+
+    def figure(self, make: Any, frame: pd.DataFrame, name: str) -> str | None:
+        """Plot ``make(frame, path)`` into ``figures/<name>``; its relative path, or None."""
+        path = make(frame, self.root / "figures" / name)
+        if not path:
+            return None
+        self.written.append(f"figures/{name}")
+        return f"figures/{name}"
+
+    def csv(self, frame: pd.DataFrame | None, name: str) -> None:
+        """Write ``frame`` to ``tables/<name>`` (nothing for an empty frame)."""
+        if frame is None or frame.empty:
+            return
+        (self.root / "tables").mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.root / "tables" / name, index=False)
+        self.written.append(f"tables/{name}")
+
+
+def _or_none(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    return None if frame is None or frame.empty else frame
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def header_section(
+    runs_dir: Path,
+    n_train: int,
+    tabled: pd.DataFrame,
+    other: pd.DataFrame,
+    n_bench: int,
+    n_bench_dup: int,
+    invalid: Sequence[LoadError],
+) -> dict[str, Any]:
+    """Where the records come from and how many went where."""
+    return {
+        "runs_dir": str(runs_dir),
+        "when": f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}",
+        "n_train": n_train,
+        "n_tabled": len(tabled),
+        "n_other": len(other),
+        "n_bench": n_bench,
+        "n_bench_dup": n_bench_dup,
+        "invalid": list(invalid),
+    }
+
+
+def headline_section(summary: pd.DataFrame, bench: pd.DataFrame) -> dict[str, Any]:
+    """SRigL vs RigL vs dense accuracy and the fastest backend at the headline sparsity."""
+    speed = rd.headline_speed(bench) if not bench.empty else None
+    return {
+        "accuracy": _or_none(rd.headline_accuracy(summary)) if not summary.empty else None,
+        "speed": _or_none(speed),
+        "sparsity": rd.HEADLINE_SPARSITY,
+    }
+
+
+def accuracy_section(summary: pd.DataFrame, tabled: pd.DataFrame, out: _Outputs) -> dict:
+    """One accuracy table per experiment (with the paper's rows), the figure, the reference."""
+    reference = rd.load_reference("accuracy.csv")
+    out.csv(summary, "accuracy_summary.csv")
+    experiments = [
+        (str(exp), rd.accuracy_table(summary, exp, reference))
+        for exp in summary["experiment"].drop_duplicates()
+    ]
+    fig = out.figure(figures.accuracy_vs_sparsity, tabled, "accuracy_vs_sparsity.png")
+    return {
+        "experiments": experiments,
+        "figure": fig if experiments else None,
+        "reference": rd.reference_table(reference),
+    }
+
+
+def ablation_section(
+    records: Sequence[Mapping[str, Any]], tabled: pd.DataFrame, out: _Outputs
+) -> dict[str, Any]:
+    """With vs without neuron ablation per seed, and ablated neurons over training."""
+    table = rd.ablation_table(tabled)
+    out.csv(table, "ablation.csv")
+    curves = rd.ablation_curves(records, tabled)
+    out.csv(curves, "ablation_curves.csv")
+    return {
+        "table": _or_none(table.drop(columns=["diff_mean", "diff_std"])),
+        "figure": out.figure(figures.ablation_over_training, curves, "ablation_over_training.png"),
+        "pair": rd.ABLATION_PAIR,
+        "min_sparsity": rd.ABLATION_MIN_SPARSITY,
+    }
 
 
 def _size_formats(sizes: pd.DataFrame) -> dict[str, str]:
@@ -89,6 +225,94 @@ def _size_formats(sizes: pd.DataFrame) -> dict[str, str]:
     return formats
 
 
+def size_section(
+    records: Sequence[Mapping[str, Any]], tabled: pd.DataFrame, out: _Outputs
+) -> dict[str, Any]:
+    """Parameters, FLOPs and bytes per cell."""
+    sizes = rd.size_table(records, tabled)
+    out.csv(sizes, "size.csv")
+    return {"table": _or_none(sizes), "formats": _size_formats(sizes)}
+
+
+def backends_section(
+    records: Sequence[Mapping[str, Any]], bench: pd.DataFrame, out: _Outputs
+) -> dict[str, Any]:
+    """Speed-ups vs dense and CSR, their figures, the paper's layer timing, what was skipped."""
+    section: dict[str, Any] = {"vs_dense": None, "vs_csr": None, "figures": []}
+    if not bench.empty:
+        out.csv(bench.drop(columns=["created"]), "bench_rows.csv")
+        vs_dense = rd.speedup_table(bench, "speedup_vs_dense")
+        section["vs_dense"] = vs_dense.drop(columns=[rd.DENSE], errors="ignore")
+        if bench["speedup_vs_csr"].notna().any():
+            section["vs_csr"] = rd.speedup_table(bench, "speedup_vs_csr")
+        for make, name, title in (
+            (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
+            (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),
+        ):
+            path = out.figure(make, bench, name)
+            if path:
+                section["figures"].append((title, path))
+    section["layer_timing"] = rd.layer_timing_comparison(
+        bench, rd.load_reference("layer_timing.csv")
+    )
+    section["skipped"] = _or_none(rd.skipped_frame(records))
+    return section
+
+
+def whole_model_section(records: Sequence[Mapping[str, Any]], out: _Outputs) -> dict[str, Any]:
+    """Whole condensed models vs dense (``metrics.whole_model`` of the bench records)."""
+    whole = rd.whole_model_frame(records)
+    if whole.empty:
+        return {"table": None, "text": "", "figures": []}
+    out.csv(whole, "whole_model.csv")
+    return {"table": rd.whole_model_display(whole), "text": "", "figures": []}
+
+
+def other_section(
+    records: Sequence[Mapping[str, Any]],
+    tabled: pd.DataFrame,
+    other: pd.DataFrame,
+    out: _Outputs,
+) -> dict[str, Any]:
+    """Cells run with other settings than the tables' (never mixed into them)."""
+    table = rd.other_settings_table(records, tabled, other)
+    out.csv(table, "other_settings.csv")
+    if len(other):
+        log.warning(
+            f"{len(other)} train record(s) with other settings than the tables' cells are "
+            "listed separately (section 'Other settings')"
+        )
+    return {"table": _or_none(table), "n": len(other)}
+
+
+def provenance_section(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, pd.DataFrame]]:
+    """Machines, library versions and git commits the records came from."""
+    if not records:
+        return []
+    return [
+        ("Machine", rd.machine_table(records)),
+        ("Library versions", rd.versions_table(records)),
+        ("Git commits", rd.git_table(records)),
+    ]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _swap_in(tmp: Path, out_dir: Path, written: Sequence[str]) -> None:
+    """Move the built files into ``out_dir`` (REPORT.md last); remove the report's own files
+    that this build did not produce (a figure without data this time). Nothing else is touched."""
+    moved = set(written)
+    for rel in sorted(moved, key=lambda r: r == REPORT_NAME):
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, target)
+    own = [f"figures/{n}" for n in REPORT_FIGURES] + [f"tables/{n}" for n in REPORT_TABLES]
+    for rel in own:
+        if rel not in moved:
+            (out_dir / rel).unlink(missing_ok=True)
+
+
 def build_report(
     runs_dir: str | os.PathLike = DEFAULT_ROOT,
     out_dir: str | os.PathLike = DEFAULT_OUT,
@@ -100,224 +324,60 @@ def build_report(
     Args:
         runs_dir: the results store (a folder of record files).
         out_dir: where the report goes.
-        allow_invalid: list invalid record files at the top of the report (and on stderr)
-            instead of failing.
+        allow_invalid: leave invalid record files out with a warning instead of failing.
         commands: the shell commands that regenerate this report, shown in it.
 
     Raises:
+        ReportError: ``runs_dir`` is missing or empty.
         InvalidStoreError: the store holds invalid files and ``allow_invalid`` is false.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    records, invalid = ResultStore(runs_dir).read_with_errors()
-    if invalid and not allow_invalid:
-        listing = "\n".join(f"  {e.path}: {e.error}" for e in invalid)
-        raise InvalidStoreError(
-            f"{len(invalid)} invalid record file(s) in {runs_dir} (fix or remove them, or pass "
-            f"--allow-invalid to list them in the report):\n{listing}"
-        )
-    for e in invalid:
-        print(
-            f"WARNING: invalid record file left out of the report: {e.path}: {e.error}",
-            file=sys.stderr,
-        )
-
-    fig_dir, table_dir = out_dir / "figures", out_dir / "tables"
-    # a figure or table without data this time must not survive; figures of other tools in the
-    # same folder (asv_history.png of `make asv-publish`) are not the report's to remove
-    stale = [fig_dir / name for name in REPORT_FIGURES] + list(table_dir.glob("*.csv"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    report = Report(path=out_dir / "REPORT.md", invalid=list(invalid))
+    records, invalid = load_store(runs_dir, allow_invalid)
     train_all = rd.train_frame(records)
-    train, n_dup = rd.dedupe_latest(train_all, rd.TRAIN_KEY)
+    tabled, other = rd.select_cells(train_all)
     bench, n_bench_dup = rd.bench_frame(records)
-    report.n_train = len(train_all)
-    report.n_bench = sum(1 for r in records if r["kind"] == "bench")
-
-    lines = [
-        "# srigl-bench report",
-        "",
-        "Generated by `python -m suite.report` from the result records in "
-        f"`{runs_dir}` on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        "Do not edit: regenerate it (see the last section).",
-        "",
-        f"Records: {report.n_train} train ({n_dup} duplicate seed runs superseded by a later "
-        f"run), {report.n_bench} bench ({n_bench_dup} superseded measurements).",
-    ]
-    if invalid:
-        lines += ["", f"> **WARNING: {len(invalid)} invalid record file(s) were left out:**"]
-        lines += [f"> - `{e.path}`: {e.error}" for e in invalid]
-
-    # ---------------------------------------------------------------- headline
-    summary = rd.accuracy_summary(train)
-    _section(lines, "Headline")
-    headline = rd.headline_accuracy(summary)
-    if headline.empty:
-        lines.append("No train records.")
-    else:
-        lines += [
-            "Top-1 test accuracy (%), mean ± std over seeds (n): SRigL vs RigL vs dense.",
-            "",
-        ]
-        _table(lines, headline)
-    speed = rd.headline_speed(bench) if not bench.empty else pd.DataFrame()
-    if speed.empty:
-        lines.append(f"No bench rows at {rd.HEADLINE_SPARSITY:.0%} sparsity.")
-    else:
-        lines += ["Fastest condensed backend per layer shape and batch size (speed-up, x):", ""]
-        _table(lines, speed)
-
-    # ---------------------------------------------------------------- accuracy
-    _section(lines, "Accuracy vs sparsity")
-    reference = rd.load_reference("accuracy.csv")
-    _write_csv(summary, table_dir / "accuracy_summary.csv", report.tables)
-    if summary.empty:
-        lines.append("No train records.")
-    else:
-        lines.append(
-            "Top-1 test accuracy (%) as mean ± std over seeds (sample std, ddof=1; n = seeds; "
-            "each seed counted once, the latest run wins). Dense is trained once per seed and "
-            "is the 0% column. Rows `paper: ...` are the SRigL paper's figures for the same "
-            "experiment where there are any."
-        )
-        for exp in summary["experiment"].drop_duplicates():
-            _section(lines, str(exp), 3)
-            _table(lines, rd.accuracy_table(summary, exp, reference))
-        path = figures.accuracy_vs_sparsity(train, fig_dir / "accuracy_vs_sparsity.png")
-        if path:
-            report.figures.append(path)
-            lines += [f"![accuracy vs sparsity]({path.relative_to(out_dir).as_posix()})", ""]
-
-    _section(lines, "Reference figures (paper)", 3)
-    lines.append(
-        "From `suite/report/reference/accuracy.csv`: top-1 (%) of the reference runs on CIFAR-10 and "
-        "ImageNet (other data sets than the embedded digits default)."
-    )
-    lines.append("")
-    _table(lines, rd.reference_table(reference))
-
-    # ---------------------------------------------------------------- ablation
-    _section(lines, "Does neuron ablation help?")
-    abl = rd.ablation_table(train)
-    _write_csv(abl, table_dir / "ablation.csv", report.tables)
-    if abl.empty:
-        lines.append(
-            f"No pair of {rd.ABLATION_PAIR[0]} and {rd.ABLATION_PAIR[1]} runs at sparsity >= "
-            f"{rd.ABLATION_MIN_SPARSITY:.0%}."
-        )
-    else:
-        lines.append(
-            f"`{rd.ABLATION_PAIR[0]}` vs `{rd.ABLATION_PAIR[1]}` at sparsity >= "
-            f"{rd.ABLATION_MIN_SPARSITY:.0%}. Difference = per-seed difference of top-1 "
-            "(with - without ablation) over the seeds both have, mean ± std; verdict: the mean "
-            "difference beyond twice its standard error."
-        )
-        lines.append("")
-        _table(lines, abl.drop(columns=["diff_mean", "diff_std"]))
-    curves = rd.ablation_curves(records, train)
-    _write_csv(curves, table_dir / "ablation_curves.csv", report.tables)
-    path = figures.ablation_over_training(curves, fig_dir / "ablation_over_training.png")
-    if path:
-        report.figures.append(path)
-        lines += [
-            "Ablated neurons (all layers) at each topology update, mean and std over seeds:",
-            "",
-            f"![ablated neurons over training]({path.relative_to(out_dir).as_posix()})",
-            "",
-        ]
-    else:
-        lines.append("No ablation curves in the train records.")
-
-    # ---------------------------------------------------------------- size
-    _section(lines, "Parameters, FLOPs and model size")
-    sizes = rd.size_table(records, train)
-    _write_csv(sizes, table_dir / "size.csv", report.tables)
-    if sizes.empty:
-        lines.append("No train records.")
-    else:
-        lines.append(
-            "Means over seeds. `params nonzero` / `flops sparse`: the masked model; "
-            "`condensed`: the constant fan-in condensed model (values + indices, ablated "
-            "neurons removed); FLOPs of one inference sample in millions; sizes in kB."
-        )
-        lines.append("")
-        _table(lines, sizes, float_format="{:,.1f}", formats=_size_formats(sizes))
-
-    # ---------------------------------------------------------------- backends
-    _section(lines, "Condensed backends: speed-up")
-    if bench.empty:
-        lines.append("No bench records (run `python -m suite.bench profile=quick`).")
-    else:
-        _write_csv(bench.drop(columns=["created"]), table_dir / "bench_rows.csv", report.tables)
-        lines.append(
-            "Speed-up = time of the dense `F.linear` (measured in the same run, next to the "
-            "backend) / time of the backend, medians of the timer's runs; > 1 is faster than "
-            "dense. `dense (us)`: the dense time (median over the backends' baselines). "
-            "Shapes are in_features->out_features; `kernel` mode times the transposed "
-            "[in, batch] layout where a backend has one, `end_to_end` times `layer(x)`."
-        )
-        _section(lines, "vs dense", 3)
-        _table(
-            lines,
-            rd.speedup_table(bench, "speedup_vs_dense").drop(columns=[rd.DENSE], errors="ignore"),
-        )
-        _section(lines, "vs CSR", 3)
-        if bench["speedup_vs_csr"].notna().any():
-            _table(lines, rd.speedup_table(bench, "speedup_vs_csr"))
-        else:
-            lines.append("No CSR timings in the bench records.")
-        for make, name, title in (
-            (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
-            (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),
-        ):
-            path = make(bench, fig_dir / name)
-            if path:
-                report.figures.append(path)
-                lines += [f"![{title}]({path.relative_to(out_dir).as_posix()})", ""]
-    _section(lines, "Layer timing next to the paper's (ViT-B/16 MLP 3072->768, batch 1)", 3)
-    lines.append(
-        "Paper: reference notebooks, fp32, 4 threads, CPU model not recorded "
-        "(`suite/report/reference/layer_timing.csv`); paper headline at 90%: CPU batch 1 3.4x vs "
-        "dense and 2.5x vs CSR, GPU batch 256 1.7x vs dense and 13.0x vs CSR. Ours: "
-        "`layer(x)` (end_to_end mode) on this machine's CPU."
-    )
-    lines.append("")
-    _table(lines, rd.layer_timing_comparison(bench, rd.load_reference("layer_timing.csv")))
-    whole = rd.whole_model_frame(records)
-    _section(lines, "Whole model", 3)
-    if whole.empty:
-        lines.append("No whole-model measurements in the bench records.")
-    else:
-        _write_csv(whole, table_dir / "whole_model.csv", report.tables)
-        _table(lines, rd.whole_model_display(whole))
-    skipped = rd.skipped_frame(records)
-    if not skipped.empty:
-        _section(lines, "Not measured", 3)
-        _table(lines, skipped)
-
-    # ---------------------------------------------------------------- provenance
-    _section(lines, "Machine, versions and commits")
-    if not records:
-        lines.append("No records.")
-    else:
-        for title, frame in (
-            ("Machine", rd.machine_table(records)),
-            ("Library versions", rd.versions_table(records)),
-            ("Git commits", rd.git_table(records)),
-        ):
-            lines += [f"**{title}**", ""]
-            _table(lines, frame)
-
-    _section(lines, "Regenerate")
-    lines += ["```sh"] + list(commands) + ["```", ""]
+    summary = rd.accuracy_summary(tabled)
+    n_bench = sum(1 for r in records if r["kind"] == "bench")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    report.path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return report
+    tmp = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out_dir))
+    try:
+        out = _Outputs(tmp)
+        context = {
+            "header": header_section(
+                runs_dir, len(train_all), tabled, other, n_bench, n_bench_dup, invalid
+            ),
+            "headline": headline_section(summary, bench),
+            "accuracy": accuracy_section(summary, tabled, out),
+            "ablation": ablation_section(records, tabled, out),
+            "size": size_section(records, tabled, out),
+            "backends": backends_section(records, bench, out),
+            "whole_model": whole_model_section(records, out),
+            "other": other_section(records, tabled, other, out),
+            "provenance": provenance_section(records),
+            "commands": list(commands),
+        }
+        (tmp / REPORT_NAME).write_text(render("report.md.j2", **context), encoding="utf-8")
+        out.written.append(REPORT_NAME)
+        _swap_in(tmp, out_dir, out.written)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Report(
+        path=out_dir / REPORT_NAME,
+        figures=[out_dir / r for r in out.written if r.startswith("figures/")],
+        tables=[out_dir / r for r in out.written if r.startswith("tables/")],
+        n_train=len(train_all),
+        n_other=len(other),
+        n_bench=n_bench,
+        invalid=list(invalid),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m suite.report [--runs DIR] [--out DIR] [--allow-invalid]``."""
+    """Command line: ``python -m suite.report [--runs DIR] [--out DIR] [--allow-invalid]``.
+
+    Exit status: 0 written, 2 nothing written (missing/empty store, invalid files).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m suite.report", description=__doc__.split("\n")[0]
     )
@@ -330,17 +390,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allow-invalid",
         action="store_true",
-        help="list invalid record files in the report instead of failing",
+        help="leave invalid record files out with a warning instead of failing",
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = build_report(args.runs, args.out, allow_invalid=args.allow_invalid)
-    except InvalidStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ReportError, InvalidStoreError) as exc:
+        log.error(f"{exc} (the previous report, figures and tables are unchanged)")
         return 2
-    print(
-        f"wrote {report.path} ({report.n_train} train, {report.n_bench} bench records; "
-        f"{len(report.figures)} figures)"
+    log.info(
+        f"wrote {report.path} ({report.n_train} train records, {report.n_other} of other "
+        f"settings; {report.n_bench} bench; {len(report.figures)} figures)"
     )
     return 0
 

@@ -7,7 +7,9 @@ Conventions:
 
 - A train run's *method* is ``config.trainer.label``; a ``dense`` run is the reference of its
   experiment whatever sparsity its config carries, so its sparsity is set to 0.
-- Duplicates of a seed (same experiment, method, sparsity and seed) are counted once: the
+- A cell is the set of seeds of one experiment-defining config (``cell_id``: the run id
+  without the seed, see :func:`suite.results.cell_id`); records of other settings never join or
+  replace it (:func:`select_cells`). A seed run twice with the same config counts once: the
   record created last wins.
 - Standard deviations are sample standard deviations (ddof=1) over seeds; with one seed the
   std is missing (NaN), never 0.
@@ -105,8 +107,12 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
     Columns: ``record`` (position in ``records``), run_id, created (UTC timestamp),
     experiment, method, sparsity (float, 0 for dense), seed, dataset, model, top1, top5,
-    step_time_s, git_commit.
+    step_time_s, git_commit, cell_id, settings_id (:mod:`suite.results`), file (the record's
+    file name in its store).
     """
+    from suite.results import ResultStore, cell_id, settings_id
+
+    names = ResultStore(".")
     rows = []
     for i, rec in enumerate(records):
         if rec.get("kind") != "train":
@@ -129,6 +135,9 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "top5": met.get("top5_accuracy"),
                 "step_time_s": met.get("step_time_s"),
                 "git_commit": get_path(rec, "git.commit"),
+                "cell_id": cell_id(cfg),
+                "settings_id": settings_id(cfg),
+                "file": names.path_for(rec).name,
             }
         )
     columns = [
@@ -145,6 +154,9 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "top5",
         "step_time_s",
         "git_commit",
+        "cell_id",
+        "settings_id",
+        "file",
     ]
     frame = pd.DataFrame(rows, columns=columns)
     frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
@@ -425,6 +437,101 @@ def ablation_curves(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -
         rows,
         columns=["experiment", "method", "sparsity", "seed", "ablating", "step", "n_ablated"],
     )
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def select_cells(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split :func:`train_frame` rows into ``(tabled, other)``; a cell never mixes settings.
+
+    A cell is the set of seeds of one experiment-defining config (``cell_id``: the run id
+    without the seed). Per experiment, the tables show one set of settings (``settings_id``:
+    epochs, batch size, optimizer...; the one with the most records, ties to the newest); within
+    it, per (method, sparsity), the cell with the most seeds (ties to the newest). Every other
+    row is ``other``: reported separately, it never replaces or joins a tabled cell. A seed run
+    twice with the same config (same cell) counts once, the newest record wins.
+
+    Returns:
+        ``(tabled, other)``, both with the columns of :func:`train_frame`.
+    """
+    if train.empty:
+        return train, train.iloc[0:0]
+    train, _ = dedupe_latest(train, ("cell_id", "seed"))
+    keep: set[Any] = set()
+    for _, exp in train.groupby("experiment", dropna=False, sort=False):
+        settings = exp.groupby("settings_id")["created"].agg(["size", "max"])
+        best = settings.sort_values(["size", "max"], ascending=False).index[0]
+        same = exp[exp["settings_id"] == best]
+        for _, group in same.groupby(["method", "sparsity"], dropna=False, sort=False):
+            cells = group.groupby("cell_id")["created"].agg(["size", "max"])
+            keep.add(cells.sort_values(["size", "max"], ascending=False).index[0])
+    tabled = train["cell_id"].isin(keep)
+    return train[tabled], train[~tabled]
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_difference(config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """``"training.epochs=1 (10); lr=0.1 (0.05)"``: keys of ``config`` that differ from
+    ``reference`` (the reference's value in brackets, ``-`` where it has none)."""
+    a, b = flatten(config), flatten(reference)
+    parts = [
+        f"{k}={a.get(k, '-')} ({b.get(k, '-')})"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, _NONE) != b.get(k, _NONE)
+    ]
+    return "; ".join(parts) or "(none)"
+
+
+_NONE = object()
+
+
+def other_settings_table(
+    records: Sequence[Mapping[str, Any]], tabled: pd.DataFrame, other: pd.DataFrame
+) -> pd.DataFrame:
+    """The ``other`` cells of :func:`select_cells`, one row per cell: experiment, method,
+    sparsity, top-1 (mean ± std (n)), what differs from the tables (vs the tabled cell of the
+    same experiment, method and sparsity, else any tabled cell of the experiment) and files."""
+    from suite.results import cell_config
+
+    cols = ["experiment", "method", "sparsity", "top-1", "differs from the tables", "files"]
+    rows = []
+    for _, grp in other.groupby("cell_id", sort=False):
+        first = grp.iloc[0]
+        same = tabled[
+            (tabled["experiment"] == first["experiment"])
+            & (tabled["method"] == first["method"])
+            & (tabled["sparsity"] == first["sparsity"])
+        ]
+        ref_rows = same if len(same) else tabled[tabled["experiment"] == first["experiment"]]
+        mine = cell_config(records[int(first["record"])]["config"])
+        diff = (
+            config_difference(mine, cell_config(records[int(ref_rows.iloc[0]["record"])]["config"]))
+            if len(ref_rows)
+            else "(no tabled cell of this experiment)"
+        )
+        rows.append(
+            {
+                "experiment": first["experiment"],
+                "method": first["method"],
+                "sparsity": sparsity_label(first["sparsity"]),
+                "top-1": format_mean_std(grp["top1"].mean(), grp["top1"].std(), len(grp)),
+                "differs from the tables": diff,
+                "files": ", ".join(sorted(grp["file"])),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
 
 
 # --------------------------------------------------------------------------- bench records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pandas as pd
@@ -20,8 +21,9 @@ from report_fixtures import (
 )
 
 from suite import report
+from suite.report import app as report_app
 from suite.report.frames import load_reference
-from suite.report.mdtable import markdown_table
+from suite.report.render import markdown_table
 from suite.results import make_record
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,33 +44,49 @@ def _section(text: str, title: str) -> str:
     return rest[: min(ends)] if ends else rest
 
 
-def _row(section: str, first_cell: str) -> list[str]:
+def _rows(section: str) -> list[list[str]]:
+    """The cells of every table row of ``section`` (pipes escaped as ``\\|`` stay in cells)."""
+    rows = []
     for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells and cells[0] == first_cell:
+        if not line.startswith("|") or re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", line.strip()):
+            continue  # not a table row, or the rule under the header
+        rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def _row(section: str, *first_cells: str) -> list[str]:
+    for cells in _rows(section):
+        if cells[: len(first_cells)] == list(first_cells):
             return cells
-    raise AssertionError(f"no table row starting with {first_cell!r} in:\n{section}")
+    raise AssertionError(f"no table row starting with {first_cells!r} in:\n{section}")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A store with a train grid (plus a re-run of one seed) and a bench record, reported."""
+    """A store with a train grid, a re-run of one seed, a smoke run of other settings and a
+    bench record, reported."""
     root = tmp_path_factory.mktemp("report")
     records = make_train_records()
-    rerun = make_record(
+    rerun = make_record(  # the same config as the grid's seed 1, run again later
         "train",
-        train_config("digits_mlp", "srigl", 0.99, 1, note="rerun"),
+        train_config("digits_mlp", "srigl", 0.99, 1),
         train_metrics(12.5, "srigl"),
         run_id="rerun-of-seed-1",
     )
     rerun["created"] = "2026-11-27T02:00:00+00:00"  # later than the grid: it wins
     stale = make_record(
         "train",
-        train_config("digits_mlp", "rigl", 0.9, 0, note="older"),
+        train_config("digits_mlp", "rigl", 0.9, 0),
         train_metrics(1.0, "rigl"),
         run_id="stale-run-of-seed-0",
     )
     stale["created"] = "2026-11-26T00:00:00+00:00"  # earlier than the grid: it loses
+    smoke = make_record(  # other settings (1 epoch), newest of all: it must not touch the cell
+        "train",
+        train_config("digits_mlp", "srigl", 0.9, 0, training={"epochs": 1}),
+        train_metrics(3.25, "srigl"),
+    )
+    smoke["created"] = "2026-11-28T00:00:00+00:00"
     dense_again = make_record(
         "train",
         train_config("digits_cnn", "dense", 0.99, 2),  # dense at another sparsity, same seed
@@ -76,11 +94,12 @@ def built(tmp_path_factory):
     )
     dense_again["created"] = "2026-11-26T00:00:00+00:00"
     bench = make_bench_record()
-    write_store(root / "runs", records + [rerun, stale, dense_again, bench])
+    write_store(root / "runs", records + [rerun, stale, smoke, dense_again, bench])
     rep = report.build_report(root / "runs", root / "out", commands=["make reproduce PROFILE=x"])
     return {
         "records": records,
         "rerun": rerun,
+        "smoke": smoke,
         "bench": bench,
         "report": rep,
         "text": rep.path.read_text(encoding="utf-8"),
@@ -121,16 +140,14 @@ def test_the_headline_compares_srigl_rigl_and_dense_at_every_sparsity(built):
     rerun = {1: built["rerun"]["metrics"]["top1_accuracy"]}
     for exp in EXPERIMENTS:
         for sp in SPARSITIES:
-            row = next(
-                line for line in section.splitlines() if line.startswith(f"| {exp} | {sp:.0%} |")
-            )
+            row = _row(section, exp, f"{sp:.0%}")
             replace = rerun if (exp, sp) == ("digits_mlp", 0.99) else None
             assert _fmt(_accuracies(records, exp, "dense", None)) in row
             assert _fmt(_accuracies(records, exp, "rigl", sp)) in row
             assert _fmt(_accuracies(records, exp, "srigl", sp, replace)) in row
     # the fastest backend at 90%, batch 1 of the synthetic bench: fused, 4x vs dense, 2x vs csr
-    fastest = next(line for line in section.splitlines() if "| fused |" in line)
-    assert "| 4.00 | 2.00 |" in fastest
+    fastest = next(r for r in _rows(section) if "fused" in r and "1" in r)
+    assert fastest[-2:] == ["4.00", "2.00"]
 
 
 def test_a_rerun_seed_is_counted_once_and_the_latest_run_wins(built):
@@ -139,7 +156,20 @@ def test_a_rerun_seed_is_counted_once_and_the_latest_run_wins(built):
     assert f"(n={len(SEEDS)})" in srigl and f"(n={len(SEEDS) + 1})" not in srigl
     rigl = " ".join(_row(section, "rigl"))  # the older stale run of seed 0 is ignored
     assert _fmt(_accuracies(built["records"], "digits_mlp", "rigl", 0.9)) in rigl
-    assert "3 duplicate seed runs superseded" in built["text"]  # rerun, stale, dense
+
+
+def test_a_run_with_other_settings_never_replaces_a_cell_and_is_listed_with_its_file(built):
+    # the issue's case: one newer smoke run (1 epoch, n=1) must not replace a published cell
+    section = _section(built["text"], "### digits_mlp")
+    srigl = _row(section, "srigl")
+    expected = _fmt(_accuracies(built["records"], "digits_mlp", "srigl", 0.9))
+    assert expected in srigl and "3.25" not in " ".join(srigl)
+    other = _section(built["text"], "## Other settings")
+    row = _row(other, "digits_mlp", "srigl", "90%")
+    assert row[3] == "3.25 (n=1)"
+    assert "training.epochs=1 (-)" in row[4]
+    assert f"train-{built['smoke']['run_id']}.json" in row[5]
+    assert "1 of other settings" in built["text"]
 
 
 def test_dense_is_one_reference_per_seed_whatever_sparsity_its_config_carries(built):
@@ -157,13 +187,9 @@ def test_ablation_table_gives_the_per_seed_difference_with_its_std(built):
         with_abl = _accuracies(records, exp, "srigl", 0.99, replace)
         without = _accuracies(records, exp, "srigl_no_ablation", 0.99)
         diffs = [a - b for a, b in zip(with_abl, without)]
-        row = next(
-            r
-            for r in (line for line in section.splitlines() if line.startswith(f"| {exp} "))
-            if "| 99% |" in r
-        )
+        row = _row(section, exp, "99%")
         assert _fmt(with_abl) in row and _fmt(without) in row and _fmt(diffs) in row
-        assert "| 90% |" not in section  # only 95-99% answer this question
+        assert not any("90%" in r for r in _rows(section))  # only 95-99% answer this question
 
 
 def test_speedups_vs_dense_and_vs_csr_come_from_the_bench_rows(built):
@@ -180,10 +206,10 @@ def test_speedups_vs_dense_and_vs_csr_come_from_the_bench_rows(built):
             if r["backend"] == "csr"
             and (r["sparsity"], r["batch"]) == (row["sparsity"], row["batch"])
         )
-        prefix = f"| cpu | kernel | 3072->768 | float32 | 2 | {row['batch']} | "
-        prefix += f"{row['sparsity'] * 100:g}% |"
-        line_d = next(line for line in vs_dense.splitlines() if line.startswith(prefix))
-        line_c = next(line for line in vs_csr.splitlines() if line.startswith(prefix))
+        prefix = ("cpu", "kernel", "3072->768", "float32", "2", str(row["batch"]))
+        prefix += (f"{row['sparsity'] * 100:g}%",)
+        line_d = _row(vs_dense, *prefix)
+        line_c = _row(vs_csr, *prefix)
         assert f"{row['dense_median_s'] / row['median_s']:.2f}" in line_d
         assert f"{csr['median_s'] / row['median_s']:.2f}" in line_c
 
@@ -250,48 +276,89 @@ def test_reference_tables_hold_every_paper_figure(built):
         assert f"{r.time_us:.2f}" in timing
 
 
-def test_an_invalid_record_file_fails_the_report_naming_the_file(tmp_path):
+def _previous_report(out):
+    """A report from an earlier run in ``out``: its files' bytes by relative path."""
+    write_store(out.parent / "prev_runs", make_train_records()[:40] + [make_bench_record()])
+    report.build_report(out.parent / "prev_runs", out)
+    foreign = out / "tables" / "notes.csv"  # not the report's: never touched
+    foreign.write_text("mine")
+    return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def _unchanged(out, before) -> bool:
+    now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    return now == before
+
+
+def test_an_invalid_record_file_fails_the_report_naming_it_and_nothing_changes(tmp_path):
+    before = _previous_report(tmp_path / "out")
     write_store(tmp_path / "runs", make_train_records()[:3])
     bad = tmp_path / "runs" / "train-broken.json"
     bad.write_text('{"kind": "train"')
     with pytest.raises(report.InvalidStoreError, match="train-broken.json"):
         report.build_report(tmp_path / "runs", tmp_path / "out")
-    assert not (tmp_path / "out" / "REPORT.md").exists()
+    assert _unchanged(tmp_path / "out", before)
 
 
-def test_cli_exits_non_zero_on_invalid_files_or_lists_them_loudly_when_allowed(tmp_path, capsys):
+def test_a_failure_while_building_leaves_the_previous_report_figures_and_tables(
+    tmp_path, monkeypatch
+):
+    before = _previous_report(tmp_path / "out")
+    write_store(tmp_path / "runs", make_train_records(rng_seed=1))
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report_app.figures, "ablation_over_training", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        report.build_report(tmp_path / "runs", tmp_path / "out")
+    assert _unchanged(tmp_path / "out", before)  # no temporary folder left behind either
+
+
+@pytest.mark.parametrize("runs", ["missing", "empty"])
+def test_a_missing_or_empty_runs_folder_is_an_error_and_nothing_changes(tmp_path, runs, caplog):
+    before = _previous_report(tmp_path / "out")
+    if runs == "empty":
+        (tmp_path / runs).mkdir()
+    with pytest.raises(report.ReportError, match=runs):
+        report.build_report(tmp_path / runs, tmp_path / "out")
+    assert report.main(["--runs", str(tmp_path / runs), "--out", str(tmp_path / "out")]) == 2
+    assert str(tmp_path / runs) in caplog.text
+    assert _unchanged(tmp_path / "out", before)
+
+
+def test_cli_exits_non_zero_on_invalid_files_or_warns_naming_them_when_allowed(tmp_path, caplog):
     write_store(tmp_path / "runs", make_train_records()[:3])
     (tmp_path / "runs" / "train-broken.json").write_text("[]")
     args = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert report.main(args) == 2
-    assert "train-broken.json" in capsys.readouterr().err
+    assert "train-broken.json" in caplog.text
+    assert not (tmp_path / "out" / "REPORT.md").exists()
+    caplog.clear()
     assert report.main(args + ["--allow-invalid"]) == 0
     text = (tmp_path / "out" / "REPORT.md").read_text()
     assert "WARNING: 1 invalid record file" in text and "train-broken.json" in text
-    assert "train-broken.json" in capsys.readouterr().err
+    assert "train-broken.json" in caplog.text and "WARNING" in caplog.text
 
 
-def test_an_empty_store_gives_a_report_whose_sections_say_there_is_no_data(tmp_path):
+def test_without_bench_records_the_reports_own_stale_figures_go_and_others_stay(tmp_path):
     stale = tmp_path / "out" / "figures" / "speedup_vs_batch.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(PNG_MAGIC)
     foreign = stale.parent / "asv_history.png"  # written by `make asv-publish`, not the report
     foreign.write_bytes(PNG_MAGIC)
+    write_store(tmp_path / "runs", make_train_records()[:3])
     rep = report.build_report(tmp_path / "runs", tmp_path / "out")
     assert not stale.exists()  # no bench records: last time's figure is gone
     assert foreign.exists()
     text = rep.path.read_text()
-    assert "No train records." in text
     assert "No bench records" in text
-    assert "No ablation curves" in text
-    assert rep.figures == []
+    assert {p.name for p in rep.figures} <= {"accuracy_vs_sparsity.png"}
 
 
 def test_markdown_table_escapes_pipes_and_shows_missing_values_as_dash():
     frame = pd.DataFrame({"a": ["x|y", None], "b": [1.23456, math.nan]})
-    assert markdown_table(frame).splitlines() == [
-        "| a | b |",
-        "|---|---|",
-        "| x\\|y | 1.23 |",
-        "| - | - |",
-    ]
+    text = markdown_table(frame)
+    assert _rows(text) == [["a", "b"], ["x\\|y", "1.23"], ["-", "-"]]
+    assert text.splitlines()[1].replace(" ", "").startswith("|:-")  # a pipe table's rule
+    assert markdown_table(frame.iloc[0:0]) == "(empty)"
