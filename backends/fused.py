@@ -1,12 +1,27 @@
-"""``fused``: hand-written condensed kernels, a numba kernel on CPU and a Triton kernel on CUDA.
+"""``fused``: hand-written condensed kernels: a C++ operator on CPU (``srigl::fused_linear``,
+variants chosen by measurement), the numba kernel where no C++ compiler exists, and the Triton
+kernel on CUDA.
 
 Inference only (no autograd). Besides ``forward(x)`` for x [..., in], ``forward_transposed(xt)``
 takes activations laid out as [in, batch] and returns [out, batch], so a model can keep its
 activations transposed between layers and skip the transposes (CPU).
+
+CPU kernel (``backends/kernels``): the layer is packed once when it is built or loaded (and
+again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, int16 indices
+(int32 from 32768 inputs), and a permute pack for small batches. Which micro-kernel runs for a
+batch (gather rows, permute pack, tiled; serial or OpenMP; AVX-512, AVX2 or generic) is read
+from the layer's variant table, which the autotuner (:mod:`backends.kernels.tuner`) fills on the
+first call of each batch bucket and thread count (or ahead of time: :func:`backends.tune`).
+``layer.variant_for(batch)`` names the variant that runs.
+
+Non-finite inputs: a column a neuron keeps propagates inf/NaN into that neuron's output as
+``F.linear`` does; a column it does not keep never reaches it (masked dense ``F.linear`` gives
+NaN there, since 0 * inf = NaN; the condensed layers give the finite sum of the kept terms).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import torch
@@ -16,53 +31,154 @@ from backends.base import BadInputError
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
+from backends.kernels import ops, tuner
+from backends.kernels.build import KernelUnavailableError
+
+log = logging.getLogger(__name__)
+_OPS: dict = {}  # "linear": torch.ops.srigl.fused_linear.default (no overload lookup per call)
+
+
+def cpp_available() -> tuple[bool, str]:
+    """Whether the C++ CPU kernel loads here (building it on first call): ``(ok, why)``."""
+    return ops.available()
 
 
 @BACKENDS.register("fused")
 class FusedLinear(CondensedLinear):
-    """numba kernel on CPU (float32: numba has no bfloat16 and no fast float16), Triton kernel
-    on CUDA (float32, bfloat16, float16); int16 indices when in_features < 32768."""
+    """C++ (or, without a compiler, numba) kernel on CPU, float32; Triton kernel on CUDA
+    (float32, bfloat16, float16); int16 indices when in_features < 32768."""
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
 
     @classmethod
     def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
+        """CUDA: Triton. CPU: the C++ kernel, else numba; ``(True, why)`` names a missing C++
+        kernel even when numba serves."""
         ok, why = super().available(device)
         if not ok:
             return ok, why
         if torch.device(device).type == "cuda":
             return triton_available(device)
-        return numba_available()
+        ok, why = cpp_available()
+        if ok:
+            return True, ""
+        nb_ok, nb_why = numba_available()
+        if nb_ok:
+            return True, f"C++ kernel unavailable ({why}); the numba kernel serves"
+        return False, f"C++ kernel unavailable ({why}) and {nb_why}"
 
     @classmethod
     def supports(cls, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:
         ok, why = super().supports(device, dtype)
         if ok and torch.device(device).type == "cpu" and dtype != torch.float32:
-            return False, f"the numba CPU kernel computes float32 only, not {dtype}"
+            return False, f"the CPU kernels compute float32 only, not {dtype}"
         return ok, why
+
+    # ------------------------------------------------------------------ derived state
+    @property
+    def perm_geometry(self) -> tuple[int, int]:
+        """(lanes, block) of the permute pack; (0, 0): none."""
+        return self._geometry
+
+    def _pack(self, geometry: tuple[int, int]) -> torch.Tensor:
+        lanes, block = geometry
+        return ops.load().fused_pack(
+            self.values, self.indices, self.active, self.bias, self.in_features, lanes, block
+        )
 
     def _after_load(self) -> None:
         super()._after_load()
         kidx = self.indices.to(kernel_index_dtype(self.in_features)).contiguous()
         self.register_buffer("kernel_indices", kidx, persistent=False)
         self._numba = None
+        self._cpp = False
+        self._tuned: set[tuple[int, int]] = set()
+        self.__dict__.setdefault("_perm_locked", False)
+        blob = torch.empty(0, dtype=torch.uint8)
+        table = torch.full((ops.THREAD_SLOTS, ops.BUCKETS), -1, dtype=torch.int32)
         if self.device.type == "cpu" and self.dtype == torch.float32:
-            self._numba = NumbaCondensed(
-                self.values, self.kernel_indices, self.active, self.bias, self._all_active
-            )
+            try:
+                o = ops.load()
+                if "_geometry" not in self.__dict__:
+                    geos = ops.perm_geometries(int(o.fused_isa()))
+                    self._geometry = geos[0] if geos else (0, 0)
+                blob = self._pack(self._geometry)
+                _OPS.setdefault("linear", o.fused_linear.default)
+                self._cpp = True
+            except KernelUnavailableError:
+                self._numba = NumbaCondensed(
+                    self.values, self.kernel_indices, self.active, self.bias, self._all_active
+                )
+        self.__dict__.setdefault("_geometry", (0, 0))
+        self.register_buffer("kernel_blob", blob, persistent=False)
+        self.register_buffer("variant_table", table, persistent=False)
+        self._blob, self._table = blob, table  # the same tensors, for the eager hot path
 
-    def _cpu_kernel(self) -> NumbaCondensed:
-        if self._numba is None:
-            raise BadInputError(
-                f"layer {self.layer_name!r}: the numba CPU kernel computes float32 only, "
-                f"this layer holds {self.dtype}"
-            )
-        return self._numba
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in ("_blob", "_table"):
+            state.pop(name, None)
+        return state
+
+    def _install(self, threads: int, bucket: int, code: int, geometry: tuple[int, int]) -> None:
+        """Set the variant for (threads, bucket); a permute variant may bring its pack geometry
+        (adopted once per layer, at the first tuned permute batch)."""
+        if code // 100 % 10 == 1 and geometry and tuple(geometry) != self._geometry:
+            if not self._perm_locked:
+                self._geometry = (int(geometry[0]), int(geometry[1]))
+                self.kernel_blob = self._blob = self._pack(self._geometry)
+        if code // 100 % 10 == 1:
+            self._perm_locked = True
+        if not ops.load().fused_runs_here(self.kernel_blob, code):
+            raise ValueError(f"variant {code} does not run here")
+        self.variant_table[tuner.thread_slot(threads), bucket] = code
+        self._tuned.add((threads, bucket))
+
+    def variant_for(self, batch: int, threads: int | None = None) -> str:
+        """The kernel variant that runs for ``batch`` rows on ``threads`` threads (default:
+        torch's), e.g. ``avx2/perm8x16/par``, ``avx512/tiled64/par``, ``numba/rows``."""
+        threads = threads or torch.get_num_threads()
+        if self.device.type == "cuda":
+            return "triton"
+        if not self._cpp:
+            return "numba/" + self._numba.kernel_for(batch) if self._numba else "none"
+        if tuner.enabled() and (threads, tuner.bucket_of(batch)) not in self._tuned:
+            tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
+        code = int(ops.load().fused_resolve(self.kernel_blob, self.variant_table, batch, threads))
+        return ops.variant_name(code, self._geometry[1], self._geometry[0])
+
+    def tune(self, batches=(1, 197, 256), threads: int | None = None, force: bool = False):
+        """Tune (or read from the cache) the variants for ``batches``; {batch: variant}."""
+        if not self._cpp:
+            return {int(b): self.variant_for(int(b)) for b in batches}
+        return tuner.tune_layer(self, batches, threads, force=force)
+
+    # ------------------------------------------------------------------ forward
+    def _cpu_ready(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """Detach x; on the first call of a (threads, batch bucket), install its variant."""
+        if x.requires_grad:
+            x = x.detach()
+        if tuner.enabled():
+            threads = torch.get_num_threads()
+            if (threads, tuner.bucket_of(rows)) not in self._tuned:
+                tuner.tune_layer(self, [max(rows, 1)], threads)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype."""
-        if x.dim() == 2 and self._numba is not None:  # the hot path, checks inlined
+        if self._cpp and x.dtype == torch.float32 and x.is_cpu:
+            if x.dim() == 0 or x.shape[-1] != self.in_features:
+                self.check_input(x)
+            if torch.compiler.is_compiling():  # buffers: what compile and export trace
+                return torch.ops.srigl.fused_linear(
+                    x.detach(), self.kernel_blob, self.variant_table, self.out_features, False
+                )
+            rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
+            x = self._cpu_ready(x, rows)
+            # eager hot path: plain references to the buffers, the op overload itself
+            return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
+        if x.dim() == 2 and self._numba is not None:  # numba fallback, checks inlined
             if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:
                 self.check_input(x)
             return self._numba.linear(x)
@@ -73,10 +189,23 @@ class FusedLinear(CondensedLinear):
             return triton_linear(
                 x, self.values, self.kernel_indices, self.active, self.bias, self._all_active
             )
+        if self._cpp:
+            x = self._cpu_ready(x, x.shape[0])
+            return torch.ops.srigl.fused_linear(
+                x, self.kernel_blob, self.variant_table, self.out_features, False
+            )
         return self._cpu_kernel().linear(x)
 
+    def _cpu_kernel(self) -> NumbaCondensed:
+        if self._numba is None:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: the CPU kernels compute float32 only, "
+                f"this layer holds {self.dtype}"
+            )
+        return self._numba
+
     def forward_transposed(self, xt: torch.Tensor) -> torch.Tensor:
-        """The same layer on transposed activations: xt [in, B] -> yT [out, B] (CPU, float32).
+        """The same layer on transposed activations: xt [in, B] -> yT [out, B] (float32 on CPU).
 
         ``layer.forward_transposed(x.T.contiguous()).T == layer(x)``; chaining layers this way
         avoids transposing between them.
@@ -96,4 +225,9 @@ class FusedLinear(CondensedLinear):
                 self.bias,
                 self._all_active,
             ).t()
+        if self._cpp:
+            xt = self._cpu_ready(xt, xt.shape[1])
+            return torch.ops.srigl.fused_linear(
+                xt, self.kernel_blob, self.variant_table, self.out_features, True
+            )
         return self._cpu_kernel().linear_transposed(xt)

@@ -1,4 +1,5 @@
-"""Launchers of the hand-written numba CPU kernels (``backends/_numba_kernels.py``).
+"""Launchers of the hand-written numba CPU kernels (``backends/_numba_kernels.py``): the
+``fused`` backend's CPU kernel where the C++ kernel (``backends/kernels``) cannot be built.
 
 The kernels keep int16 indices when in_features < 32768 (int32 otherwise), read float32, and
 run parallel over output neurons (small batches) or over batch tiles (large batches) with as
@@ -83,6 +84,12 @@ class NumbaCondensed:
         self.macs_per_row = values.numel()
         idx = indices.numpy().view(_UNSIGNED[indices.dtype])  # indices are >= 0: same bits
         self.args = (values.numpy(), idx, active.numpy(), bias.numpy())
+
+    def kernel_for(self, m_rows: int) -> str:
+        """Which numba kernel :meth:`linear` runs for ``m_rows`` rows: rows/ser, rows/par, tiled."""
+        if m_rows > ROWS_KERNEL_MAX_BATCH:
+            return "tiled"
+        return "rows/ser" if m_rows * self.macs_per_row <= SERIAL_MAX_MACS else "rows/par"
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """y [M, out] = condensed linear of x [M, in], float32 (x.contiguous() is used)."""

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 BASE_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unknown-pragmas"]
 BASE_LDFLAGS = ["-fopenmp"]
 _PYMODULE_SOURCE = pathlib.Path(__file__).with_name("csrc") / "pymodule.cpp"
+_HEADER_SUFFIXES = (".h", ".hpp", ".hh", ".cuh", ".inc")
 _LOADED: dict[str, types.ModuleType] = {}
 _LOCK = threading.Lock()
 
@@ -159,9 +160,9 @@ def load_extension(
 
     Args:
         name: a Python identifier, the module name (also ``TORCH_EXTENSION_NAME`` in C++).
-        sources: C++ source files (``.cpp``); headers they include from their own folder are
-            found (that folder is on the include path) but do not enter the cache key unless
-            listed here too -- list them.
+        sources: C++ source files (``.cpp``) and the headers they include (``.h``/``.hpp``:
+            hashed into the cache key, not compiled); each file's folder is on the include
+            path. List your headers, so that editing one rebuilds.
         extra_cflags: flags added to :data:`BASE_CFLAGS` (``-O3 -fopenmp ...``).
 
     Returns:
@@ -218,10 +219,11 @@ def _build(
         # folders holds one build, so keep the plain name (the module-init symbol uses it).
         versioner = getattr(cpp_extension, "JIT_EXTENSION_VERSIONER", None)
         getattr(versioner, "entries", {}).pop(name, None)
+        compiled = [str(s) for s in sources if s.suffix not in _HEADER_SUFFIXES]
         try:
             cpp_extension.load(
                 name=name,
-                sources=[str(s) for s in sources],
+                sources=compiled,
                 extra_cflags=[*BASE_CFLAGS, *flags],
                 extra_ldflags=BASE_LDFLAGS,
                 extra_include_paths=include_dirs,

@@ -1,0 +1,11 @@
+// AVX-512F micro-kernels (chosen at run time where the CPU has them).
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC target("avx512f,avx2,fma,bmi,bmi2,f16c")
+#define SRIGL_ISA_AVX512 1
+#else
+#define SRIGL_ISA_GENERIC 1
+#endif
+#define SRIGL_NS avx512_isa
+#define SRIGL_TABLE kAvx512
+#define SRIGL_TABLE_NAME "avx512"
+#include "fused_impl.h"

@@ -1,0 +1,429 @@
+// The fused-linear micro-kernels, written once and compiled per ISA (included by
+// fused_generic.cpp, fused_avx2.cpp and fused_avx512.cpp with SRIGL_ISA_* set). No standard
+// library templates here (see fused_kernels.h); every function has internal linkage.
+//
+// rows:  one dot product per neuron over its k kept inputs, gathered from x (any batch).
+// perm:  the permute pack: `lanes` neurons at once, one input block in registers, one
+//        in-register permute per step instead of `lanes` gathers (batch 1-8).
+// tiled: x transposed into [in][T] tiles; per neuron NACC vector accumulators over T columns
+//        (T = NACC * vector width); each kept weight adds weight * one tile row (batch >= 16).
+#include <stdint.h>
+#include <string.h>
+
+#include "fused_kernels.h"
+
+#if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
+#include <immintrin.h>
+#endif
+
+namespace srigl {
+namespace SRIGL_NS {
+namespace {
+
+// ---------------------------------------------------------------- vector abstraction
+#if defined(SRIGL_ISA_AVX512)
+constexpr int VL = 16;
+typedef __m512 vf;
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vbcast(float a) { return _mm512_set1_ps(a); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf a) { _mm512_storeu_ps(p, a); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+#elif defined(SRIGL_ISA_AVX2)
+constexpr int VL = 8;
+typedef __m256 vf;
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vbcast(float a) { return _mm256_set1_ps(a); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf a) { _mm256_storeu_ps(p, a); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+#else
+constexpr int VL = 8;
+struct vf {
+  float v[VL];
+};
+inline vf vzero() {
+  vf r;
+  for (int i = 0; i < VL; ++i) r.v[i] = 0.0f;
+  return r;
+}
+inline vf vbcast(float a) {
+  vf r;
+  for (int i = 0; i < VL; ++i) r.v[i] = a;
+  return r;
+}
+inline vf vload(const float* p) {
+  vf r;
+  for (int i = 0; i < VL; ++i) r.v[i] = p[i];
+  return r;
+}
+inline void vstore(float* p, vf a) {
+  for (int i = 0; i < VL; ++i) p[i] = a.v[i];
+}
+inline vf vfma(vf a, vf b, vf c) {
+  vf r;
+  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+  return r;
+}
+inline vf vadd(vf a, vf b) {
+  vf r;
+  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] + b.v[i];
+  return r;
+}
+#endif
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t col_of(const LayerView& L, int64_t j) { return L.all_active ? j : L.active[j]; }
+
+// ---------------------------------------------------------------- rows (gather) kernel
+template <int MR, typename IT>
+void rows_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
+             int64_t j1, float* out, int64_t som, int64_t soj) {
+  const IT* idx_all = static_cast<const IT*>(L.indices);
+  const int64_t k = L.k;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* v = L.values + j * k;
+    const IT* ix = idx_all + j * k;
+    float s0[MR], s1[MR];
+    for (int r = 0; r < MR; ++r) s0[r] = s1[r] = 0.0f;
+    int64_t t = 0;
+    for (; t + 2 <= k; t += 2) {
+      const int64_t a = ix[t], b = ix[t + 1];
+      const float va = v[t], vb = v[t + 1];
+      for (int r = 0; r < MR; ++r) {
+        s0[r] += va * xr[r][a];
+        s1[r] += vb * xr[r][b];
+      }
+    }
+    if (t < k) {
+      const int64_t a = ix[t];
+      for (int r = 0; r < MR; ++r) s0[r] += v[t] * xr[r][a];
+    }
+    const int64_t c = col_of(L, j);
+    const float b = L.bias[c];
+    for (int r = 0; r < MR; ++r) out[(m0 + r) * som + c * soj] = (s0[r] + s1[r]) + b;
+  }
+}
+
+template <typename IT>
+void rows_typed(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+                int64_t j0, int64_t j1, float* out, int64_t som, int64_t soj) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) rows_mr<4, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+  if (m + 2 <= m1) {
+    rows_mr<2, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+    m += 2;
+  }
+  if (m < m1) rows_mr<1, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+}
+
+void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
+          int64_t j1, float* out, int64_t som, int64_t soj) {
+  if (L.idx_bytes == 2)
+    rows_typed<int16_t>(L, x, ldx, m0, m1, j0, j1, out, som, soj);
+  else
+    rows_typed<int32_t>(L, x, ldx, m0, m1, j0, j1, out, som, soj);
+}
+
+// ---------------------------------------------------------------- permute-pack kernels
+// Writes one group's accumulators (lanes floats per row) to the output.
+inline void store_group(const LayerView& L, int64_t g, int64_t m, const float* acc, float* out,
+                        int64_t som, int64_t soj) {
+  const int64_t lanes = L.lanes;
+  const int64_t j0 = g * lanes, je = imin(j0 + lanes, L.n);
+  for (int64_t j = j0; j < je; ++j) {
+    const int64_t c = col_of(L, j);
+    out[m * som + c * soj] = acc[j - j0] + L.bias[c];
+  }
+}
+
+// Portable emulation for any (lanes <= 16, block <= 32): the reference of the pack format.
+template <int MR>
+void perm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+                    int64_t g1, float* out, int64_t som, int64_t soj) {
+  const int lanes = L.lanes, W = L.block;
+  float acc[MR][16];
+  float xb[MR][32];
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int r = 0; r < MR; ++r)
+      for (int l = 0; l < lanes; ++l) acc[r][l] = 0.0f;
+    const float* pv = L.pvals + L.grp_step[g] * lanes;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * lanes;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      const int S = L.blocks[2 * b + 1];
+      const int64_t valid = imin(W - 1, L.in - off);
+      for (int r = 0; r < MR; ++r) {
+        const float* xr = x + (m0 + r) * ldx + off;
+        for (int i = 0; i < W; ++i) xb[r][i] = i < valid ? xr[i] : 0.0f;
+      }
+      for (int s = 0; s < S; ++s) {
+        for (int l = 0; l < lanes; ++l) {
+          const float w = pv[l];
+          const int p = pi[l];
+          for (int r = 0; r < MR; ++r) acc[r][l] += w * xb[r][p];
+        }
+        pv += lanes;
+        pi += lanes;
+      }
+    }
+    for (int r = 0; r < MR; ++r) store_group(L, g, m0 + r, acc[r], out, som, soj);
+  }
+}
+
+#if defined(SRIGL_ISA_AVX512)
+// 16 neurons per group; block 16 (one register, vpermps) or 32 (two, vpermt2ps).
+template <int MR, int W>
+void perm_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+             int64_t g1, float* out, int64_t som, int64_t soj) {
+  alignas(64) float accs[16];
+  for (int64_t g = g0; g < g1; ++g) {
+    __m512 acc[MR];
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+    const float* pv = L.pvals + L.grp_step[g] * 16;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * 16;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      const int S = L.blocks[2 * b + 1];
+      int64_t valid = L.in - off;
+      if (valid > W - 1) valid = W - 1;
+      const __mmask16 lo = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
+      const __mmask16 hi = (__mmask16)(valid <= 16 ? 0 : ((1u << (valid - 16)) - 1));
+      __m512 x0[MR], x1[MR];
+      for (int r = 0; r < MR; ++r) {
+        const float* p = x + (m0 + r) * ldx + off;
+        x0[r] = _mm512_maskz_loadu_ps(lo, p);
+        if (W == 32) x1[r] = _mm512_maskz_loadu_ps(hi, p + 16);
+      }
+      for (int s = 0; s < S; ++s) {
+        const __m512i ix = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)pi));
+        const __m512 w = _mm512_loadu_ps(pv);
+        for (int r = 0; r < MR; ++r) {
+          const __m512 xv = W == 32 ? _mm512_permutex2var_ps(x0[r], ix, x1[r])
+                                    : _mm512_permutexvar_ps(ix, x0[r]);
+          acc[r] = _mm512_fmadd_ps(w, xv, acc[r]);
+        }
+        pv += 16;
+        pi += 16;
+      }
+    }
+    const bool full = L.all_active && soj == 1 && (g + 1) * 16 <= L.n;
+    for (int r = 0; r < MR; ++r) {
+      if (full) {
+        float* dst = out + (m0 + r) * som + g * 16;
+        _mm512_storeu_ps(dst, _mm512_add_ps(acc[r], _mm512_loadu_ps(L.bias + g * 16)));
+      } else {
+        _mm512_store_ps(accs, acc[r]);
+        store_group(L, g, m0 + r, accs, out, som, soj);
+      }
+    }
+  }
+}
+constexpr int kPermLanes = 16;
+inline int perm_block_ok(int block) { return block == 16 || block == 32; }
+#elif defined(SRIGL_ISA_AVX2)
+// 8 neurons per group; block 8 (one register, vpermps) or 16 (two vpermps + blend on bit 3).
+template <int MR, int W>
+void perm_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+             int64_t g1, float* out, int64_t som, int64_t soj) {
+  alignas(32) float accs[8];
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t g = g0; g < g1; ++g) {
+    __m256 acc[MR];
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
+    const float* pv = L.pvals + L.grp_step[g] * 8;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * 8;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      const int S = L.blocks[2 * b + 1];
+      __m256 x0[MR], x1[MR];
+      if (off + W <= L.in) {  // a full block: load W floats, zero the last slot
+        for (int r = 0; r < MR; ++r) {
+          const float* p = x + (m0 + r) * ldx + off;
+          if (W == 16) {
+            x0[r] = _mm256_loadu_ps(p);
+            x1[r] = _mm256_blend_ps(_mm256_loadu_ps(p + 8), _mm256_setzero_ps(), 0x80);
+          } else {
+            x0[r] = _mm256_blend_ps(_mm256_loadu_ps(p), _mm256_setzero_ps(), 0x80);
+          }
+        }
+      } else {  // the last block of x: masked loads (never touch memory past x)
+        int64_t valid = L.in - off;
+        if (valid > W - 1) valid = W - 1;
+        const __m256i mlo = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid), iota);
+        const __m256i mhi = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid - 8), iota);
+        for (int r = 0; r < MR; ++r) {
+          const float* p = x + (m0 + r) * ldx + off;
+          x0[r] = _mm256_maskload_ps(p, mlo);
+          if (W == 16) x1[r] = _mm256_maskload_ps(p + 8, mhi);
+        }
+      }
+      for (int s = 0; s < S; ++s) {
+        const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)pi));
+        const __m256 w = _mm256_loadu_ps(pv);
+        if (W == 16) {
+          const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28));
+          for (int r = 0; r < MR; ++r) {
+            const __m256 a = _mm256_permutevar8x32_ps(x0[r], ix);
+            const __m256 c = _mm256_permutevar8x32_ps(x1[r], ix);
+            acc[r] = _mm256_fmadd_ps(w, _mm256_blendv_ps(a, c, sel), acc[r]);
+          }
+        } else {
+          for (int r = 0; r < MR; ++r)
+            acc[r] = _mm256_fmadd_ps(w, _mm256_permutevar8x32_ps(x0[r], ix), acc[r]);
+        }
+        pv += 8;
+        pi += 8;
+      }
+    }
+    const bool full = L.all_active && soj == 1 && (g + 1) * 8 <= L.n;
+    for (int r = 0; r < MR; ++r) {
+      if (full) {
+        float* dst = out + (m0 + r) * som + g * 8;
+        _mm256_storeu_ps(dst, _mm256_add_ps(acc[r], _mm256_loadu_ps(L.bias + g * 8)));
+      } else {
+        _mm256_store_ps(accs, acc[r]);
+        store_group(L, g, m0 + r, accs, out, som, soj);
+      }
+    }
+  }
+}
+constexpr int kPermLanes = 8;
+inline int perm_block_ok(int block) { return block == 8 || block == 16; }
+#endif
+
+#if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
+template <int MR>
+void perm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+               int64_t g1, float* out, int64_t som, int64_t soj) {
+  if (L.block == kPermLanes)
+    perm_mr<MR, kPermLanes>(L, x, ldx, m0, g0, g1, out, som, soj);
+  else
+    perm_mr<MR, 2 * kPermLanes>(L, x, ldx, m0, g0, g1, out, som, soj);
+}
+int perm_supports(int lanes, int block) { return lanes == kPermLanes && perm_block_ok(block); }
+#else
+template <int MR>
+void perm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+               int64_t g1, float* out, int64_t som, int64_t soj) {
+  perm_scalar_mr<MR>(L, x, ldx, m0, g0, g1, out, som, soj);
+}
+int perm_supports(int lanes, int block) {
+  return lanes >= 1 && lanes <= 16 && block >= 2 && block <= 32;
+}
+#endif
+
+void perm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t g0,
+          int64_t g1, float* out, int64_t som, int64_t soj) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) perm_rows<4>(L, x, ldx, m, g0, g1, out, som, soj);
+  if (m + 2 <= m1) {
+    perm_rows<2>(L, x, ldx, m, g0, g1, out, som, soj);
+    m += 2;
+  }
+  if (m < m1) perm_rows<1>(L, x, ldx, m, g0, g1, out, som, soj);
+}
+
+// Keeps the generic emulation referenced in every build (the SIMD builds use it as a
+// fallback for packs their registers do not fit).
+void perm_any(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+              int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj) {
+  if (!perm_supports(L.lanes, L.block)) {
+    for (int64_t m = m0; m < m1; ++m) perm_scalar_mr<1>(L, x, ldx, m, g0, g1, out, som, soj);
+    return;
+  }
+  perm(L, x, ldx, m0, m1, g0, g1, out, som, soj);
+}
+
+// ---------------------------------------------------------------- tiled kernel
+constexpr int JB = 16;  // neurons per output block (their [JB][T] results stay in L1)
+
+template <int NACC, typename IT>
+void tiled_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j0, int64_t j1,
+                 int64_t m0, float* out, int64_t som, int64_t soj) {
+  constexpr int T = NACC * VL;
+  // registers: AVX2 has 16 (split only with 4 accumulators), AVX-512 32, generic: memory
+  constexpr bool kSplit = NACC * 2 * VL <= 32 * 16 && (NACC == 4 || VL == 16);
+  const IT* idx_all = static_cast<const IT*>(L.indices);
+  const int64_t k = L.k;
+  alignas(64) float ybuf[JB * T];
+  for (int64_t jb = j0; jb < j1; jb += JB) {
+    const int64_t je = imin(jb + JB, j1);
+    for (int64_t j = jb; j < je; ++j) {
+      // two accumulator sets (even / odd kept weights): 2 * NACC independent FMA chains
+      // hide the FMA latency; they are added at the end.
+      vf acc[NACC], acc2[NACC];
+      for (int a = 0; a < NACC; ++a) acc[a] = acc2[a] = vzero();
+      const float* v = L.values + j * k;
+      const IT* ix = idx_all + j * k;
+      int64_t t = 0;
+      if (kSplit) {
+        for (; t + 2 <= k; t += 2) {
+          const vf w0 = vbcast(v[t]), w1 = vbcast(v[t + 1]);
+          const float* r0 = tile + (int64_t)ix[t] * T;
+          const float* r1 = tile + (int64_t)ix[t + 1] * T;
+          for (int a = 0; a < NACC; ++a) {
+            acc[a] = vfma(w0, vload(r0 + a * VL), acc[a]);
+            acc2[a] = vfma(w1, vload(r1 + a * VL), acc2[a]);
+          }
+        }
+      }
+      for (; t < k; ++t) {
+        const vf w = vbcast(v[t]);
+        const float* row = tile + (int64_t)ix[t] * T;
+        for (int a = 0; a < NACC; ++a) acc[a] = vfma(w, vload(row + a * VL), acc[a]);
+      }
+      for (int a = 0; a < NACC; ++a) {
+        if (kSplit) acc[a] = vadd(acc[a], acc2[a]);
+        vstore(ybuf + (j - jb) * T + a * VL, acc[a]);
+      }
+    }
+    if (soj == 1) {  // y [M, out]: neurons contiguous within a row
+      for (int64_t c = 0; c < ncols; ++c) {
+        float* dst = out + (m0 + c) * som;
+        for (int64_t j = jb; j < je; ++j) {
+          const int64_t col = col_of(L, j);
+          dst[col] = ybuf[(j - jb) * T + c] + L.bias[col];
+        }
+      }
+    } else {  // transposed output [out, M]: batch columns contiguous within a neuron
+      for (int64_t j = jb; j < je; ++j) {
+        const int64_t col = col_of(L, j);
+        float* dst = out + col * soj + m0 * som;
+        const float b = L.bias[col];
+        for (int64_t c = 0; c < ncols; ++c) dst[c * som] = ybuf[(j - jb) * T + c] + b;
+      }
+    }
+  }
+}
+
+int tile_width(int wide) { return (wide ? 8 : 4) * VL; }
+
+void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
+           int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
+  if (L.idx_bytes == 2) {
+    if (wide)
+      tiled_typed<8, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    else
+      tiled_typed<4, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+  } else {
+    if (wide)
+      tiled_typed<8, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    else
+      tiled_typed<4, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+  }
+}
+
+}  // namespace
+}  // namespace SRIGL_NS
+
+extern const KernelTable SRIGL_TABLE = {
+    SRIGL_TABLE_NAME,       SRIGL_NS::rows,       SRIGL_NS::perm_any,
+    SRIGL_NS::perm_supports, SRIGL_NS::tile_width, SRIGL_NS::tiled,
+};
+
+}  // namespace srigl

@@ -1,0 +1,57 @@
+// Interface between the fused-linear driver (fused_op.cpp) and its per-ISA micro-kernels
+// (fused_generic.cpp, fused_avx2.cpp, fused_avx512.cpp, all from fused_impl.h). Plain C++:
+// the ISA translation units include no torch or standard-library templates, so nothing
+// compiled for AVX-512 can be picked by the linker for code that runs on other CPUs.
+#pragma once
+#include <stdint.h>
+
+namespace srigl {
+
+// A condensed layer as the kernels see it (views into the packed blob, see fused_op.cpp).
+//   out[m, active[j]] = sum_t values[j, t] * x[m, indices[j, t]] + bias[active[j]]
+// Permute pack (lanes > 0): active neurons in groups of `lanes`; each group lists the input
+// blocks it touches (blocks[2b] = first input of the block, blocks[2b+1] = S steps); a block
+// holds block-1 consecutive inputs plus one zero slot (lane block-1). Step s of a block holds,
+// per lane, the lane's s-th kept weight in the block (pvals) and its position in the block
+// (pidx, a byte); lanes with fewer kept weights hold weight 0 at the zero slot, so padding adds
+// exactly 0 even where x is inf or NaN.
+struct LayerView {
+  int64_t in, out, n, k;
+  int32_t idx_bytes;   // 2: int16 indices (in < 32768), 4: int32
+  int32_t all_active;  // active == arange(out)
+  const float* bias;          // [out]
+  const int32_t* active;      // [n]
+  const float* values;        // [n, k]
+  const void* indices;        // [n, k], int16 or int32
+  int32_t lanes, block;       // permute pack geometry (lanes 0: no pack)
+  int64_t ngroups;
+  const int32_t* grp_blk;     // [ngroups + 1]: block range of group g
+  const int64_t* grp_step;    // [ngroups + 1]: step range of group g
+  const int32_t* blocks;      // [nblocks, 2]: (first input, S)
+  const float* pvals;         // [nsteps, lanes]
+  const uint8_t* pidx;        // [nsteps, lanes]
+};
+
+// Output element (m, neuron column c) lives at out[m * som + c * soj].
+struct KernelTable {
+  const char* name;
+  // rows [m0, m1) of x (row stride ldx, unit column stride), active neurons [j0, j1)
+  void (*rows)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+               int64_t j0, int64_t j1, float* out, int64_t som, int64_t soj);
+  // the same with the permute pack, groups [g0, g1)
+  void (*perm)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+               int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj);
+  int (*perm_supports)(int lanes, int block);
+  // columns per tile of the tiled kernel (wide: twice the accumulators)
+  int (*tile_width)(int wide);
+  // tile [in][T] (T = tile_width(wide), zero padded) holds rows m0 .. m0+ncols-1 of x;
+  // computes those rows for active neurons [j0, j1)
+  void (*tiled)(const LayerView&, int wide, const float* tile, int64_t ncols, int64_t j0,
+                int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj);
+};
+
+extern const KernelTable kGeneric;
+extern const KernelTable kAvx2;
+extern const KernelTable kAvx512;
+
+}  // namespace srigl

@@ -1,0 +1,130 @@
+"""The ``srigl::fused_*`` C++ operators: built on first use, with fake (meta) implementations so
+``torch.compile`` keeps them in the graph and ``torch.export`` traces them.
+
+``load()`` builds/imports the extension (see :mod:`backends.kernels.build`) and returns
+``torch.ops.srigl``; it raises :class:`KernelUnavailableError` with the reason where that is
+impossible, and remembers the outcome for the process.
+
+Variants (see ``csrc/fused_op.cpp``): ``code = isa * 1000 + family * 100 + wide * 10 + parallel``
+with isa 0 generic / 1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) /
+2 tiled, ``wide`` = tiled with twice the accumulators (T = 8 vectors instead of 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import threading
+
+import torch
+
+from backends.kernels.build import KernelUnavailableError, load_extension
+
+log = logging.getLogger(__name__)
+
+CSRC = pathlib.Path(__file__).with_name("csrc")
+SOURCES = [
+    CSRC / "fused_op.cpp",
+    CSRC / "fused_generic.cpp",
+    CSRC / "fused_avx2.cpp",
+    CSRC / "fused_avx512.cpp",
+    CSRC / "fused_impl.h",
+    CSRC / "fused_kernels.h",
+]
+THREAD_SLOTS = 64
+BUCKETS = 11
+ISAS = ("generic", "avx2", "avx512")
+FAMILIES = ("rows", "perm", "tiled")
+
+_state: dict = {"ops": None, "error": None}
+_lock = threading.Lock()
+
+
+def load():
+    """``torch.ops.srigl`` with the fused operators registered (built on first use).
+
+    Raises:
+        KernelUnavailableError: no compiler, build failure (first error line), or
+            ``SRIGL_FUSED_KERNEL=numba`` in the environment (the numba kernel is asked for).
+    """
+    with _lock:
+        if _state["ops"] is not None:
+            return _state["ops"]
+        if _state["error"] is not None:
+            raise KernelUnavailableError(_state["error"])
+        try:
+            if os.environ.get("SRIGL_FUSED_KERNEL", "").lower() == "numba":
+                raise KernelUnavailableError("SRIGL_FUSED_KERNEL=numba asks for the numba kernel")
+            cpp = [s for s in SOURCES if s.suffix == ".cpp"]
+            headers = [s for s in SOURCES if s.suffix == ".h"]
+            load_extension("srigl_fused_ext", cpp + headers)
+            _register_fakes()
+        except KernelUnavailableError as err:
+            _state["error"] = err.reason
+            log.warning("fused C++ kernel unavailable (%s); the numba kernel serves", err.reason)
+            raise
+        _state["ops"] = torch.ops.srigl
+        return _state["ops"]
+
+
+def available() -> tuple[bool, str]:
+    """``(True, "")`` if the C++ operators load here, else ``(False, why)``."""
+    try:
+        load()
+    except KernelUnavailableError as err:
+        return False, err.reason
+    return True, ""
+
+
+def reset() -> None:
+    """Forget a remembered failure (tests that simulate a missing compiler call this)."""
+    with _lock:
+        _state["error"] = None
+
+
+def _register_fakes() -> None:
+    """Shape functions of the operators for FakeTensor tracing (compile, export)."""
+    if getattr(_register_fakes, "done", False):
+        return
+
+    @torch.library.register_fake("srigl::fused_linear")
+    def _(x, blob, table, out_features, transposed):
+        if transposed:
+            return x.new_empty((out_features, x.shape[1]))
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    @torch.library.register_fake("srigl::fused_linear_variant")
+    def _(x, blob, variant, out_features, transposed):
+        if transposed:
+            return x.new_empty((out_features, x.shape[1]))
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    _register_fakes.done = True
+
+
+def encode(isa: str, family: str, wide: bool = False, parallel: bool = True) -> int:
+    """The variant code of (isa, family, wide, parallel); see the module docstring."""
+    return ISAS.index(isa) * 1000 + FAMILIES.index(family) * 100 + 10 * int(wide) + int(parallel)
+
+
+def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
+    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiled64/ser``."""
+    isa, family, wide, par = code // 1000, code // 100 % 10, code // 10 % 10, code % 10
+    fam = FAMILIES[family]
+    if fam == "perm":
+        fam = f"perm{lanes}x{block}"
+    elif fam == "tiled":
+        vl = 16 if isa == 2 else 8
+        fam = f"tiled{(8 if wide else 4) * vl}"
+    return f"{ISAS[isa]}/{fam}/{'par' if par else 'ser'}"
+
+
+def perm_geometries(isa: int) -> list[tuple[int, int]]:
+    """(lanes, block) permute packs the SIMD kernels of ISA level ``isa`` run (block counts the
+    zero slot: a block holds block - 1 inputs)."""
+    if isa >= 2:
+        return [(16, 32), (16, 16)]
+    if isa == 1:
+        return [(8, 16), (8, 8)]
+    return []

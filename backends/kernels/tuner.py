@@ -1,0 +1,297 @@
+"""The autotuner of the fused CPU kernel: which variant runs, decided by timing on this machine.
+
+For a layer (shape, k, active neurons), a batch bucket (1, 2, 3-4, 5-8, ..., 129-256, 257-512,
+> 512 rows) and the thread count, :func:`tune_layer` times the candidate variants (serial /
+parallel; gather rows, permute pack with each pack geometry, tiled with 4 or 8 accumulators;
+each ISA level this CPU has) on a random input of that batch, interleaving the candidates over
+a few rounds so that load on a shared machine hits them alike, and keeps the fastest (median
+over rounds). The winner goes into the layer's variant table (read by the C++ operator) and
+into a JSON cache, so later processes on the same machine skip the timing.
+
+Cache: ``<user cache dir>/tuner/fused-<machine>.json`` (:func:`cache_path`), one file per
+machine key (CPU model, ISA level, threads, torch version); a file that does not parse, has
+another schema, or names another machine is ignored with a warning and rewritten.
+
+``SRIGL_TUNE=off`` in the environment switches tuning off: the static rule of the C++ operator
+runs (best ISA; up to 8 rows the permute pack where this ISA runs it, else the gather rows
+kernel; above 8 rows the tiled kernel with 4 accumulators; parallel when torch has more than
+one thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from backends.kernels import ops
+from backends.kernels.build import cache_dir
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+ROUNDS = 3
+ROUND_SECONDS = 1e-3  # calls per candidate and round: about this long
+MAX_CALLS = 64
+_lock = threading.Lock()
+_memory: dict[str, dict[str, Any]] = {}  # machine file -> entries (loaded once per process)
+
+
+class TuneCacheWarning(UserWarning):
+    """The tuner's cache file was unreadable or from another machine; it is rebuilt."""
+
+
+def _env_enabled() -> bool:
+    return os.environ.get("SRIGL_TUNE", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+_ENABLED = [_env_enabled()]
+
+
+def enabled() -> bool:
+    """False when ``SRIGL_TUNE`` is ``off``/``0``/``false``/``no`` (the static rule runs).
+
+    The environment is read when this module is imported (the forward hot path asks on every
+    call); :func:`refresh` reads it again."""
+    return _ENABLED[0]
+
+
+def refresh() -> None:
+    """Read ``SRIGL_TUNE`` again (after changing the environment in-process)."""
+    _ENABLED[0] = _env_enabled()
+
+
+def bucket_of(batch: int) -> int:
+    """The batch bucket of ``batch`` rows: 0 for 1, ceil(log2(batch)) up to ops.BUCKETS - 1."""
+    return min((max(int(batch), 1) - 1).bit_length(), ops.BUCKETS - 1)
+
+
+def thread_slot(threads: int) -> int:
+    return min(max(threads, 1), ops.THREAD_SLOTS) - 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(threads: int) -> dict[str, Any]:
+    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch."""
+    return {
+        "cpu": cpu_model(),
+        "isa": ops.ISAS[int(ops.load().fused_isa())],
+        "threads": int(threads),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def cache_path(threads: int) -> pathlib.Path:
+    """The JSON cache file for this machine and thread count."""
+    key = json.dumps(machine_key(threads), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "tuner" / f"fused-{digest}.json"
+
+
+def _read(path: pathlib.Path, machine: dict[str, Any]) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ValueError(f"schema {data.get('schema') if isinstance(data, dict) else '?'}")
+        if data.get("machine") != machine:
+            raise ValueError(f"written for machine {data.get('machine')}, this is {machine}")
+        entries = data["entries"]
+        if not isinstance(entries, dict):
+            raise ValueError("entries is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(
+            f"ignoring the fused-kernel tuning cache {path} ({err}); it will be rebuilt",
+            TuneCacheWarning,
+            stacklevel=3,
+        )
+        return {}
+    return entries
+
+
+def _write(path: pathlib.Path, machine: dict[str, Any], entries: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"schema": SCHEMA, "machine": machine, "entries": entries}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("cannot write the tuning cache %s: %s", path, err)
+
+
+def _entries(threads: int) -> tuple[pathlib.Path, dict[str, Any], dict[str, Any]]:
+    machine = machine_key(threads)
+    path = cache_path(threads)
+    if str(path) not in _memory:
+        _memory[str(path)] = _read(path, machine)
+    return path, machine, _memory[str(path)]
+
+
+def forget_memory() -> None:
+    """Drop the in-process copy of the cache files (tests; a changed cache directory)."""
+    with _lock:
+        _memory.clear()
+
+
+def layer_key(layer, bucket: int) -> str:
+    """The cache key of a layer and batch bucket (threads are in the file's machine key)."""
+    return (
+        f"{layer.in_features}x{layer.out_features}:n{layer.values.shape[0]}:"
+        f"k{layer.values.shape[1]}:all{int(layer._all_active)}:b{bucket}"
+    )
+
+
+def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int, tuple]]:
+    """(variant code, pack geometry or ()) pairs worth timing for ``batch`` rows."""
+    pars = (0, 1) if threads > 1 else (0,)
+    levels = [isa] if isa == 0 else [lv for lv in range(1, isa + 1)]
+    out: list[tuple[int, tuple]] = []
+    for lv in levels:
+        name = ops.ISAS[lv]
+        for par in pars:
+            if batch <= 32:
+                out.append((ops.encode(name, "rows", parallel=bool(par)), ()))
+                if lv == isa:
+                    for geo in geometries:
+                        if geo in ops.perm_geometries(lv):
+                            out.append((ops.encode(name, "perm", parallel=bool(par)), geo))
+            if batch >= 5:
+                for wide in (False, True):
+                    if batch <= 16 and wide:
+                        continue
+                    out.append((ops.encode(name, "tiled", wide, bool(par)), ()))
+    return out
+
+
+def _time_round(fn, calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
+    """Median seconds per call of every candidate for ``batch`` rows on ``threads`` threads."""
+    o = ops.load()
+    isa = int(o.fused_isa())
+    current = layer.perm_geometry
+    geos = (
+        [current]
+        if layer._perm_locked
+        else [current] + [g for g in ops.perm_geometries(isa) if g != current]
+    )
+    blobs = {current: layer.kernel_blob}
+    x = torch.randn(batch, layer.in_features)
+    fns = {}
+    for code, geo in candidates(isa, batch, threads, [g for g in geos if g != (0, 0)]):
+        if geo and geo not in blobs:
+            blobs[geo] = layer._pack(geo)
+        blob = blobs[geo] if geo else layer.kernel_blob
+        if not o.fused_runs_here(blob, code):
+            continue
+        fns[(code, geo)] = lambda b=blob, c=code: o.fused_linear_variant(
+            x, b, c, layer.out_features, False
+        )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            calls = {}
+            for key, fn in fns.items():  # warm up; size the rounds
+                fn()
+                once = max(_time_round(fn, 1), 1e-7)
+                calls[key] = max(1, min(MAX_CALLS, int(ROUND_SECONDS / once)))
+            times: dict = {key: [] for key in fns}
+            for _ in range(ROUNDS):
+                for key, fn in fns.items():
+                    times[key].append(_time_round(fn, calls[key]))
+    finally:
+        torch.set_num_threads(before)
+    return {key: statistics.median(ts) for key, ts in times.items()}
+
+
+def tune_layer(
+    layer, batches, threads: int | None = None, force: bool = False, measure_missing: bool = True
+) -> dict[int, str]:
+    """Pick and install the variant of ``layer`` (a C++ ``fused`` layer) for each batch size.
+
+    Args:
+        layer: a ``FusedLinear`` on CPU whose C++ kernel is loaded.
+        batches: batch sizes (rows of x) to tune; one result per bucket.
+        threads: thread count to tune for (default: ``torch.get_num_threads()``).
+        force: time again even where the cache has an entry.
+        measure_missing: time buckets the cache lacks (False: install cached winners only).
+
+    Returns:
+        {batch: variant name}.
+    """
+    threads = threads or torch.get_num_threads()
+    chosen = {}
+    with _lock:
+        path, machine, entries = _entries(threads)
+        dirty = False
+        for batch in batches:
+            batch = max(1, int(batch))
+            bucket = bucket_of(batch)
+            key = layer_key(layer, bucket)
+            entry = entries.get(key)
+            if entry is None and not measure_missing:
+                continue
+            if entry is None or force:
+                timed = measure(layer, batch, threads)
+                (code, geo), best = min(timed.items(), key=lambda kv: kv[1])
+                entry = {
+                    "variant": int(code),
+                    "geometry": list(geo),
+                    "batch": batch,
+                    "median_us": {
+                        ops.variant_name(c, *(g[::-1] if g else ())): round(t * 1e6, 2)
+                        for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
+                    },
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+                entries[key] = entry
+                dirty = True
+                log.info(
+                    "tuned %s at batch %d, %d threads: %s (%.1f us)",
+                    key,
+                    batch,
+                    threads,
+                    ops.variant_name(code, *(geo[::-1] if geo else ())),
+                    best * 1e6,
+                )
+            try:
+                layer._install(threads, bucket, int(entry["variant"]), tuple(entry["geometry"]))
+            except (KeyError, TypeError, ValueError) as err:  # a hand-edited entry
+                warnings.warn(f"ignoring tuning entry {key}: {err}", TuneCacheWarning, stacklevel=2)
+                entries.pop(key, None)
+                continue
+            chosen[batch] = layer.variant_for(batch, threads)
+        if dirty:
+            _write(path, machine, entries)
+    return chosen

@@ -1,0 +1,168 @@
+"""Every variant of the C++ fused kernel against a float64 reference, on odd shapes.
+
+Variants: each ISA level this CPU runs (generic, avx2, avx512) x gather rows / permute pack /
+tiled (4 or 8 accumulators) x serial / OpenMP; permute packs of every geometry the SIMD
+kernels run plus odd ones (and the AVX-512 geometries) through the portable emulation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from backend_cases import Case, constant_fan_in_layer, error_bound
+
+from backends.condensed import condense_layer
+from backends.kernels import ops
+
+OK, WHY = ops.available()
+pytestmark = pytest.mark.skipif(not OK, reason=f"C++ fused kernel unavailable: {WHY}")
+
+CASES = [
+    Case("odd_sizes_some_ablated", 37, 23, 5, 19, ()),
+    Case("fan_in_1", 33, 17, 1, 17, ()),
+    Case("fan_in_equals_in", 19, 11, 19, 11, ()),
+    Case("one_active_neuron", 64, 9, 8, 1, ()),
+    Case("all_ablated", 20, 5, 3, 0, ()),
+    Case("not_multiples_of_16_32_64", 101, 67, 13, 60, ()),
+    Case("one_input", 1, 7, 1, 7, ()),
+    Case("mlp_like", 300, 130, 30, 130, ()),
+]
+BATCHES = [0, 1, 2, 7, 17, 197, 256]
+ODD_GEOMETRIES = [(5, 7), (16, 32), (16, 16), (3, 2)]
+
+
+def _geometries(isa: int) -> list[tuple[int, int]]:
+    geos = [(0, 0)]
+    for level in range(1, isa + 1):
+        geos += ops.perm_geometries(level)
+    return geos + ODD_GEOMETRIES
+
+
+def all_variants(blob: torch.Tensor) -> list[int]:
+    """Every variant code that runs on this CPU for this pack."""
+    o = ops.load()
+    codes = []
+    for isa in range(int(o.fused_isa()) + 1):
+        for family in range(3):
+            for wide in (0, 1):
+                for par in (0, 1):
+                    code = isa * 1000 + family * 100 + wide * 10 + par
+                    if (family == 2 or wide == 0) and o.fused_runs_here(blob, code):
+                        codes.append(code)
+    return codes
+
+
+def _pack(weight, mask, bias, geometry):
+    parts = condense_layer(weight, mask, bias)
+    in_f = weight.shape[1]
+    return ops.load().fused_pack(
+        parts["values"], parts["indices"], parts["active"], parts["bias"], in_f, *geometry
+    )
+
+
+def _check(y, x, weight, mask, bias, k, what):
+    ref, bound = error_bound(x, weight, mask, bias, k)
+    assert y.shape == ref.shape, what
+    err = (y.double() - ref).abs()
+    assert bool((err <= bound).all()), f"{what}: max error {err.max().item():.3g}"
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_variant_matches_float64_reference(case, batch):
+    weight, mask, bias = constant_fan_in_layer(case, 7)
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, case.in_features, generator=g)
+    o = ops.load()
+    geometries = _geometries(int(o.fused_isa()))
+    for geometry in geometries:
+        blob = _pack(weight, mask, bias, geometry)
+        for code in all_variants(blob):
+            # the OpenMP split is the same for every pack: parallel on the first two only
+            if code % 10 == 1 and geometry not in geometries[:2]:
+                continue
+            what = f"{ops.variant_name(code, geometry[1], geometry[0])} pack {geometry}"
+            y = o.fused_linear_variant(x, blob, code, case.out_features, False)
+            _check(y, x, weight, mask, bias, case.k, what)
+            yt = o.fused_linear_variant(x.T.contiguous(), blob, code, case.out_features, True)
+            _check(yt.T, x, weight, mask, bias, case.k, what + " transposed")
+
+
+@pytest.mark.parametrize("in_features,idx_bytes", [(32767, 2), (32768, 4)])
+def test_int16_indices_below_32768_inputs_int32_from_32768_every_variant(in_features, idx_bytes):
+    case = Case("width", in_features, 21, 9, 19, ())
+    weight, mask, bias = constant_fan_in_layer(case, 3)
+    mask[:, -1] = False  # the last column kept by the first active neuron: the top index
+    row = int(mask.any(dim=1).nonzero()[0])
+    drop = int(mask[row].nonzero()[0])
+    mask[row, drop], mask[row, -1] = False, True
+    o = ops.load()
+    x = torch.randn(5, in_features)
+    for geometry in [(0, 0), *ops.perm_geometries(int(o.fused_isa())), (5, 7)]:
+        blob = _pack(weight, mask, bias, geometry)
+        assert list(o.fused_pack_info(blob))[4] == idx_bytes
+        for code in all_variants(blob):
+            y = o.fused_linear_variant(x, blob, code, case.out_features, False)
+            _check(y, x, weight, mask, bias, case.k, f"{code} {geometry}")
+
+
+def test_strided_and_batched_inputs_match_contiguous_ones():
+    case = CASES[5]
+    weight, mask, bias = constant_fan_in_layer(case, 1)
+    blob = _pack(weight, mask, bias, (5, 7))
+    o = ops.load()
+    big = torch.randn(9, 2 * case.in_features)
+    strided = big[:, ::2]  # column stride 2
+    rows = torch.randn(18, case.in_features)[::2]  # row stride 2 * in
+    lead = torch.randn(2, 3, 4, case.in_features)
+    for code in all_variants(blob):
+        for x in (strided, rows, lead):
+            y = o.fused_linear_variant(x, blob, code, case.out_features, False)
+            ref = o.fused_linear_variant(x.contiguous(), blob, code, case.out_features, False)
+            assert y.shape == (*x.shape[:-1], case.out_features)
+            torch.testing.assert_close(y, ref, rtol=0, atol=0)
+
+
+def test_nonfinite_inputs_in_kept_columns_propagate_like_masked_dense():
+    """inf/NaN in a column: the neurons that keep it give what F.linear gives; the others
+    (masked dense: 0 * inf = NaN) give the finite sum of their kept terms."""
+    case = Case("nonfinite", 70, 40, 9, 40, ())
+    weight, mask, bias = constant_fan_in_layer(case, 5)
+    o = ops.load()
+    x = torch.randn(3, case.in_features)
+    x[0, 3], x[1, 40], x[2, 69] = float("inf"), float("nan"), float("-inf")
+    dense = F.linear(x.double(), weight.double() * mask, bias.double())
+    keeps = torch.stack([mask[:, 3], mask[:, 40], mask[:, 69]])  # [3 rows, out]
+    for geometry in _geometries(int(o.fused_isa())):
+        blob = _pack(weight, mask, bias, geometry)
+        for code in all_variants(blob):
+            y = o.fused_linear_variant(x, blob, code, case.out_features, False).double()
+            what = f"{ops.variant_name(code)} {geometry}"
+            kept, ref = y[keeps], dense[keeps]
+            assert torch.equal(torch.isnan(kept), torch.isnan(ref)), what
+            assert torch.equal(kept[~torch.isnan(kept)], ref[~torch.isnan(ref)]), what
+            assert bool(torch.isfinite(y[~keeps]).all()), what
+
+
+def test_unknown_or_foreign_variant_is_refused_with_the_reason():
+    weight, mask, bias = constant_fan_in_layer(CASES[0], 0)
+    blob = _pack(weight, mask, bias, (0, 0))
+    o = ops.load()
+    x = torch.randn(2, CASES[0].in_features)
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        o.fused_linear_variant(x, blob, 1100 + 10, CASES[0].out_features, False)  # perm, no pack
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        o.fused_linear_variant(x, blob, 9001, CASES[0].out_features, False)
+    with pytest.raises(RuntimeError, match="not a packed fused layer"):
+        o.fused_linear_variant(x, torch.zeros(512, dtype=torch.uint8), 1, 23, False)
+    with pytest.raises(RuntimeError, match=r"expected input \[\.\.\., 37\]"):
+        o.fused_linear_variant(torch.randn(2, 36), blob, 1, 23, False)
+
+
+def test_pack_rejects_indices_out_of_range():
+    parts = condense_layer(*constant_fan_in_layer(CASES[0], 0))
+    with pytest.raises(RuntimeError, match="outside"):
+        ops.load().fused_pack(
+            parts["values"], parts["indices"], parts["active"], parts["bias"], 30, 8, 8
+        )
