@@ -34,7 +34,9 @@ class Registry(Generic[T]):
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator that registers a factory under ``name`` (default: its ``__name__``).
 
-        Registering a second, different factory under a taken name is an error.
+        A class registered this way also gets ``registry_name = name`` (unless it defines one
+        itself), so the name is stated once, in the decorator. Registering a second, different
+        factory under a taken name is an error.
         """
 
         def decorator(factory: T) -> T:
@@ -48,6 +50,8 @@ class Registry(Generic[T]):
                     "choose another name"
                 )
             self._entries[key] = factory
+            if isinstance(factory, type) and "registry_name" not in vars(factory):
+                factory.registry_name = key
             return factory
 
         return decorator

@@ -13,7 +13,6 @@ class DenseTrainer(SparseTrainer):
     Accepts the same keyword arguments as the sparse trainers and ignores them.
     """
 
-    registry_name = "dense"
     sparse = False
     dynamic = False
     needs_dense_grad = False

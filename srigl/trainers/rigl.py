@@ -16,8 +16,6 @@ class RigLTrainer(SparseTrainer):
     With ``constant_fan_in=True`` each neuron regrows back to the layer's fan-in (no ablation).
     """
 
-    registry_name = "rigl"
-
     def update_layer(
         self,
         layer: Layer,

@@ -14,7 +14,6 @@ class SETTrainer(SparseTrainer):
     inactive positions (drawn from the trainer's seeded generator, identical on every rank).
     With ``constant_fan_in=True`` each neuron regrows back to the layer's fan-in."""
 
-    registry_name = "set"
     needs_dense_grad = False
 
     def update_layer(

@@ -40,7 +40,6 @@ from srigl.trainers.base import Layer, SparseTrainer
 class SRigLTrainer(SparseTrainer):
     """Structured RigL: constant fan-in and neuron ablation; sparse init on by default."""
 
-    registry_name = "srigl"
     default_constant_fan_in = True
     default_sparse_init = True
 

@@ -11,6 +11,5 @@ class StaticTrainer(SparseTrainer):
     """Fixed random sparse topology (unstructured, or constant fan-in with
     ``constant_fan_in=True``); ``total_steps`` is not needed."""
 
-    registry_name = "static"
     dynamic = False
     needs_dense_grad = False

@@ -34,6 +34,7 @@ layers ``model`` and ``layer``. Backends that cannot run here are listed in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from suite.runtime import set_threads
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODES = ("kernel", "end_to_end")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -518,7 +520,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
     thread_info = set_threads(settings.threads)
     names, skipped = usable_backends(settings.backends, settings.device, settings.dtype)
     for name, why in skipped.items():
-        print(f"[bench] skipping backend {name!r}: {why}")
+        log.warning("skipping backend %r: %s", name, why)
     checkpoint = cfg.get("checkpoint")
     n_cases = len(names) * len(settings.batches) * len(set(settings.modes))
     total = n_cases * len(settings.shapes) * len(settings.sparsities) if not checkpoint else None
@@ -541,15 +543,15 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         bar.close()
     for what, why in skipped.items():
         if what not in settings.backends:
-            print(f"[bench] skipped {what}: {why}")
+            log.warning("skipped %s: %s", what, why)
     if not rows:
         raise BenchConfigError(
             f"nothing was measured: backends {settings.backends} gave no usable layer here "
             f"(skipped: {skipped})"
         )
-    print(speedup_tables(rows))
+    log.info("\n%s", speedup_tables(rows))
     if whole:
-        print(whole_model_table(whole))
+        log.info("\n%s", whole_model_table(whole))
     metrics = {
         "rows": rows,
         "skipped": skipped,
@@ -560,7 +562,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     record = make_record("bench", config, metrics)
     path = ResultStore(cfg.get("results_dir") or "results/runs").write(record)
-    print(f"[bench] wrote {path}")
+    log.info("wrote %s", path)
     return record, path
 
 

@@ -39,3 +39,13 @@ def test_registering_a_taken_name_twice_is_an_error():
 def test_import_submodules_registers_every_backend_module():
     names = import_submodules("backends", skip=("base", "registry"))
     assert "registry" not in names and "base" not in names
+
+
+def test_a_registered_class_knows_its_name_from_the_decorator_alone():
+    reg = Registry("thing")
+
+    @reg.register("named_once")
+    class Thing:
+        pass
+
+    assert Thing.registry_name == "named_once" and reg.get("named_once") is Thing
