@@ -12,6 +12,7 @@ from torch import nn
 import backends
 import srigl
 from srigl.condense import MaskMismatchError, condensable_linears, load_condensed
+from srigl.condensed_attention import CondensedMultiheadAttention
 from srigl.masks import random_fan_in_mask
 
 CPU_BACKENDS = [n for n in backends.names() if backends.available(n, "cpu")[0]]
@@ -146,15 +147,19 @@ def test_condense_replaces_every_called_masked_linear_and_leaves_the_rest(model_
     small = srigl.condense(model, masks, backend="naive")
     names = condensable_linears(model, masks)
     assert names, "every test model has condensable Linear layers"
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     for name, mod in small.named_modules():
         if name in names:
             assert isinstance(mod, backends.get("naive")), name
+        elif any(name.startswith(f"{a}.") for a in attention):
+            continue  # replaced with its attention module
         elif isinstance(model.get_submodule(name), nn.Linear):
             assert type(mod) is type(model.get_submodule(name)), name
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.MultiheadAttention):
-            assert f"{name}.out_proj" not in names  # attention reads its weight directly
-            assert isinstance(small.get_submodule(f"{name}.out_proj"), nn.Linear)
+    for name in attention:
+        assert f"{name}.out_proj" not in names  # attention reads its weight directly
+        # the whole attention module is replaced; its projections are condensed layers
+        assert isinstance(small.get_submodule(name), CondensedMultiheadAttention)
+        assert isinstance(small.get_submodule(f"{name}.out_proj"), backends.get("naive"))
 
 
 def test_condense_leaves_the_original_model_untouched():
@@ -274,8 +279,20 @@ def test_non_constant_fan_in_mask_is_an_error_naming_the_layer(backend):
     model = mlp()
     masks = fan_in_masks(model)
     masks["fc2.weight"][0] = True  # one row with full fan-in
-    with pytest.raises(ValueError, match="fc2"):
-        srigl.condense(model, masks, backend=backend)
+    with pytest.raises(ValueError, match="fc2.*not constant fan-in"):
+        srigl.condense(model, masks, backend=backend, strict=True)
+
+
+@pytest.mark.parametrize("backend", CONDENSED_BACKENDS)
+def test_non_constant_fan_in_layer_stays_masked_dense_and_is_listed(backend):
+    model = mlp()
+    masks = fan_in_masks(model)
+    masks["fc2.weight"][0] = True
+    small = srigl.condense(model, masks, backend=backend)
+    assert type(small.fc2) is nn.Linear and isinstance(small.fc1, backends.get(backend))
+    assert "not constant fan-in" in small.condense_report.kept["fc2"]
+    assert "fc2" not in small.condense_report.condensed
+    assert_same_outputs(model, masks, small, (4, 20))
 
 
 def test_mask_for_a_missing_parameter_is_an_error_naming_it():
