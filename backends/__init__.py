@@ -35,6 +35,7 @@ __all__ = [
     "get",
     "names",
     "supports",
+    "tune",
 ]
 
 
@@ -112,6 +113,27 @@ def supports(
         return conv_supports(name, device, dtype)
     raise ValueError(f"op must be 'linear' or 'conv2d', got {op!r}")
 
+
+def tune(
+    layer_or_model: torch.nn.Module,
+    batches=(1, 197, 256),
+    threads: int | None = None,
+    force: bool = False,
+) -> dict[str, dict[int, str]]:
+    """Autotune the ``fused`` CPU layers of a module ahead of time (else it happens on first use).
+
+    Times the kernel variants of every ``fused`` layer for each batch size (rows of x) on
+    ``threads`` threads (default: torch's), or reads the winners from this machine's tuning
+    cache; ``force`` times again. Returns {module path ("" for the layer itself): {batch:
+    variant name}}. Layers of other backends are skipped.
+    """
+    from backends.fused import FusedLinear
+
+    return {
+        path: module.tune(batches, threads=threads, force=force)
+        for path, module in layer_or_model.named_modules()
+        if isinstance(module, FusedLinear) and module.device.type == "cpu"
+    }
 
 import_submodules(__name__, skip=("base", "registry"))
 

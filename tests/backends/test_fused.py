@@ -1,17 +1,29 @@
-"""The numba CPU kernels of the ``fused`` backend: index width, kernel choice, transposed path."""
+"""The ``fused`` layer on CPU: index width, variant choice, transposed path, rebuilding its
+pack, the numba fallback, and tracing by torch.compile / torch.export."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from backend_cases import CASES, Case, constant_fan_in_layer, error_bound
+from torch import nn
 
 import backends
-from backends.fused_cpu import ROWS_KERNEL_MAX_BATCH
+from backends.kernels import ops
+from backends.kernels.build import KernelUnavailableError
 
 pytestmark = pytest.mark.skipif(
     not backends.available("fused", "cpu")[0], reason=backends.available("fused", "cpu")[1]
 )
+needs_cpp = pytest.mark.skipif(not ops.available()[0], reason=f"C++ kernel: {ops.available()[1]}")
+
+
+def _within_bound(y, x, weight, mask, bias, k):
+    ref, bound = error_bound(x, weight, mask, bias, k)
+    return bool(((y.double() - ref).abs() <= bound).all())
 
 
 @pytest.mark.parametrize(
@@ -22,21 +34,22 @@ def test_fused_keeps_int16_indices_below_32768_inputs_else_int32(in_features, ex
     weight, mask, bias = constant_fan_in_layer(case, 0)
     layer = backends.create("fused", weight, mask, bias)
     assert layer.kernel_indices.dtype == expected
+    if layer._cpp:
+        assert list(ops.load().fused_pack_info(layer.kernel_blob))[4] == expected.itemsize
     x = torch.randn(2, in_features)
-    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, weight * mask, bias))
+    torch.testing.assert_close(layer(x), F.linear(x, weight * mask, bias))
 
 
-BATCHES = [1, 2, ROWS_KERNEL_MAX_BATCH, ROWS_KERNEL_MAX_BATCH + 1, 31, 32, 33, 100]
+BATCHES = [0, 1, 2, 7, 8, 9, 17, 33, 100, 197]
 
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("case", [CASES[0], CASES[7]], ids=lambda c: c.name)
-def test_fused_row_and_tiled_kernels_agree_with_reference_around_their_switch(case, batch):
+def test_fused_agrees_with_reference_at_every_batch_size(case, batch):
     weight, mask, bias = constant_fan_in_layer(case, batch)
     layer = backends.create("fused", weight, mask, bias)
     x = torch.randn(batch, case.in_features)
-    ref, bound = error_bound(x, weight, mask, bias, case.k)
-    assert bool(((layer(x).double() - ref).abs() <= bound).all())
+    assert _within_bound(layer(x), x, weight, mask, bias, case.k)
 
 
 @pytest.mark.parametrize("batch", [1, 5, 32, 70])
@@ -47,8 +60,7 @@ def test_forward_transposed_takes_in_by_batch_and_returns_out_by_batch(case, bat
     x = torch.randn(batch, case.in_features)
     yt = layer.forward_transposed(x.T.contiguous())
     assert yt.shape == (case.out_features, batch)
-    ref, bound = error_bound(x, weight, mask, bias, case.k)
-    assert bool(((yt.T.double() - ref).abs() <= bound).all())
+    assert _within_bound(yt.T, x, weight, mask, bias, case.k)
 
 
 def test_forward_transposed_rejects_untransposed_input():
@@ -58,40 +70,168 @@ def test_forward_transposed_rejects_untransposed_input():
         layer.forward_transposed(torch.randn(4, 37))
 
 
-def test_numba_threads_follow_torch_threads():
-    import numba
-
-    weight, mask, bias = constant_fan_in_layer(CASES[0], 0)
-    layer = backends.create("fused", weight, mask, bias)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        layer(torch.randn(2, 37))
-        assert numba.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
-    layer(torch.randn(2, 37))
-    assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
-
-
 def test_fused_accepts_inputs_that_require_grad_for_inference():
     weight, mask, bias = constant_fan_in_layer(CASES[0], 0)
     layer = backends.create("fused", weight, mask, bias)
     x = torch.randn(3, 37, requires_grad=True)
-    torch.testing.assert_close(
-        layer(x), torch.nn.functional.linear(x, weight * mask, bias).detach()
-    )
+    torch.testing.assert_close(layer(x), F.linear(x, weight * mask, bias).detach())
+
+
+def test_fused_runs_under_inference_mode_and_on_batched_noncontiguous_input():
+    case = CASES[7]
+    weight, mask, bias = constant_fan_in_layer(case, 2)
+    layer = backends.create("fused", weight, mask, bias)
+    x = torch.randn(2, 5, 2 * case.in_features)[..., ::2]
+    with torch.inference_mode():
+        y = layer(x)
+    assert y.shape == (2, 5, case.out_features)
+    assert _within_bound(y.reshape(10, -1), x.reshape(10, -1), weight, mask, bias, case.k)
+
+
+@needs_cpp
+def test_variant_for_names_the_kernel_that_runs_and_tuning_off_uses_the_static_rule(
+    monkeypatch,
+):
+    monkeypatch.setenv("SRIGL_TUNE", "off")
+    from backends.kernels import tuner
+
+    tuner.refresh()
+    try:
+        weight, mask, bias = constant_fan_in_layer(CASES[7], 0)
+        layer = backends.create("fused", weight, mask, bias)
+        isa = ops.ISAS[int(ops.load().fused_isa())]
+        small, large = layer.variant_for(1, threads=2), layer.variant_for(256, threads=1)
+        if isa == "generic":
+            assert small == "generic/rows/par"
+        else:
+            lanes, block = layer.perm_geometry
+            assert small == f"{isa}/perm{lanes}x{block}/par"
+        assert large.startswith(f"{isa}/tiled") and large.endswith("/ser")
+        layer(torch.randn(3, CASES[7].in_features))
+        assert not layer._tuned  # nothing was timed
+    finally:
+        monkeypatch.delenv("SRIGL_TUNE")
+        tuner.refresh()
+
+
+@needs_cpp
+def test_pack_is_rebuilt_by_deepcopy_to_and_load_state_dict():
+    case = CASES[7]
+    weight, mask, bias = constant_fan_in_layer(case, 4)
+    layer = backends.create("fused", weight, mask, bias)
+    x = torch.randn(3, case.in_features)
+    y = layer(x)
+    clone = copy.deepcopy(layer)
+    assert clone.kernel_blob.data_ptr() != layer.kernel_blob.data_ptr()
+    torch.testing.assert_close(clone(x), y, rtol=0, atol=0)
+    moved = copy.deepcopy(layer).to(torch.float32)
+    torch.testing.assert_close(moved(x), y, rtol=0, atol=0)
+    weight2, mask2, bias2 = constant_fan_in_layer(Case("other", 768, 50, 40, 45, ()), 9)
+    other = backends.create("fused", weight2, mask2, bias2)
+    layer.load_state_dict(other.state_dict())
+    assert _within_bound(layer(x), x, weight2, mask2, bias2, 40)
+    assert layer.state_dict().keys() == other.state_dict().keys()  # no derived buffers
+
+
+def test_fallback_to_numba_when_the_cpp_kernel_cannot_be_built(monkeypatch):
+    pytest.importorskip("numba")
+
+    def no_compiler():
+        raise KernelUnavailableError("no C++ compiler found (simulated)")
+
+    monkeypatch.setattr(ops, "load", no_compiler)
+    ok, why = backends.available("fused", "cpu")
+    assert ok and "C++ kernel unavailable (no C++ compiler found (simulated))" in why
+    assert "numba kernel serves" in why
+    for case in (CASES[0], CASES[7]):
+        weight, mask, bias = constant_fan_in_layer(case, 1)
+        layer = backends.create("fused", weight, mask, bias)
+        assert not layer._cpp and layer._numba is not None
+        for batch in (1, 3, 17):
+            x = torch.randn(batch, case.in_features)
+            assert _within_bound(layer(x), x, weight, mask, bias, case.k)
+            assert layer.variant_for(batch).startswith("numba/")
+        yt = layer.forward_transposed(x.T.contiguous())
+        assert _within_bound(yt.T, x, weight, mask, bias, case.k)
 
 
 @pytest.mark.parametrize("serial_max_macs", [0, 2**40], ids=["parallel", "serial"])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_serial_and_parallel_row_kernels_both_match_reference(monkeypatch, serial_max_macs, batch):
+def test_numba_fallback_serial_and_parallel_row_kernels_match_reference(
+    monkeypatch, serial_max_macs
+):
+    pytest.importorskip("numba")
     from backends import fused_cpu
 
     monkeypatch.setattr(fused_cpu, "SERIAL_MAX_MACS", serial_max_macs)
     case = CASES[7]
     weight, mask, bias = constant_fan_in_layer(case, 21)
     layer = backends.create("fused", weight, mask, bias)
+    numba_layer = fused_cpu.NumbaCondensed(
+        layer.values, layer.kernel_indices, layer.active, layer.bias, layer._all_active
+    )
+    for batch in (1, 3):
+        x = torch.randn(batch, case.in_features)
+        assert _within_bound(numba_layer.linear(x), x, weight, mask, bias, case.k)
+
+
+def _condensed_mlp():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(96, 200), nn.GELU(), nn.Linear(200, 40))
+    layers = []
+    for lin in (mlp[0], mlp[2]):
+        out_f, in_f = lin.weight.shape
+        k = max(1, in_f // 10)
+        cols = torch.rand(out_f, in_f).argsort(dim=1)[:, :k]
+        mask = torch.zeros(out_f, in_f, dtype=torch.bool).scatter_(1, cols, True)
+        mask[3] = False  # an ablated neuron
+        layers.append(backends.create("fused", lin.weight.detach(), mask, lin.bias.detach()))
+    return nn.Sequential(layers[0], nn.GELU(), layers[1]).eval()
+
+
+@needs_cpp
+def test_torch_compile_keeps_the_fused_op_without_graph_breaks():
+    model = _condensed_mlp()
+    x = torch.randn(5, 96)
+    expected = model(x)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), expected)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0
+    assert "srigl.fused_linear" in str(explanation.graphs[0].graph)
+
+
+@needs_cpp
+def test_torch_export_of_a_condensed_mlp_keeps_the_fused_op():
+    model = _condensed_mlp()
+    x = torch.randn(4, 96)
+    exported = torch.export.export(model, (x,))
+    assert "srigl.fused_linear" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
+@needs_cpp
+@pytest.mark.parametrize("batch", [1, 256])
+def test_layer_call_allocates_only_its_output(batch):
+    from torch.profiler import ProfilerActivity, profile
+
+    case = CASES[7]
+    weight, mask, bias = constant_fan_in_layer(case, 0)
+    layer = backends.create("fused", weight, mask, bias)
     x = torch.randn(batch, case.in_features)
-    ref, bound = error_bound(x, weight, mask, bias, case.k)
-    assert bool(((layer(x).double() - ref).abs() <= bound).all())
+    layer(x)  # tuned and warm
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = layer(x)
+    allocs = [e for e in prof.events() if e.cpu_memory_usage > 0 and e.name.startswith("aten::")]
+    assert len(allocs) == 1, [(e.name, e.cpu_memory_usage) for e in allocs]
+    assert allocs[0].cpu_memory_usage == y.numel() * y.element_size()
+
+
+@pytest.mark.slow
+@needs_cpp
+def test_torch_compile_with_inductor_runs_the_fused_op():
+    model = _condensed_mlp()
+    x = torch.randn(3, 96)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))

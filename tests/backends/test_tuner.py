@@ -1,0 +1,129 @@
+"""The fused kernel's autotuner: its per-machine cache (write, reuse, corrupt file, another
+machine's file), ``SRIGL_TUNE=off`` and ``backends.tune`` over a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from backend_cases import CASES, constant_fan_in_layer
+from torch import nn
+
+import backends
+from backends.kernels import ops, tuner
+
+pytestmark = pytest.mark.skipif(not ops.available()[0], reason=f"C++: {ops.available()[1]}")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh tuning cache folder (the built kernel stays loaded in this process)."""
+    ops.load()
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    tuner.forget_memory()
+    yield tmp_path
+    tuner.forget_memory()
+
+
+def _layer(seed=0):
+    weight, mask, bias = constant_fan_in_layer(CASES[7], seed)
+    return backends.create("fused", weight, mask, bias)
+
+
+def test_tuning_writes_the_winner_per_bucket_into_the_machine_cache(cache):
+    layer = _layer()
+    chosen = layer.tune([1, 197], threads=2)
+    path = tuner.cache_path(2)
+    assert path.is_relative_to(cache) and path.is_file()
+    data = json.loads(path.read_text())
+    assert data["machine"] == tuner.machine_key(2) and data["schema"] == tuner.SCHEMA
+    keys = {tuner.layer_key(layer, tuner.bucket_of(b)) for b in (1, 197)}
+    assert keys <= set(data["entries"])
+    for batch in (1, 197):
+        entry = data["entries"][tuner.layer_key(layer, tuner.bucket_of(batch))]
+        assert chosen[batch] == layer.variant_for(batch, threads=2)
+        assert min(entry["median_us"], key=entry["median_us"].get) == chosen[batch]
+
+
+def test_a_cached_winner_is_reused_without_timing(cache, monkeypatch):
+    first = _layer()
+    chosen = first.tune([4], threads=2)
+    monkeypatch.setattr(tuner, "measure", lambda *a, **k: pytest.fail("timed again"))
+    tuner.forget_memory()  # as a new process would: read the file
+    second = _layer()
+    assert second.tune([4], threads=2) == chosen
+    x = torch.randn(4, CASES[7].in_features)
+    torch.set_num_threads(2)
+    second(x)  # first use of the bucket: from the cache, no timing
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", json.dumps({"schema": 999, "entries": {}}), json.dumps([1, 2])]
+)
+def test_a_corrupt_cache_file_is_ignored_with_a_warning_and_rebuilt(cache, content):
+    path = tuner.cache_path(2)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.warns(tuner.TuneCacheWarning, match="ignoring the fused-kernel tuning cache"):
+        _layer().tune([1], threads=2)
+    data = json.loads(path.read_text())
+    assert data["schema"] == tuner.SCHEMA and len(data["entries"]) == 1
+
+
+def test_another_machines_cache_is_not_used(cache, monkeypatch):
+    layer = _layer()
+    path = tuner.cache_path(2)
+    path.parent.mkdir(parents=True)
+    foreign = dict(tuner.machine_key(2), cpu="Some Other CPU")
+    key = tuner.layer_key(layer, 0)
+    bogus = {key: {"variant": 1, "geometry": [], "batch": 1, "median_us": {}}}
+    path.write_text(json.dumps({"schema": tuner.SCHEMA, "machine": foreign, "entries": bogus}))
+    timed = []
+    real = tuner.measure
+    monkeypatch.setattr(tuner, "measure", lambda *a: timed.append(1) or real(*a))
+    with pytest.warns(tuner.TuneCacheWarning, match="Some Other CPU"):
+        layer.tune([1], threads=2)
+    assert timed  # timed here, not taken from the foreign file
+    assert json.loads(path.read_text())["machine"] == tuner.machine_key(2)
+
+
+def test_tune_off_times_nothing_and_the_static_rule_runs(cache, monkeypatch):
+    monkeypatch.setenv("SRIGL_TUNE", "off")
+    tuner.refresh()
+    try:
+        monkeypatch.setattr(tuner, "measure", lambda *a, **k: pytest.fail("timed"))
+        layer = _layer()
+        layer(torch.randn(2, CASES[7].in_features))
+        assert not tuner.cache_path(torch.get_num_threads()).exists()
+    finally:
+        monkeypatch.delenv("SRIGL_TUNE")
+        tuner.refresh()
+
+
+def test_backends_tune_covers_every_fused_layer_of_a_model(cache):
+    model = nn.Sequential(_layer(0), nn.ReLU(), nn.Sequential(_layer(1)))
+    model[2][0].layer_name = "inner"
+    result = backends.tune(model, batches=[1, 256], threads=1)
+    assert set(result) == {"0", "2.0"}
+    for name, per_batch in result.items():
+        assert set(per_batch) == {1, 256}
+        layer = model.get_submodule(name)
+        assert per_batch == {b: layer.variant_for(b, threads=1) for b in (1, 256)}
+
+
+def test_buckets_are_powers_of_two():
+    assert [tuner.bucket_of(b) for b in (0, 1, 2, 3, 4, 5, 8, 9, 197, 256, 257, 10**6)] == [
+        0,
+        0,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        8,
+        8,
+        9,
+        10,
+    ]
