@@ -179,3 +179,45 @@ def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
     )
     grid.set(xscale="log")
     return _save(grid.figure, path)
+
+
+def reproduction_accuracy(cells: pd.DataFrame, path: Path) -> Path | None:
+    """Published vs reproduced top-1 per cell (mean ± std over seeds), one panel per
+    experiment, colour = verdict, the diagonal = reproduced exactly. ``cells``: the frame of
+    ``suite.reproduce.compare_cells``; cells without a published counterpart are left out."""
+    if cells.empty or "pub_mean" not in cells:
+        return None
+    data = cells[cells["pub_mean"].notna()]
+    if data.empty:
+        return None
+    experiments = sorted(data["experiment"].unique())
+    fig, axes = plt.subplots(
+        1, len(experiments), figsize=(5 * len(experiments), 4.6), squeeze=False
+    )
+    colours = {"identical": "tab:green", "within noise": "tab:blue", "differs": "tab:red"}
+    for ax, exp in zip(axes[0], experiments):
+        sub = data[data["experiment"] == exp]
+        for verdict, grp in sub.groupby("verdict"):
+            ax.errorbar(
+                grp["pub_mean"],
+                grp["new_mean"],
+                xerr=grp["pub_std"].fillna(0),
+                yerr=grp["new_std"].fillna(0),
+                fmt="o",
+                color=colours.get(verdict, "grey"),
+                label=f"{verdict} ({len(grp)})",
+                alpha=0.8,
+                capsize=2,
+            )
+        low = min(sub["pub_mean"].min(), sub["new_mean"].min()) - 1
+        high = max(sub["pub_mean"].max(), sub["new_mean"].max()) + 1
+        ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_title(exp)
+        ax.set_xlabel("published top-1 (%)")
+        ax.set_ylabel("reproduced top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Published vs reproduced accuracy per cell (mean ± std over seeds)")
+    return _save(fig, path)

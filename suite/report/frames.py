@@ -193,10 +193,11 @@ def accuracy_summary(train: pd.DataFrame) -> pd.DataFrame:
         .agg(mean="mean", std="std", n="count")
         .reset_index()
     )
-    return _sort_methods(out)
+    return sort_methods(out)
 
 
-def _sort_methods(frame: pd.DataFrame) -> pd.DataFrame:
+def sort_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by experiment, :data:`METHOD_ORDER` and sparsity (the columns present)."""
     order = frame["method"].map(lambda m: method_sort_key(m)[0])
     name = frame["method"].astype(str)
     cols = [c for c in ("experiment",) if c in frame]
@@ -226,12 +227,12 @@ def accuracy_table(
     )
     sparsities = sorted(set(ours["sparsity"]) | set(ref["sparsity"].astype(float)))
     rows = []
-    for method, grp in _sort_methods(ours).groupby("method", sort=False):
+    for method, grp in sort_methods(ours).groupby("method", sort=False):
         cells = {sparsity_label(s): "" for s in sparsities}
         for r in grp.itertuples():
             cells[sparsity_label(r.sparsity)] = format_mean_std(r.mean, r.std, r.n)
         rows.append({"method": method, **cells})
-    for method, grp in _sort_methods(ref).groupby("method", sort=False):
+    for method, grp in sort_methods(ref).groupby("method", sort=False):
         cells = {sparsity_label(s): "" for s in sparsities}
         for r in grp.itertuples():
             cells[sparsity_label(float(r.sparsity))] = f"{r.top1:.2f}"
@@ -283,7 +284,7 @@ def reference_table(reference: pd.DataFrame) -> pd.DataFrame:
     """The paper's accuracy figures as a wide table: (experiment, method) x sparsity."""
     if reference.empty:
         return reference
-    ref = _sort_methods(reference.assign(sparsity=reference["sparsity"].astype(float)))
+    ref = sort_methods(reference.assign(sparsity=reference["sparsity"].astype(float)))
     sparsities = sorted(ref["sparsity"].unique())
     rows = []
     for (exp, method), grp in ref.groupby(["experiment", "method"], sort=False):
@@ -392,7 +393,7 @@ def size_table(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -> pd.
         key=_size_column_rank,
     )
     out = frame.groupby(["experiment", "method", "sparsity"]).mean(numeric_only=True)
-    out = _sort_methods(out.reset_index())
+    out = sort_methods(out.reset_index())
     out["sparsity"] = out["sparsity"].map(sparsity_label)
     return out[["experiment", "method", "sparsity"] + [c for c in value_cols if c in out]]
 
