@@ -9,16 +9,18 @@ PROFILE ?= default
 DRY_RUN ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint format reproduce bench report clean help
+.PHONY: install test test-all lint format reproduce publish bench report clean help
 
 help:
 	@echo "make test        install into $(VENV) if needed, run the CPU test-suite"
-	@echo "make reproduce   install, run the embedded default end to end, write results/REPORT.md"
-	@echo "                 (PROFILE=quick|default|cifar10|imagenet, DRY_RUN=1 lists the jobs,"
-	@echo "                  FRESH=1 retrains everything instead of reusing results/runs)"
+	@echo "make reproduce   install, retrain the profile into results/reproduction/, compare with the"
+	@echo "                 published results/runs: results/REPRODUCTION.md, exit 1 if a cell differs"
+	@echo "                 (PROFILE=quick|default|cifar10|imagenet, RESUME=1 continues, DRY_RUN=1 lists)"
+	@echo "make publish     copy the reproduction of PROFILE into results/runs and regenerate the report"
+	@echo "make report      results/REPORT.md from the published records (results/runs)"
 	@echo "make lint        ruff check + format check"
 	@echo "make test-all    also the slow tests"
-	@echo "make bench       python -m suite.bench profile=\$$(PROFILE); make report: results/REPORT.md"
+	@echo "make bench       python -m suite.bench profile=\$$(PROFILE)"
 	@echo "make asv | asv-history N=20 | asv-publish | asv-compare A=<sha> B=<sha> | asv-check"
 	@echo "make gpu-check   on a GPU machine: GPU tests, Triton kernel timings, AMP training"
 
@@ -48,17 +50,21 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# FRESH=1 first removes the stored runs, so every job is trained again (a clone holds the
-# committed runs of results/REPORT.md, which reproduce would otherwise count as done).
-FRESH ?= 0
+# Reproduction, not regeneration: trains the profile into a fresh results/reproduction/$(PROFILE)/,
+# benches again, compares with results/runs (results/REPRODUCTION.md; exit 1 when a cell differs).
+# RESUME=1 continues an interrupted reproduction. results/runs changes only with `make publish`.
+RESUME ?= 0
+REPRODUCE_ARGS ?=
 reproduce: install
-	@if [ "$(FRESH)" = 1 ] && [ "$(DRY_RUN)" != 1 ]; then rm -rf results/runs results/figures results/tables; fi
-	$(PY) -m suite.reproduce profile=$(PROFILE) dry_run=$(DRY_RUN)
+	$(PY) -m suite.reproduce profile=$(PROFILE) dry_run=$(DRY_RUN) resume=$(RESUME) $(REPRODUCE_ARGS)
+
+publish: install            # copy the finished reproduction into results/runs, regenerate the report
+	$(PY) -m suite.reproduce profile=$(PROFILE) publish=1
 
 bench: install
 	$(PY) -m suite.bench profile=$(PROFILE)
 
-report: install
+report: install             # results/REPORT.md, figures/, tables/ from the published records
 	$(PY) -m suite.report
 
 clean:
