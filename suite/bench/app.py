@@ -26,8 +26,12 @@ dtype, threads, mode, median_s, iqr_s, dense_median_s) plus device, path, runs, 
 dense_iqr_s, min_s and dense_min_s (fastest call: the least disturbed figure on a busy
 machine), csr_median_s (the csr backend's time in the same case, if it ran), gbps and
 dense_gbps (bytes of the layer's stored form plus input and output, per second; for condensed
-layers the ideal form: values + int16 indices when in < 32768, else int32), and for checkpoint
-layers ``model`` and ``layer``. Backends that cannot run here are listed in
+layers the ideal form: values + int16 indices when in < 32768, else int32), ``variant`` (the
+kernel variant that ran, e.g. ``avx2/perm8x16/par`` for ``fused``, picked by its autotuner;
+None for single-path backends), and for checkpoint layers ``model`` and ``layer``. The record's
+metrics hold ``threads``, ``omp_wait_policy`` (None: the OpenMP default) and
+``load_avg_1m`` at the end of the run (``load_avg_1m_start`` at its start): a load above the
+core count marks timings taken on a loaded machine. Backends that cannot run here are listed in
 ``metrics.skipped`` ({what: reason}) and printed. Whole-model results go to
 ``metrics.whole_model`` (see :mod:`suite.bench.whole_model`).
 """
@@ -52,7 +56,7 @@ from backends.condensed import CondensedLinear
 from srigl.masks import constant_fan_in_mask
 from suite.bench.masks import model_masks
 from suite.bench.timing import Timing, check_linear, measure_interleaved
-from suite.runtime import set_threads
+from suite.runtime import set_threads, thread_policy
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
 
@@ -190,6 +194,13 @@ def _timed_call(layer: torch.nn.Module, x: torch.Tensor, mode: str) -> tuple[Cal
     return (lambda: layer(x)), "forward", (lambda y: y)
 
 
+def kernel_variant(layer: torch.nn.Module, batch: int) -> str | None:
+    """The kernel variant ``layer`` runs for ``batch`` rows (``fused``: e.g. ``avx2/perm8x16/par``;
+    None for backends with a single path)."""
+    variant_for = getattr(layer, "variant_for", None)
+    return variant_for(int(batch)) if callable(variant_for) else None
+
+
 def bench_layer(
     weight: torch.Tensor,
     mask: torch.Tensor,
@@ -283,6 +294,7 @@ def bench_layer(
                         "dense_min_s": dense.min_s,
                         "device": settings.device.type,
                         "path": path,
+                        "variant": kernel_variant(layer, batch),
                         "runs": t.runs,
                         "k": k,
                         "n_active": n_active,
@@ -518,6 +530,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
 
     settings = resolve_settings(cfg)
     thread_info = set_threads(settings.threads)
+    policy_start = thread_policy()
     names, skipped = usable_backends(settings.backends, settings.device, settings.dtype)
     for name, why in skipped.items():
         log.warning("skipping backend %r: %s", name, why)
@@ -557,6 +570,9 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         "skipped": skipped,
         "whole_model": whole,
         **thread_info,
+        # threads, OMP_WAIT_POLICY and the 1-minute load average (at the end; and at the start)
+        **thread_policy(),
+        "load_avg_1m_start": policy_start["load_avg_1m"],
         **extra,
     }
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -103,6 +103,20 @@ def test_bench_writes_one_valid_record_with_a_row_per_case(tmp_path):
     assert row["k"] == (33 * 20 // 4) // 20 and row["n_active"] == 20
 
 
+def test_bench_records_the_kernel_variant_threads_omp_policy_and_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # recorded as read (set before start)
+    record, _ = run_bench(bench_cfg(tmp_path, "backends=[dense,fused]"))
+    metrics = record["metrics"]
+    assert metrics["threads"] == 1 and metrics["omp_wait_policy"] == "PASSIVE"
+    for key in ("load_avg_1m", "load_avg_1m_start"):
+        assert metrics[key] is None or metrics[key] >= 0
+    fused = [r for r in metrics["rows"] if r["backend"] == "fused"]
+    dense = [r for r in metrics["rows"] if r["backend"] == "dense"]
+    assert fused and all(isinstance(r["variant"], str) and r["variant"] for r in fused)
+    assert all(r["variant"] is None for r in dense)
+    assert {r["variant"].split("/")[0] for r in fused} <= {"generic", "avx2", "avx512", "numba"}
+
+
 def test_top_level_keys_override_the_profile_and_null_takes_the_profile(tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         quick = compose("bench", overrides=["profile=quick"])
