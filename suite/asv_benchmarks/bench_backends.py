@@ -120,3 +120,36 @@ def best_time_ratio(
                 best[key] = min(best[key], time.perf_counter() - start)
                 calls += 1
     return best["layer"] / best["baseline"]
+
+
+class FusedRatio:
+    """The ``fused`` CPU kernel over the masked dense layer, same process, ViT-B/16 MLP shapes
+    at the issue-10 grid (80-99%, batch 1 and 256), after the autotuner picked its variant
+    (the setup tunes; the tuning cache makes later runs skip the timing)."""
+
+    params = (
+        ["vit_b16_fc1_768x3072", "vit_b16_fc2_3072x768"],
+        [0.8, 0.9, 0.95, 0.99],
+        [1, 256],
+    )
+    param_names = ["shape", "sparsity", "batch"]
+    version = "1"
+    processes = 1
+    repeat = 1
+    number = 1
+    timeout = 300
+
+    def setup(self, shape: str, sparsity: float, batch: int) -> None:
+        import backends
+
+        set_threads(THREADS, grad=False)
+        self.layer, self.x, (weight, mask, bias) = _layer_and_input("fused", shape, sparsity, batch)
+        backends.tune(self.layer, batches=[batch])
+        self.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
+        self.dense(self.x)
+        self.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
+
+    def track_ratio_fused_vs_dense(self, shape: str, sparsity: float, batch: int) -> float:
+        return best_time_ratio(self.layer, self.dense, self.x, self.min_run_time)
+
+    track_ratio_fused_vs_dense.unit = "ratio"
