@@ -79,6 +79,25 @@ def _compiler_version(cxx: str) -> str:
     return (res.stdout.splitlines() or ["unknown"])[0]
 
 
+def _ninja_on_path() -> bool:
+    """Put the ninja of the ``ninja`` pip package (or of this Python's bin folder) on PATH when
+    PATH has none (a venv's python run without activating the venv)."""
+    if shutil.which("ninja"):
+        return True
+    folders = [pathlib.Path(sys.executable).parent]
+    try:
+        import ninja  # the pip package
+
+        folders.insert(0, pathlib.Path(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    for folder in folders:
+        if (folder / "ninja").is_file():
+            os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+            return True
+    return False
+
+
 def kernel_available() -> tuple[bool, str]:
     """Whether C++ kernels can be built here: ``(True, "")`` or ``(False, why)``.
 
@@ -89,7 +108,7 @@ def kernel_available() -> tuple[bool, str]:
         return False, "no C++ compiler found (set $CXX or install g++)"
     from torch.utils.cpp_extension import is_ninja_available
 
-    if not is_ninja_available():
+    if not (_ninja_on_path() and is_ninja_available()):
         return False, "ninja is not installed (pip install ninja, or apt-get install ninja-build)"
     return True, ""
 
