@@ -5,7 +5,7 @@
     python -m suite.bench                                   # profile=quick
     python -m suite.bench profile=default 'sparsities=[0.8,0.9]' 'batches=[1,256]'
     python -m suite.bench 'backends=[dense,csr,fused]' threads=2 min_run_time=0.5
-    python -m suite.bench whole_model=true                  # + condensed ViT-B/16 and ResNet-50
+    python -m suite.bench whole_model=true                  # + every experiment's whole model
     python -m suite.bench checkpoint=checkpoints/<run>/checkpoint.pt   # a trained model's layers
 
 The grid is backends x layer shapes ([in, out]) x sparsity x batch x mode. Top-level keys
@@ -407,13 +407,15 @@ def _whole_models(
     skipped: dict[str, str],
     tick: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Condensed vs dense for the configured models (random init, SRigL-like masks)."""
-    from suite.bench.whole_model import bench_whole_model
+    """Condensed vs dense (eval and BN-folded) for the configured experiments (each model at
+    its input size, masks from the experiment's SRigL set-up) and models (random init,
+    SRigL-like masks on Linear layers)."""
+    from suite.bench.whole_model import bench_whole_model, experiment_model
     from suite.models import create_model
 
     wm = cfg.get("whole_model_options") or {}
     size = int(wm.get("image_size", 224))
-    sparsity = float(wm.get("sparsity", 0.9))
+    sparsities = [float(s) for s in (wm.get("sparsities") or [wm.get("sparsity", 0.9)])]
     wanted = list(wm.get("backends") or names)
     usable = [n for n in wanted if n in names]
     for n in wanted:
@@ -421,29 +423,48 @@ def _whole_models(
             skipped.setdefault(
                 f"whole_model/{n}", f"not among this run's usable backends {list(names)}"
             )
+    common = {
+        "structured": bool(wm.get("structured", False)),
+        "threads": settings.threads,
+        "min_run_time": float(wm.get("min_run_time") or settings.min_run_time),
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "seed": settings.seed,
+        "rounds": int(wm.get("rounds") or 1),
+        "skipped": skipped,
+        "tick": tick,
+    }
+    batches = [int(b) for b in wm.get("batches") or (1, 32)]
     results = []
+    for experiment in wm.get("experiments") or ():
+        for sparsity in sparsities:
+            setup = experiment_model(str(experiment), sparsity, settings.seed)
+            results += bench_whole_model(
+                setup.model_name,
+                setup.model,
+                setup.masks,
+                setup.input_shape,
+                batches,
+                usable,
+                sparsity=sparsity,
+                experiment=setup.experiment,
+                **common,
+            )
     for model_name in wm.get("models") or ():
-        torch.manual_seed(settings.seed)
-        model = create_model(str(model_name), num_classes=1000, input_shape=(3, size, size))
-        masks = model_masks(model, sparsity, settings.seed, float(wm.get("ablate", 0.0)))
-        results += bench_whole_model(
-            str(model_name),
-            model,
-            masks,
-            (3, size, size),
-            [int(b) for b in wm.get("batches") or (1, 64)],
-            usable,
-            structured=bool(wm.get("structured", False)),
-            sparsity=sparsity,
-            threads=settings.threads,
-            min_run_time=float(wm.get("min_run_time") or settings.min_run_time),
-            device=settings.device,
-            dtype=settings.dtype,
-            seed=settings.seed,
-            rounds=int(wm.get("rounds") or 1),
-            skipped=skipped,
-            tick=tick,
-        )
+        for sparsity in sparsities:
+            torch.manual_seed(settings.seed)
+            model = create_model(str(model_name), num_classes=1000, input_shape=(3, size, size))
+            masks = model_masks(model, sparsity, settings.seed, float(wm.get("ablate", 0.0)))
+            results += bench_whole_model(
+                str(model_name),
+                model,
+                masks,
+                (3, size, size),
+                batches,
+                usable,
+                sparsity=sparsity,
+                **common,
+            )
     return results
 
 
@@ -500,7 +521,7 @@ def whole_model_table(results: Sequence[Mapping[str, Any]]) -> str:
         return ""
     lines = [
         f"{'model':<12} {'backend':<11} {'struct':<6} {'batch':>5} {'dense ms':>10} "
-        f"{'sparse ms':>10} {'speed-up':>8} {'(min)':>7} {'condensed weights':>17}"
+        f"{'sparse ms':>10} {'speed-up':>8} {'(min)':>7} {'vs fold':>9} {'condensed weights':>17}"
     ]
     for r in results:
         lines.append(
@@ -508,9 +529,10 @@ def whole_model_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"{r['dense_median_s'] * 1e3:>10.2f} {r['median_s'] * 1e3:>10.2f} "
             f"{r['dense_median_s'] / r['median_s']:>7.2f}x "
             f"{r['dense_min_s'] / r['min_s']:>6.2f}x "
+            f"{r.get('folded_median_s', r['dense_median_s']) / r['median_s']:>8.2f}x "
             f"{r['condensed_weight_fraction'] * 100:>16.1f}%"
         )
-    return "whole model (vs masked dense):\n" + "\n".join(lines)
+    return "whole model (vs masked dense eval; vs BN-folded dense):\n" + "\n".join(lines)
 
 
 def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:

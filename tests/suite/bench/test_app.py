@@ -202,6 +202,7 @@ def test_whole_model_part_times_condensed_vs_dense(tmp_path):
         tmp_path,
         "whole_model=true",
         "whole_model_options.models=[mlp]",
+        "whole_model_options.experiments=[]",
         "whole_model_options.image_size=6",
         "whole_model_options.batches=[1,4]",
         "whole_model_options.backends=[naive,structured]",

@@ -1,0 +1,91 @@
+"""The whole-model bench: every experiment's model with its own SRigL masks, condensed vs the
+dense eval model and the BN-folded dense model, with params, FLOPs and bytes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from suite.bench.app import run_bench
+from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_model
+
+from .test_app import bench_cfg
+
+
+def test_experiment_model_uses_the_experiments_input_size_and_srigl_masks():
+    setup = experiment_model("cifar10_resnet18", 0.9, seed=0)
+    assert setup.model_name == "resnet18_cifar" and setup.input_shape == (3, 32, 32)
+    convs = [n for n, m in setup.model.named_modules() if isinstance(m, nn.Conv2d)]
+    # ERK makes the small stem and 1x1 shortcut convs dense (no mask); the rest is sparse
+    assert set(setup.masks) <= {f"{n}.weight" for n in convs} | {"fc.weight"}
+    assert len(setup.masks) >= 15
+    total = sum(m.numel() for m in setup.masks.values())
+    density = sum(int(m.sum()) for m in setup.masks.values()) / total
+    assert density == pytest.approx(0.1, abs=0.01)
+    densities = {round(float(m.float().mean()), 3) for m in setup.masks.values()}
+    assert len(densities) > 3  # ERK: layer densities differ
+    for name, mask in setup.masks.items():  # constant fan-in per output channel
+        counts = mask.flatten(1).sum(1)
+        assert counts[counts > 0].unique().numel() == 1, name
+
+
+def test_unknown_experiment_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="no_such_experiment"):
+        experiment_model("no_such_experiment", 0.9)
+
+
+def test_every_paper_pair_is_covered_by_default():
+    assert len(EXPERIMENTS) == 6 and "imagenet_vit_b16" in EXPERIMENTS
+
+
+def test_whole_cnn_is_timed_against_dense_eval_and_bn_folded_dense():
+    setup = experiment_model("cifar10_resnet18", 0.9, seed=0)
+    skipped: dict[str, str] = {}
+    results = bench_whole_model(
+        setup.model_name,
+        setup.model,
+        setup.masks,
+        setup.input_shape,
+        [1],
+        ["fused", "no_such_backend_is_skipped"],
+        structured=False,
+        sparsity=0.9,
+        threads=1,
+        min_run_time=0.01,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        rounds=1,
+        skipped=skipped,
+        experiment=setup.experiment,
+    )
+    assert "resnet18_cifar/no_such_backend_is_skipped" in skipped
+    (r,) = results
+    assert r["experiment"] == "cifar10_resnet18" and r["backend"] == "fused"
+    assert r["median_s"] > 0 and r["dense_median_s"] > 0 and r["folded_median_s"] > 0
+    assert r["condensed_layers"] == len(setup.masks) and r["kept_layers"] == []
+    assert 0.95 < r["condensed_weight_fraction"] < 1.0  # ERK's dense layers stay dense
+    assert r["params_condensed"] < 0.2 * r["params_dense"]
+    assert r["flops_condensed"] < 0.3 * r["flops_dense"]
+    assert r["bytes_condensed"] < 0.3 * r["bytes_dense"]
+
+
+def test_bench_app_runs_the_whole_model_part_on_an_experiment(tmp_path):
+    cfg = bench_cfg(
+        tmp_path,
+        "whole_model=true",
+        "whole_model_options.experiments=[digits_cnn]",
+        "whole_model_options.models=[]",
+        "whole_model_options.batches=[1,2]",
+        "whole_model_options.sparsities=[0.8,0.9]",
+        "whole_model_options.backends=[naive,fused]",
+        "backends=[dense,naive,fused]",
+    )
+    record, _ = run_bench(cfg)
+    whole = record["metrics"]["whole_model"]
+    keys = {(w["experiment"], w["backend"], w["batch"], w["sparsity"]) for w in whole}
+    assert keys == {
+        ("digits_cnn", b, n, s) for b in ("naive", "fused") for n in (1, 2) for s in (0.8, 0.9)
+    }
+    for w in whole:  # no BatchNorm: the folded baseline is the dense model's timing
+        assert w["folded_median_s"] == w["dense_median_s"] and w["condensed_layers"] >= 2
