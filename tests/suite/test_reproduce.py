@@ -1,16 +1,18 @@
-"""Specification of `make reproduce` (suite.reproduce): the job grid, resuming, failures."""
+"""Specification of `make reproduce` (suite.reproduce): a fresh store, the grid as one Hydra
+multirun, the comparison with the published records, resuming, publishing."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from report_fixtures import make_bench_record, train_config, train_metrics, write_store
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from report_fixtures import bench_row, train_config, train_metrics
 
+from hydra_plugins.srigl_bench_plugins.grids_sweeper import expand_grids
 from suite import reproduce
 from suite.results import ResultStore, make_record
 
@@ -22,18 +24,20 @@ TINY = [
     "profile.train.methods=[dense,srigl]",
     "profile.train.sparsities=[0.9]",
     "profile.train.seeds=[0]",
-    "train_overrides=['progress=false','training.epochs=2']",
-    "workers=1",
+    "train_overrides=['progress=false','training.epochs=2','limit_batches=4','trainer.delta_t=2']",
     "bench.enabled=false",
 ]
 
 
 def _paths(tmp_path: Path) -> list[str]:
     return [
-        f"results_dir={tmp_path / 'runs'}",
-        f"out_dir={tmp_path / 'out'}",
+        f"published_dir={tmp_path / 'published'}",
+        f"store_dir={tmp_path / 'store'}",
         f"checkpoint_dir={tmp_path / 'ckpt'}",
-        f"job_log_dir={tmp_path / 'logs'}",
+        f"sweep_dir={tmp_path / 'multirun'}",
+        f"out={tmp_path / 'REPRODUCTION.md'}",
+        f"figure={tmp_path / 'figures' / 'reproduction.png'}",
+        f"report_out={tmp_path / 'report'}",
     ]
 
 
@@ -43,104 +47,82 @@ def _expected_grid(profile: str) -> set[tuple]:
     for exp in grid["experiments"]:
         for seed in grid["seeds"]:
             for method in grid["methods"]:
-                for sp in [None] if method == "dense" else grid["sparsities"]:
-                    expected.add((exp, method, sp, seed))
+                for sp in [0.0] if method == "dense" else grid["sparsities"]:
+                    expected.add((exp, method, float(sp), seed))
     return expected
 
 
+def _swept_jobs(cfg) -> list[tuple]:
+    jobs = expand_grids(reproduce.sweep_grids(cfg), [], OverridesParser.create())
+    out = []
+    for job in jobs:
+        kv = dict(o.split("=", 1) for o in job)
+        out.append((kv["experiment"], kv["trainer"], float(kv["sparsity"]), int(kv["seed"])))
+    return out
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-def test_dry_run_lists_exactly_the_profile_grid_with_dense_once_per_seed(profile, tmp_path, capsys):
-    cfg = reproduce.compose([f"profile={profile}", "dry_run=1", *_paths(tmp_path)])
-    summary = reproduce.run(cfg)
-    got = [(j.experiment, j.method, j.sparsity, j.seed) for j in summary.jobs]
-    assert len(got) == len(set(got))
-    assert set(got) == _expected_grid(profile)
-    out = capsys.readouterr().out
-    listed = [
-        line for line in out.splitlines() if line.startswith("  [todo] python -m suite.train")
-    ]
-    assert len(listed) == len(got)
-    assert "then bench [todo]: python -m suite.bench" in out
-    assert "then report [todo]: python -m suite.report" in out
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()  # ran nothing
+def test_the_sweep_is_exactly_the_profile_grid_with_dense_once_per_seed(profile, tmp_path):
+    cfg = reproduce.compose([f"profile={profile}", *_paths(tmp_path)])
+    jobs = _swept_jobs(cfg)
+    assert len(jobs) == len(set(jobs)) == reproduce.expected_jobs(cfg)
+    assert set(jobs) == _expected_grid(profile)
+    cmd = reproduce.sweep_command(cfg)
+    assert cmd[1:4] == ["-m", "suite.train", "-m"] and "hydra/sweeper=grids" in cmd
+    assert f"results_dir={tmp_path / 'store'}" in cmd  # the fresh store, never published_dir
+    assert "skip_existing=true" in cmd and "resume=false" in cmd
 
 
 def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds():
-    # dense, static, set, rigl, rigl_sparse_init, srigl, srigl_no_ablation
-    grid = _expected_grid("default")
-    assert len(grid) == 2 * 5 * (1 + 6 * 4)  # dense once per seed, not per sparsity
+    cfg = reproduce.compose(["profile=default"])
+    assert reproduce.expected_jobs(cfg) == 2 * 5 * (1 + 6 * 4)  # dense once per seed
 
 
-def test_dense_jobs_carry_sparsity_0_and_every_job_writes_to_the_configured_store(tmp_path):
-    cfg = reproduce.compose(["profile=quick", "dry_run=1", *_paths(tmp_path)])
-    for job in reproduce.plan_jobs(cfg):
-        assert f"results_dir={tmp_path / 'runs'}" in job.overrides
-        if job.method == "dense":
-            assert "sparsity=0.0" in job.overrides
-            assert "sparsity" not in dict(job.match)  # any stored dense run of the seed counts
+def test_local_profiles_run_2_workers_x_1_thread_and_the_paper_profiles_go_to_slurm():
+    for profile in ("quick", "default"):
+        cmd = reproduce.sweep_command(reproduce.compose([f"profile={profile}"]))
+        assert "hydra/launcher=pool" in cmd
+        assert "hydra.launcher.workers=2" in cmd and "hydra.launcher.threads_per_worker=1" in cmd
+    for profile in ("cifar10", "imagenet"):
+        cmd = reproduce.sweep_command(reproduce.compose([f"profile={profile}"]))
+        assert "hydra/launcher=slurm" in cmd
+        assert not any(c.startswith("hydra.launcher.workers") for c in cmd)
+    cmd = reproduce.sweep_command(
+        reproduce.compose(
+            ["profile=cifar10", "launcher_overrides=['hydra.launcher.partition=gpu']"]
+        )
+    )
+    assert "hydra.launcher.partition=gpu" in cmd
 
 
-def test_the_bench_step_runs_the_quick_bench_for_quick_and_default_profiles():
-    for profile, bench in (("quick", "quick"), ("default", "quick"), ("cifar10", "cifar10")):
-        cfg = reproduce.compose([f"profile={profile}"])
-        assert reproduce.bench_profile(cfg) == bench
-        assert f"profile={bench}" in reproduce.bench_command(cfg)
+def test_a_reproduction_runs_the_bench_again_with_whole_models_for_the_default_profile():
+    runs = reproduce.bench_runs(reproduce.compose(["profile=default"]))
+    assert ["profile=quick"] in runs
+    assert any("whole_model=true" in r for r in runs)
+    assert reproduce.bench_runs(reproduce.compose(["profile=cifar10"])) == [["profile=cifar10"]]
+    cmd = reproduce.bench_command(reproduce.compose(["profile=default"]), runs[0])
+    assert cmd[1:3] == ["-m", "suite.bench"] and any(c.startswith("results_dir=") for c in cmd)
 
 
-def test_jobs_whose_record_is_in_the_store_are_done_and_are_not_rerun(tmp_path, capsys):
-    store_records = [
-        make_record(
-            "train", train_config("digits_mlp", "dense", 0.99, 0), train_metrics(97, "dense")
-        ),
-        make_record(
-            "train", train_config("digits_mlp", "srigl", 0.9, 0), train_metrics(96, "srigl")
-        ),
-        make_record(
-            "train", train_config("digits_mlp", "srigl", 0.9, 7), train_metrics(96, "srigl")
-        ),
-    ]
-    write_store(tmp_path / "runs", store_records)
-    cfg = reproduce.compose(["profile=quick", "dry_run=1", *_paths(tmp_path)])
-    summary = reproduce.run(cfg)
-    done = {(j.experiment, j.method, j.sparsity, j.seed) for j in summary.done_before}
-    assert done == {("digits_mlp", "dense", None, 0), ("digits_mlp", "srigl", 0.9, 0)}
-    out = capsys.readouterr().out
-    assert out.count("  [done] ") == 2
-    assert f"({len(done)} already in" in out
-
-
-def test_record_matching_compares_groups_by_label_and_numbers_by_value():
-    config = {
-        "experiment": "digits_mlp",
-        "sparsity": 0.9,
-        "trainer": {"name": "srigl", "label": "srigl_no_ablation"},
-        "training": {"epochs": 2},
-    }
-    assert reproduce.record_matches(config, [("trainer", "srigl_no_ablation"), ("sparsity", 0.9)])
-    assert reproduce.record_matches(config, [("training.epochs", 2)])
-    assert not reproduce.record_matches(config, [("trainer", "rigl")])
-    # srigl_no_ablation is the srigl trainer (name) with another label: not a srigl run
-    assert not reproduce.record_matches(config, [("trainer", "srigl")])
-    assert reproduce.record_matches({"profile": {"name": "quick"}}, [("profile", "quick")])
-    assert not reproduce.record_matches(config, [("training.epochs", 3)])
-    assert not reproduce.record_matches(config, [("seed", 0)])  # missing key: not a match
-
-
-def test_parse_override_reads_values_as_yaml():
-    assert reproduce.parse_override("sparsity=0.95") == ("sparsity", 0.95)
-    assert reproduce.parse_override("+training.epochs=2") == ("training.epochs", 2)
-    assert reproduce.parse_override("trainer=srigl") == ("trainer", "srigl")
-    with pytest.raises(ValueError, match="key=value"):
-        reproduce.parse_override("sparsity")
+def test_dry_run_lists_the_sweep_and_the_bench_and_runs_nothing(tmp_path, caplog):
+    caplog.set_level("INFO")
+    assert reproduce.main(["profile=default", "dry_run=1", *_paths(tmp_path)]) == 0
+    assert "250 train jobs" in caplog.text
+    assert "train: python -m suite.train -m hydra/launcher=pool" in caplog.text
+    assert caplog.text.count("bench: python -m suite.bench") == 2
+    assert not any(tmp_path.iterdir())  # ran nothing, wrote nothing
 
 
 def test_an_empty_grid_axis_is_an_error_naming_the_axis(tmp_path):
     cfg = reproduce.compose(["profile=quick", "profile.train.seeds=[]", *_paths(tmp_path)])
     with pytest.raises(reproduce.ReproduceError, match="train.seeds is empty"):
-        reproduce.plan_jobs(cfg)
+        reproduce.sweep_grids(cfg)
 
 
-def test_missing_data_stops_the_run_before_any_job_with_the_loaders_message(tmp_path, capsys):
+def test_missing_data_stops_the_run_before_any_job_with_the_loaders_message(tmp_path, caplog):
     argv = [
         "profile=cifar10",
         "require_gpu=false",
@@ -148,92 +130,193 @@ def test_missing_data_stops_the_run_before_any_job_with_the_loaders_message(tmp_
         *_paths(tmp_path),
     ]
     assert reproduce.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "cifar10" in err and str(tmp_path / "nodata") in err and "nothing was run" in err
-    assert not (tmp_path / "logs").exists() and not (tmp_path / "runs").exists()
+    assert "cifar10" in caplog.text and str(tmp_path / "nodata") in caplog.text
+    assert "nothing was run" in caplog.text
+    assert not (tmp_path / "store").exists() and not (tmp_path / "multirun").exists()
 
 
-@pytest.mark.skipif(
-    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
-)
-def test_a_profile_that_requires_a_gpu_refuses_to_start_without_one(tmp_path, capsys):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_a_profile_that_requires_a_gpu_refuses_to_start_without_one(tmp_path, caplog):
     assert reproduce.main(["profile=imagenet", *_paths(tmp_path)]) == 2
-    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert "needs a CUDA GPU" in caplog.text
 
 
-def _fake_bench(tmp_path: Path) -> list[str]:
-    """A stand-in for `python -m suite.bench` that writes one bench record of profile quick."""
-    rec = make_bench_record()
-    src = tmp_path / "bench_record.json"
-    src.write_text(json.dumps(rec))
-    code = (
-        "import json, sys; from suite.results import ResultStore; "
-        f"ResultStore(sys.argv[1]).write(json.load(open({str(src)!r})))"
-    )
-    return [sys.executable, "-c", code, str(tmp_path / "runs")]
+# --------------------------------------------------------------------------- the store
 
 
-def test_bench_runs_after_the_jobs_and_is_skipped_once_its_record_exists(tmp_path, monkeypatch):
-    # every train job of the tiny grid is already in the store: only bench and report run
-    write_store(
-        tmp_path / "runs",
-        [
-            make_record(
-                "train",
-                train_config("digits_mlp", "dense", 0.0, 0, training={"epochs": 2}),
-                train_metrics(97, "dense"),
-            ),
-            make_record(
-                "train",
-                train_config("digits_mlp", "srigl", 0.9, 0, training={"epochs": 2}),
-                train_metrics(95, "srigl"),
-            ),
-        ],
-    )
-    calls = []
-
-    def fake_command(cfg):
-        calls.append(reproduce.bench_profile(cfg))
-        return _fake_bench(tmp_path)
-
-    monkeypatch.setattr(reproduce, "bench_command", fake_command)
-    argv = [*TINY[:-1], "bench.enabled=true", *_paths(tmp_path)]
-    summary = reproduce.run(reproduce.compose(argv))
-    assert summary.ok and summary.results == [] and len(summary.done_before) == 2
-    assert summary.bench == "ok" and calls == ["quick"]
-    assert "### vs dense" in summary.report.read_text()
-    again = reproduce.run(reproduce.compose(argv))
-    assert again.bench.startswith("skipped") and calls == ["quick"]
-
-
-def test_a_tiny_profile_runs_end_to_end_and_a_second_call_skips_the_done_jobs(tmp_path):
-    argv = [*TINY, *_paths(tmp_path)]
-    assert reproduce.main(argv) == 0
-    records = ResultStore(tmp_path / "runs").read("train")
-    assert sorted(r["config"]["trainer"]["label"] for r in records) == ["dense", "srigl"]
-    assert all(r["config"]["training"]["epochs"] == 2 for r in records)
-    assert (tmp_path / "out" / "REPORT.md").is_file()
-    files = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    again = reproduce.run(reproduce.compose(argv))
-    assert again.results == [] and len(again.done_before) == 2
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == files
-
-
-def test_a_failed_job_is_reported_at_the_end_the_others_still_run_and_the_exit_is_1(
-    tmp_path, capsys
+def test_a_fresh_start_removes_only_its_own_records_and_refuses_a_folder_it_did_not_make(
+    tmp_path,
 ):
-    argv = [*TINY, "profile.train.methods=[no_such_method,dense]", *_paths(tmp_path)]
-    assert reproduce.main(argv) == 1
-    out = capsys.readouterr().out
-    assert "FAILED digits_mlp/no_such_method/s0.9/seed0" in out
-    assert "rerun: python -m suite.train experiment=digits_mlp trainer=no_such_method" in out
-    records = ResultStore(tmp_path / "runs").read("train")
-    assert [r["config"]["trainer"]["label"] for r in records] == ["dense"]
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "mine.txt").write_text("not a reproduction")
+    with pytest.raises(reproduce.ReproduceError, match="no reproduction wrote"):
+        reproduce.prepare_store(cfg)
+    (store / "mine.txt").unlink()
+    reproduce.prepare_store(cfg)  # now ours: it writes the marker
+    rec = make_record(
+        "train", train_config("digits_mlp", "srigl", 0.9, 0), train_metrics(90, "srigl")
+    )
+    ResultStore(store).write(rec)
+    kept = reproduce.compose([*TINY, "resume=1", *_paths(tmp_path)])
+    reproduce.prepare_store(kept)
+    assert len(ResultStore(store).files()) == 1  # resume keeps the records
+    reproduce.prepare_store(cfg)
+    assert ResultStore(store).files() == []  # a fresh start clears them
 
 
-@pytest.mark.slow
-def test_two_worker_processes_run_the_grid_like_one(tmp_path):
-    argv = [*TINY, "workers=2", "threads_per_worker=1", *_paths(tmp_path)]
-    assert reproduce.main(argv) == 0
-    records = ResultStore(tmp_path / "runs").read("train")
-    assert sorted(r["config"]["trainer"]["label"] for r in records) == ["dense", "srigl"]
+def test_the_published_store_is_never_the_reproduction_store(tmp_path):
+    argv = [*TINY, *_paths(tmp_path), f"store_dir={tmp_path / 'published'}"]
+    with pytest.raises(reproduce.ReproduceError, match="published store"):
+        reproduce.prepare_store(reproduce.compose(argv))
+
+
+def test_publish_refuses_without_a_finished_reproduction(tmp_path):
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    with pytest.raises(reproduce.ReproduceError, match="no finished reproduction"):
+        reproduce.publish(cfg)
+    reproduce.prepare_store(cfg)  # started, not finished
+    with pytest.raises(reproduce.ReproduceError, match="no finished reproduction"):
+        reproduce.publish(cfg)
+    assert not (tmp_path / "published").exists()
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def _rec(method, sparsity, seed, top1, state="s", **extra):
+    metrics = train_metrics(top1, method)
+    metrics["hashes"] = {"state": f"{state}{seed}", "metrics": f"m{top1}"}
+    return make_record(
+        "train", train_config("digits_mlp", method, sparsity, seed, **extra), metrics
+    )
+
+
+def test_verdicts_identical_within_noise_differs_and_not_published():
+    published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    published += [_rec("set", 0.9, s, 80.0 + s) for s in range(3)]
+    published += [_rec("static", 0.9, s, 70.0 + s) for s in range(3)]
+    published += [_rec("srigl", 0.9, s, 50.0, training={"epochs": 1}) for s in range(3)]
+    reproduced = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]  # bitwise the same
+    reproduced += [_rec("set", 0.9, s, 80.5 + s, state="t") for s in range(3)]  # +0.5, sd 1
+    reproduced += [_rec("static", 0.9, s, 75.0 + s, state="t") for s in range(3)]  # +5
+    reproduced += [_rec("srigl", 0.9, s, 95.0) for s in range(3)]  # published: other settings
+    cells = reproduce.compare_cells(published, reproduced).set_index("method")
+    assert cells.loc["rigl", "verdict"] == "identical" and cells.loc["rigl", "bitwise"] == "3/3"
+    assert cells.loc["set", "verdict"] == "within noise"  # 0.5 <= 2 * sqrt(1/3 + 1/3)
+    assert cells.loc["set", "bitwise"] == "0/3"
+    assert cells.loc["static", "verdict"] == "differs"  # 5 > 2 * 0.816
+    assert cells.loc["srigl", "verdict"] == "not published"  # a 1-epoch cell never stands in
+    assert "training.epochs=1" in cells.loc["srigl", "note"]
+    assert cells.loc["rigl", "published"] == "91.00 ± 1.00 (n=3)"
+    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=reproduce.pd.DataFrame())
+    assert outcome.last_line() == "reproduced 2/3 cells (1 bitwise identical)"
+    assert not outcome.ok  # a cell differs: exit status 1
+
+
+def test_the_standard_error_of_one_seed_borrows_the_other_sides_spread():
+    assert reproduce.difference_se(1.0, 4, float("nan"), 1) == pytest.approx((1 / 4 + 1) ** 0.5)
+    assert reproduce.difference_se(float("nan"), 1, float("nan"), 1) != 0  # NaN: unknown
+    assert reproduce.verdict(0.0, float("nan"), 0, 1) == "within noise"
+    assert reproduce.verdict(0.1, float("nan"), 0, 1) == "differs"
+
+
+def _bench(speedup_fused: float, whole_speedup: float) -> dict:
+    rows = [
+        bench_row("dense", 0.9, 1, 2e-4),
+        bench_row("fused", 0.9, 1, 2e-4 / speedup_fused),
+    ]
+    whole = [
+        {
+            "model": "vit_b16",
+            "backend": "fused",
+            "batch": 1,
+            "sparsity": 0.9,
+            "dtype": "float32",
+            "threads": 2,
+            "device": "cpu",
+            "structured": False,
+            "median_s": 0.03 / whole_speedup,
+            "dense_median_s": 0.03,
+        },
+    ]
+    return make_record(
+        "bench", {"profile": {"name": "quick"}}, {"rows": rows, "whole_model": whole}
+    )
+
+
+def test_bench_ratios_beyond_the_tolerance_are_reported_as_moved_and_never_fail():
+    table = reproduce.compare_bench([_bench(4.0, 2.0)], [_bench(2.0, 2.2)], tolerance=0.5)
+    fused = table[(table["kind"] == "layer") & (table["backend"] == "fused")].iloc[0]
+    assert fused["factor"] == pytest.approx(0.5) and fused["status"] == "moved"
+    whole = table[table["kind"] == "whole model"].iloc[0]
+    assert whole["status"] == "within tolerance" and whole["factor"] == pytest.approx(1.1)
+    outcome = reproduce.Outcome(cells=reproduce.pd.DataFrame(), bench=table)
+    assert outcome.ok  # timings never fail a reproduction
+    summary = reproduce.bench_summary(table)
+    assert int(summary[summary["backend"] == "fused"]["moved"].sum()) == 1
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_a_failed_sweep_still_compares_and_exits_1(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    monkeypatch.setattr(reproduce, "run_sweep", lambda cfg: 1)
+    assert reproduce.main([*TINY, *_paths(tmp_path)]) == 1
+    assert "FAILED train sweep exited with status 1" in caplog.text
+    assert (tmp_path / "REPRODUCTION.md").is_file()
+    assert caplog.records[-1].getMessage() == "reproduced 0/0 cells (0 bitwise identical)"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in ResultStore(folder).files()}
+
+
+def test_a_tiny_reproduction_is_bitwise_identical_resumes_and_flags_a_changed_cell(
+    tmp_path, caplog
+):
+    caplog.set_level("INFO")
+    from suite import train
+
+    # the published records: the same two jobs, trained in process
+    for method, sp in (("dense", 0.0), ("srigl", 0.9)):
+        cfg = train.compose(
+            ["experiment=digits_mlp", f"trainer={method}", f"sparsity={sp}", "seed=0"]
+            + ["progress=false", "training.epochs=2", "limit_batches=4", "trainer.delta_t=2"]
+            + [f"results_dir={tmp_path / 'published'}", f"checkpoint_dir={tmp_path / 'ck0'}"]
+        )
+        train.run(cfg)
+    published = _files(tmp_path / "published")
+    argv = [*TINY, *_paths(tmp_path)]
+    assert reproduce.main(argv) == 0, caplog.text
+    assert caplog.records[-1].getMessage() == "reproduced 2/2 cells (2 bitwise identical)"
+    assert _files(tmp_path / "published") == published  # reproduce never writes there
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert text.rstrip().endswith("reproduced 2/2 cells (2 bitwise identical)")
+    assert "| identical" in text and (tmp_path / "figures" / "reproduction.png").is_file()
+    reproduced = _files(tmp_path / "store")
+    assert len(reproduced) == 2
+
+    # resume=1 on a finished reproduction: every job is skipped, nothing retrained
+    caplog.clear()
+    assert reproduce.main([*argv, "resume=1"]) == 0
+    assert _files(tmp_path / "store") == reproduced
+
+    # a published cell that does not come back: exit 1, the cell named
+    path = next((tmp_path / "published").glob("train-*.json"))
+    rec = json.loads(path.read_text())
+    rec["metrics"]["top1_accuracy"] -= 30.0
+    rec["metrics"]["hashes"]["metrics"] = "0" * 64
+    path.write_text(json.dumps(rec))
+    caplog.clear()
+    assert reproduce.main([*argv, "resume=1"]) == 1
+    assert "DIFFERS digits_mlp" in caplog.text
+    assert caplog.records[-1].getMessage() == "reproduced 1/2 cells (1 bitwise identical)"
+
+    # publish copies the reproduction back and regenerates the report
+    caplog.clear()
+    assert reproduce.main([*argv, "publish=1"]) == 0
+    assert _files(tmp_path / "published") == reproduced
+    assert (tmp_path / "report" / "REPORT.md").is_file()
