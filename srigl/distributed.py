@@ -48,3 +48,21 @@ def all_reduce_mean_(tensors: Iterable[torch.Tensor]) -> None:
     for t in tensors:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t.div_(n)
+
+
+def broadcast_int(value: int, src: int = 0) -> int:
+    """Rank ``src``'s ``value`` on every rank (e.g. a seed); ``value`` itself when not distributed.
+
+    Args:
+        value: an int in [-2**63, 2**64) (a seed); values >= 2**63 travel as their int64
+            two's complement, which seeds a ``torch.Generator`` the same way.
+    """
+    if not is_distributed():
+        return value
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    signed = value - 2**64 if value >= 2**63 else value
+    carrier = torch.tensor([signed], dtype=torch.int64, device=device)
+    dist.broadcast(carrier, src)
+    return value if rank() == src else int(carrier.item())

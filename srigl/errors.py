@@ -1,4 +1,8 @@
-"""Exceptions of the sparse training library; every bad-input error is a ``ValueError``."""
+"""Exceptions of the sparse training library; every bad-input error is a ``ValueError``.
+
+Run-time errors: ``NonFiniteGradientError`` (a ``FloatingPointError``) and
+``GradScalerOrderError`` (a ``RuntimeError``).
+"""
 
 from __future__ import annotations
 
@@ -21,3 +25,17 @@ class OptimizerMismatchError(ValueError):
 
 class StateDictError(ValueError):
     """A trainer state dict does not match the trainer it is loaded into."""
+
+
+class TrainerConflictError(ValueError):
+    """The model's sparse parameters already carry another live trainer's gradient hooks."""
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or inf (without a GradScaler, which would skip the step instead);
+    the message names the layer and the step."""
+
+
+class GradScalerOrderError(RuntimeError):
+    """``trainer.step()`` cannot tell from the GradScaler whether the step was skipped; the
+    message says in which order to call ``scaler.step``, ``trainer.step`` and ``scaler.update``."""

@@ -2,6 +2,16 @@
 
 A sparse-eligible parameter is the ``weight`` of every Linear and Conv layer and the fused
 q/k/v projection of ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``).
+
+Attention blocks (what ``sparse_attention=False`` keeps dense) are recognised by module type:
+``nn.MultiheadAttention``, and every class of the timm and Hugging Face ``transformers``
+packages whose name ends in ``Attention`` (timm's ViT/DeiT/BEiT ``Attention``, Swin's
+``WindowAttention``, EVA's ``EvaAttention``...; transformers' ``BertAttention``,
+``ViTSelfAttention``, ``LlamaAttention``, ``CLIPAttention``...), whose q/k/v and output
+projections are plain ``nn.Linear`` layers. Any other model names its attention modules with
+the ``attention_layers`` globs. (GPT-2 style ``Conv1D`` projections are not Linear layers and
+are not sparse-eligible at all.)
+
 Names are full dotted parameter names with wrappers removed (no ``module.`` from DDP, no
 ``_orig_mod.`` from torch.compile). Row i of a weight is neuron i; its fan-in is the product of
 the other dims (``in_features``, or ``in_channels / groups * kh * kw`` for a conv).
@@ -9,13 +19,16 @@ the other dims (``in_features``, or ``in_channels / groups * kh * kw`` for a con
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from srigl.errors import SparsityConfigError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _WRAPPER_SEGMENTS = ("_orig_mod",)
@@ -29,7 +42,7 @@ class SparseParam:
         name: unwrapped full parameter name, e.g. "layers.0.weight".
         param: the parameter itself (dense storage; masked positions hold zeros).
         module_name: unwrapped name of the owning module.
-        in_attention: whether it belongs to an ``nn.MultiheadAttention`` block.
+        in_attention: whether it belongs to an attention block (see the module docstring).
     """
 
     name: str
@@ -79,25 +92,74 @@ def matches_any(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def eligible_parameters(model: nn.Module, sparse_attention: bool = True) -> list[SparseParam]:
+def check_globs(option: str, patterns: Iterable[str], names: Iterable[str]) -> None:
+    """Raise a ValueError for the first glob of ``patterns`` that matches none of ``names``.
+
+    A typo in a layer option (``dense_layers=["layer.0*"]``) would otherwise silently leave
+    the layer sparse; the message names the option, the pattern and the closest names.
+
+    Args:
+        option: the option's name, e.g. "dense_layers". patterns: its fnmatch globs.
+        names: what the globs may match (parameter and module names).
+    """
+    known = sorted(set(names))
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(n, pattern) for n in known):
+            continue
+        close = difflib.get_close_matches(pattern, known, n=5, cutoff=0.5)
+        hint = f"closest: {close}" if close else f"eligible: {known[:20]}"
+        more = f" (+{len(known) - 20} more)" if not close and len(known) > 20 else ""
+        raise SparsityConfigError(
+            f"{option} pattern {pattern!r} matches no sparse-eligible parameter or module; "
+            f"{hint}{more}"
+        )
+
+
+def is_attention_module(module: nn.Module) -> bool:
+    """Whether ``module`` is an attention block by type (see the module docstring):
+    ``nn.MultiheadAttention``, or a timm / transformers class whose name ends in Attention."""
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    cls = type(module)
+    package = cls.__module__.split(".", 1)[0]
+    return package in _ATTENTION_PACKAGES and cls.__name__.endswith("Attention")
+
+
+_ATTENTION_PACKAGES = ("timm", "transformers")
+
+
+def eligible_parameters(
+    model: nn.Module, attention_layers: Sequence[str] = ()
+) -> list[SparseParam]:
     """Every sparse-eligible weight of ``model``, in ``named_modules()`` order.
+
+    Weights inside attention blocks (by module type, see :func:`is_attention_module`, or
+    modules matching an ``attention_layers`` glob) are returned with ``in_attention=True``;
+    ``sparse_attention=False`` makes them forced-dense (:func:`forced_dense_names`).
 
     Args:
         model: any module, possibly wrapped by DDP or torch.compile.
-        sparse_attention: if False, the weights of ``nn.MultiheadAttention`` blocks
-            (q/k/v and output projections) stay dense and are not returned.
+        attention_layers: fnmatch globs of module (or parameter) names to treat as attention
+            blocks, for attention modules the type check does not know; each must match.
     """
+    root = unwrap_model(model)
+    globs = list(attention_layers)
+    if globs:
+        names = [clean_name(n) for n, _ in root.named_modules() if n]
+        names += [clean_name(n) for n, _ in root.named_parameters()]
+        check_globs("attention_layers", globs, names)
     found: list[SparseParam] = []
     seen: set[int] = set()
     attention_prefixes: list[str] = []
-    for mod_name, module in unwrap_model(model).named_modules():
+    for mod_name, module in root.named_modules():
         clean = clean_name(mod_name)
         # p == "": the model itself is the attention block, so every submodule is inside it
         inside = any(p == "" or clean == p or clean.startswith(p + ".") for p in attention_prefixes)
-        candidates: list[tuple[str, nn.Parameter | None]] = []
-        if isinstance(module, nn.MultiheadAttention):
+        if not inside and (is_attention_module(module) or (clean and matches_any(clean, globs))):
             attention_prefixes.append(clean)
             inside = True
+        candidates: list[tuple[str, nn.Parameter | None]] = []
+        if isinstance(module, nn.MultiheadAttention):
             candidates = [
                 (attr, getattr(module, attr, None))
                 for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
@@ -107,11 +169,9 @@ def eligible_parameters(model: nn.Module, sparse_attention: bool = True) -> list
         for attr, param in candidates:
             if not isinstance(param, nn.Parameter) or id(param) in seen:
                 continue
-            if inside and not sparse_attention:
-                continue
             seen.add(id(param))
             full = f"{clean}.{attr}" if clean else attr
-            found.append(SparseParam(full, param, clean, inside))
+            found.append(SparseParam(full, param, clean, inside or matches_any(full, globs)))
     return found
 
 
@@ -120,16 +180,23 @@ def forced_dense_names(
     dense_layers: Iterable[str] = (),
     dense_first_layer: bool = False,
     dense_classifier: bool = False,
+    sparse_attention: bool = True,
 ) -> set[str]:
     """Names of eligible weights kept dense by configuration.
 
-    ``dense_layers`` are fnmatch globs over parameter names (a module name matches too); the
-    first layer and the classifier are the first and last eligible weights.
+    ``dense_layers`` are fnmatch globs over parameter names (a module name matches too); each
+    must match something (:func:`check_globs`). The first layer and the classifier are the
+    first and last eligible weights. ``sparse_attention=False`` adds every weight inside an
+    attention block; like every forced-dense layer it stays inside N and spends its full size
+    from the budget d*N (SPEC.md section 1).
     """
     globs = list(dense_layers)
+    check_globs("dense_layers", globs, [p.name for p in params] + [p.module_name for p in params])
     dense = {
         p.name for p in params if matches_any(p.name, globs) or matches_any(p.module_name, globs)
     }
+    if not sparse_attention:
+        dense |= {p.name for p in params if p.in_attention}
     if params and dense_first_layer:
         dense.add(params[0].name)
     if params and dense_classifier:

@@ -13,13 +13,24 @@ rule. Use::
         trainer.step()             # after optimizer.step(); True when the topology changed
         optimizer.zero_grad()
 
-With fp16 AMP: ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update();
-trainer.step()``, and pass the scaler: ``create_trainer(..., grad_scaler=scaler)``.
+With fp16 AMP pass the scaler, ``create_trainer(..., grad_scaler=scaler)``, and call
+``scaler.scale(loss).backward(); scaler.step(opt); trainer.step(); scaler.update()``: between
+``scaler.step`` and ``scaler.update`` the trainer reads the scaler's record of inf/NaN gradients
+for the step. ``trainer.step()`` after ``scaler.update()`` works too (a skip is then inferred from
+the gradients the trainer saw and the scale's backoff); after a manual ``update(new_scale)`` it
+cannot be inferred and raises :class:`~srigl.errors.GradScalerOrderError`.
+
+Without a scaler a NaN/inf gradient raises :class:`~srigl.errors.NonFiniteGradientError` from
+``backward()`` (naming the layer and step), before the optimizer sees it. One trainer per
+model: a second raises :class:`~srigl.errors.TrainerConflictError` until the first is closed
+(``trainer.close()``, or ``with srigl.create_trainer(...) as trainer:``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,12 +42,16 @@ from srigl import distributed
 from srigl.distributions import layer_densities
 from srigl.errors import (
     EmptyLayerError,
+    GradScalerOrderError,
+    NonFiniteGradientError,
     OptimizerMismatchError,
     SparsityConfigError,
     StateDictError,
+    TrainerConflictError,
 )
 from srigl.masks import (
     SparseParam,
+    check_globs,
     eligible_parameters,
     forced_dense_names,
     matches_any,
@@ -45,8 +60,12 @@ from srigl.masks import (
 )
 from srigl.schedule import UpdateSchedule
 from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured, row_count
+from srigl.trainers.options import check_trainer_arguments
 
 STATE_VERSION = 1
+
+#: id(parameter) -> the live trainer whose gradient hooks it carries (one trainer per weight)
+_OWNERS: dict[int, weakref.ref] = {}
 
 
 @dataclass
@@ -91,13 +110,29 @@ class SparseTrainer:
         dense_layers: fnmatch globs of parameter (or module) names kept dense.
         no_ablation: fnmatch globs of parameter (or module) names whose neurons are never
             ablated.
+        attention_layers: fnmatch globs of module (or parameter) names that are attention
+            blocks, besides those known by type (``nn.MultiheadAttention``, timm's and Hugging
+            Face's ``*Attention`` classes; see ``srigl.masks``).
+            Every glob of these three options must match an eligible weight or its module
+            (else a ValueError naming the pattern and the closest names).
         dense_first_layer, dense_classifier: keep the first / last eligible layer dense.
         ablate_classifier: allow ablating the classifier's neurons (off by default).
-        sparse_attention: make ``nn.MultiheadAttention`` projections sparse.
+        sparse_attention: make attention projections sparse; False keeps them dense (forced
+            dense inside N: they spend their full size from the budget d*N).
         constant_fan_in, sparse_init: None selects the method's default.
         grad_scaler: the ``torch.amp.GradScaler`` of fp16 training, or None.
-        seed: seeds the trainer's own generator (initial masks, SET regrowth, sparse init).
+        seed: seeds the trainer's own generator (initial masks, SET regrowth, sparse init);
+            under torch.distributed rank 0's seed is used on every rank.
         erk_power: exponent of the ER/ERK raw densities.
+        check_finite: without a GradScaler, raise NonFiniteGradientError from the gradient
+            hook when a sparse weight's gradient holds NaN/inf (costs one reduction and one
+            device sync per layer and backward; False skips the check).
+
+    Every argument is checked up front (type and range, naming the argument); a dynamic
+    trainer whose schedule leaves no topology update (delta_t >= t_end) warns.
+    The masks follow the weights: a model moved with ``.to(dtype/device)`` after the trainer
+    was built keeps training (masks move lazily to the weights' device; they are bool, so the
+    dtype does not matter).
     """
 
     #: whether the trainer has masks at all (False only for ``dense``)
@@ -125,6 +160,7 @@ class SparseTrainer:
         ablation: bool = True,
         dense_layers: Sequence[str] = (),
         no_ablation: Sequence[str] = (),
+        attention_layers: Sequence[str] = (),
         dense_first_layer: bool = False,
         dense_classifier: bool = False,
         ablate_classifier: bool = False,
@@ -134,7 +170,35 @@ class SparseTrainer:
         grad_scaler: Any = None,
         seed: int = 0,
         erk_power: float = 1.0,
+        check_finite: bool = True,
     ) -> None:
+        check_trainer_arguments(
+            model=model,
+            optimizer=optimizer,
+            sparsity=sparsity,
+            distribution=distribution,
+            total_steps=total_steps,
+            delta_t=delta_t,
+            alpha=alpha,
+            t_end_fraction=t_end_fraction,
+            grad_accumulation_n=grad_accumulation_n,
+            gamma_sal=gamma_sal,
+            ablation=ablation,
+            dense_layers=dense_layers,
+            no_ablation=no_ablation,
+            attention_layers=attention_layers,
+            dense_first_layer=dense_first_layer,
+            dense_classifier=dense_classifier,
+            ablate_classifier=ablate_classifier,
+            sparse_attention=sparse_attention,
+            constant_fan_in=constant_fan_in,
+            sparse_init=sparse_init,
+            grad_scaler=grad_scaler,
+            seed=seed,
+            erk_power=erk_power,
+            check_finite=check_finite,
+            sparse=self.sparse,
+        )
         self.model = model
         self.optimizer = optimizer
         self.sparsity = float(sparsity)
@@ -145,29 +209,33 @@ class SparseTrainer:
             self.default_constant_fan_in if constant_fan_in is None else bool(constant_fan_in)
         )
         self.sparse_init = self.default_sparse_init if sparse_init is None else bool(sparse_init)
-        self.seed = int(seed)
+        # every rank draws the same random choices (masks, SET regrowth): rank 0's seed
+        self.seed = distributed.broadcast_int(int(seed)) if self.sparse else int(seed)
         self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.check_finite = check_finite
         self.history: list[dict[str, Any]] = []
         self._step = 0
         self._scaler = grad_scaler
         self._last_scale: float | None = None
         self._acc: dict[str, torch.Tensor] = {}
+        self._acc_steps = 0  # committed optimizer steps summed into self._acc
         self._staged: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
+        self._closed = False
         self.masks: dict[str, torch.Tensor] = {}
-        # the masks in each weight's dtype: multiplying by a float mask is several times faster
-        self._float_masks: dict[str, torch.Tensor] = {}
+        # ~mask on the weight's device: masked positions are set to exactly 0 (masked_fill), so
+        # a NaN/inf there never survives (NaN * 0 would be NaN)
+        self._off: dict[str, torch.Tensor] = {}
         self.layers: dict[str, Layer] = {}
         self.schedule: UpdateSchedule | None = None
 
         # attention projections stay eligible with sparse_attention=False: they are forced dense
         # and spend their full size from the budget d*N, like every forced-dense layer (SPEC 1)
-        eligible = eligible_parameters(model)
+        eligible = eligible_parameters(model, attention_layers=attention_layers)
         self._eligible_numel = sum(p.numel for p in eligible)
         if not self.sparse:
             return
 
-        self._validate(gamma_sal, grad_scaler)
         if self.dynamic:
             if total_steps is None:
                 raise SparsityConfigError(
@@ -180,8 +248,15 @@ class SparseTrainer:
                 t_end_fraction=t_end_fraction,
                 grad_accumulation_n=grad_accumulation_n,
             )
-        elif not isinstance(delta_t, int) or delta_t <= 0:
-            raise SparsityConfigError(f"delta_t={delta_t!r} is invalid; allowed: an integer > 0")
+            if not self.schedule.update_steps():
+                warnings.warn(
+                    f"trainer {self.name!r}: no topology update can happen: delta_t={delta_t} "
+                    f">= t_end={self.schedule.t_end} (= floor(t_end_fraction={t_end_fraction} * "
+                    f"total_steps={total_steps})); the masks stay as initialised. Lower delta_t "
+                    "or raise total_steps",
+                    UserWarning,
+                    stacklevel=3,
+                )
         if not eligible:
             raise SparsityConfigError(
                 "the model has no sparse-eligible weight; allowed: models with Linear, Conv or "
@@ -198,7 +273,12 @@ class SparseTrainer:
             sparse_attention=sparse_attention,
         )
         self._check_optimizer()
-        self._init_masks()
+        self._claim_parameters()
+        try:
+            self._init_masks()
+        except BaseException:
+            self._release_parameters()
+            raise
         if grad_scaler is not None and grad_scaler.is_enabled():
             self._last_scale = float(grad_scaler.get_scale())
         for name, layer in self.layers.items():
@@ -210,21 +290,6 @@ class SparseTrainer:
     def name(self) -> str:
         """The registry name of this trainer."""
         return getattr(type(self), "registry_name", type(self).__name__)
-
-    def _validate(self, gamma_sal: float, grad_scaler: Any) -> None:
-        if not 0.0 < self.sparsity < 1.0:
-            raise SparsityConfigError(
-                f"sparsity={self.sparsity!r} is invalid; allowed: 0 < sparsity < 1"
-            )
-        if gamma_sal < 0:
-            raise SparsityConfigError(f"gamma_sal={gamma_sal!r} is invalid; allowed: >= 0")
-        if grad_scaler is not None:
-            for attr in ("get_scale", "is_enabled"):
-                if not hasattr(grad_scaler, attr):
-                    raise SparsityConfigError(
-                        f"grad_scaler={grad_scaler!r} has no {attr}(); allowed: a "
-                        "torch.amp.GradScaler or None"
-                    )
 
     def _build_layers(
         self,
@@ -238,9 +303,9 @@ class SparseTrainer:
         erk_power: float,
         sparse_attention: bool = True,
     ) -> None:
-        forced = forced_dense_names(eligible, dense_layers, dense_first_layer, dense_classifier)
-        if not sparse_attention:
-            forced |= {p.name for p in eligible if p.in_attention}
+        forced = forced_dense_names(
+            eligible, dense_layers, dense_first_layer, dense_classifier, sparse_attention
+        )
         shapes = {p.name: p.shape for p in eligible}
         kwargs = {} if self.distribution == "uniform" else {"power": erk_power}
         densities = layer_densities(
@@ -248,6 +313,11 @@ class SparseTrainer:
         )
         classifier = eligible[-1].name
         no_ablation = list(no_ablation)
+        check_globs(
+            "no_ablation",
+            no_ablation,
+            [p.name for p in eligible] + [p.module_name for p in eligible],
+        )
         for p in eligible:
             density = densities[p.name]
             if density >= 1.0:
@@ -278,6 +348,35 @@ class SparseTrainer:
                 "optimizer built over the model's parameters (e.g. SGD(model.parameters()))"
             )
 
+    def _claim_parameters(self) -> None:
+        """Refuse weights that carry another live trainer's hooks, then claim them."""
+        taken, other = [], None
+        for name, layer in self.layers.items():
+            ref = _OWNERS.get(id(layer.param))
+            owner = ref() if ref is not None else None
+            if owner is not None and owner is not self and owner.owns(layer.param):
+                taken.append(name)
+                other = owner
+        if taken:
+            raise TrainerConflictError(
+                f"the parameters {taken} already carry the gradient hooks of another "
+                f"{other.name!r} trainer built on this model; call close() on it first (or "
+                "build trainers with `with srigl.create_trainer(...) as trainer:`), or build "
+                "the model again"
+            )
+        for layer in self.layers.values():
+            _OWNERS[id(layer.param)] = weakref.ref(self)
+
+    def _release_parameters(self) -> None:
+        for layer in self.layers.values():
+            ref = _OWNERS.get(id(layer.param))
+            if ref is not None and ref() in (self, None):
+                del _OWNERS[id(layer.param)]
+
+    def owns(self, param: torch.Tensor) -> bool:
+        """Whether ``param`` is one of this (open) trainer's sparse weights, hooks attached."""
+        return not self._closed and any(layer.param is param for layer in self.layers.values())
+
     def _init_masks(self) -> None:
         with torch.no_grad():
             for name, layer in self.layers.items():
@@ -292,13 +391,18 @@ class SparseTrainer:
                     self._sparse_reinit(layer, self.masks[name])
             distributed.broadcast_(self.masks.values())
             distributed.broadcast_(layer.param for layer in self.layers.values())
-            self._refresh_float_masks()
+            self._refresh_off_masks()
             self.apply_masks()
 
-    def _refresh_float_masks(self) -> None:
-        self._float_masks = {
-            name: mask.to(self.layers[name].param.dtype) for name, mask in self.masks.items()
-        }
+    def _refresh_off_masks(self) -> None:
+        self._off = {name: ~mask for name, mask in self.masks.items()}
+
+    def _masks_on(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask, ~mask) of layer ``name`` on ``device``, moved there if the model moved."""
+        if self.masks[name].device != device:
+            self.masks[name] = self.masks[name].to(device)
+            self._off[name] = ~self.masks[name]
+        return self.masks[name], self._off[name]
 
     def _sparse_reinit(self, layer: Layer, mask: torch.Tensor) -> None:
         """Re-initialise every active row from N(0, 2 / k_i), k_i = the row's non-zeros."""
@@ -311,11 +415,33 @@ class SparseTrainer:
 
     def _make_hook(self, name: str):
         def hook(grad: torch.Tensor) -> torch.Tensor:
+            scaled = self._scaler_active()
+            if self.check_finite and not scaled:
+                self._check_finite(name, grad)
             if self._accumulating():
                 self._accumulate(name, grad)
-            return grad * self._float_masks[name]
+            off = self._masks_on(name, grad.device)[1]
+            if scaled:
+                # keep a NaN/inf at a masked position visible to the scaler (grad * 0 is NaN
+                # there), so it skips the step as it would for an active one: the trainer
+                # needs the dense gradient finite too; every finite entry becomes 0
+                return torch.where(off, grad * 0, grad)
+            return grad.masked_fill(off, 0)
 
         return hook
+
+    def _check_finite(self, name: str, grad: torch.Tensor) -> None:
+        """Raise NonFiniteGradientError if ``grad`` holds NaN/inf (one reduction, one sync)."""
+        total = grad.sum(dtype=torch.promote_types(grad.dtype, torch.float32))
+        if bool(torch.isfinite(total)):
+            return
+        bad = int((~torch.isfinite(grad)).sum())
+        raise NonFiniteGradientError(
+            f"layer {name!r}: the gradient of step {self._step + 1} holds {bad} NaN/inf values "
+            f"(of {grad.numel()}); stopped before the optimizer or the masks saw it. Check the "
+            "inputs and the loss, lower the learning rate, or train fp16 with a GradScaler "
+            "(grad_scaler=...), which skips such steps; check_finite=False turns this off"
+        )
 
     # ------------------------------------------------------------------ per step
 
@@ -338,26 +464,59 @@ class SparseTrainer:
         g = g.to(dtype)
         if self._scaler_active():
             scale = getattr(self._scaler, "_scale", None)
-            g = g / (
-                scale.to(dtype) if isinstance(scale, torch.Tensor) else self._scaler.get_scale()
-            )
+            if isinstance(scale, torch.Tensor):
+                g = g / scale.to(device=g.device, dtype=dtype)
+            else:
+                g = g / self._scaler.get_scale()
             target = self._staged
         else:
             target = self._acc
-        g = g / self.schedule.grad_accumulation_n
-        if name in target:
-            target[name].add_(g)
-        else:
-            target[name] = g
+        # divided per gradient (so a full window is bitwise what it always was); a window
+        # that committed fewer steps is rescaled at the update (see _window_average)
+        _add_into(target, name, g / self.schedule.grad_accumulation_n)
 
     def _scaler_skipped_step(self) -> bool:
-        """Whether the scaler skipped the optimizer step just taken (its scale backed off)."""
+        """Whether the GradScaler skipped the optimizer step just taken.
+
+        Between ``scaler.step(optimizer)`` and ``scaler.update()`` the scaler's own record of
+        inf/NaN gradients for the step decides. After ``scaler.update()`` (the record is
+        cleared) the step was skipped if a gradient the trainer staged was not finite or the
+        scale backed off by the scaler's backoff factor; any other change of the scale (a
+        manual ``update(new_scale)``) cannot be read and raises GradScalerOrderError.
+        """
         if not self._scaler_active():
             return False
-        current = float(self._scaler.get_scale())
+        scaler = self._scaler
+        current = float(scaler.get_scale())
         previous = self._last_scale
         self._last_scale = current
-        return previous is not None and current < previous
+        found = self._scaler_found_inf()
+        if found is not None:
+            return found
+        if any(not bool(torch.isfinite(g.sum())) for g in self._staged.values()):
+            return True
+        if previous is None or current == previous:
+            return False
+        if math.isclose(current, previous * scaler.get_backoff_factor(), rel_tol=1e-6):
+            return True
+        if math.isclose(current, previous * scaler.get_growth_factor(), rel_tol=1e-6):
+            return False
+        raise GradScalerOrderError(
+            f"the GradScaler's scale changed from {previous:g} to {current:g}, by neither its "
+            "backoff nor its growth factor (a manual scaler.update(new_scale)?), so the trainer "
+            "cannot tell whether the step was skipped; call trainer.step() after "
+            "scaler.step(optimizer) and before scaler.update(...)"
+        )
+
+    def _scaler_found_inf(self) -> bool | None:
+        """The scaler's inf/NaN record for our optimizer's current step, or None when there is
+        none (``scaler.update()`` already cleared it, or ``scaler.step`` was not called)."""
+        states = getattr(self._scaler, "_per_optimizer_states", None)
+        state = states.get(id(self.optimizer)) if isinstance(states, dict) else None
+        found = state.get("found_inf_per_device") if isinstance(state, dict) else None
+        if not found:
+            return None
+        return any(float(v.sum()) > 0 for v in found.values())
 
     @property
     def step_count(self) -> int:
@@ -383,12 +542,11 @@ class SparseTrainer:
             self._staged.clear()
             return False
         for name, g in self._staged.items():
-            if name in self._acc:
-                self._acc[name].add_(g)
-            else:
-                self._acc[name] = g
+            _add_into(self._acc, name, g)
         self._staged = {}
         self._step += 1
+        if self.schedule is not None and self.needs_dense_grad:
+            self._acc_steps += int(self.schedule.accumulates(self._step))
         if not self.sparse:
             return False
         updated = self.is_update_step(self._step)
@@ -401,21 +559,22 @@ class SparseTrainer:
     def apply_masks(self) -> None:
         """Zero the masked positions of every sparse weight, its gradient and optimizer state."""
         for name, layer in self.layers.items():
-            self._zero_outside(layer.param, self._float_masks[name])
+            self._zero_outside(layer.param, self._masks_on(name, layer.param.device)[1])
 
-    def _zero_outside(self, param: nn.Parameter, keep: torch.Tensor) -> None:
-        """Multiply the weight, its gradient and weight-shaped optimizer state by ``keep``."""
-        keep = keep.to(param.dtype)
-        param.mul_(keep)
+    def _zero_outside(self, param: nn.Parameter, off: torch.Tensor) -> None:
+        """Set the weight, its gradient and weight-shaped optimizer state to exactly 0 where
+        ``off`` (bool, the weight's shape) is True (masked_fill: a NaN there becomes 0 too)."""
+        off = off.to(param.device)
+        param.masked_fill_(off, 0)
         if param.grad is not None:
-            param.grad.mul_(keep)
+            param.grad.masked_fill_(off, 0)
         for value in self.optimizer.state.get(param, {}).values():
             if (
                 isinstance(value, torch.Tensor)
                 and value.is_floating_point()
                 and value.shape == param.shape
             ):
-                value.mul_(keep)
+                value.masked_fill_(off.to(value.device), 0)
 
     # ------------------------------------------------------------------ topology update
 
@@ -428,7 +587,22 @@ class SparseTrainer:
             if name not in self._acc:
                 dtype = torch.promote_types(layer.param.dtype, torch.float32)
                 self._acc[name] = torch.zeros_like(layer.param, dtype=dtype)
-        distributed.all_reduce_mean_(self._acc[name] for name in self.layers)
+            elif self._acc[name].device != layer.param.device:
+                self._acc[name] = self._acc[name].to(layer.param.device)
+        grads = self._window_average()
+        distributed.all_reduce_mean_(grads[name] for name in self.layers)
+        return grads
+
+    def _window_average(self) -> dict[str, torch.Tensor]:
+        """The accumulators as the mean over the steps actually committed in the window.
+
+        Each gradient was added as grad / grad_accumulation_n, so a full window is the sum as
+        it is (the same tensors, bit for bit); a window that committed fewer steps so far (read
+        mid-window) is rescaled, in copies, to divide by that number instead.
+        """
+        n = self.schedule.grad_accumulation_n if self.schedule is not None else 1
+        if 0 < self._acc_steps < n:
+            return {name: acc * (n / self._acc_steps) for name, acc in self._acc.items()}
         return self._acc
 
     @torch.no_grad()
@@ -443,7 +617,7 @@ class SparseTrainer:
             "layers": {},
         }
         for name, layer in self.layers.items():
-            mask = self.masks[name]
+            mask, _ = self._masks_on(name, layer.param.device)
             rows = layer.out_features
             weight = layer.param.detach().reshape(rows, -1)
             grad = grads.get(name)
@@ -453,9 +627,9 @@ class SparseTrainer:
                 layer, weight, mask.reshape(rows, -1), grad.reshape(rows, -1), fraction
             )
             kept = kept.reshape(mask.shape)
-            self._zero_outside(layer.param, kept)
+            self._zero_outside(layer.param, ~kept)
             mask.copy_(new.reshape(mask.shape))
-            self._float_masks[name] = mask.to(layer.param.dtype)
+            self._off[name] = ~mask
             info = self._layer_info(mask)
             entry["layers"][name] = {
                 "n_ablated": info["n_ablated"],
@@ -464,6 +638,7 @@ class SparseTrainer:
             }
             entry["n_ablated"] += info["n_ablated"]
         self._acc = {}
+        self._acc_steps = 0
         self.history.append(entry)
 
     def update_layer(
@@ -564,7 +739,8 @@ class SparseTrainer:
 
         Returns:
             {'version', 'trainer', 'step', 'masks': {name: bool tensor}, 'accumulators':
-            {name: float tensor}, 'history': list, 'generator': uint8 tensor, 'last_scale'}.
+            {name: float tensor}, 'accumulated_steps': int, 'history': list, 'generator':
+            uint8 tensor, 'last_scale'}.
         """
         return {
             "version": STATE_VERSION,
@@ -572,6 +748,7 @@ class SparseTrainer:
             "step": self._step,
             "masks": {n: m.detach().clone() for n, m in self.masks.items()},
             "accumulators": {n: a.detach().clone() for n, a in self._acc.items()},
+            "accumulated_steps": self._acc_steps,
             "history": [dict(h) for h in self.history],
             "generator": self.generator.get_state(),
             "last_scale": self._last_scale,
@@ -600,12 +777,14 @@ class SparseTrainer:
                     f"{tuple(self.masks[name].shape)}"
                 )
             self.masks[name].copy_(mask.to(torch.bool))
-        self._refresh_float_masks()
+        self._refresh_off_masks()
         self._step = int(state["step"])
         self._acc = {
             n: a.to(self.layers[n].param.device).clone()
             for n, a in state.get("accumulators", {}).items()
         }
+        # states saved before the count was kept: a full window so far
+        self._acc_steps = int(state.get("accumulated_steps", self._steps_in_window()))
         self._staged = {}
         self.history = [dict(h) for h in state.get("history", [])]
         # a CPU generator takes only a CPU ByteTensor; a checkpoint loaded with
@@ -615,8 +794,42 @@ class SparseTrainer:
         if self.sparse:
             self.apply_masks()
 
-    def remove(self) -> None:
-        """Detach the gradient hooks from the model (masks stay as they are)."""
+    def _steps_in_window(self) -> int:
+        """Steps up to now that belong to the current accumulation window."""
+        if self.schedule is None or not self.needs_dense_grad:
+            return 0
+        n = self.schedule.grad_accumulation_n
+        return sum(
+            self.schedule.accumulates(s) for s in range(max(1, self._step - n + 1), self._step + 1)
+        )
+
+    def close(self) -> None:
+        """Detach the gradient hooks from the model (masks and weights stay as they are), so a
+        new trainer may be built on it. Idempotent; also what leaving a ``with`` block does."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._release_parameters()
+        self._closed = True
+
+    def remove(self) -> None:
+        """Same as :meth:`close` (kept for existing callers)."""
+        self.close()
+
+    def __enter__(self) -> SparseTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _add_into(target: dict[str, torch.Tensor], name: str, g: torch.Tensor) -> None:
+    """target[name] += g, creating it, and following g's device and (wider) dtype."""
+    acc = target.get(name)
+    if acc is None:
+        target[name] = g
+        return
+    if acc.device != g.device or acc.dtype != torch.promote_types(acc.dtype, g.dtype):
+        acc = acc.to(device=g.device, dtype=torch.promote_types(acc.dtype, g.dtype))
+        target[name] = acc
+    acc.add_(g)

@@ -15,12 +15,14 @@ def toy_mlp(sizes=(20, 48, 32, 10), seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-def train_steps(model, optimizer, trainer, steps: int, in_shape, n_out: int, seed: int = 0):
+def train_steps(
+    model, optimizer, trainer, steps: int, in_shape, n_out: int, seed: int = 0, device="cpu"
+):
     """Run ``steps`` optimizer steps on random data; yield after each trainer.step()."""
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        x = torch.randn((16, *in_shape), generator=gen)
-        y = torch.randint(0, n_out, (16,), generator=gen)
+        x = torch.randn((16, *in_shape), generator=gen).to(device)
+        y = torch.randint(0, n_out, (16,), generator=gen).to(device)
         loss = nn.functional.cross_entropy(model(x).reshape(16, -1)[:, :n_out], y)
         loss.backward()
         optimizer.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from sparse_checks import assert_invariants, toy_mlp
 from torch import nn
@@ -93,3 +94,108 @@ def test_disabled_scaler_behaves_like_no_scaler():
         trainer.step()
         opt.zero_grad()
     assert trainer.step_count == 4 and trainer.stats()["updates"] == 2
+
+
+def _poisoned_run(order: str, poison_at: int = 4, iterations: int = 7):
+    """fp16 + GradScaler, an inf gradient at iteration ``poison_at``; trainer.step() called
+    'after_update' (scaler.step, scaler.update, trainer.step) or 'before_update'."""
+    model = toy_mlp()
+    seen = []
+
+    def before_trainer(grad):
+        if len(seen) + 1 == poison_at:
+            grad = grad.clone()
+            grad[0, 0] = float("inf")
+        seen.append(grad.detach().clone())
+        return grad
+
+    model[0].weight.register_hook(before_trainer)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    trainer = srigl.create_trainer("rigl", model, opt, sparsity=0.8, total_steps=40, delta_t=5,
+                                   grad_accumulation_n=3, grad_scaler=scaler)  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    flags, scales, accs = [], [], []
+    for _ in range(iterations):
+        x, y = _batch(gen)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scales.append(scaler.get_scale())
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        if order == "before_update":
+            flags.append(trainer.step())
+            scaler.update()
+        else:
+            scaler.update()
+            flags.append(trainer.step())
+        accs.append({n: a.clone() for n, a in trainer.state_dict()["accumulators"].items()})
+        opt.zero_grad()
+        assert_invariants(trainer)
+    return trainer, flags, seen, scales, accs
+
+
+@pytest.mark.parametrize("order", ["after_update", "before_update"])
+def test_skipped_step_is_read_from_the_scaler_in_either_order(order):
+    trainer, flags, seen, scales, accs = _poisoned_run(order)
+    # iteration 4 was skipped: the update comes one iteration late (trainer step 5 = iteration 6)
+    assert flags == [False, False, False, False, False, True, False]
+    assert trainer.step_count == 6
+    # the window of the update (trainer steps 3, 4, 5 = iterations 3, 5, 6) averages exactly
+    # the three gradients committed, unscaled, never the skipped one
+    window = accs[4]["0.weight"]  # after iteration 5: steps 3 and 4, each divided by 3
+    expected = (seen[2] / scales[2] + seen[4] / scales[4]) / 3
+    torch.testing.assert_close(window, expected, rtol=1e-5, atol=1e-7)
+    assert all(torch.isfinite(a).all() for acc in accs for a in acc.values())
+
+
+def test_a_manual_scale_change_before_trainer_step_is_an_order_error():
+    model = toy_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    trainer = srigl.create_trainer("rigl", model, opt, sparsity=0.8, total_steps=40, delta_t=5,
+                                   grad_scaler=scaler)  # fmt: skip
+    x, y = _batch(torch.Generator().manual_seed(0))
+    scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+    scaler.step(opt)
+    scaler.update(new_scale=1000.0)  # neither backoff (0.5) nor growth (2.0)
+    with pytest.raises(srigl.errors.GradScalerOrderError, match=r"4096 to 1000.*before "
+                                                               r"scaler.update"):  # fmt: skip
+        trainer.step()
+    # the right order works with a manual scale too
+    scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+    scaler.step(opt)
+    assert trainer.step() is False and trainer.step_count == 1
+    scaler.update(new_scale=77.0)
+
+
+def test_the_window_average_divides_by_the_steps_actually_committed():
+    """Read mid-window (2 of grad_accumulation_n=3 steps), the dense gradient is their mean."""
+    model = toy_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights fixed: gradients comparable
+    trainer = srigl.create_trainer("rigl", model, opt, sparsity=0.8, total_steps=40, delta_t=5,
+                                   grad_accumulation_n=3)  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    grads = []
+    for _ in range(4):  # steps 1..4; the window of the update at 5 is steps 3, 4, 5
+        x, y = _batch(gen)
+        nn.functional.cross_entropy(model(x), y).backward()
+        grads.append(model[0].weight.grad.clone())
+        opt.step()
+        trainer.step()
+        opt.zero_grad()
+    state = trainer.state_dict()
+    assert state["accumulated_steps"] == 2
+    dense = trainer.dense_gradients()["0.weight"]
+    # the hook saw the dense gradients; grads[] holds the masked ones: compare where active
+    m = trainer.masks["0.weight"]
+    torch.testing.assert_close(dense[m], ((grads[2] + grads[3]) / 2)[m])
+    assert trainer.dense_gradients()["0.weight"].equal(dense)  # reading does not change it
+    # a resumed trainer keeps the count
+    trainer.close()
+    model2 = toy_mlp()
+    other = srigl.create_trainer("rigl", model2, torch.optim.SGD(model2.parameters(), lr=0.0),
+                                 sparsity=0.8, total_steps=40, delta_t=5,
+                                 grad_accumulation_n=3)  # fmt: skip
+    other.load_state_dict(state)
+    assert other.dense_gradients()["0.weight"].equal(dense)

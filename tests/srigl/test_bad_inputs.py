@@ -90,3 +90,68 @@ def test_all_input_errors_are_value_errors():
     assert issubclass(srigl.errors.SparsityConfigError, ValueError)
     assert issubclass(srigl.errors.OptimizerMismatchError, ValueError)
     assert issubclass(srigl.errors.EmptyLayerError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"sparsity": "abc"}, r"sparsity='abc' is not a number; allowed: 0 < sparsity < 1"),
+        ({"sparsity": None}, r"sparsity=None is not a number"),
+        ({"gamma_sal": float("nan")}, r"gamma_sal=nan is not finite; allowed: a finite"),
+        ({"gamma_sal": float("inf")}, r"gamma_sal=inf is not finite"),
+        ({"gamma_sal": "0.3"}, r"gamma_sal='0.3' is not a number"),
+        ({"alpha": "x"}, r"alpha='x' is not a number; allowed: 0 <= alpha <= 1"),
+        ({"alpha": 1.5}, r"alpha=1.5 is invalid"),
+        ({"t_end_fraction": 0}, r"t_end_fraction=0 is invalid"),
+        ({"total_steps": "x"}, r"total_steps='x' is not an integer"),
+        ({"total_steps": 10.0}, r"total_steps=10.0 is not an integer"),
+        ({"delta_t": True}, r"delta_t=True is not an integer"),
+        ({"grad_accumulation_n": 1.5}, r"grad_accumulation_n=1.5 is not an integer"),
+        ({"seed": "1"}, r"seed='1' is not an integer"),
+        ({"erk_power": float("nan")}, r"erk_power=nan is not finite"),
+        ({"ablation": "yes"}, r"ablation='yes' is not a bool"),
+        ({"sparse_attention": 0}, r"sparse_attention=0 is not a bool"),
+        ({"constant_fan_in": "no"}, r"constant_fan_in='no' is not a bool; allowed: True, False"),
+        ({"dense_layers": "head"}, r"dense_layers='head' is not a list"),
+        ({"no_ablation": [3]}, r"no_ablation holds 3, not a string"),
+        ({"distribution": 3}, r"distribution=3 is not a string; allowed: \['er', 'erk'"),
+        ({"optimizer": "sgd"}, r"optimizer=str is not a torch.optim.Optimizer"),
+    ],
+)
+def test_every_argument_is_checked_up_front_naming_it(kwargs, match):
+    model = toy_mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = kwargs.pop("optimizer", None)
+    with pytest.raises(ValueError, match=match):
+        if optimizer is not None:
+            srigl.create_trainer("srigl", model, optimizer, total_steps=100)
+        else:
+            _create(model=model, **kwargs)
+    # refused before any mask or weight was touched
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+def test_dense_trainer_accepts_sparsity_zero():
+    assert _create("dense", sparsity=0.0).masks == {}
+
+
+def test_a_schedule_without_any_topology_update_warns():
+    with pytest.warns(UserWarning, match=r"no topology update can happen: delta_t=200 >= t_end=75"):
+        _create("rigl", delta_t=200)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _create("rigl", delta_t=10)  # updates at 10..70: no warning
+        _create("static", delta_t=200)  # static never updates anyway
+
+
+@pytest.mark.parametrize("option", ["dense_layers", "no_ablation"])
+def test_a_glob_that_matches_nothing_names_the_pattern_and_the_closest_names(option):
+    with pytest.raises(ValueError, match=rf"{option} pattern '2.weigth' matches no.*closest: "
+                                         r"\['2.weight'"):  # fmt: skip
+        _create(**{option: ["2.weigth"]})
+    with pytest.raises(ValueError, match=rf"{option} pattern 'head' .*eligible: \['0', '0.weight'"):
+        _create(**{option: ["head"]})
+    # globs over parameter and module names still work
+    _create(sparsity=0.3, **{option: ["2.*", "4"]})

@@ -99,3 +99,40 @@ def test_two_gloo_ranks_keep_identical_masks_equal_to_a_single_process_run(tmp_p
     for name, w in model.state_dict().items():
         assert torch.equal(ranks[0]["weights"][name], ranks[1]["weights"][name]), name
         torch.testing.assert_close(ranks[0]["weights"][name], w, rtol=1e-9, atol=1e-10)
+
+
+def _set_worker(rank: int, world: int, port: int, out: str) -> None:
+    """SET under DDP with a different seed on each rank (seed + rank, a common habit)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _model()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = srigl.create_trainer("set", ddp, opt, sparsity=0.8, total_steps=20, delta_t=3,
+                                       seed=10 + rank)  # fmt: skip
+        snapshots = {0: {n: m.clone() for n, m in trainer.masks.items()}}
+        per_rank = GLOBAL_BATCH // world
+        for step, (x, y) in enumerate(_data()[:10], start=1):
+            sl = slice(rank * per_rank, (rank + 1) * per_rank)
+            nn.functional.cross_entropy(ddp(x[sl]), y[sl]).backward()
+            opt.step()
+            if trainer.step():
+                snapshots[step] = {n: m.clone() for n, m in trainer.masks.items()}
+            opt.zero_grad()
+        torch.save({"masks": snapshots, "seed": trainer.seed}, f"{out}/set{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_set_keeps_identical_masks_when_each_rank_passes_another_seed(tmp_path):
+    world = 2
+    mp.spawn(_set_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"set{r}.pt", weights_only=True) for r in range(world)]
+    assert [r["seed"] for r in ranks] == [10, 10]  # rank 0's seed everywhere
+    assert sorted(ranks[0]["masks"]) == [0, 3, 6, 9]
+    for step, masks in ranks[0]["masks"].items():
+        for name, mask in masks.items():
+            assert torch.equal(ranks[1]["masks"][step][name], mask), (step, name)

@@ -40,14 +40,18 @@ def test_eligible_weights_are_linear_conv_and_attention_in_module_order():
 
 
 def test_sparse_attention_false_keeps_attention_projections_dense():
-    names = [p.name for p in eligible_parameters(Block(), sparse_attention=False)]
-    assert names == ["conv.weight", "dw.weight", "head.weight"]
+    # they stay eligible (inside N, SPEC 1) and become forced-dense
+    params = eligible_parameters(Block())
+    dense = forced_dense_names(params, sparse_attention=False)
+    assert dense == {"attn.in_proj_weight", "attn.out_proj.weight"}
+    assert forced_dense_names(params) == set()
 
 
 def test_an_attention_block_given_as_the_model_counts_its_out_proj_as_attention():
     attn = nn.MultiheadAttention(8, 2)
-    assert eligible_parameters(attn, sparse_attention=False) == []
-    assert all(p.in_attention for p in eligible_parameters(attn))
+    params = eligible_parameters(attn)
+    assert all(p.in_attention for p in params)
+    assert forced_dense_names(params, sparse_attention=False) == {p.name for p in params}
 
 
 def test_depthwise_conv_fan_in_is_kernel_size():

@@ -1,0 +1,153 @@
+"""Up-front validation of every ``create_trainer`` argument, before any mask or compute.
+
+Each check names the argument, the bad value and what is allowed::
+
+    sparsity='abc' is not a number; allowed: 0 < sparsity < 1
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from srigl.distributions import distribution_names
+from srigl.errors import SparsityConfigError
+
+
+def _real(name: str, value: Any, allowed: str) -> float:
+    """``value`` as a finite float, or SparsityConfigError "<name>=<value> is not a number"."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SparsityConfigError(f"{name}={value!r} is not a number; allowed: {allowed}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise SparsityConfigError(f"{name}={value!r} is not finite; allowed: {allowed}")
+    return out
+
+
+def _integer(name: str, value: Any, allowed: str) -> int:
+    """``value`` as an int (a bool is not one), or SparsityConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SparsityConfigError(f"{name}={value!r} is not an integer; allowed: {allowed}")
+    return int(value)
+
+
+def _flag(name: str, value: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, bool):
+        allowed = "True, False or None" if optional else "True or False"
+        raise SparsityConfigError(f"{name}={value!r} is not a bool; allowed: {allowed}")
+
+
+def _globs(name: str, value: Any) -> list[str]:
+    """A list of fnmatch globs; a bare string is refused (it would be read letter by letter)."""
+    allowed = 'a list of fnmatch globs, e.g. ["head", "*.attn.*"]'
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise SparsityConfigError(f"{name}={value!r} is not a list; allowed: {allowed}")
+    items = list(value)
+    bad = [v for v in items if not isinstance(v, str)]
+    if bad:
+        raise SparsityConfigError(f"{name} holds {bad[0]!r}, not a string; allowed: {allowed}")
+    return items
+
+
+def check_trainer_arguments(
+    *,
+    model: Any,
+    optimizer: Any,
+    sparsity: Any,
+    distribution: Any,
+    total_steps: Any,
+    delta_t: Any,
+    alpha: Any,
+    t_end_fraction: Any,
+    grad_accumulation_n: Any,
+    gamma_sal: Any,
+    ablation: Any,
+    dense_layers: Any,
+    no_ablation: Any,
+    attention_layers: Any,
+    dense_first_layer: Any,
+    dense_classifier: Any,
+    ablate_classifier: Any,
+    sparse_attention: Any,
+    constant_fan_in: Any,
+    sparse_init: Any,
+    grad_scaler: Any,
+    seed: Any,
+    erk_power: Any,
+    check_finite: Any,
+    sparse: bool = True,
+) -> None:
+    """Check the type and range of every trainer argument (see ``SparseTrainer``).
+
+    ``sparse=False`` (the ``dense`` trainer) skips the range of ``sparsity``. Ranges that
+    depend on each other (``grad_accumulation_n <= delta_t``) and on the model
+    (globs that must match a layer, budgets) are checked where they are used.
+
+    Raises:
+        SparsityConfigError: (a ValueError) naming the argument, its value and what is allowed.
+    """
+    if not isinstance(model, nn.Module):
+        raise SparsityConfigError(f"model={type(model).__name__} is not an nn.Module")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise SparsityConfigError(
+            f"optimizer={type(optimizer).__name__} is not a torch.optim.Optimizer"
+        )
+    s = _real("sparsity", sparsity, "0 < sparsity < 1")
+    if sparse and not 0.0 < s < 1.0:  # 'dense' ignores it (its records carry sparsity=0.0)
+        raise SparsityConfigError(f"sparsity={sparsity!r} is invalid; allowed: 0 < sparsity < 1")
+    if not isinstance(distribution, str):
+        raise SparsityConfigError(
+            f"distribution={distribution!r} is not a string; allowed: {distribution_names()}"
+        )
+    if total_steps is not None:
+        n = _integer("total_steps", total_steps, "an integer > 0")
+        if n <= 0:
+            raise SparsityConfigError(f"total_steps={total_steps!r} is invalid; allowed: > 0")
+    d = _integer("delta_t", delta_t, "an integer > 0")
+    if d <= 0:
+        raise SparsityConfigError(f"delta_t={delta_t!r} is invalid; allowed: an integer > 0")
+    a = _real("alpha", alpha, "0 <= alpha <= 1")
+    if not 0.0 <= a <= 1.0:
+        raise SparsityConfigError(f"alpha={alpha!r} is invalid; allowed: 0 <= alpha <= 1")
+    t = _real("t_end_fraction", t_end_fraction, "0 < t_end_fraction <= 1")
+    if not 0.0 < t <= 1.0:
+        raise SparsityConfigError(
+            f"t_end_fraction={t_end_fraction!r} is invalid; allowed: 0 < value <= 1"
+        )
+    _integer("grad_accumulation_n", grad_accumulation_n, f"an integer in [1, delta_t={delta_t}]")
+    g = _real("gamma_sal", gamma_sal, "a finite number >= 0")
+    if g < 0:
+        raise SparsityConfigError(f"gamma_sal={gamma_sal!r} is invalid; allowed: >= 0")
+    for name, value in (
+        ("ablation", ablation),
+        ("dense_first_layer", dense_first_layer),
+        ("dense_classifier", dense_classifier),
+        ("ablate_classifier", ablate_classifier),
+        ("sparse_attention", sparse_attention),
+        ("check_finite", check_finite),
+    ):
+        _flag(name, value)
+    _flag("constant_fan_in", constant_fan_in, optional=True)
+    _flag("sparse_init", sparse_init, optional=True)
+    for name, value in (
+        ("dense_layers", dense_layers),
+        ("no_ablation", no_ablation),
+        ("attention_layers", attention_layers),
+    ):
+        _globs(name, value)
+    _integer("seed", seed, "an integer")
+    _real("erk_power", erk_power, "a finite number")
+    if grad_scaler is not None:
+        for attr in ("get_scale", "is_enabled"):
+            if not hasattr(grad_scaler, attr):
+                raise SparsityConfigError(
+                    f"grad_scaler={grad_scaler!r} has no {attr}(); allowed: a "
+                    "torch.amp.GradScaler or None"
+                )
