@@ -1,0 +1,130 @@
+"""The report's whole-model part: a per-model table and a figure of condensed whole models vs
+the dense eval model and the BN-folded dense model (``metrics.whole_model`` of bench records,
+as a frame from :func:`suite.report.frames.whole_model_frame`).
+
+- :func:`whole_model_speedups`: one row per (model, sparsity, batch, backend): times in ms,
+  speed-up vs dense eval and vs BN-folded dense (median, and from the fastest calls).
+- :func:`whole_model_costs`: one row per (model, sparsity): params, FLOPs and bytes, dense vs
+  condensed.
+- :func:`whole_model_figure`: speed-up vs dense per backend, a panel per model, hue = batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+__all__ = ["whole_model_costs", "whole_model_figure", "whole_model_speedups"]
+
+_KEYS = ["model", "sparsity", "batch", "backend"]
+
+
+def _label(frame: pd.DataFrame) -> pd.Series:
+    """Model label: the experiment name where there is one (e.g. cifar10_resnet18)."""
+    if "experiment" in frame:
+        return frame["experiment"].fillna(frame["model"])
+    return frame["model"]
+
+
+def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
+    """Per-model speed-up table (see the module docstring); empty in, empty out.
+
+    Columns: model, sparsity, batch, backend, structured, dense (ms), BN-folded (ms),
+    condensed (ms), vs dense, vs folded, vs dense (min), condensed weights (%).
+    """
+    if whole.empty or not {"median_s", "dense_median_s"} <= set(whole.columns):
+        return pd.DataFrame()
+    frame = whole.copy()
+    frame["model"] = _label(frame)
+    folded = frame["folded_median_s"] if "folded_median_s" in frame else frame["dense_median_s"]
+    folded = folded.fillna(frame["dense_median_s"])
+    out = pd.DataFrame(
+        {
+            "model": frame["model"],
+            "sparsity": frame["sparsity"],
+            "batch": frame["batch"],
+            "backend": frame["backend"],
+            "structured": frame.get("structured", False),
+            "dense (ms)": frame["dense_median_s"] * 1e3,
+            "BN-folded (ms)": folded * 1e3,
+            "condensed (ms)": frame["median_s"] * 1e3,
+            "vs dense": frame["dense_median_s"] / frame["median_s"],
+            "vs folded": folded / frame["median_s"],
+        }
+    )
+    if {"min_s", "dense_min_s"} <= set(frame.columns):
+        out["vs dense (min)"] = frame["dense_min_s"] / frame["min_s"]
+    if "condensed_weight_fraction" in frame:
+        out["condensed weights (%)"] = frame["condensed_weight_fraction"] * 100
+    return out.sort_values(_KEYS).reset_index(drop=True)
+
+
+def whole_model_costs(whole: pd.DataFrame) -> pd.DataFrame:
+    """Per-model cost table: params (M), GFLOPs per sample (multiply-adds of the weight layers)
+    and MB of parameters, dense vs condensed, with the ratios; empty where not recorded."""
+    need = {"params_dense", "params_condensed", "flops_dense", "flops_condensed"}
+    if whole.empty or not need <= set(whole.columns):
+        return pd.DataFrame()
+    frame = whole.copy()
+    frame["model"] = _label(frame)
+    first = frame.groupby(["model", "sparsity"], as_index=False).first()
+    out = pd.DataFrame(
+        {
+            "model": first["model"],
+            "sparsity": first["sparsity"],
+            "params dense (M)": first["params_dense"] / 1e6,
+            "params condensed (M)": first["params_condensed"] / 1e6,
+            "GFLOPs dense": first["flops_dense"] / 1e9,
+            "GFLOPs condensed": first["flops_condensed"] / 1e9,
+        }
+    )
+    if {"bytes_dense", "bytes_condensed"} <= set(first.columns):
+        out["MB dense"] = first["bytes_dense"] / 2**20
+        out["MB condensed"] = first["bytes_condensed"] / 2**20
+    out["FLOPs ratio"] = first["flops_dense"] / first["flops_condensed"]
+    return out
+
+
+def whole_model_figure(whole: pd.DataFrame, path: Path) -> Path | None:
+    """Bar chart of whole-model speed-up vs the dense eval model per backend: a panel per model
+    (and sparsity), hue = batch size, dashed line at 1x; None when there is nothing to plot."""
+    table = whole_model_speedups(whole)
+    if table.empty:
+        return None
+    table = table.assign(
+        panel=table["model"]
+        + " @ "
+        + (table["sparsity"] * 100).round().astype(int).astype(str)
+        + "%",
+        batch=table["batch"].astype(str),
+    )
+    order = sorted(table["backend"].unique())
+    grid = sns.catplot(
+        data=table,
+        x="backend",
+        y="vs dense",
+        hue="batch",
+        col="panel",
+        col_wrap=min(3, table["panel"].nunique()),
+        kind="bar",
+        order=order,
+        height=3.2,
+        aspect=1.3,
+        sharey=False,
+    )
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.tick_params(axis="x", rotation=45)
+    grid.set_axis_labels("backend", "speed-up vs dense eval (x)")
+    grid.set_titles("{col_name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(grid.figure)
+    return path
