@@ -70,35 +70,55 @@ report: install             # results/REPORT.md, figures/, tables/ from the publ
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache outputs multirun
 
-# --- asv: speed and accuracy history (issue 5; suite/asv_benchmarks, suite/asv_tools.py) ---------
-# The project is installed once in $(VENV); asv runs it as an "existing" environment on the
-# fixed machine name srigl-bench-2core. ASV_PROFILE sizes the runs (profile group's asv: keys).
+# --- asv: speed and accuracy history (suite/asv_benchmarks, asv.conf.json) --------------------
+# asv builds its own virtualenv under .asv/env (Python 3.11 with torch/torchvision from the
+# config's matrix, installed once, by the same pip configuration as $(VENV)) and installs each
+# commit into it. Results are stored under the fixed machine name ASV_MACHINE. asv-check (CI)
+# runs in $(VENV) itself (--python=same): it checks this checkout and saves nothing.
+# ASV_PROFILE sizes the runs (the profile group's asv: keys).
+ASV := $(PY) -m asv
+ASV_MACHINE ?= srigl-bench-2core
 ASV_PROFILE ?= quick
-ASV_TOOLS := SRIGL_ASV_PROFILE=$(ASV_PROFILE) $(PY) -m suite.asv_tools
 N ?= 20
 A ?= HEAD~1
 B ?= HEAD
 FACTOR ?= 1.1
 ASV_BENCH ?=
-ASV_BENCH_ARGS := $(foreach b,$(ASV_BENCH),--bench $(b))
+ASV_BENCH_ARGS := $(foreach b,$(ASV_BENCH),--bench "$(b)")
+ASV_RUN := SRIGL_ASV_PROFILE=$(ASV_PROFILE) $(ASV) run --machine $(ASV_MACHINE) --show-stderr
+ASV_HASHES := .asv/history-hashes.txt
+# CI smoke: each benchmark class once, on one parameter set (asv matches "name(params)").
+ASV_SMOKE := --bench "LayerForward\.time_forward\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)" \
+	--bench "LayerRatio\.track_ratio_vs_dense\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)" \
+	--bench "WholeModel(Forward|Memory)\.\w+\('(dense|naive)'\)" \
+	--bench "TrainingStep\.time_step\('srigl'\)" \
+	--bench "TopologyUpdate\.time_step\('srigl', True\)" \
+	--bench "DigitsAccuracy\.track_top1_error\('srigl', 0\.9\)" \
+	--bench "FusedRatio\.track_ratio_fused_vs_dense\('vit_b16_fc2_3072x768', 0\.9, 1\)"
 
-.PHONY: asv asv-history asv-publish asv-compare asv-check
+.PHONY: asv asv-machine asv-history asv-publish asv-compare asv-check
 
-asv: install                # benchmark this checkout, recorded as HEAD's commit
-	$(ASV_TOOLS) run $(ASV_BENCH_ARGS)
+asv-machine: install        # record ASV_MACHINE in ~/.asv-machine.json (no prompt)
+	$(ASV) machine --yes --machine $(ASV_MACHINE)
 
-asv-history: install        # backfill the last N commits of main (one git worktree each)
-	$(ASV_TOOLS) history --n $(N) $(ASV_BENCH_ARGS)
+asv: asv-machine            # benchmark HEAD (its committed code) -> results/asv/
+	$(ASV_RUN) --durations 8 $(ASV_BENCH_ARGS) HEAD^!
+
+asv-history: asv-machine    # the last N first-parent commits of main, skipping recorded ones
+	@mkdir -p $(dir $(ASV_HASHES))
+	git rev-list --first-parent -n $(N) main > $(ASV_HASHES)
+	$(ASV_RUN) --skip-existing-commits $(ASV_BENCH_ARGS) HASHFILE:$(ASV_HASHES)
 
 asv-publish: install        # results/asv/html + results/ASV.md + results/figures/asv_history.png
-	$(ASV_TOOLS) publish
+	$(ASV) publish
+	$(PY) -m suite.asv_summary --machine $(ASV_MACHINE)
 
 asv-compare: install        # regressions/improvements between commits A and B (factor FACTOR)
-	$(ASV_TOOLS) compare $(A) $(B) --factor $(FACTOR)
+	$(ASV) compare --machine $(ASV_MACHINE) --factor $(FACTOR) --split --only-changed $(A) $(B)
 
-asv-check: install          # CI: asv check + a --quick pass of one parameter set per class
-	$(ASV_TOOLS) check
-	$(ASV_TOOLS) run --smoke $(ASV_BENCH_ARGS)
+asv-check: asv-machine      # CI: asv check + a --quick pass of one parameter set per class
+	$(ASV) check --python=same
+	$(ASV_RUN) --python=same --quick $(ASV_SMOKE) $(ASV_BENCH_ARGS)
 
 # --- GPU check (issue 6): run on a lent GPU machine with its own Python; no install, no Hydra --
 GPU_PYTHON ?= python3

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import REPO_ROOT
-
 THREADS_ENV = "SRIGL_ASV_THREADS"
 #: torch and numba threads of every benchmark (2 = this project's reference machine)
 THREADS = int(os.environ.get(THREADS_ENV, "2"))
@@ -43,14 +41,17 @@ def profile_name() -> str:
     return os.environ.get(PROFILE_ENV, DEFAULT_PROFILE)
 
 
-def load_profile(name: str | None = None, root: Path = REPO_ROOT) -> dict[str, Any]:
-    """The profile ``suite/conf/profile/<name>.yaml`` of this checkout as a plain dict.
+def load_profile(name: str | None = None, conf_dir: Path | None = None) -> dict[str, Any]:
+    """The profile ``<conf_dir>/profile/<name>.yaml`` as a plain dict; ``conf_dir`` defaults
+    to the Hydra configs of the installed ``suite`` package (the commit asv measures).
 
     Raises:
         NotImplementedError: the profile file does not exist at this commit (asv skips).
     """
     name = name or profile_name()
-    path = root / "suite" / "conf" / "profile" / f"{name}.yaml"
+    if conf_dir is None:
+        conf_dir = Path(require("suite").__file__).parent / "conf"
+    path = Path(conf_dir) / "profile" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise NotImplementedError(f"profile {name!r} not found at {path}; known: {known}")
