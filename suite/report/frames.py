@@ -37,7 +37,6 @@ METHOD_ORDER = (
     "srigl",
     "srigl_no_ablation",
 )
-TRAIN_KEY = ("experiment", "method", "sparsity", "seed")
 BENCH_KEY = (
     "device",
     "mode",

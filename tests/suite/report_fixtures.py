@@ -106,6 +106,23 @@ def bench_row(backend: str, sparsity: float, batch: int, median_s: float, **kw) 
     return row
 
 
+def whole_model_row(median_s: float = 0.01, dense_median_s: float = 0.03, **kw) -> dict:
+    """One whole-model measurement (a condensed ViT-B/16 vs dense, batch 1)."""
+    row = dict(
+        model="vit_b16",
+        backend="fused",
+        batch=1,
+        sparsity=0.9,
+        dtype="float32",
+        threads=2,
+        device="cpu",
+        median_s=median_s,
+        dense_median_s=dense_median_s,
+    )
+    row.update(kw)
+    return row
+
+
 def make_bench_record() -> dict:
     rows = []
     for sp in (0.9, 0.99):
@@ -114,19 +131,7 @@ def make_bench_record() -> dict:
             rows.append(bench_row("dense", sp, batch, base))
             rows.append(bench_row("csr", sp, batch, base / 2))
             rows.append(bench_row("fused", sp, batch, base / (4 if sp == 0.9 else 16)))
-    whole = [
-        {
-            "model": "vit_b16",
-            "backend": "fused",
-            "batch": 1,
-            "sparsity": 0.9,
-            "dtype": "float32",
-            "threads": 2,
-            "device": "cpu",
-            "median_s": 0.01,
-            "dense_median_s": 0.03,
-        },
-    ]
+    whole = [whole_model_row()]
     skipped = {"fused_triton": "no CUDA here"}
     return make_record(
         "bench",

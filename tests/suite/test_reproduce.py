@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from report_fixtures import bench_row, train_config, train_metrics
+from report_fixtures import bench_row, train_config, train_metrics, whole_model_row
 
 from hydra_plugins.srigl_bench_plugins.grids_sweeper import expand_grids
 from suite import reproduce
@@ -227,20 +227,7 @@ def _bench(speedup_fused: float, whole_speedup: float) -> dict:
         bench_row("dense", 0.9, 1, 2e-4),
         bench_row("fused", 0.9, 1, 2e-4 / speedup_fused),
     ]
-    whole = [
-        {
-            "model": "vit_b16",
-            "backend": "fused",
-            "batch": 1,
-            "sparsity": 0.9,
-            "dtype": "float32",
-            "threads": 2,
-            "device": "cpu",
-            "structured": False,
-            "median_s": 0.03 / whole_speedup,
-            "dense_median_s": 0.03,
-        },
-    ]
+    whole = [whole_model_row(0.03 / whole_speedup, 0.03, structured=False)]
     return make_record(
         "bench", {"profile": {"name": "quick"}}, {"rows": rows, "whole_model": whole}
     )
