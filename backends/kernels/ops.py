@@ -7,7 +7,8 @@ impossible, and remembers the outcome for the process.
 
 Variants (see ``csrc/fused_op.cpp``): ``code = isa * 1000 + family * 100 + wide * 10 + parallel``
 with isa 0 generic / 1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) /
-2 tiled, ``wide`` = tiled with twice the accumulators (T = 8 vectors instead of 4).
+2 tiled / 3 tiledkb (tiled, input chunk by input chunk so that the tile's chunk stays in L1),
+``wide`` = tiled with twice the accumulators (T = 8 vectors instead of 4).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SOURCES = [
 THREAD_SLOTS = 64
 BUCKETS = 11
 ISAS = ("generic", "avx2", "avx512")
-FAMILIES = ("rows", "perm", "tiled")
+FAMILIES = ("rows", "perm", "tiled", "tiledkb")
 
 _state: dict = {"ops": None, "error": None}
 _lock = threading.Lock()
@@ -109,14 +110,14 @@ def encode(isa: str, family: str, wide: bool = False, parallel: bool = True) -> 
 
 
 def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
-    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiled64/ser``."""
+    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiledkb32/ser``."""
     isa, family, wide, par = code // 1000, code // 100 % 10, code // 10 % 10, code % 10
     fam = FAMILIES[family]
     if fam == "perm":
         fam = f"perm{lanes}x{block}"
-    elif fam == "tiled":
+    elif fam in ("tiled", "tiledkb"):
         vl = 16 if isa == 2 else 8
-        fam = f"tiled{(8 if wide else 4) * vl}"
+        fam = f"{fam}{(8 if wide else 4) * vl}"
     return f"{ISAS[isa]}/{fam}/{'par' if par else 'ser'}"
 
 

@@ -2,11 +2,12 @@
 
 For a layer (shape, k, active neurons), a batch bucket (1, 2, 3-4, 5-8, ..., 129-256, 257-512,
 > 512 rows) and the thread count, :func:`tune_layer` times the candidate variants (serial /
-parallel; gather rows, permute pack with each pack geometry, tiled with 4 or 8 accumulators;
-each ISA level this CPU has) on a random input of that batch, interleaving the candidates over
-a few rounds so that load on a shared machine hits them alike, and keeps the fastest (median
-over rounds). The winner goes into the layer's variant table (read by the C++ operator) and
-into a JSON cache, so later processes on the same machine skip the timing.
+parallel; gather rows, permute pack with each pack geometry, tiled and chunk-blocked tiled with
+4 or 8 accumulators; each ISA level from AVX2 up that this CPU has) on a random input of that
+batch, interleaving the candidates over a few rounds so that load on a shared machine hits
+them alike, and keeps the fastest (median over rounds). The winner goes into the layer's
+variant table (read by the C++ operator) and into a JSON cache, so later processes on the same
+machine skip the timing.
 
 Cache: ``<user cache dir>/tuner/fused-<machine>.json`` (:func:`cache_path`), one file per
 machine key (CPU model, ISA level, threads, torch version); a file that does not parse, has
@@ -181,10 +182,11 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
                         if geo in ops.perm_geometries(lv):
                             out.append((ops.encode(name, "perm", parallel=bool(par)), geo))
             if batch >= 5:
-                for wide in (False, True):
-                    if batch <= 16 and wide:
-                        continue
-                    out.append((ops.encode(name, "tiled", wide, bool(par)), ()))
+                for family in ("tiled", "tiledkb"):
+                    for wide in (False, True):
+                        if batch <= 16 and wide:
+                            continue
+                        out.append((ops.encode(name, family, wide, bool(par)), ()))
     return out
 
 

@@ -10,7 +10,9 @@ dense: weight + x + out). ``kernel`` rows time ``forward_transposed`` on [in, B]
 ``best x dense`` is a load-robust supplement: the ratio of the fastest single calls (min over
 all rounds), which finds the quiet moments of a busy machine.
 
-``--per-core`` instead compares serial builds of the fused CPU kernels with dense ``F.linear``
+``scripts/measure_fused.py`` prints the issue-10 table of the C++ fused kernel (variants picked by
+its autotuner). ``--per-core`` here compares serial builds of the numba kernels (the fallback
+of the fused backend without a C++ compiler) with dense ``F.linear``
 on one torch thread, in CPU time of the calling thread (``time.thread_time``, fastest call):
 time other processes hold the core is not counted, so this is the stable per-core figure on a
 shared machine. (Timing the installed parallel kernels with a thread clock would be wrong:
@@ -30,7 +32,7 @@ from torch.utils.benchmark import Timer
 
 import backends
 from backends.condensed import CondensedLinear
-from backends.fused_cpu import kernel_index_dtype
+from backends.fused_cpu import NumbaCondensed, kernel_index_dtype
 
 
 def constant_fan_in_mask(out_f: int, in_f: int, sparsity: float, seed: int = 0) -> torch.Tensor:
@@ -79,7 +81,10 @@ def per_core(shapes: str, sparsities: str, batches: str, calls: int = 400) -> No
             bias = torch.randn(out_f, generator=g)
             mask = constant_fan_in_mask(out_f, in_f, sp)
             layer = backends.create("fused", weight, mask, bias)
-            v, idx, act, b = layer._numba.args
+            numba_layer = NumbaCondensed(
+                layer.values, layer.kernel_indices, layer.active, layer.bias, layer._all_active
+            )
+            v, idx, act, b = numba_layer.args
             wd = weight * mask
             for batch in map(int, batches.split(",")):
                 x = torch.randn(batch, in_f, generator=g)

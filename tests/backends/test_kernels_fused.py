@@ -1,8 +1,9 @@
 """Every variant of the C++ fused kernel against a float64 reference, on odd shapes.
 
 Variants: each ISA level this CPU runs (generic, avx2, avx512) x gather rows / permute pack /
-tiled (4 or 8 accumulators) x serial / OpenMP; permute packs of every geometry the SIMD
-kernels run plus odd ones (and the AVX-512 geometries) through the portable emulation.
+tiled / chunk-blocked tiled (4 or 8 accumulators) x serial / OpenMP; permute packs of every
+geometry the SIMD kernels run, plus odd ones (and the AVX-512 geometries) through the portable
+emulation.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ def all_variants(blob: torch.Tensor) -> list[int]:
     o = ops.load()
     codes = []
     for isa in range(int(o.fused_isa()) + 1):
-        for family in range(3):
+        for family in range(len(ops.FAMILIES)):
             for wide in (0, 1):
                 for par in (0, 1):
                     code = isa * 1000 + family * 100 + wide * 10 + par
-                    if (family == 2 or wide == 0) and o.fused_runs_here(blob, code):
+                    if (family >= 2 or wide == 0) and o.fused_runs_here(blob, code):
                         codes.append(code)
     return codes
 

@@ -342,6 +342,10 @@ void perm_any(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64
 // ---------------------------------------------------------------- tiled kernel
 constexpr int JB = 16;  // neurons per output block (their [JB][T] results stay in L1)
 
+template <int T>
+void write_tile(const LayerView& L, const float* ybuf, int64_t jb, int64_t je, int64_t ncols,
+                int64_t m0, float* out, int64_t som, int64_t soj);
+
 template <int NACC, typename IT>
 void tiled_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j0, int64_t j1,
                  int64_t m0, float* out, int64_t som, int64_t soj) {
@@ -382,22 +386,94 @@ void tiled_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j
         vstore(ybuf + (j - jb) * T + a * VL, acc[a]);
       }
     }
-    if (soj == 1) {  // y [M, out]: neurons contiguous within a row
-      for (int64_t c = 0; c < ncols; ++c) {
-        float* dst = out + (m0 + c) * som;
-        for (int64_t j = jb; j < je; ++j) {
-          const int64_t col = col_of(L, j);
-          dst[col] = ybuf[(j - jb) * T + c] + L.bias[col];
-        }
-      }
-    } else {  // transposed output [out, M]: batch columns contiguous within a neuron
+    write_tile<T>(L, ybuf, jb, je, ncols, m0, out, som, soj);
+  }
+}
+
+// Results ybuf [je - jb][T] of neurons jb..je-1 for tile columns 0..ncols-1 -> out (+ bias).
+template <int T>
+void write_tile(const LayerView& L, const float* ybuf, int64_t jb, int64_t je, int64_t ncols,
+                int64_t m0, float* out, int64_t som, int64_t soj) {
+  if (soj == 1) {  // y [M, out]: neurons contiguous within a row
+    for (int64_t c = 0; c < ncols; ++c) {
+      float* dst = out + (m0 + c) * som;
       for (int64_t j = jb; j < je; ++j) {
         const int64_t col = col_of(L, j);
-        float* dst = out + col * soj + m0 * som;
-        const float b = L.bias[col];
-        for (int64_t c = 0; c < ncols; ++c) dst[c * som] = ybuf[(j - jb) * T + c] + b;
+        dst[col] = ybuf[(j - jb) * T + c] + L.bias[col];
       }
     }
+  } else {  // transposed output [out, M]: batch columns contiguous within a neuron
+    for (int64_t j = jb; j < je; ++j) {
+      const int64_t col = col_of(L, j);
+      float* dst = out + col * soj + m0 * som;
+      const float b = L.bias[col];
+      for (int64_t c = 0; c < ncols; ++c) dst[c * som] = ybuf[(j - jb) * T + c] + b;
+    }
+  }
+}
+
+constexpr int KB_JB = 64;  // neurons per block of the blocked kernel ([KB_JB][T] sums in L1)
+
+template <int NACC, typename IT>
+void tiled_blocked_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j0,
+                         int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
+  constexpr int T = NACC * VL;
+  constexpr bool kSplit = NACC == 4 || VL == 16;
+  const IT* idx_all = static_cast<const IT*>(L.indices);
+  const int64_t k = L.k, nch = L.kb_nchunks;
+  alignas(64) float ybuf[KB_JB * T];
+  for (int64_t jb = j0; jb < j1; jb += KB_JB) {
+    const int64_t je = imin(jb + KB_JB, j1);
+    for (int64_t i = 0; i < (je - jb) * T; ++i) ybuf[i] = 0.0f;
+    for (int64_t c = 0; c < nch; ++c) {
+      for (int64_t j = jb; j < je; ++j) {
+        const int32_t* ptr = L.kb_ptr + j * (nch + 1) + c;
+        const int64_t t0 = ptr[0], t1 = ptr[1];
+        if (t0 == t1) continue;
+        float* yj = ybuf + (j - jb) * T;
+        vf acc[NACC], acc2[NACC];
+        for (int a = 0; a < NACC; ++a) {
+          acc[a] = vload(yj + a * VL);
+          acc2[a] = vzero();
+        }
+        const float* v = L.values + j * k;
+        const IT* ix = idx_all + j * k;
+        int64_t t = t0;
+        if (kSplit) {  // two FMA chains per accumulator, as in tiled_typed
+          for (; t + 2 <= t1; t += 2) {
+            const vf w0 = vbcast(v[t]), w1 = vbcast(v[t + 1]);
+            const float* r0 = tile + (int64_t)ix[t] * T;
+            const float* r1 = tile + (int64_t)ix[t + 1] * T;
+            for (int a = 0; a < NACC; ++a) {
+              acc[a] = vfma(w0, vload(r0 + a * VL), acc[a]);
+              acc2[a] = vfma(w1, vload(r1 + a * VL), acc2[a]);
+            }
+          }
+        }
+        for (; t < t1; ++t) {
+          const vf w = vbcast(v[t]);
+          const float* row = tile + (int64_t)ix[t] * T;
+          for (int a = 0; a < NACC; ++a) acc[a] = vfma(w, vload(row + a * VL), acc[a]);
+        }
+        for (int a = 0; a < NACC; ++a) vstore(yj + a * VL, kSplit ? vadd(acc[a], acc2[a]) : acc[a]);
+      }
+    }
+    write_tile<T>(L, ybuf, jb, je, ncols, m0, out, som, soj);
+  }
+}
+
+void tiled_blocked(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
+                   int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
+  if (L.idx_bytes == 2) {
+    if (wide)
+      tiled_blocked_typed<8, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    else
+      tiled_blocked_typed<4, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+  } else {
+    if (wide)
+      tiled_blocked_typed<8, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    else
+      tiled_blocked_typed<4, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
   }
 }
 
@@ -424,6 +500,7 @@ void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64
 extern const KernelTable SRIGL_TABLE = {
     SRIGL_TABLE_NAME,       SRIGL_NS::rows,       SRIGL_NS::perm_any,
     SRIGL_NS::perm_supports, SRIGL_NS::tile_width, SRIGL_NS::tiled,
+    SRIGL_NS::tiled_blocked,
 };
 
 }  // namespace srigl

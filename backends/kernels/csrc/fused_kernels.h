@@ -30,6 +30,10 @@ struct LayerView {
   const int32_t* blocks;      // [nblocks, 2]: (first input, S)
   const float* pvals;         // [nsteps, lanes]
   const uint8_t* pidx;        // [nsteps, lanes]
+  // input chunks of the blocked tiled kernel (kb_chunk 0: none): neuron j keeps its weights
+  // kb_ptr[j * (kb_nchunks + 1) + c] .. [.. + c + 1] in inputs [c * kb_chunk, (c + 1) * kb_chunk)
+  int64_t kb_chunk, kb_nchunks;
+  const int32_t* kb_ptr;      // [n, kb_nchunks + 1]
 };
 
 // Output element (m, neuron column c) lives at out[m * som + c * soj].
@@ -48,6 +52,11 @@ struct KernelTable {
   // computes those rows for active neurons [j0, j1)
   void (*tiled)(const LayerView&, int wide, const float* tile, int64_t ncols, int64_t j0,
                 int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj);
+  // the same, input chunk by input chunk (the tile's chunk stays in L1; partial sums of a
+  // neuron block in an L1 buffer); needs kb_chunk > 0
+  void (*tiled_blocked)(const LayerView&, int wide, const float* tile, int64_t ncols,
+                        int64_t j0, int64_t j1, int64_t m0, float* out, int64_t som,
+                        int64_t soj);
 };
 
 extern const KernelTable kGeneric;

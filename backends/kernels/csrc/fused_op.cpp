@@ -3,8 +3,8 @@
 // it serially or with OpenMP (torch's own libgomp pool: same thread count as torch).
 //
 // Variant code: isa * 1000 + family * 100 + wide * 10 + parallel
-//   isa 0 generic, 1 avx2, 2 avx512; family 0 rows, 1 perm, 2 tiled; wide: tiled with twice
-//   the accumulators. Table: int32 [kThreadSlots, kBuckets]; entry -1 = the static rule.
+//   isa 0 generic, 1 avx2, 2 avx512; family 0 rows, 1 perm, 2 tiled, 3 tiled in input chunks
+//   (blocked); wide: tiled with twice the accumulators. Table: int32 [kThreadSlots, kBuckets]; entry -1 = the static rule.
 #include <ATen/ATen.h>
 #include <omp.h>
 #include <torch/library.h>
@@ -21,14 +21,16 @@ namespace srigl {
 namespace {
 
 constexpr int64_t kMagic = 0x31534655464c5253LL;  // "SRLFUFS1"
-constexpr int64_t kVersion = 1;
+constexpr int64_t kVersion = 2;
+// inputs per chunk of the blocked tiled kernel: a chunk of a 32-column tile is 16 KiB (L1)
+constexpr int64_t kKbChunk = 128;
 constexpr int kThreadSlots = 64;
 constexpr int kBuckets = 11;
 
 enum Hdr {
   H_MAGIC, H_VERSION, H_IN, H_OUT, H_N, H_K, H_IDXB, H_ALL, H_LANES, H_BLOCK, H_NGROUPS,
   H_NBLOCKS, H_NSTEPS, O_BIAS, O_ACTIVE, O_VALUES, O_INDICES, O_GRPBLK, O_GRPSTEP, O_BLOCKS,
-  O_PVALS, O_PIDX, H_BYTES, H_COUNT
+  O_PVALS, O_PIDX, H_BYTES, H_KB_CHUNK, H_KB_NCH, O_KBPTR, H_COUNT
 };
 constexpr int64_t kHeaderBytes = 64 * 4;  // 32 int64, padded
 static_assert(H_COUNT * 8 <= kHeaderBytes, "header too long");
@@ -96,6 +98,9 @@ LayerView view_of(const at::Tensor& blob) {
   L.blocks = reinterpret_cast<const int32_t*>(base + h[O_BLOCKS]);
   L.pvals = reinterpret_cast<const float*>(base + h[O_PVALS]);
   L.pidx = base + h[O_PIDX];
+  L.kb_chunk = h[H_KB_CHUNK];
+  L.kb_nchunks = h[H_KB_NCH];
+  L.kb_ptr = reinterpret_cast<const int32_t*>(base + h[O_KBPTR]);
   return L;
 }
 
@@ -165,6 +170,18 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   const int64_t nblocks = static_cast<int64_t>(blocks.size() / 2);
   const int64_t nsteps = grp_step[ngroups];
 
+  // blocked tiled kernel: per neuron, where each input chunk's kept weights start (rows must
+  // be ascending, as condensing makes them; a table too large to pay is left out)
+  bool sorted = true;
+  for (int64_t j = 0; j < n && sorted; ++j)
+    for (int64_t t = 1; t < k; ++t)
+      if (ix[j * k + t] < ix[j * k + t - 1]) {
+        sorted = false;
+        break;
+      }
+  const int64_t kb_nch = (in + kKbChunk - 1) / kKbChunk;
+  const bool kb = sorted && n > 0 && k > 0 && n * (kb_nch + 1) <= (int64_t(1) << 26);
+
   int64_t off = kHeaderBytes;
   auto take = [&](int64_t bytes) {
     const int64_t at = off;
@@ -194,6 +211,9 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   h[O_BLOCKS] = take(nblocks * 8);
   h[O_PVALS] = take(nsteps * lanes * 4);
   h[O_PIDX] = take(nsteps * lanes);
+  h[H_KB_CHUNK] = kb ? kKbChunk : 0;
+  h[H_KB_NCH] = kb ? kb_nch : 0;
+  h[O_KBPTR] = take(kb ? n * (kb_nch + 1) * 4 : 0);
   h[H_BYTES] = off;
 
   at::Tensor blob = at::zeros({off}, at::TensorOptions().dtype(at::kByte));
@@ -209,6 +229,17 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   } else {
     int32_t* pi = reinterpret_cast<int32_t*>(p + h[O_INDICES]);
     for (int64_t i = 0; i < n * k; ++i) pi[i] = static_cast<int32_t>(ix[i]);
+  }
+  if (kb) {
+    int32_t* kp = reinterpret_cast<int32_t*>(p + h[O_KBPTR]);
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t* row = kp + j * (kb_nch + 1);
+      int64_t t = 0;
+      for (int64_t c = 0; c <= kb_nch; ++c) {
+        while (t < k && ix[j * k + t] < c * kKbChunk) ++t;
+        row[c] = static_cast<int32_t>(t);
+      }
+    }
   }
   if (lanes > 0) {
     std::memcpy(p + h[O_GRPBLK], grp_blk.data(), (ngroups + 1) * 4);
@@ -261,18 +292,20 @@ Variant decode(int64_t code) {
 int64_t encode(const Variant& v) { return v.isa * 1000 + v.family * 100 + v.wide * 10 + v.par; }
 
 bool runs_here(const Variant& v, const LayerView& L) {
-  if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > 2 || v.wide < 0 ||
+  if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > 3 || v.wide < 0 ||
       v.wide > 1 || v.par < 0 || v.par > 1)
     return false;
   if (v.family == 1) return L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block);
+  if (v.family == 3) return L.kb_chunk > 0;
   return true;
 }
 
 // The documented static rule (SRIGL_TUNE=off, or an untuned entry): the best ISA here; up to
 // 8 rows the permute pack if this ISA runs it (else the gather rows kernel), above that the
-// tiled kernel; parallel whenever torch has more than one thread.
+// tiled kernel (input-chunk blocked where the pack has chunks); parallel whenever torch has
+// more than one thread.
 Variant static_rule(const LayerView& L, int64_t m, int threads) {
-  Variant v{cpu_isa(), 2, 0, threads > 1 ? 1 : 0};
+  Variant v{cpu_isa(), L.kb_chunk > 0 ? 3 : 2, 0, threads > 1 ? 1 : 0};
   if (m <= 8) {
     v.family = (L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block)) ? 1 : 0;
     if (v.family == 1 && v.isa == 0) v.family = 0;  // the scalar emulation is for tests
@@ -373,7 +406,10 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
     for (int64_t item = lo; item < hi; ++item) {
       const int64_t tix = item / njb, j0 = (item % njb) * 64, j1 = std::min(j0 + 64, L.n);
       const int64_t m0 = tix * T, nc = std::min(T, m - m0);
-      kt.tiled(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+      if (v.family == 3)
+        kt.tiled_blocked(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+      else
+        kt.tiled(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
     }
   }
 }
@@ -420,7 +456,7 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
   }
   fill_bias(L, m, out, som, soj);
   if (L.n == 0) return y;
-  if (v.family == 2) {
+  if (v.family >= 2) {
     if (transposed) {
       x2 = x.stride(1) == 1 ? x : x.contiguous();
       run_tiled(v, L, x2.data_ptr<float>(), x2.stride(0), true, m, out, som, soj);
@@ -463,7 +499,7 @@ int64_t fused_isa() { return cpu_isa(); }
 std::vector<int64_t> fused_pack_info(const at::Tensor& blob) {
   const int64_t* h = header(blob);
   return {h[H_IN], h[H_OUT], h[H_N], h[H_K], h[H_IDXB], h[H_ALL], h[H_LANES], h[H_BLOCK],
-          h[H_NGROUPS], h[H_NBLOCKS], h[H_NSTEPS], h[H_BYTES]};
+          h[H_NGROUPS], h[H_NBLOCKS], h[H_NSTEPS], h[H_BYTES], h[H_KB_CHUNK]};
 }
 
 }  // namespace
