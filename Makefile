@@ -91,6 +91,7 @@ ASV_HASHES := .asv/history-hashes.txt
 ASV_SMOKE := --bench "LayerForward\.time_forward\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)" \
 	--bench "LayerRatio\.track_ratio_vs_dense\(.*'vit_b16_fc2_3072x768', 0\.9, 1\)" \
 	--bench "WholeModel(Forward|Memory)\.\w+\('(dense|naive)'\)" \
+	--bench "WholeModelRatio\.track_ratio_vs_dense\('vit', 'naive'\)" \
 	--bench "TrainingStep\.time_step\('srigl'\)" \
 	--bench "TopologyUpdate\.time_step\('srigl', True\)" \
 	--bench "DigitsAccuracy\.track_top1_error\('srigl', 0\.9\)" \
