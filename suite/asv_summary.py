@@ -1,13 +1,10 @@
-"""Offline summary of the asv history: ``results/ASV.md`` and ``results/figures/asv_history.png``.
-
-asv records the results (``results/asv/<machine>/<commit>-<env>.json``) and publishes the
-interactive HTML; what it lacks is a page that reads without a browser and a figure for the
-README. ``make asv-publish`` runs ``asv publish`` and then this::
+"""What asv lacks: an offline summary of its history, ``results/ASV.md`` (benchmark x commit)
+and ``results/figures/asv_history.png``; ``make asv-publish`` runs ``asv publish``, then this::
 
     python -m suite.asv_summary [--results results/asv] [--machine srigl-bench-2core]
 
-The result files are read as JSON (asv's results format, version 2: ``result_columns`` names
-the fields of each benchmark's entry), so nothing here depends on asv's Python internals.
+asv's result files (``<machine>/<commit>-<env>.json``, results format version 2, whose
+``result_columns`` name the fields of each entry) are read as JSON, not through asv's internals.
 """
 
 from __future__ import annotations
@@ -97,12 +94,8 @@ def format_value(value: float, unit: str) -> str:
 def commit_order(df: pd.DataFrame, repo: Path = Path(".")) -> list[str]:
     """The recorded commits, oldest first: by commit date, ties (commits made within one
     second) by their order on ``repo``'s first-parent history where git knows them."""
-    out = subprocess.run(
-        ["git", "rev-list", "--first-parent", "--reverse", "HEAD"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    git = ["git", "rev-list", "--first-parent", "--reverse", "HEAD"]
+    out = subprocess.run(git, cwd=repo, capture_output=True, text=True).stdout.split()
     position = {sha: i for i, sha in enumerate(out)}
     dates = df.groupby("commit")["date"].max()
     return sorted(dates.index, key=lambda c: (dates[c], position.get(c, -1)))
