@@ -1,74 +1,74 @@
 """``fused`` Conv2d: a direct C++ kernel on CPU, unfold + the Triton kernel on CUDA.
 
-CPU (float32): ``backends/kernels/conv_direct.cpp``, built on first use with
-``torch.utils.cpp_extension`` (needs a C++ compiler; cached per machine). It computes the
-convolution directly from the condensed taps without an im2col copy: stride 1 without padding
-reads the input in place; otherwise the input is copied once into zero-padded (stride 1) or
-phase-split (stride > 1) planes of the input's size. Per input size the taps' offsets into
-those planes are computed once and cached on the module.
+CPU (float32): the ``srigl_conv`` operators of ``backends/kernels/csrc/conv_*.cpp`` (built on
+first use with :func:`backends.kernels.build.load_extension`, cached per machine; generic,
+AVX2 and AVX-512 micro-kernels chosen at run time). They compute the convolution directly from
+the condensed taps without an im2col copy: stride 1 without padding reads the input in place;
+otherwise the input is copied once into zero-padded (stride 1) or phase-split (stride > 1)
+planes of the input's size. Per input size the taps' offsets into those planes are computed
+once and cached on the module, and the micro-kernel variant is chosen by the autotuner
+(:mod:`backends._conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 
+from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
 
 log = logging.getLogger(__name__)
 
-KERNEL_SOURCE = Path(__file__).with_name("kernels") / "conv_direct.cpp"
-_EXT: dict[str, Any] = {"module": None, "error": None}
+CSRC = Path(__file__).with_name("kernels") / "csrc"
+SOURCES = [
+    CSRC / "conv_op.cpp",
+    CSRC / "conv_generic.cpp",
+    CSRC / "conv_avx2.cpp",
+    CSRC / "conv_avx512.cpp",
+    CSRC / "conv_impl.h",
+    CSRC / "conv_kernels.h",
+]
+_EXT: dict[str, Any] = {"ops": None, "error": None}
 _LOCK = threading.Lock()
 
 
-def _compiler_available() -> tuple[bool, str]:
-    from torch._inductor import cpp_builder
-
-    try:
-        cpp_builder.get_cpp_compiler()
-    except Exception as err:  # inductor raises a bare RuntimeError without a compiler
-        return False, f"the direct conv kernel needs a C++ compiler: {err}"
-    return True, ""
-
-
-def conv_extension() -> ModuleType:
-    """The compiled direct-conv extension (built on first call, then cached per machine).
+def conv_ops() -> Any:
+    """``torch.ops.srigl_conv`` (the extension is built on first call, then cached per machine).
 
     Raises:
-        RuntimeError: the build failed (the message carries the compiler's reason).
+        KernelUnavailableError: the build failed or cannot happen here (the message says why).
     """
-    with _LOCK:
-        if _EXT["module"] is not None:
-            return _EXT["module"]
-        if _EXT["error"] is not None:
-            raise RuntimeError(_EXT["error"])
-        from torch.utils.cpp_extension import load
+    from backends.kernels.build import KernelUnavailableError, load_extension
 
-        flags = ["-O3", "-fopenmp"]
-        if os.environ.get("SRIGL_PORTABLE_KERNELS", "0") != "1":
-            flags.append("-march=native")
-        log.info("building the direct conv kernel %s (%s)", KERNEL_SOURCE, " ".join(flags))
+    with _LOCK:
+        if _EXT["ops"] is not None:
+            return _EXT["ops"]
+        if _EXT["error"] is not None:
+            raise KernelUnavailableError(_EXT["error"])
         try:
-            mod = load(
-                name="srigl_conv_direct",
-                sources=[str(KERNEL_SOURCE)],
-                extra_cflags=flags,
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as err:
-            _EXT["error"] = f"building {KERNEL_SOURCE.name} failed: {err}"
-            raise RuntimeError(_EXT["error"]) from err
-        _EXT["module"] = mod
-        return mod
+            load_extension("srigl_conv_direct", SOURCES)
+        except KernelUnavailableError as err:
+            _EXT["error"] = f"the direct conv kernel is unavailable: {err.reason}"
+            raise
+        _EXT["ops"] = torch.ops.srigl_conv
+        log.info("direct conv kernel loaded (ISA %s)", ISAS[int(_EXT["ops"].conv_isa())])
+        return _EXT["ops"]
+
+
+def _kernel_available() -> tuple[bool, str]:
+    if _EXT["error"] is not None:
+        return False, _EXT["error"]
+    if _EXT["ops"] is not None:
+        return True, ""
+    from backends.kernels.build import kernel_available
+
+    return kernel_available()
 
 
 def tap_offsets(
@@ -110,7 +110,6 @@ class FusedConv2d(CondensedConv2d):
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
-    slow_to_build: ClassVar[bool] = False  # one C++ build per machine (~1 min), then cached
 
     @classmethod
     def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
@@ -121,9 +120,7 @@ class FusedConv2d(CondensedConv2d):
             from backends.fused_triton import triton_available
 
             return triton_available(device)
-        if _EXT["error"] is not None:
-            return False, _EXT["error"]
-        return _compiler_available()
+        return _kernel_available()
 
     @classmethod
     def supports(cls, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:
@@ -135,6 +132,7 @@ class FusedConv2d(CondensedConv2d):
     def _after_load(self) -> None:
         super()._after_load()
         self._offsets: dict[tuple[int, int], torch.Tensor] = {}
+        self._variants: dict[tuple[int, int, int, int], int] = {}
         inner = None
         if self.device.type == "cuda":
             from backends.conv import UnfoldTritonConv2d
@@ -144,8 +142,8 @@ class FusedConv2d(CondensedConv2d):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.pop("_inner", None)
-        state.pop("_offsets", None)
+        for key in ("_inner", "_offsets", "_variants"):
+            state.pop(key, None)
         return state
 
     def _plane_geometry(self, height: int, width: int) -> tuple[bool, int, int]:
@@ -155,6 +153,13 @@ class FusedConv2d(CondensedConv2d):
             return True, height, width
         return False, -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
 
+    def _tune_key(self, height: int, width: int, batch: int) -> str:
+        return (
+            f"{self.in_channels}x{self.out_features}:k{list(self.kernel_size)}:s{list(self.stride)}"
+            f":p{list(self.padding)}:d{list(self.dilation)}:g{self.groups}:n{self.n_active}"
+            f":k{self.k}:all{int(self._all_active)}:{height}x{width}:b{bucket_of(batch)}"
+        )
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
             return self._inner(x)
@@ -163,7 +168,7 @@ class FusedConv2d(CondensedConv2d):
                 f"layer {self.layer_name!r}: the direct C++ conv kernel computes float32 only, "
                 f"this layer holds {self.dtype}"
             )
-        ext = conv_extension()
+        ops = conv_ops()
         n, _, h, w = x.shape
         ho, wo = self.output_size(h, w)
         in_place, hq, wq = self._plane_geometry(h, w)
@@ -186,19 +191,33 @@ class FusedConv2d(CondensedConv2d):
             src, img = x, self.in_channels * h * w
         else:
             (sh, sw), (ph, pw) = self.stride, self.padding
-            src = ext.conv_planes(x, sh, sw, ph, pw, hq, wq)
+            src = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)
             img = self.in_channels * sh * sw * hq * wq
-        return ext.conv_direct(
-            src,
-            n,
-            img,
-            offs,
-            self.values,
-            self.active,
-            self.bias,
-            self._all_active,
-            ho,
-            wo,
-            wq,
-            not in_place,
-        )
+
+        def run(variant: int) -> torch.Tensor:
+            return ops.conv_direct(
+                src,
+                n,
+                img,
+                offs,
+                self.values,
+                self.active,
+                self.bias,
+                self._all_active,
+                ho,
+                wo,
+                wq,
+                not in_place,
+                variant,
+            )
+
+        threads = torch.get_num_threads()
+        vkey = (h, w, bucket_of(n), threads)
+        variant = self._variants.get(vkey)
+        if variant is None:
+            isa = int(ops.conv_isa())
+            variant = best_variant(
+                self._tune_key(h, w, n), isa, int(ops.conv_nvariants(isa)), run, threads
+            )
+            self._variants[vkey] = variant
+        return run(variant)

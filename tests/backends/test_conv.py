@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import subprocess
 import sys
@@ -234,3 +235,77 @@ def test_conv_backends_on_cuda(name, case):
     k = case.fan_in if case.k is None else case.k
     ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
     assert bool(((y.double() - ref).abs() <= bound).all())
+
+
+# --------------------------------------------------------------------------- direct kernel
+
+
+def _fused_or_skip():
+    ok, why = backends.supports("fused", "cpu", torch.float32, op="conv2d")
+    if not ok:
+        pytest.skip(why)
+    from backends.fused_conv import conv_ops
+
+    return conv_ops()
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 3, 5, 7, 12, 13)], ids=str)
+def test_every_direct_kernel_variant_and_isa_matches_reference(case, monkeypatch):
+    import backends.fused_conv as fc
+
+    ops = _fused_or_skip()
+    weight, mask, bias = conv_layer(case, 7)
+    x = conv_input(case, 7)
+    k = case.fan_in if case.k is None else case.k
+    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
+    for isa in range(int(ops.conv_isa()) + 1):
+        for v in range(int(ops.conv_nvariants(isa))):
+            code = isa * 100 + v
+            monkeypatch.setattr(fc, "best_variant", lambda *a, code=code, **kw: code)
+            layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+            y = layer(x)
+            assert bool(((y.double() - ref).abs() <= bound).all()), (case.name, code)
+
+
+def test_direct_kernel_rejects_a_variant_this_cpu_lacks_or_unknown():
+    ops = _fused_or_skip()
+    case = CONV_CASES[0]
+    layer = backends.create("fused", *conv_layer(case, 0), **case.conv_args)
+    x = conv_input(case, 0)
+    layer(x)
+    offs = next(iter(layer._offsets.values()))
+    args = (x, x.shape[0], x[0].numel(), offs, layer.values, layer.active, layer.bias, False)
+    with pytest.raises(RuntimeError, match="no variant"):
+        ops.conv_direct(*args, 7, 13, 13, False, 99)
+    if int(ops.conv_isa()) < 2:
+        with pytest.raises(RuntimeError, match="ISA this CPU lacks"):
+            ops.conv_direct(*args, 7, 13, 13, False, 200)
+
+
+def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
+    import backends._conv_tuner as tuner
+
+    _fused_or_skip()
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    tuner.forget_memory()
+    case = CONV_CASES[2]
+    layer = backends.create("fused", *conv_layer(case, 0), **case.conv_args)
+    layer(conv_input(case, 0))
+    files = list((tmp_path / "tuner").glob("conv-*.json"))
+    assert len(files) == 1
+    entries = json.loads(files[0].read_text())["entries"]
+    assert len(entries) == 1 and next(iter(entries.values())) >= 0
+    # a second module with the same shapes reads the choice instead of timing again
+    calls = []
+    monkeypatch.setattr(tuner, "_time", lambda fn: calls.append(1) or 1.0)
+    tuner.forget_memory()
+    backends.create("fused", *conv_layer(case, 1), **case.conv_args)(conv_input(case, 0))
+    assert calls == []
+    # an unreadable cache is ignored (and rewritten), never an error
+    files[0].write_text("{not json")
+    tuner.forget_memory()
+    backends.create("fused", *conv_layer(case, 2), **case.conv_args)(conv_input(case, 0))
+    assert json.loads(files[0].read_text())["schema"] == tuner.SCHEMA
+    monkeypatch.setenv("SRIGL_TUNE", "off")
+    assert tuner.best_variant("k", 1, 6, lambda code: None, 1) == -1
+    tuner.forget_memory()
