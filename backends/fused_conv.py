@@ -146,11 +146,18 @@ class FusedConv2d(CondensedConv2d):
             state.pop(key, None)
         return state
 
+    def _subsampled(self) -> bool:
+        """A strided 1x1 conv without padding reads every s-th pixel only: it runs as a
+        stride-1 conv over ``x[:, :, ::sh, ::sw]`` (one small copy instead of s*s phases)."""
+        return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.stride != (1, 1)
+
     def _plane_geometry(self, height: int, width: int) -> tuple[bool, int, int]:
         """(in place, Hq, Wq): whether x is read in place, and the planes' size."""
         (sh, sw), (ph, pw) = self.stride, self.padding
         if (sh, sw) == (1, 1) and (ph, pw) == (0, 0):
             return True, height, width
+        if self._subsampled():
+            return True, -(-height // sh), -(-width // sw)
         return False, -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
 
     def _tune_key(self, height: int, width: int, batch: int) -> str:
@@ -181,14 +188,17 @@ class FusedConv2d(CondensedConv2d):
                 self.groups,
                 self.in_channels // self.groups,
                 self.kernel_size,
-                self.stride,
+                (1, 1) if self._subsampled() else self.stride,
                 self.dilation,
                 (hq, wq),
             )
             self._offsets[(h, w)] = offs
-        x = x.detach().contiguous()
+        x = x.detach()
+        if self._subsampled():
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        x = x.contiguous()
         if in_place:
-            src, img = x, self.in_channels * h * w
+            src, img = x, self.in_channels * hq * wq
         else:
             (sh, sw), (ph, pw) = self.stride, self.padding
             src = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)

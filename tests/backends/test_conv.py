@@ -249,7 +249,7 @@ def _fused_or_skip():
     return conv_ops()
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 3, 5, 7, 12, 13)], ids=str)
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 5, 7, 12, 13)], ids=str)
 def test_every_direct_kernel_variant_and_isa_matches_reference(case, monkeypatch):
     import backends.fused_conv as fc
 
