@@ -88,24 +88,31 @@ void rows_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_
   for (int64_t j = j0; j < j1; ++j) {
     const float* v = L.values + j * k;
     const IT* ix = idx_all + j * k;
-    float s0[MR], s1[MR];
-    for (int r = 0; r < MR; ++r) s0[r] = s1[r] = 0.0f;
+    // NS partial sums per row: independent add chains (the add latency, not the loads,
+    // would bound one chain)
+    constexpr int NS = MR == 1 ? 4 : 2;
+    float sum[MR][NS];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NS; ++q) sum[r][q] = 0.0f;
     int64_t t = 0;
-    for (; t + 2 <= k; t += 2) {
-      const int64_t a = ix[t], b = ix[t + 1];
-      const float va = v[t], vb = v[t + 1];
-      for (int r = 0; r < MR; ++r) {
-        s0[r] += va * xr[r][a];
-        s1[r] += vb * xr[r][b];
+    for (; t + NS <= k; t += NS) {
+      for (int q = 0; q < NS; ++q) {
+        const int64_t a = ix[t + q];
+        const float va = v[t + q];
+        for (int r = 0; r < MR; ++r) sum[r][q] += va * xr[r][a];
       }
     }
-    if (t < k) {
+    for (; t < k; ++t) {
       const int64_t a = ix[t];
-      for (int r = 0; r < MR; ++r) s0[r] += v[t] * xr[r][a];
+      for (int r = 0; r < MR; ++r) sum[r][0] += v[t] * xr[r][a];
     }
     const int64_t c = col_of(L, j);
     const float b = L.bias[c];
-    for (int r = 0; r < MR; ++r) out[(m0 + r) * som + c * soj] = (s0[r] + s1[r]) + b;
+    for (int r = 0; r < MR; ++r) {
+      float total = 0.0f;
+      for (int q = 0; q < NS; ++q) total += sum[r][q];
+      out[(m0 + r) * som + c * soj] = total + b;
+    }
   }
 }
 
@@ -130,6 +137,11 @@ void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m
 }
 
 // ---------------------------------------------------------------- permute-pack kernels
+// x arrives padded (see fused_op.cpp): row r of xp holds, per input block, its block - 1
+// inputs and a zero, so every step loads whole registers at pstep_off[s] with no tail case,
+// and a group's steps run as one stream (no per-block loop whose trip count the branch
+// predictor would miss).
+
 // Writes one group's accumulators (lanes floats per row) to the output.
 inline void store_group(const LayerView& L, int64_t g, int64_t m, const float* acc, float* out,
                         int64_t som, int64_t soj) {
@@ -143,33 +155,19 @@ inline void store_group(const LayerView& L, int64_t g, int64_t m, const float* a
 
 // Portable emulation for any (lanes <= 16, block <= 32): the reference of the pack format.
 template <int MR>
-void perm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+void perm_scalar_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
                     int64_t g1, float* out, int64_t som, int64_t soj) {
-  const int lanes = L.lanes, W = L.block;
+  const int lanes = L.lanes;
   float acc[MR][16];
-  float xb[MR][32];
   for (int64_t g = g0; g < g1; ++g) {
     for (int r = 0; r < MR; ++r)
       for (int l = 0; l < lanes; ++l) acc[r][l] = 0.0f;
-    const float* pv = L.pvals + L.grp_step[g] * lanes;
-    const uint8_t* pi = L.pidx + L.grp_step[g] * lanes;
-    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
-      const int64_t off = L.blocks[2 * b];
-      const int S = L.blocks[2 * b + 1];
-      const int64_t valid = imin(W - 1, L.in - off);
-      for (int r = 0; r < MR; ++r) {
-        const float* xr = x + (m0 + r) * ldx + off;
-        for (int i = 0; i < W; ++i) xb[r][i] = i < valid ? xr[i] : 0.0f;
-      }
-      for (int s = 0; s < S; ++s) {
-        for (int l = 0; l < lanes; ++l) {
-          const float w = pv[l];
-          const int p = pi[l];
-          for (int r = 0; r < MR; ++r) acc[r][l] += w * xb[r][p];
-        }
-        pv += lanes;
-        pi += lanes;
-      }
+    for (int64_t s = L.grp_step[g]; s < L.grp_step[g + 1]; ++s) {
+      const float* pv = L.pvals + s * lanes;
+      const uint8_t* pi = L.pidx + s * lanes;
+      const int64_t off = L.pstep_off[s];
+      for (int l = 0; l < lanes; ++l)
+        for (int r = 0; r < MR; ++r) acc[r][l] += pv[l] * xp[(m0 + r) * ldp + off + pi[l]];
     }
     for (int r = 0; r < MR; ++r) store_group(L, g, m0 + r, acc[r], out, som, soj);
   }
@@ -178,46 +176,48 @@ void perm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0,
 #if defined(SRIGL_ISA_AVX512)
 // 16 neurons per group; block 16 (one register, vpermps) or 32 (two, vpermt2ps).
 template <int MR, int W>
-void perm_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
              int64_t g1, float* out, int64_t som, int64_t soj) {
   alignas(64) float accs[16];
+  constexpr int NA = MR == 1 ? 4 : MR == 2 ? 2 : 1;  // FMA chains per row (latency)
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = xp + (m0 + r) * ldp;
   for (int64_t g = g0; g < g1; ++g) {
-    __m512 acc[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
-    const float* pv = L.pvals + L.grp_step[g] * 16;
-    const uint8_t* pi = L.pidx + L.grp_step[g] * 16;
-    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
-      const int64_t off = L.blocks[2 * b];
-      const int S = L.blocks[2 * b + 1];
-      int64_t valid = L.in - off;
-      if (valid > W - 1) valid = W - 1;
-      const __mmask16 lo = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
-      const __mmask16 hi = (__mmask16)(valid <= 16 ? 0 : ((1u << (valid - 16)) - 1));
-      __m512 x0[MR], x1[MR];
+    __m512 acc[MR][NA];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NA; ++q) acc[r][q] = _mm512_setzero_ps();
+    const int64_t s0 = L.grp_step[g], s1 = L.grp_step[g + 1];
+    const float* pv = L.pvals + s0 * 16;
+    const uint8_t* pi = L.pidx + s0 * 16;
+    const int32_t* po = L.pstep_off + s0;
+    auto step = [&](int q) {
+      const __m512i ix = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)pi));
+      const __m512 w = _mm512_loadu_ps(pv);
+      const int64_t off = *po;
       for (int r = 0; r < MR; ++r) {
-        const float* p = x + (m0 + r) * ldx + off;
-        x0[r] = _mm512_maskz_loadu_ps(lo, p);
-        if (W == 32) x1[r] = _mm512_maskz_loadu_ps(hi, p + 16);
+        const __m512 xv =
+            W == 32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xr[r] + off), ix,
+                                             _mm512_loadu_ps(xr[r] + off + 16))
+                    : _mm512_permutexvar_ps(ix, _mm512_loadu_ps(xr[r] + off));
+        acc[r][q] = _mm512_fmadd_ps(w, xv, acc[r][q]);
       }
-      for (int s = 0; s < S; ++s) {
-        const __m512i ix = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)pi));
-        const __m512 w = _mm512_loadu_ps(pv);
-        for (int r = 0; r < MR; ++r) {
-          const __m512 xv = W == 32 ? _mm512_permutex2var_ps(x0[r], ix, x1[r])
-                                    : _mm512_permutexvar_ps(ix, x0[r]);
-          acc[r] = _mm512_fmadd_ps(w, xv, acc[r]);
-        }
-        pv += 16;
-        pi += 16;
-      }
-    }
+      pv += 16;
+      pi += 16;
+      ++po;
+    };
+    int64_t s = s0;
+    for (; s + NA <= s1; s += NA)
+      for (int q = 0; q < NA; ++q) step(q);
+    for (; s < s1; ++s) step(0);
+    for (int r = 0; r < MR; ++r)
+      for (int q = 1; q < NA; ++q) acc[r][0] = _mm512_add_ps(acc[r][0], acc[r][q]);
     const bool full = L.all_active && soj == 1 && (g + 1) * 16 <= L.n;
     for (int r = 0; r < MR; ++r) {
       if (full) {
         float* dst = out + (m0 + r) * som + g * 16;
-        _mm512_storeu_ps(dst, _mm512_add_ps(acc[r], _mm512_loadu_ps(L.bias + g * 16)));
+        _mm512_storeu_ps(dst, _mm512_add_ps(acc[r][0], _mm512_loadu_ps(L.bias + g * 16)));
       } else {
-        _mm512_store_ps(accs, acc[r]);
+        _mm512_store_ps(accs, acc[r][0]);
         store_group(L, g, m0 + r, accs, out, som, soj);
       }
     }
@@ -228,65 +228,54 @@ inline int perm_block_ok(int block) { return block == 16 || block == 32; }
 #elif defined(SRIGL_ISA_AVX2)
 // 8 neurons per group; block 8 (one register, vpermps) or 16 (two vpermps + blend on bit 3).
 template <int MR, int W>
-void perm_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
              int64_t g1, float* out, int64_t som, int64_t soj) {
   alignas(32) float accs[8];
-  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  constexpr int NA = MR == 1 ? 4 : MR == 2 ? 2 : 1;  // FMA chains per row (latency)
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = xp + (m0 + r) * ldp;
   for (int64_t g = g0; g < g1; ++g) {
-    __m256 acc[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
-    const float* pv = L.pvals + L.grp_step[g] * 8;
-    const uint8_t* pi = L.pidx + L.grp_step[g] * 8;
-    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
-      const int64_t off = L.blocks[2 * b];
-      const int S = L.blocks[2 * b + 1];
-      __m256 x0[MR], x1[MR];
-      if (off + W <= L.in) {  // a full block: load W floats, zero the last slot
+    __m256 acc[MR][NA];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NA; ++q) acc[r][q] = _mm256_setzero_ps();
+    const int64_t s0 = L.grp_step[g], s1 = L.grp_step[g + 1];
+    const float* pv = L.pvals + s0 * 8;
+    const uint8_t* pi = L.pidx + s0 * 8;
+    const int32_t* po = L.pstep_off + s0;
+    auto step = [&](int q) {
+      const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)pi));
+      const __m256 w = _mm256_loadu_ps(pv);
+      const int64_t off = *po;
+      if (W == 16) {
+        const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28));
         for (int r = 0; r < MR; ++r) {
-          const float* p = x + (m0 + r) * ldx + off;
-          if (W == 16) {
-            x0[r] = _mm256_loadu_ps(p);
-            x1[r] = _mm256_blend_ps(_mm256_loadu_ps(p + 8), _mm256_setzero_ps(), 0x80);
-          } else {
-            x0[r] = _mm256_blend_ps(_mm256_loadu_ps(p), _mm256_setzero_ps(), 0x80);
-          }
+          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off), ix);
+          const __m256 c = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off + 8), ix);
+          acc[r][q] = _mm256_fmadd_ps(w, _mm256_blendv_ps(a, c, sel), acc[r][q]);
         }
-      } else {  // the last block of x: masked loads (never touch memory past x)
-        int64_t valid = L.in - off;
-        if (valid > W - 1) valid = W - 1;
-        const __m256i mlo = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid), iota);
-        const __m256i mhi = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid - 8), iota);
+      } else {
         for (int r = 0; r < MR; ++r) {
-          const float* p = x + (m0 + r) * ldx + off;
-          x0[r] = _mm256_maskload_ps(p, mlo);
-          if (W == 16) x1[r] = _mm256_maskload_ps(p + 8, mhi);
+          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off), ix);
+          acc[r][q] = _mm256_fmadd_ps(w, a, acc[r][q]);
         }
       }
-      for (int s = 0; s < S; ++s) {
-        const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)pi));
-        const __m256 w = _mm256_loadu_ps(pv);
-        if (W == 16) {
-          const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28));
-          for (int r = 0; r < MR; ++r) {
-            const __m256 a = _mm256_permutevar8x32_ps(x0[r], ix);
-            const __m256 c = _mm256_permutevar8x32_ps(x1[r], ix);
-            acc[r] = _mm256_fmadd_ps(w, _mm256_blendv_ps(a, c, sel), acc[r]);
-          }
-        } else {
-          for (int r = 0; r < MR; ++r)
-            acc[r] = _mm256_fmadd_ps(w, _mm256_permutevar8x32_ps(x0[r], ix), acc[r]);
-        }
-        pv += 8;
-        pi += 8;
-      }
-    }
+      pv += 8;
+      pi += 8;
+      ++po;
+    };
+    int64_t s = s0;
+    for (; s + NA <= s1; s += NA)
+      for (int q = 0; q < NA; ++q) step(q);
+    for (; s < s1; ++s) step(0);
+    for (int r = 0; r < MR; ++r)
+      for (int q = 1; q < NA; ++q) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][q]);
     const bool full = L.all_active && soj == 1 && (g + 1) * 8 <= L.n;
     for (int r = 0; r < MR; ++r) {
       if (full) {
         float* dst = out + (m0 + r) * som + g * 8;
-        _mm256_storeu_ps(dst, _mm256_add_ps(acc[r], _mm256_loadu_ps(L.bias + g * 8)));
+        _mm256_storeu_ps(dst, _mm256_add_ps(acc[r][0], _mm256_loadu_ps(L.bias + g * 8)));
       } else {
-        _mm256_store_ps(accs, acc[r]);
+        _mm256_store_ps(accs, acc[r][0]);
         store_group(L, g, m0 + r, accs, out, som, soj);
       }
     }
@@ -298,45 +287,44 @@ inline int perm_block_ok(int block) { return block == 8 || block == 16; }
 
 #if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
 template <int MR>
-void perm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+void perm_rows(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
                int64_t g1, float* out, int64_t som, int64_t soj) {
   if (L.block == kPermLanes)
-    perm_mr<MR, kPermLanes>(L, x, ldx, m0, g0, g1, out, som, soj);
+    perm_mr<MR, kPermLanes>(L, xp, ldp, m0, g0, g1, out, som, soj);
   else
-    perm_mr<MR, 2 * kPermLanes>(L, x, ldx, m0, g0, g1, out, som, soj);
+    perm_mr<MR, 2 * kPermLanes>(L, xp, ldp, m0, g0, g1, out, som, soj);
 }
 int perm_supports(int lanes, int block) { return lanes == kPermLanes && perm_block_ok(block); }
 #else
 template <int MR>
-void perm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t g0,
+void perm_rows(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
                int64_t g1, float* out, int64_t som, int64_t soj) {
-  perm_scalar_mr<MR>(L, x, ldx, m0, g0, g1, out, som, soj);
+  perm_scalar_mr<MR>(L, xp, ldp, m0, g0, g1, out, som, soj);
 }
 int perm_supports(int lanes, int block) {
   return lanes >= 1 && lanes <= 16 && block >= 2 && block <= 32;
 }
 #endif
 
-void perm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t g0,
+void perm(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t m1, int64_t g0,
           int64_t g1, float* out, int64_t som, int64_t soj) {
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) perm_rows<4>(L, x, ldx, m, g0, g1, out, som, soj);
+  for (; m + 4 <= m1; m += 4) perm_rows<4>(L, xp, ldp, m, g0, g1, out, som, soj);
   if (m + 2 <= m1) {
-    perm_rows<2>(L, x, ldx, m, g0, g1, out, som, soj);
+    perm_rows<2>(L, xp, ldp, m, g0, g1, out, som, soj);
     m += 2;
   }
-  if (m < m1) perm_rows<1>(L, x, ldx, m, g0, g1, out, som, soj);
+  if (m < m1) perm_rows<1>(L, xp, ldp, m, g0, g1, out, som, soj);
 }
 
-// Keeps the generic emulation referenced in every build (the SIMD builds use it as a
-// fallback for packs their registers do not fit).
-void perm_any(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+// A pack the SIMD registers do not fit runs through the portable emulation.
+void perm_any(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t m1,
               int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj) {
   if (!perm_supports(L.lanes, L.block)) {
-    for (int64_t m = m0; m < m1; ++m) perm_scalar_mr<1>(L, x, ldx, m, g0, g1, out, som, soj);
+    for (int64_t m = m0; m < m1; ++m) perm_scalar_mr<1>(L, xp, ldp, m, g0, g1, out, som, soj);
     return;
   }
-  perm(L, x, ldx, m0, m1, g0, g1, out, som, soj);
+  perm(L, xp, ldp, m0, m1, g0, g1, out, som, soj);
 }
 
 // ---------------------------------------------------------------- tiled kernel

@@ -9,12 +9,13 @@ namespace srigl {
 
 // A condensed layer as the kernels see it (views into the packed blob, see fused_op.cpp).
 //   out[m, active[j]] = sum_t values[j, t] * x[m, indices[j, t]] + bias[active[j]]
-// Permute pack (lanes > 0): active neurons in groups of `lanes`; each group lists the input
-// blocks it touches (blocks[2b] = first input of the block, blocks[2b+1] = S steps); a block
-// holds block-1 consecutive inputs plus one zero slot (lane block-1). Step s of a block holds,
-// per lane, the lane's s-th kept weight in the block (pvals) and its position in the block
-// (pidx, a byte); lanes with fewer kept weights hold weight 0 at the zero slot, so padding adds
-// exactly 0 even where x is inf or NaN.
+// Permute pack (lanes > 0): active neurons in groups of `lanes`; a block holds block - 1
+// consecutive inputs plus one zero slot (position block - 1). Each group lists the blocks it
+// touches (blocks[2b] = first input, blocks[2b+1] = S steps, S = the most kept weights any lane
+// has there); its steps form one stream: step s holds, per lane, a kept weight (pvals), its
+// position in the block (pidx, a byte) and the block's offset in the padded input (pstep_off);
+// lanes with fewer kept weights hold weight 0 at the zero slot, so padding adds exactly 0 even
+// where x is inf or NaN.
 struct LayerView {
   int64_t in, out, n, k;
   int32_t idx_bytes;   // 2: int16 indices (in < 32768), 4: int32
@@ -30,6 +31,7 @@ struct LayerView {
   const int32_t* blocks;      // [nblocks, 2]: (first input, S)
   const float* pvals;         // [nsteps, lanes]
   const uint8_t* pidx;        // [nsteps, lanes]
+  const int32_t* pstep_off;   // [nsteps]: the step's block in padded x (block index * block)
   // input chunks of the blocked tiled kernel (kb_chunk 0: none): neuron j keeps its weights
   // kb_ptr[j * (kb_nchunks + 1) + c] .. [.. + c + 1] in inputs [c * kb_chunk, (c + 1) * kb_chunk)
   int64_t kb_chunk, kb_nchunks;
@@ -42,8 +44,9 @@ struct KernelTable {
   // rows [m0, m1) of x (row stride ldx, unit column stride), active neurons [j0, j1)
   void (*rows)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1,
                int64_t j0, int64_t j1, float* out, int64_t som, int64_t soj);
-  // the same with the permute pack, groups [g0, g1)
-  void (*perm)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1,
+  // the same with the permute pack, groups [g0, g1), from padded x (xp: per block of
+  // block - 1 inputs, those inputs and one zero; row stride ldx)
+  void (*perm)(const LayerView&, const float* xp, int64_t ldx, int64_t m0, int64_t m1,
                int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj);
   int (*perm_supports)(int lanes, int block);
   // columns per tile of the tiled kernel (wide: twice the accumulators)

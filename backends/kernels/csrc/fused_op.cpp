@@ -21,7 +21,7 @@ namespace srigl {
 namespace {
 
 constexpr int64_t kMagic = 0x31534655464c5253LL;  // "SRLFUFS1"
-constexpr int64_t kVersion = 2;
+constexpr int64_t kVersion = 3;
 // inputs per chunk of the blocked tiled kernel: a chunk of a 32-column tile is 16 KiB (L1)
 constexpr int64_t kKbChunk = 128;
 constexpr int kThreadSlots = 64;
@@ -30,7 +30,7 @@ constexpr int kBuckets = 11;
 enum Hdr {
   H_MAGIC, H_VERSION, H_IN, H_OUT, H_N, H_K, H_IDXB, H_ALL, H_LANES, H_BLOCK, H_NGROUPS,
   H_NBLOCKS, H_NSTEPS, O_BIAS, O_ACTIVE, O_VALUES, O_INDICES, O_GRPBLK, O_GRPSTEP, O_BLOCKS,
-  O_PVALS, O_PIDX, H_BYTES, H_KB_CHUNK, H_KB_NCH, O_KBPTR, H_COUNT
+  O_PVALS, O_PIDX, H_BYTES, H_KB_CHUNK, H_KB_NCH, O_KBPTR, O_PSTEP, H_COUNT
 };
 constexpr int64_t kHeaderBytes = 64 * 4;  // 32 int64, padded
 static_assert(H_COUNT * 8 <= kHeaderBytes, "header too long");
@@ -101,6 +101,7 @@ LayerView view_of(const at::Tensor& blob) {
   L.kb_chunk = h[H_KB_CHUNK];
   L.kb_nchunks = h[H_KB_NCH];
   L.kb_ptr = reinterpret_cast<const int32_t*>(base + h[O_KBPTR]);
+  L.pstep_off = reinterpret_cast<const int32_t*>(base + h[O_PSTEP]);
   return L;
 }
 
@@ -125,6 +126,7 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   const int64_t n = values.size(0), k = values.size(1), out = bias.numel(), in = in_features;
   TORCH_CHECK(active.numel() == n, "fused_pack: active must be [n] = [", n, "]");
   TORCH_CHECK(out < (int64_t(1) << 31), "fused_pack: out_features must be < 2**31");
+  if (lanes > 0 && (in + block - 2) / (block - 1) * block >= (int64_t(1) << 31)) lanes = 0;
   const int64_t* ix = idx64.data_ptr<int64_t>();
   const int64_t* act = active.data_ptr<int64_t>();
   for (int64_t i = 0; i < n * k; ++i)
@@ -214,6 +216,7 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   h[H_KB_CHUNK] = kb ? kKbChunk : 0;
   h[H_KB_NCH] = kb ? kb_nch : 0;
   h[O_KBPTR] = take(kb ? n * (kb_nch + 1) * 4 : 0);
+  h[O_PSTEP] = take(nsteps * 4);
   h[H_BYTES] = off;
 
   at::Tensor blob = at::zeros({off}, at::TensorOptions().dtype(at::kByte));
@@ -253,8 +256,11 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
       // step base of each block of this group, then place each kept weight at its rank
       int64_t step = grp_step[g];
       std::fill(base_step.begin(), base_step.end(), -1);
+      int32_t* po = reinterpret_cast<int32_t*>(p + h[O_PSTEP]);
       for (int32_t b = grp_blk[g]; b < grp_blk[g + 1]; ++b) {
-        base_step[blocks[2 * b] / span] = static_cast<int32_t>(step - grp_step[g]);
+        const int64_t bi = blocks[2 * b] / span;
+        base_step[bi] = static_cast<int32_t>(step - grp_step[g]);
+        for (int32_t q = 0; q < blocks[2 * b + 1]; ++q) po[step + q] = static_cast<int32_t>(bi * W);
         step += blocks[2 * b + 1];
       }
       for (int64_t l = 0; l < lanes && g * lanes + l < n; ++l) {
@@ -343,11 +349,33 @@ void fill_bias(const LayerView& L, int64_t m, float* out, int64_t som, int64_t s
     for (int64_t c = 0; c < L.out; ++c) out[r * som + c * soj] = L.bias[c];
 }
 
+// x rows -> per input block of block - 1 inputs: those inputs, then a zero (the permute
+// kernels' layout); returns the row stride of the padded copy (a thread-local buffer).
+const float* pad_blocks(const LayerView& L, const float* x, int64_t ldx, int64_t m,
+                        int64_t* ldp) {
+  static thread_local std::vector<float> buf;
+  const int64_t W = L.block, span = W - 1, nb = (L.in + span - 1) / span;
+  *ldp = nb * W;
+  const size_t need = static_cast<size_t>(m * nb * W);
+  if (buf.size() < need) buf.resize(need);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* src = x + r * ldx;
+    float* dst = buf.data() + r * nb * W;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t valid = std::min(span, L.in - b * span);
+      std::memcpy(dst + b * W, src + b * span, valid * sizeof(float));
+      for (int64_t i = valid; i < W; ++i) dst[b * W + i] = 0.0f;
+    }
+  }
+  return buf.data();
+}
+
 void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                       int64_t m, float* out, int64_t som, int64_t soj) {
   const KernelTable& kt = table_for(v.isa);
   const bool perm = v.family == 1;
   const int64_t units = perm ? L.ngroups : L.n;
+  if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
 #pragma omp parallel if (v.par && units > 1)
   {
     int64_t lo, hi;
