@@ -51,6 +51,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from suite.cli import one_line_errors
 from suite.report import frames as rd
 from suite.results import ResultStore, atomic_write_bytes, cell_config
 
@@ -150,6 +151,9 @@ def train_overrides(cfg: DictConfig) -> list[str]:
         f"results_dir={cfg.store_dir}",
         f"checkpoint_dir={cfg.checkpoint_dir}",
         f"resume={'true' if cfg.resume else 'false'}",
+        # a fresh reproduction starts over: a job's earlier checkpoint is moved aside (without
+        # resume or overwrite, suite.train refuses to overwrite it)
+        f"overwrite={'false' if cfg.resume else 'true'}",
         "skip_existing=true",
     ]
     if cfg.profile.train.get("epochs") is not None:
@@ -232,7 +236,11 @@ def check_can_start(cfg: DictConfig) -> None:
     from suite import train
     from suite.data import DatasetNotFoundError, create_dataset
 
-    extra = [o for o in train_overrides(cfg) if not o.startswith(("resume=", "skip_existing="))]
+    extra = [
+        o
+        for o in train_overrides(cfg)
+        if not o.startswith(("resume=", "skip_existing=", "overwrite="))
+    ]
     for experiment in cfg.profile.train.experiments:
         tcfg = train.compose([f"experiment={experiment}", *extra])
         dataset = OmegaConf.to_container(tcfg.dataset, resolve=True)
@@ -712,6 +720,7 @@ def publish(cfg: DictConfig) -> int:
     return len(records)
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: Hydra-style overrides of ``suite/conf/reproduce.yaml``.
 

@@ -265,8 +265,26 @@ def _validate_bench_row(i: int, row: Any) -> None:
 # --------------------------------------------------------------------------- the store
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc on Linux, which changes nothing; else set back)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+
+    The file gets the permissions of a plain ``open(path, "w")`` (0666 less the umask), not
+    the temp file's 0600, so colleagues on a shared filesystem can read records/checkpoints.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -274,6 +292,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -374,6 +393,7 @@ class ResultStore:
 #: dotted config keys that do not change a run's result and are left out of its run id
 RUN_ID_EXCLUDED = (
     "resume",
+    "overwrite",
     "results_dir",
     "checkpoint_dir",
     "log_dir",

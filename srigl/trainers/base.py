@@ -141,6 +141,8 @@ class SparseTrainer:
     dynamic: ClassVar[bool] = True
     #: whether updates need the accumulated dense gradient
     needs_dense_grad: ClassVar[bool] = True
+    #: whether the trainer switches neurons off (SRigL's ablation)
+    ablates: ClassVar[bool] = False
     default_constant_fan_in: ClassVar[bool] = False
     default_sparse_init: ClassVar[bool] = False
 
@@ -771,11 +773,15 @@ class SparseTrainer:
                 f"{sorted(self.masks)}"
             )
         for name, mask in masks.items():
-            if tuple(mask.shape) != tuple(self.masks[name].shape):
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(
+                self.masks[name].shape
+            ):
+                shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
                 raise StateDictError(
-                    f"mask {name!r} has shape {tuple(mask.shape)}; allowed: "
-                    f"{tuple(self.masks[name].shape)}"
+                    f"mask {name!r} has shape {shape}; allowed: {tuple(self.masks[name].shape)}"
                 )
+            self._check_loaded_mask(name, mask)
+        for name, mask in masks.items():
             self.masks[name].copy_(mask.to(torch.bool))
         self._refresh_off_masks()
         self._step = int(state["step"])
@@ -793,6 +799,39 @@ class SparseTrainer:
         self._last_scale = state.get("last_scale")
         if self.sparse:
             self.apply_masks()
+
+    def _check_loaded_mask(self, name: str, mask: torch.Tensor) -> None:
+        """Refuse a loaded mask that breaks this trainer's invariants (SPEC.md sections 1-2):
+        bool (or 0/1) values; constant fan-in k = floor(B / n_active) in every active neuron
+        and B - n_active < nnz <= B (no ablated neuron where ablation is off); or, unstructured,
+        exactly B non-zeros."""
+        layer = self.layers[name]
+        where = f"mask {name!r} (shape {tuple(mask.shape)}, budget B = {layer.budget})"
+        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+            raise StateDictError(f"{where} holds values other than 0 and 1; allowed: bool")
+        rows = mask.reshape(layer.out_features, -1).to(torch.bool).sum(1)
+        nnz = int(rows.sum())
+        if not self.constant_fan_in:
+            if nnz != layer.budget:
+                raise StateDictError(f"{where} has {nnz} non-zeros; allowed: exactly B")
+            return
+        active = rows > 0
+        n_active = int(active.sum())
+        if n_active == 0:
+            raise StateDictError(f"{where} has no active neuron; allowed: at least one")
+        k = layer.budget // n_active
+        lo, hi = int(rows[active].min()), int(rows[active].max())
+        if lo != k or hi != k:
+            raise StateDictError(
+                f"{where}: its {n_active} active neurons keep {lo}..{hi} non-zeros; allowed: "
+                f"exactly k = floor(B / n_active) = {k} each (constant fan-in)"
+            )
+        can_ablate = self.ablation and layer.may_ablate and type(self).ablates
+        if n_active < layer.out_features and not can_ablate:
+            raise StateDictError(
+                f"{where} has {layer.out_features - n_active} ablated neurons; allowed: none "
+                "(this trainer does not ablate this layer)"
+            )
 
     def _steps_in_window(self) -> int:
         """Steps up to now that belong to the current accumulation window."""

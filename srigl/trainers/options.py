@@ -7,6 +7,7 @@ Each check names the argument, the bad value and what is allowed::
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Iterable
@@ -90,12 +91,14 @@ def check_trainer_arguments(
     depend on each other (``grad_accumulation_n <= delta_t``) and on the model
     (globs that must match a layer, budgets) are checked where they are used.
 
+    ``model=None`` / ``optimizer=None`` skip those two (a config checked before they exist).
+
     Raises:
         SparsityConfigError: (a ValueError) naming the argument, its value and what is allowed.
     """
-    if not isinstance(model, nn.Module):
+    if model is not None and not isinstance(model, nn.Module):
         raise SparsityConfigError(f"model={type(model).__name__} is not an nn.Module")
-    if not isinstance(optimizer, torch.optim.Optimizer):
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise SparsityConfigError(
             f"optimizer={type(optimizer).__name__} is not a torch.optim.Optimizer"
         )
@@ -151,3 +154,29 @@ def check_trainer_arguments(
                     f"grad_scaler={grad_scaler!r} has no {attr}(); allowed: a "
                     "torch.amp.GradScaler or None"
                 )
+
+
+def check_trainer_options(name: str, **options: Any) -> None:
+    """Check trainer ``name``'s keyword arguments before the model or data exist (a config).
+
+    Options not given take the trainer's defaults. Used by the harness to refuse a bad config
+    before any data is loaded or compute spent.
+
+    Raises:
+        UnknownNameError: no trainer ``name``. SparsityConfigError: an unknown option, or a
+            value of the wrong type or range (the message names it).
+    """
+    from srigl.trainers import TRAINERS
+    from srigl.trainers.base import SparseTrainer
+
+    cls = TRAINERS.get(name)
+    params = inspect.signature(SparseTrainer.__init__).parameters
+    known = [p for p in params if p not in ("self", "model", "optimizer")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SparsityConfigError(
+            f"trainer {name!r}: unknown options {unknown}; allowed: {sorted(known)}"
+        )
+    values = {p: params[p].default for p in known}
+    values.update(options)
+    check_trainer_arguments(model=None, optimizer=None, sparse=cls.sparse, **values)

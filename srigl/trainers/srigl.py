@@ -40,6 +40,7 @@ from srigl.trainers.base import Layer, SparseTrainer
 class SRigLTrainer(SparseTrainer):
     """Structured RigL: constant fan-in and neuron ablation; sparse init on by default."""
 
+    ablates = True
     default_constant_fan_in = True
     default_sparse_init = True
 

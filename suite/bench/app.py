@@ -56,6 +56,7 @@ from backends.condensed import CondensedLinear
 from srigl.masks import constant_fan_in_mask
 from suite.bench.masks import model_masks
 from suite.bench.timing import Timing, check_linear, measure_interleaved
+from suite.cli import one_line_errors
 from suite.runtime import set_threads, thread_policy
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
@@ -605,6 +606,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base=None)
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """The Hydra entry point of ``python -m suite.bench`` (see the module docstring)."""
     run_bench(cfg)

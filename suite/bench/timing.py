@@ -3,6 +3,8 @@
 - Threads are set with :func:`suite.runtime.set_threads` (torch and numba together:
   ``torch.utils.benchmark.Timer`` runs with ONE thread unless told otherwise).
 - :func:`measure` times a callable with ``Timer.blocked_autorange`` and returns median + IQR.
+  Both timers run the callable under ``torch.inference_mode()`` (what serving code uses;
+  ``inference=False`` times it in the caller's grad mode).
 - :func:`check_linear` checks a layer's output against ``F.linear`` in float64 before timing.
 """
 
@@ -45,26 +47,35 @@ class Timing:
     min_s: float = float("nan")
 
 
-def measure(fn: Callable[[], object], threads: int, min_run_time: float) -> Timing:
-    """Time ``fn()`` with ``Timer(num_threads=threads).blocked_autorange(min_run_time)``.
+def measure(
+    fn: Callable[[], object], threads: int, min_run_time: float, inference: bool = True
+) -> Timing:
+    """Time ``fn()`` with ``Timer(num_threads=threads).blocked_autorange(min_run_time)``,
+    under ``torch.inference_mode()`` unless ``inference=False``.
 
     Returns:
         :class:`Timing` with the median and IQR of the per-call time (seconds) over the blocks.
     """
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=int(threads))
-    m = timer.blocked_autorange(min_run_time=float(min_run_time))
+    with torch.inference_mode(inference):
+        m = timer.blocked_autorange(min_run_time=float(min_run_time))
     return Timing(float(m.median), float(m.iqr), len(m.times), float(min(m.times)))
 
 
 def measure_interleaved(
-    fns: dict[str, Callable[[], object]], threads: int, min_run_time: float, rounds: int = 3
+    fns: dict[str, Callable[[], object]],
+    threads: int,
+    min_run_time: float,
+    rounds: int = 3,
+    inference: bool = True,
 ) -> dict[str, Timing]:
     """Time several callables in alternation so that they share the machine's conditions.
 
     Each of ``rounds`` rounds runs ``blocked_autorange(min_run_time / rounds)`` for every
     callable in turn (the order alternates between rounds); the per-call times of all blocks
     of a callable are pooled. On a busy machine a ratio of two such timings is far more stable
-    than the ratio of two measurements taken at different moments.
+    than the ratio of two measurements taken at different moments. The callables run under
+    ``torch.inference_mode()`` unless ``inference=False``.
 
     Returns:
         ``{name: Timing}`` with the median and IQR over the pooled per-call times (seconds).
@@ -78,7 +89,8 @@ def measure_interleaved(
     for r in range(rounds):
         for name in order if r % 2 == 0 else order[::-1]:
             timer = benchmark.Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=threads)
-            pooled[name] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
+            with torch.inference_mode(inference):
+                pooled[name] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
     out = {}
     for name, times in pooled.items():
         q1, med, q3 = np.percentile(np.asarray(times), [25, 50, 75])

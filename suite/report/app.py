@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from suite.cli import one_line_errors
 from suite.report import figures
 from suite.report import frames as rd
 from suite.report.render import render
@@ -373,6 +374,7 @@ def build_report(
     )
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m suite.report [--runs DIR] [--out DIR] [--allow-invalid]``.
 

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from srigl.masks import unwrap_model
+from suite.cli import one_line_errors
 from suite.data import create_dataset, make_loader
 from suite.models import create_model
 from suite.results import (  # noqa: F401 (RUN_ID_EXCLUDED: re-exported by suite.train)
@@ -52,6 +53,7 @@ from suite.train.fingerprint import run_hashes
 from suite.train.loggers import create_logger
 from suite.train.loop import StepParts, amp_dtype, evaluate, train_epoch
 from suite.train.optim import create_optimizer, create_scheduler
+from suite.train.validate import ConfigError, check_run_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
@@ -59,10 +61,6 @@ EpochCallback = Callable[[int, dict[str, list]], None]
 
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """The training config is inconsistent (e.g. a batch size that does not split over ranks)."""
 
 
 # --------------------------------------------------------------------------- config
@@ -163,11 +161,14 @@ def _run(
 ) -> dict[str, Any]:
     import srigl
 
+    check_run_config(cfg)  # every value, before any data or compute
     config = plain_config(cfg)
     rid = run_id(config)
     existing = _existing_record(cfg, rid)
     if existing is not None:
         return existing
+    ckpt_file = ckpt.checkpoint_path(cfg.checkpoint_dir, rid)
+    _keep_existing_checkpoint(cfg, ckpt_file, ctx)
     seed = int(cfg.seed)
     seed_everything(seed)
     device = ctx.device
@@ -250,7 +251,6 @@ def _run(
         grad_clip=None if tcfg.grad_clip is None else float(tcfg.grad_clip),
     )
 
-    ckpt_file = ckpt.checkpoint_path(cfg.checkpoint_dir, rid)
     state = _State()
     if cfg.resume and ckpt_file.is_file():
         state = _restore(ckpt_file, unwrap_model(model), optimizer, trainer, scheduler, scaler)
@@ -310,6 +310,22 @@ def _run(
         ResultStore(cfg.results_dir).write(record)
     ctx.barrier()
     return record
+
+
+def _keep_existing_checkpoint(cfg: DictConfig, path: Path, ctx: distributed.DistContext) -> None:
+    """Never overwrite a run's checkpoint by accident: without ``resume=true`` an existing one
+    stops the run before any compute, unless ``overwrite=true`` (which moves it aside first)."""
+    if cfg.resume or not cfg.checkpoint or not path.is_file():
+        return
+    if not cfg.get("overwrite", False):
+        raise ckpt.CheckpointExistsError(
+            f"{path} exists (an earlier run of this config); pass resume=true to continue it, "
+            "or overwrite=true to start over (the old file is moved aside)"
+        )
+    if ctx.is_main:
+        moved = ckpt.move_aside(path)
+        log.warning(f"overwrite=true: moved the existing checkpoint to {moved}")
+    ctx.barrier()
 
 
 def _bar(show: bool, epoch: int, epochs: int, steps: int):
@@ -495,6 +511,7 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     """The Hydra app: train, log a one-line summary (rank 0), return the top-1 error."""
     record = run(cfg)

@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import random
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,24 @@ FILENAME = "checkpoint.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint file is truncated, foreign or lacks keys; the message names the file."""
+
+
+class CheckpointExistsError(CheckpointError):
+    """A run would overwrite an existing checkpoint (``resume=false``, ``overwrite=false``)."""
+
+
+def move_aside(path: str | os.PathLike) -> Path:
+    """Rename an existing checkpoint to ``<name>.replaced-<UTC time>`` (never overwritten:
+    a numbered suffix is added if that name exists); returns the new path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 def checkpoint_path(checkpoint_dir: str | os.PathLike, run_id: str) -> Path:

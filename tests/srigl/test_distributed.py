@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -49,13 +50,21 @@ def _train(model, rank: int, world: int, record):
     return trainer
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+@contextlib.contextmanager
+def _gloo_ddp(rank: int, world: int, port: int):
+    """A gloo process group for this rank and the DDP-wrapped model: yields (model, ddp)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model = _model()
-        ddp = nn.parallel.DistributedDataParallel(model)
+        yield model, nn.parallel.DistributedDataParallel(model)
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    with _gloo_ddp(rank, world, port) as (model, ddp):
         with torch.no_grad():  # ranks now differ in their weights; only the trainer re-syncs
             torch.manual_seed(100 + rank)
             for layer in (model[0], model[2], model[4]):
@@ -67,8 +76,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
         _train(ddp, rank, world, record)
         torch.save({"masks": snapshots, "weights": model.state_dict()}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -103,12 +110,7 @@ def test_two_gloo_ranks_keep_identical_masks_equal_to_a_single_process_run(tmp_p
 
 def _set_worker(rank: int, world: int, port: int, out: str) -> None:
     """SET under DDP with a different seed on each rank (seed + rank, a common habit)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = _model()
-        ddp = nn.parallel.DistributedDataParallel(model)
+    with _gloo_ddp(rank, world, port) as (model, ddp):
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         trainer = srigl.create_trainer("set", ddp, opt, sparsity=0.8, total_steps=20, delta_t=3,
                                        seed=10 + rank)  # fmt: skip
@@ -122,8 +124,6 @@ def _set_worker(rank: int, world: int, port: int, out: str) -> None:
                 snapshots[step] = {n: m.clone() for n, m in trainer.masks.items()}
             opt.zero_grad()
         torch.save({"masks": snapshots, "seed": trainer.seed}, f"{out}/set{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed

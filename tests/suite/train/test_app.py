@@ -302,8 +302,9 @@ def test_a_run_whose_record_is_in_the_store_is_skipped_unless_skip_existing_is_f
     epochs = []
     again = run(train_cfg(*args), callbacks=[lambda e, _c: epochs.append(e)])
     assert epochs == [] and again == first  # skipped: the stored record comes back
-    retrained = run(
-        train_cfg(*args, "skip_existing=false"), callbacks=[lambda e, _c: epochs.append(e)]
+    retrained = run(  # its checkpoint exists: overwrite=true starts over (moves it aside)
+        train_cfg(*args, "skip_existing=false", "overwrite=true"),
+        callbacks=[lambda e, _c: epochs.append(e)],
     )
     assert epochs == [1] and retrained["run_id"] == first["run_id"]
     # skip_existing is not part of the run id: the same run either way

@@ -1,0 +1,56 @@
+"""Masks loaded from a state dict (a checkpoint on resume) are checked against the invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sparse_checks import assert_invariants, toy_mlp
+
+import srigl
+from srigl.errors import StateDictError
+
+
+def _make(name, **kwargs):
+    model = toy_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    kwargs = {"sparsity": 0.8, "total_steps": 40, "delta_t": 4, **kwargs}
+    return srigl.create_trainer(name, model, opt, **kwargs)
+
+
+def _one_more_in_row(mask, row=0):
+    mask = mask.clone()
+    mask[row, (~mask[row]).nonzero()[0]] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,tamper,match",
+    [
+        ("srigl", {}, _one_more_in_row, r"keep 4\.\.5 non-zeros; allowed: exactly k = .* = 4"),
+        ("rigl", {}, _one_more_in_row, r"B = 201\) has 202 non-zeros; allowed: exactly B"),
+        ("rigl", {"constant_fan_in": True}, lambda m: m & (torch.arange(48) > 0)[:, None],
+         r"1 ablated neurons; allowed: none"),
+        ("srigl", {"ablation": False}, lambda m: m & (torch.arange(48) > 0)[:, None],
+         r"keep 4\.\.4 non-zeros|ablated neurons; allowed: none"),
+        ("static", {}, lambda m: m.float() * 0.5, r"values other than 0 and 1"),
+        ("srigl", {}, lambda m: torch.zeros_like(m), r"no active neuron"),
+    ],
+)  # fmt: skip
+def test_a_loaded_mask_that_breaks_the_invariants_is_refused(name, kwargs, tamper, match):
+    trainer = _make(name, **kwargs)
+    state = trainer.state_dict()
+    before = {n: m.clone() for n, m in trainer.masks.items()}
+    state["masks"]["0.weight"] = tamper(state["masks"]["0.weight"])
+    other = _make(name, **kwargs)
+    with pytest.raises(StateDictError, match=rf"mask '0.weight' .*{match}"):
+        other.load_state_dict(state)
+    assert all(torch.equal(other.masks[n], m) for n, m in before.items())  # left untouched
+
+
+@pytest.mark.parametrize("name", ["static", "set", "rigl", "srigl"])
+def test_a_valid_state_loads(name):
+    trainer = _make(name)
+    other = _make(name, seed=5)
+    other.load_state_dict(trainer.state_dict())
+    assert all(torch.equal(other.masks[n], m) for n, m in trainer.masks.items())
+    assert_invariants(other)
