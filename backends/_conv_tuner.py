@@ -114,10 +114,16 @@ def _time(fn: Callable[[], object]) -> float:
 
 
 def best_variant(
-    key: str, isa: int, nvariants: int, run: Callable[[int], object], threads: int
+    key: str,
+    isa: int,
+    nvariants: int,
+    run: Callable[[int], object],
+    threads: int,
+    extra: tuple[int, ...] = (),
 ) -> int:
-    """The fastest variant code (isa * 100 + v) for cache key ``key``; ``run(code)`` calls the
-    kernel with that variant on the real input. -1 when tuning is off."""
+    """The fastest variant code (isa * 100 + v, or one of ``extra``, e.g. the dense fallback
+    -2) for cache key ``key``; ``run(code)`` calls the layer with that variant on the real
+    input. -1 when tuning is off."""
     if not enabled():
         return -1
     path = cache_path(isa, threads)
@@ -128,7 +134,7 @@ def best_variant(
             _memory[str(path)] = entries
         if key in entries:
             return entries[key]
-    codes = [isa * 100 + v for v in range(nvariants)]
+    codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
     times: dict[int, list[float]] = {c: [] for c in codes}
     for r in range(ROUNDS):
         for code in codes if r % 2 == 0 else codes[::-1]:

@@ -7,17 +7,22 @@ the condensed taps without an im2col copy: stride 1 without padding reads the in
 otherwise the input is copied once into zero-padded (stride 1) or phase-split (stride > 1)
 planes of the input's size. Per input size the taps' offsets into those planes are computed
 once and cached on the module, and the micro-kernel variant is chosen by the autotuner
-(:mod:`backends._conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant).
+(:mod:`backends._conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The tuner
+also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed form):
+layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
+``SRIGL_CONV_DENSE_FALLBACK=off`` keeps every layer on the direct kernel).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
@@ -35,6 +40,18 @@ SOURCES = [
     CSRC / "conv_kernels.h",
 ]
 _EXT: dict[str, Any] = {"ops": None, "error": None}
+# Variant code of the dense fallback: F.conv2d (oneDNN) on the rebuilt masked weight. The tuner
+# times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK
+# gives small early layers ~50% density) runs dense; SRIGL_CONV_DENSE_FALLBACK=off removes it.
+DENSE_VARIANT = -2
+
+
+def dense_fallback() -> bool:
+    """Whether the tuner may pick the dense fallback (``SRIGL_CONV_DENSE_FALLBACK``, on)."""
+    value = os.environ.get("SRIGL_CONV_DENSE_FALLBACK", "on").strip().lower()
+    return value not in ("off", "0", "false", "no")
+
+
 _LOCK = threading.Lock()
 
 
@@ -133,6 +150,7 @@ class FusedConv2d(CondensedConv2d):
         super()._after_load()
         self._offsets: dict[tuple[int, int], torch.Tensor] = {}
         self._variants: dict[tuple[int, int, int, int], int] = {}
+        self._dense: torch.Tensor | None = None
         inner = None
         if self.device.type == "cuda":
             from backends.conv import UnfoldTritonConv2d
@@ -142,7 +160,7 @@ class FusedConv2d(CondensedConv2d):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for key in ("_inner", "_offsets", "_variants"):
+        for key in ("_inner", "_offsets", "_variants", "_dense"):
             state.pop(key, None)
         return state
 
@@ -165,6 +183,7 @@ class FusedConv2d(CondensedConv2d):
             f"{self.in_channels}x{self.out_features}:k{list(self.kernel_size)}:s{list(self.stride)}"
             f":p{list(self.padding)}:d{list(self.dilation)}:g{self.groups}:n{self.n_active}"
             f":k{self.k}:all{int(self._all_active)}:{height}x{width}:b{bucket_of(batch)}"
+            f":dense{int(dense_fallback())}"
         )
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,6 +224,8 @@ class FusedConv2d(CondensedConv2d):
             img = self.in_channels * sh * sw * hq * wq
 
         def run(variant: int) -> torch.Tensor:
+            if variant == DENSE_VARIANT:
+                return F.conv2d(x, self._dense_weight(), self.bias, **self.conv_args())
             return ops.conv_direct(
                 src,
                 n,
@@ -227,7 +248,27 @@ class FusedConv2d(CondensedConv2d):
         if variant is None:
             isa = int(ops.conv_isa())
             variant = best_variant(
-                self._tune_key(h, w, n), isa, int(ops.conv_nvariants(isa)), run, threads
+                self._tune_key(h, w, n),
+                isa,
+                int(ops.conv_nvariants(isa)),
+                run,
+                threads,
+                extra=(DENSE_VARIANT,) if dense_fallback() else (),
             )
             self._variants[vkey] = variant
+            if DENSE_VARIANT not in self._variants.values():
+                self._dense = None  # only kept where the tuner chose it
         return run(variant)
+
+    def _dense_weight(self) -> torch.Tensor:
+        """The masked dense weight [out, in/groups, kh, kw], rebuilt from the condensed form
+        on first use (the dense fallback of layers dense enough for oneDNN to win)."""
+        if self._dense is None:
+            dense = self.values.new_zeros(self.out_features, self.in_features)
+            dense[self.active[:, None], self.indices.long()] = self.values
+            self._dense = dense.reshape(self.out_features, -1, *self.kernel_size)
+        return self._dense
+
+    def chosen_variants(self) -> dict[tuple[int, int, int, int], str]:
+        """{(H, W, batch bucket, threads): variant that runs} (``dense`` = the fallback)."""
+        return {k: "dense" if v == DENSE_VARIANT else str(v) for k, v in self._variants.items()}

@@ -294,7 +294,7 @@ def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
     files = list((tmp_path / "tuner").glob("conv-*.json"))
     assert len(files) == 1
     entries = json.loads(files[0].read_text())["entries"]
-    assert len(entries) == 1 and next(iter(entries.values())) >= 0
+    assert len(entries) == 1 and next(iter(entries.values())) != -1
     # a second module with the same shapes reads the choice instead of timing again
     calls = []
     monkeypatch.setattr(tuner, "_time", lambda fn: calls.append(1) or 1.0)
@@ -309,3 +309,24 @@ def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("SRIGL_TUNE", "off")
     assert tuner.best_variant("k", 1, 6, lambda code: None, 1) == -1
     tuner.forget_memory()
+
+
+def test_dense_fallback_is_a_tuner_candidate_and_computes_the_same(monkeypatch):
+    import backends.fused_conv as fc
+
+    ops = _fused_or_skip()
+    case = CONV_CASES[10]  # k = fan-in: dense is the natural winner
+    weight, mask, bias = conv_layer(case, 5)
+    x = conv_input(case, 5)
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.DENSE_VARIANT)
+    layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, case.fan_in)
+    assert bool(((layer(x).double() - ref).abs() <= bound).all())
+    assert set(layer.chosen_variants().values()) == {"dense"}
+    seen = {}
+    code = int(ops.conv_isa()) * 100
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: seen.update(kw) or code)
+    monkeypatch.setenv("SRIGL_CONV_DENSE_FALLBACK", "off")
+    layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+    layer(x)
+    assert seen["extra"] == () and layer._dense is None
