@@ -212,7 +212,7 @@ class FusedConv2d(CondensedConv2d):
                 (hq, wq),
             )
             self._offsets[(h, w)] = offs
-        x = x.detach()
+        x = x_in = x.detach()
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]
         x = x.contiguous()
@@ -225,7 +225,7 @@ class FusedConv2d(CondensedConv2d):
 
         def run(variant: int) -> torch.Tensor:
             if variant == DENSE_VARIANT:
-                return F.conv2d(x, self._dense_weight(), self.bias, **self.conv_args())
+                return F.conv2d(x_in, self._dense_weight(), self.bias, **self.conv_args())
             return ops.conv_direct(
                 src,
                 n,

@@ -315,14 +315,19 @@ def test_dense_fallback_is_a_tuner_candidate_and_computes_the_same(monkeypatch):
     import backends.fused_conv as fc
 
     ops = _fused_or_skip()
-    case = CONV_CASES[10]  # k = fan-in: dense is the natural winner
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.DENSE_VARIANT)
+    for case in (CONV_CASES[10], CONV_CASES[1], CONV_CASES[5]):  # k = fan-in, 1x1 s2, groups
+        weight, mask, bias = conv_layer(case, 5)
+        x = conv_input(case, 5)
+        layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+        k = case.fan_in if case.k is None else case.k
+        ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, k)
+        y = layer(x)
+        assert y.shape == ref.shape and bool(((y.double() - ref).abs() <= bound).all())
+        assert set(layer.chosen_variants().values()) == {"dense"}
+    case = CONV_CASES[10]
     weight, mask, bias = conv_layer(case, 5)
     x = conv_input(case, 5)
-    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.DENSE_VARIANT)
-    layer = backends.create("fused", weight, mask, bias, **case.conv_args)
-    ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, case.fan_in)
-    assert bool(((layer(x).double() - ref).abs() <= bound).all())
-    assert set(layer.chosen_variants().values()) == {"dense"}
     seen = {}
     code = int(ops.conv_isa()) * 100
     monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: seen.update(kw) or code)
