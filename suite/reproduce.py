@@ -438,10 +438,11 @@ def compare_bench(
         new_l = new_b[keys + ["speedup_vs_dense"]].assign(kind="layer", what=new_b["shape"])
         old_l = old_b[keys + ["speedup_vs_dense"]] if not old_b.empty else None
         frames.append(_match(new_l, old_l, keys))
-    wkeys = ["model", "backend", "batch", "sparsity", "structured", "dtype", "threads", "device"]
+    wkeys = ["experiment", "model", "backend", "batch", "sparsity", "structured", "dtype"]
+    wkeys += ["threads", "device"]
     new_w, old_w = rd.whole_model_frame(reproduced), rd.whole_model_frame(published)
     if not new_w.empty and "speedup_vs_dense" in new_w:
-        wkeys = [k for k in wkeys if k in new_w]
+        wkeys = [k for k in wkeys if k in new_w and (old_w.empty or k in old_w)]
         new_w = new_w[wkeys + ["speedup_vs_dense"]].assign(kind="whole model", what=new_w["model"])
         ok = not old_w.empty and "speedup_vs_dense" in old_w and set(wkeys) <= set(old_w)
         frames.append(_match(new_w, old_w[wkeys + ["speedup_vs_dense"]] if ok else None, wkeys))
@@ -599,7 +600,8 @@ def _whole_rows(bench: pd.DataFrame) -> pd.DataFrame | None:
     if bench.empty or "whole model" not in set(bench["kind"]):
         return None
     sub = bench[bench["kind"] == "whole model"]
-    cols = [c for c in ("model", "backend", "batch", "sparsity", "threads") if c in sub]
+    shown = ("experiment", "model", "backend", "batch", "sparsity", "threads")
+    cols = [c for c in shown if c in sub]
     return sub[cols + ["speedup_published", "speedup_new", "factor", "status"]]
 
 
