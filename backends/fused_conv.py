@@ -73,9 +73,22 @@ def conv_ops() -> Any:
         except KernelUnavailableError as err:
             _EXT["error"] = f"the direct conv kernel is unavailable: {err.reason}"
             raise
+        _register_fakes()
         _EXT["ops"] = torch.ops.srigl_conv
         log.info("direct conv kernel loaded (ISA %s)", ISAS[int(_EXT["ops"].conv_isa())])
         return _EXT["ops"]
+
+
+def _register_fakes() -> None:
+    """Shape functions of the operators for FakeTensor tracing (torch.compile, export)."""
+
+    @torch.library.register_fake("srigl_conv::conv_planes")
+    def _(x, sh, sw, ph, pw, hq, wq):
+        return x.new_empty((x.shape[0] * x.shape[1] * sh * sw * hq * wq + 256,))
+
+    @torch.library.register_fake("srigl_conv::conv_direct")
+    def _(src, n_img, img_stride, offs, values, active, bias, all_active, ho, wo, wq, padded, v):
+        return bias.new_empty((n_img, bias.shape[0], ho, wo))
 
 
 def _kernel_available() -> tuple[bool, str]:

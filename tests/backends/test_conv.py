@@ -335,3 +335,16 @@ def test_dense_fallback_is_a_tuner_candidate_and_computes_the_same(monkeypatch):
     layer = backends.create("fused", weight, mask, bias, **case.conv_args)
     layer(x)
     assert seen["extra"] == () and layer._dense is None
+
+
+@pytest.mark.slow
+def test_fused_conv_runs_under_torch_compile_and_inference_mode():
+    _fused_or_skip()
+    case = CONV_CASES[3]
+    weight, mask, bias = conv_layer(case, 6)
+    layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+    x = conv_input(case, 6)
+    with torch.inference_mode():
+        want = layer(x)  # tunes eagerly
+        got = torch.compile(layer)(x)
+    torch.testing.assert_close(got, want)
