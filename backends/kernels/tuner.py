@@ -11,7 +11,9 @@ machine skip the timing.
 
 Cache: ``<user cache dir>/tuner/fused-<machine>.json`` (:func:`cache_path`), one file per
 machine key (CPU model, ISA level, threads, torch version); a file that does not parse, has
-another schema, or names another machine is ignored with a warning and rewritten.
+another schema, or names another machine is ignored with a warning and rewritten. Each entry
+records the load average it was timed at; one timed on a machine busier than its cores is timed
+again when the machine is quiet (load at most half the cores).
 
 ``SRIGL_TUNE=off`` in the environment switches tuning off: the static rule of the C++ operator
 runs (best ISA; up to 8 rows the permute pack where this ISA runs it, else the gather rows
@@ -237,6 +239,23 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
     return {key: statistics.median(ts) for key, ts in times.items()}
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _tuned_under_load(entry: dict[str, Any]) -> bool:
+    """An entry timed while the machine was busier than its cores, and it is quiet now (load
+    at most half the cores): such a winner was chosen for a loaded machine."""
+    then, now, cores = entry.get("load_avg_1m"), load_average(), os.cpu_count() or 1
+    if not isinstance(then, (int, float)) or now is None:
+        return False
+    return then > cores and now <= cores / 2
+
+
 def tune_layer(
     layer, batches, threads: int | None = None, force: bool = False, measure_missing: bool = True
 ) -> dict[int, str]:
@@ -262,6 +281,8 @@ def tune_layer(
             bucket = bucket_of(batch)
             key = layer_key(layer, bucket)
             entry = entries.get(key)
+            if entry is not None and measure_missing and _tuned_under_load(entry):
+                entry = None  # timed on a loaded machine, now it is quiet: time again
             if entry is None and not measure_missing:
                 continue
             if entry is None or force:
@@ -276,6 +297,7 @@ def tune_layer(
                         for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
                     },
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "load_avg_1m": load_average(),
                 }
                 entries[key] = entry
                 dirty = True

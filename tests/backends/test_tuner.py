@@ -127,3 +127,28 @@ def test_buckets_are_powers_of_two():
         9,
         10,
     ]
+
+
+def test_a_winner_timed_on_a_loaded_machine_is_timed_again_when_quiet(cache, monkeypatch):
+    layer = _layer()
+    layer.tune([1], threads=2)
+    path = tuner.cache_path(2)
+    data = json.loads(path.read_text())
+    key = tuner.layer_key(layer, 0)
+    cores = __import__("os").cpu_count()
+    data["entries"][key]["load_avg_1m"] = 4.0 * cores  # timed while very busy
+    path.write_text(json.dumps(data))
+    tuner.forget_memory()
+    timed = []
+    real = tuner.measure
+    monkeypatch.setattr(tuner, "measure", lambda *a: timed.append(1) or real(*a))
+    monkeypatch.setattr(tuner, "load_average", lambda: 0.0)  # quiet now
+    _layer().tune([1], threads=2)
+    assert timed
+    monkeypatch.setattr(tuner, "load_average", lambda: 4.0 * cores)  # still busy: keep it
+    tuner.forget_memory()
+    timed.clear()
+    data["entries"][key]["load_avg_1m"] = 4.0 * cores
+    path.write_text(json.dumps(data))
+    _layer().tune([1], threads=2)
+    assert not timed
