@@ -38,6 +38,7 @@ import pandas as pd
 from suite.cli import one_line_errors
 from suite.report import figures
 from suite.report import frames as rd
+from suite.report import whole_model as wm
 from suite.report.render import render
 from suite.results import DEFAULT_ROOT, InvalidRecordError, LoadError, ResultStore
 
@@ -261,12 +262,19 @@ def backends_section(
 
 
 def whole_model_section(records: Sequence[Mapping[str, Any]], out: _Outputs) -> dict[str, Any]:
-    """Whole condensed models vs dense (``metrics.whole_model`` of the bench records)."""
+    """Whole condensed models vs dense eval and BN-folded dense (:mod:`suite.report.whole_model`
+    over ``metrics.whole_model`` of the bench records): speed-ups, costs, a figure."""
     whole = rd.whole_model_frame(records)
     if whole.empty:
-        return {"table": None, "text": "", "figures": []}
+        return {"table": None, "costs": None, "figures": []}
     out.csv(whole, "whole_model.csv")
-    return {"table": rd.whole_model_display(whole), "text": "", "figures": []}
+    speed = wm.whole_model_speedups(whole)
+    fig = out.figure(wm.whole_model_figure, whole, "whole_model.png")
+    return {
+        "table": speed if not speed.empty else rd.whole_model_display(whole),
+        "costs": _or_none(wm.whole_model_costs(whole)),
+        "figures": [("whole-model speed-up vs dense", fig)] if fig else [],
+    }
 
 
 def other_section(

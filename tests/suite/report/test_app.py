@@ -230,6 +230,7 @@ def test_figures_are_written_as_non_empty_pngs_and_linked_from_the_report(built)
         "ablation_over_training.png",
         "speedup_vs_sparsity.png",
         "speedup_vs_batch.png",
+        "whole_model.png",
     }
     for path in built["report"].figures:
         data = path.read_bytes()
