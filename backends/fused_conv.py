@@ -161,7 +161,7 @@ class FusedConv2d(CondensedConv2d):
 
     def _after_load(self) -> None:
         super()._after_load()
-        self._offsets: dict[tuple[int, int], torch.Tensor] = {}
+        self._plans: dict[tuple[torch.Size, int], tuple[tuple, int]] = {}
         self._variants: dict[tuple[int, int, int, int], int] = {}
         self._dense: torch.Tensor | None = None
         inner = None
@@ -173,7 +173,7 @@ class FusedConv2d(CondensedConv2d):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for key in ("_inner", "_offsets", "_variants", "_dense"):
+        for key in ("_inner", "_plans", "_variants", "_dense"):
             state.pop(key, None)
         return state
 
@@ -199,6 +199,18 @@ class FusedConv2d(CondensedConv2d):
             f":dense{int(dense_fallback())}"
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo].
+
+        A call with an input shape seen before (checked then) skips straight to the kernel
+        with the plan made for that shape: the per-call Python work stays small.
+        """
+        if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.is_cpu:
+            plan = self._plans.get((x.shape, torch.get_num_threads()))
+            if plan is not None:
+                return self._execute(x, plan[0], plan[1])
+        return super().forward(x)
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
             return self._inner(x)
@@ -211,67 +223,73 @@ class FusedConv2d(CondensedConv2d):
         n, _, h, w = x.shape
         ho, wo = self.output_size(h, w)
         in_place, hq, wq = self._plane_geometry(h, w)
-        offs = self._offsets.get((h, w))
-        if offs is None:
-            offs = tap_offsets(
-                self.indices,
-                self.active,
-                self.out_features,
-                self.groups,
-                self.in_channels // self.groups,
-                self.kernel_size,
-                (1, 1) if self._subsampled() else self.stride,
+        offs = tap_offsets(
+            self.indices,
+            self.active,
+            self.out_features,
+            self.groups,
+            self.in_channels // self.groups,
+            self.kernel_size,
+            (1, 1) if self._subsampled() else self.stride,
+            self.dilation,
+            (hq, wq),
+        )
+        per_image = (
+            self.in_channels * hq * wq * (1 if in_place else self.stride[0] * self.stride[1])
+        )
+        geometry = (ho, wo, in_place, hq, wq, offs, per_image)
+        threads = torch.get_num_threads()
+        isa = int(ops.conv_isa())
+        variant = best_variant(
+            self._tune_key(h, w, n),
+            isa,
+            int(ops.conv_nvariants(isa)),
+            lambda code: self._execute(x, geometry, code),
+            threads,
+            extra=(DENSE_VARIANT,) if dense_fallback() else (),
+        )
+        self._plans[(x.shape, threads)] = (geometry, variant)
+        self._variants[(h, w, bucket_of(n), threads)] = variant
+        if DENSE_VARIANT not in self._variants.values():
+            self._dense = None  # only kept where the tuner chose it
+        return self._execute(x, geometry, variant)
+
+    def _execute(self, x: torch.Tensor, geometry: tuple, variant: int) -> torch.Tensor:
+        """Run ``variant`` on x [N, in, H, W] with the geometry made for its shape."""
+        if variant == DENSE_VARIANT:
+            return F.conv2d(
+                x,
+                self._dense_weight(),
+                self.bias,
+                self.stride,
+                self.padding,
                 self.dilation,
-                (hq, wq),
+                self.groups,
             )
-            self._offsets[(h, w)] = offs
-        x = x_in = x.detach()
+        ho, wo, in_place, hq, wq, offs, per_image = geometry
+        ops = _EXT["ops"]
+        n = x.shape[0]
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]
-        x = x.contiguous()
-        if in_place:
-            src, img = x, self.in_channels * hq * wq
-        else:
+        x = x.detach().contiguous()
+        if not in_place:
             (sh, sw), (ph, pw) = self.stride, self.padding
-            src = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)
-            img = self.in_channels * sh * sw * hq * wq
-
-        def run(variant: int) -> torch.Tensor:
-            if variant == DENSE_VARIANT:
-                return F.conv2d(x_in, self._dense_weight(), self.bias, **self.conv_args())
-            return ops.conv_direct(
-                src,
-                n,
-                img,
-                offs,
-                self.values,
-                self.active,
-                self.bias,
-                self._all_active,
-                ho,
-                wo,
-                wq,
-                not in_place,
-                variant,
-            )
-
-        threads = torch.get_num_threads()
-        vkey = (h, w, bucket_of(n), threads)
-        variant = self._variants.get(vkey)
-        if variant is None:
-            isa = int(ops.conv_isa())
-            variant = best_variant(
-                self._tune_key(h, w, n),
-                isa,
-                int(ops.conv_nvariants(isa)),
-                run,
-                threads,
-                extra=(DENSE_VARIANT,) if dense_fallback() else (),
-            )
-            self._variants[vkey] = variant
-            if DENSE_VARIANT not in self._variants.values():
-                self._dense = None  # only kept where the tuner chose it
-        return run(variant)
+            x = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)
+        return ops.conv_direct(
+            x,
+            n,
+            per_image,
+            offs,
+            self.values,
+            self.active,
+            self.bias,
+            self._all_active,
+            ho,
+            wo,
+            wq,
+            not in_place,
+            variant,
+        )
 
     def _dense_weight(self) -> torch.Tensor:
         """The masked dense weight [out, in/groups, kh, kw], rebuilt from the condensed form

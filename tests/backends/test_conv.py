@@ -273,7 +273,7 @@ def test_direct_kernel_rejects_a_variant_this_cpu_lacks_or_unknown():
     layer = backends.create("fused", *conv_layer(case, 0), **case.conv_args)
     x = conv_input(case, 0)
     layer(x)
-    offs = next(iter(layer._offsets.values()))
+    offs = next(iter(layer._plans.values()))[0][5]  # (geometry, variant); geometry[5] = offs
     args = (x, x.shape[0], x[0].numel(), offs, layer.values, layer.active, layer.bias, False)
     with pytest.raises(RuntimeError, match="no variant"):
         ops.conv_direct(*args, 7, 13, 13, False, 99)
