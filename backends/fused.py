@@ -93,7 +93,8 @@ class FusedLinear(CondensedLinear):
         self.register_buffer("kernel_indices", kidx, persistent=False)
         self._numba = None
         self._cpp = False
-        self._tuned: set[tuple[int, int]] = set()
+        self._tuned: set[tuple[int, int]] = set()  # (threads, bucket) installed
+        self._seen: set[tuple[int, int]] = set()  # (threads, rows) seen by forward
         self.__dict__.setdefault("_perm_locked", False)
         blob = torch.empty(0, dtype=torch.uint8)
         table = torch.full((ops.THREAD_SLOTS, ops.BUCKETS), -1, dtype=torch.int32)
@@ -104,7 +105,8 @@ class FusedLinear(CondensedLinear):
                     geos = ops.perm_geometries(int(o.fused_isa()))
                     self._geometry = geos[0] if geos else (0, 0)
                 blob = self._pack(self._geometry)
-                _OPS.setdefault("linear", o.fused_linear.default)
+                overload = o.fused_linear.default
+                _OPS.setdefault("linear", getattr(overload, "_op", overload))
                 self._cpp = True
             except KernelUnavailableError:
                 self._numba = NumbaCondensed(
@@ -155,14 +157,23 @@ class FusedLinear(CondensedLinear):
         return tuner.tune_layer(self, batches, threads, force=force)
 
     # ------------------------------------------------------------------ forward
+    def _tune_first_use(self, threads: int, rows: int) -> None:
+        """First call with ``rows`` rows on ``threads`` threads: install the bucket's variant
+        (from the tuning cache, else timed now) unless it is there already."""
+        if (threads, tuner.bucket_of(rows)) not in self._tuned:
+            tuner.tune_layer(self, [max(rows, 1)], threads)
+        if len(self._seen) > 4096:  # many distinct batch sizes: forget, stay small
+            self._seen.clear()
+        self._seen.add((threads, rows))
+
     def _cpu_ready(self, x: torch.Tensor, rows: int) -> torch.Tensor:
         """Detach x; on the first call of a (threads, batch bucket), install its variant."""
         if x.requires_grad:
             x = x.detach()
         if tuner.enabled():
             threads = torch.get_num_threads()
-            if (threads, tuner.bucket_of(rows)) not in self._tuned:
-                tuner.tune_layer(self, [max(rows, 1)], threads)
+            if (threads, rows) not in self._seen:
+                self._tune_first_use(threads, rows)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,9 +185,14 @@ class FusedLinear(CondensedLinear):
                 return torch.ops.srigl.fused_linear(
                     x.detach(), self.kernel_blob, self.variant_table, self.out_features, False
                 )
-            rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
-            x = self._cpu_ready(x, rows)
-            # eager hot path: plain references to the buffers, the op overload itself
+            if x.requires_grad:
+                x = x.detach()
+            if tuner._ENABLED[0]:  # first call of a (threads, batch bucket): its variant
+                rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
+                seen = (torch.get_num_threads(), rows)
+                if seen not in self._seen:
+                    self._tune_first_use(seen[0], rows)
+            # eager hot path: plain references to the buffers, the operator itself
             return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
         if x.dim() == 2 and self._numba is not None:  # numba fallback, checks inlined
             if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:

@@ -376,7 +376,14 @@ void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int6
   const bool perm = v.family == 1;
   const int64_t units = perm ? L.ngroups : L.n;
   if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
-#pragma omp parallel if (v.par && units > 1)
+  if (!v.par || units <= 1 || omp_get_max_threads() <= 1) {  // no team at all: no OpenMP cost
+    if (perm)
+      kt.perm(L, x, ldx, 0, m, 0, units, out, som, soj);
+    else
+      kt.rows(L, x, ldx, 0, m, 0, units, out, som, soj);
+    return;
+  }
+#pragma omp parallel
   {
     int64_t lo, hi;
     split(units, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
