@@ -96,8 +96,10 @@ class FusedLinear(CondensedLinear):
         self._tuned: set[tuple[int, int]] = set()  # (threads, bucket) installed
         self._seen: set[tuple[int, int]] = set()  # (threads, rows) seen by forward
         self.__dict__.setdefault("_perm_locked", False)
-        blob = torch.empty(0, dtype=torch.uint8)
-        table = torch.full((ops.THREAD_SLOTS, ops.BUCKETS), -1, dtype=torch.int32)
+        blob = torch.empty(0, dtype=torch.uint8, device=self.device)  # CPU float32: the pack
+        table = torch.full(
+            (ops.THREAD_SLOTS, ops.BUCKETS), -1, dtype=torch.int32, device=self.device
+        )
         if self.device.type == "cpu" and self.dtype == torch.float32:
             try:
                 o = ops.load()
