@@ -79,12 +79,22 @@ def assert_close_outputs(ref: nn.Module, small: nn.Module, shape=(2, 3, 32, 32),
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("structured", [False, True], ids=["plain", "structured"])
-@pytest.mark.parametrize("backend", MODEL_BACKENDS)
-@pytest.mark.parametrize("model_name", list(CNNS))
+def _cnn_cases():
+    """Every quick backend on resnet18 (plain); structured with fused/naive/dense; the other
+    CNNs with fused (plain and structured), naive and dense (plain)."""
+    for backend in MODEL_BACKENDS:
+        yield "tv_resnet18", backend, False
+        if backend in ("fused", "naive", "dense"):
+            yield "tv_resnet18", backend, True
+    for model in ("tv_mobilenet_v3_small", "timm_efficientnet_b0"):
+        for backend, structured in (("fused", False), ("fused", True), ("naive", False)):
+            if backend in MODEL_BACKENDS:
+                yield model, backend, structured
+    yield "tv_mobilenet_v3_small", "dense", False
+
+
+@pytest.mark.parametrize("model_name,backend,structured", list(_cnn_cases()))
 def test_condensed_cnn_equals_the_masked_dense_eval_model(model_name, backend, structured):
-    if model_name != "tv_resnet18" and backend not in ("fused", "naive", "dense"):
-        pytest.skip("every backend on resnet18; fused, naive and dense on the other CNNs")
     model = prepared(CNNS[model_name])
     masks = fan_in_masks(model)
     small = srigl.condense(model, masks, backend=backend, structured=structured)
