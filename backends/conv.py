@@ -31,11 +31,12 @@ from backends.base import Backend, BadInputError
 from backends.condensed import condense_layer
 
 __all__ = [
-    "CONV_NAMES",
+    "CondensedConv2d",
     "ConvBackend",
     "conv_class",
     "conv_output_size",
     "conv_supports",
+    "declare_no_conv",
     "register_conv",
 ]
 
@@ -43,8 +44,6 @@ __all__ = [
 _CONV: dict[str, type[ConvBackend]] = {}
 # backend name -> why it has no conv module (for backends that declare they have none).
 _NO_CONV: dict[str, str] = {}
-
-CONV_NAMES = _CONV  # read-only view for callers (tests iterate it)
 
 
 def register_conv(name: str) -> Callable[[type[ConvBackend]], type[ConvBackend]]:
