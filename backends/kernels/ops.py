@@ -61,6 +61,7 @@ def load():
             headers = [s for s in SOURCES if s.suffix == ".h"]
             load_extension("srigl_fused_ext", cpp + headers)
             _register_fakes()
+            _self_check(torch.ops.srigl)
         except KernelUnavailableError as err:
             _state["error"] = err.reason
             log.warning("fused C++ kernel unavailable (%s); the numba kernel serves", err.reason)
@@ -82,6 +83,52 @@ def reset() -> None:
     """Forget a remembered failure (tests that simulate a missing compiler call this)."""
     with _lock:
         _state["error"] = None
+
+
+_failures: list[str] = []
+
+
+def self_check_failures() -> list[str]:
+    """Variants that disagreed with the portable kernel when the extension loaded (their ISA
+    level is then switched off in this process); empty when every level passed."""
+    return list(_failures)
+
+
+def _self_check(o) -> None:
+    """Run every variant of each SIMD level this CPU has on a small odd layer against the
+    portable rows kernel; a level that disagrees is capped off with a warning, so a kernel bug
+    on a CPU the tests never ran on costs speed, not correct results."""
+    g = torch.Generator().manual_seed(0)
+    in_f, out_f, k = 77, 37, 9
+    active = torch.arange(0, out_f, 2)[:15]
+    idx = torch.stack([torch.randperm(in_f, generator=g)[:k].sort().values for _ in active])
+    values = torch.randn(len(active), k, generator=g)
+    bias = torch.randn(out_f, generator=g)
+    for level in range(int(o.fused_detected_isa()), 0, -1):
+        bad = []
+        for geo in [(0, 0), *perm_geometries(level)]:
+            blob = o.fused_pack(values, idx.to(torch.int32), active, bias, in_f, *geo)
+            for batch in (1, 3, 6, 17, 70):
+                x = torch.randn(batch, in_f, generator=g)
+                ref = o.fused_linear_variant(x, blob, 0, out_f, False)
+                for family in range(len(FAMILIES)):
+                    for wide in (0, 1):
+                        code = level * 1000 + family * 100 + wide * 10
+                        if (wide and family < 2) or not o.fused_runs_here(blob, code):
+                            continue
+                        y = o.fused_linear_variant(x, blob, code, out_f, False)
+                        if not torch.allclose(y, ref, rtol=1e-4, atol=1e-4):
+                            bad.append(variant_name(code, geo[1], geo[0]) + f" batch {batch}")
+        if not bad:
+            return
+        _failures.extend(bad)
+        o.fused_cap_isa(level - 1)
+        log.warning(
+            "fused C++ kernel: %s variants disagree with the portable kernel (%s); running %s",
+            ISAS[level],
+            ", ".join(bad[:4]),
+            ISAS[level - 1],
+        )
 
 
 def _register_fakes() -> None:

@@ -167,3 +167,41 @@ def test_pack_rejects_indices_out_of_range():
         ops.load().fused_pack(
             parts["values"], parts["indices"], parts["active"], parts["bias"], 30, 8, 8
         )
+
+
+def test_every_simd_level_of_this_cpu_passed_the_load_time_self_check():
+    """ops.load() compares each SIMD level's variants with the portable kernel and switches a
+    failing level off (users get correct results); here a failure must fail loudly."""
+    assert ops.self_check_failures() == []
+    o = ops.load()
+    assert int(o.fused_isa()) == int(o.fused_detected_isa())
+
+
+def test_self_check_switches_off_a_simd_level_whose_variants_disagree(monkeypatch, caplog):
+    o = ops.load()
+    top = int(o.fused_detected_isa())
+    if top == 0:
+        pytest.skip("this CPU has no SIMD level to check")
+
+    class Broken:  # the real operators, with the top level's results off by one
+        capped: list[int] = []
+
+        def __getattr__(self, name):
+            return getattr(o, name)
+
+        def fused_linear_variant(self, x, blob, code, out_f, transposed):
+            y = o.fused_linear_variant(x, blob, code, out_f, transposed)
+            return y + 1 if code // 1000 == top else y
+
+        def fused_cap_isa(self, cap):
+            self.capped.append(cap)
+            return cap
+
+    monkeypatch.setattr(ops, "_failures", [])
+    broken = Broken()
+    ops._self_check(broken)
+    assert broken.capped == [top - 1]
+    assert ops.self_check_failures() and all(
+        f.startswith(ops.ISAS[top]) for f in ops.self_check_failures()
+    )
+    assert "disagree with the portable kernel" in caplog.text

@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -56,10 +57,14 @@ int detect_isa() {
   return isa;
 }
 
-int cpu_isa() {
+std::atomic<int> g_isa_cap{2};  // lowered by fused_cap_isa (a failed self-check)
+
+int detected_isa() {
   static const int isa = detect_isa();
   return isa;
 }
+
+int cpu_isa() { return std::min(detected_isa(), g_isa_cap.load(std::memory_order_relaxed)); }
 
 const KernelTable& table_for(int isa) {
   return isa >= 2 ? kAvx512 : isa == 1 ? kAvx2 : kGeneric;
@@ -531,6 +536,14 @@ int64_t fused_runs_here(const at::Tensor& blob, int64_t variant) {
 
 int64_t fused_isa() { return cpu_isa(); }
 
+int64_t fused_detected_isa() { return detected_isa(); }
+
+// Never run ISA levels above `cap` in this process (0 generic, 1 avx2, 2 avx512).
+int64_t fused_cap_isa(int64_t cap) {
+  g_isa_cap.store(static_cast<int>(cap < 0 ? 0 : cap > 2 ? 2 : cap));
+  return cpu_isa();
+}
+
 std::vector<int64_t> fused_pack_info(const at::Tensor& blob) {
   const int64_t* h = header(blob);
   return {h[H_IN], h[H_OUT], h[H_N], h[H_K], h[H_IDXB], h[H_ALL], h[H_LANES], h[H_BLOCK],
@@ -552,6 +565,8 @@ TORCH_LIBRARY(srigl, m) {
   m.def("fused_runs_here(Tensor blob, int variant) -> int", &srigl::fused_runs_here);
   m.def("fused_pack_info(Tensor blob) -> int[]", &srigl::fused_pack_info);
   m.def("fused_isa() -> int", &srigl::fused_isa);
+  m.def("fused_detected_isa() -> int", &srigl::fused_detected_isa);
+  m.def("fused_cap_isa(int cap) -> int", &srigl::fused_cap_isa);
 }
 
 TORCH_LIBRARY_IMPL(srigl, CPU, m) {
