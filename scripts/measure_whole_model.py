@@ -4,7 +4,7 @@ dense model, every model/dataset pair, measured in one process.
     .venv/bin/python scripts/measure_whole_model.py [--threads 2] [--sparsity 0.9]
         [--experiments cifar10_resnet18,...] [--backends fused,structured,csr,...]
         [--batches 1,32] [--min-run-time 2] [--rounds 3] [--structured] [--json out.json]
-        [--per-layer]
+        [--per-layer] [--retune]
 
 For every experiment (default: the six pairs of the paper) the model is built at its input size
 with the masks of the experiment's own SRigL set-up (``suite.bench.whole_model.experiment_model``),
@@ -14,8 +14,10 @@ dense model (``bench_whole_model``). Prints a Markdown table: median ms of each,
 dense eval and vs BN-folded dense (median and from the fastest calls), the issue's target for
 ``fused`` at batch 1, and the 1-minute load average before and after each model (a load above
 the core count marks a busy machine: take closing numbers with nothing else running).
-``--per-layer`` adds, for ``fused`` at batch 1, each condensed conv's time against the folded
-dense conv (fastest of 20 calls, same input), to see where a model's time goes.
+``--retune`` first deletes this machine's tuner caches (conv and fused linear), so that the
+kernel variants are chosen again on the quiet machine. ``--per-layer`` adds, for ``fused`` at
+batch 1, each condensed conv's time against the folded dense conv (fastest of 20 calls, same
+input), to see where a model's time goes.
 
 The same measurement runs through the bench app (records in the result store):
 ``python -m suite.bench whole_model=true threads=2 whole_model_options.batches=[1,32]``.
@@ -99,6 +101,26 @@ def _per_layer(setup, threads: int) -> list[str]:
     return lines
 
 
+def _forget_tuning(threads: int) -> None:
+    """Delete the tuner cache files of this machine and thread count (conv and fused linear)."""
+    from backends import _conv_tuner
+    from backends.fused_conv import conv_ops
+
+    paths = [_conv_tuner.cache_path(int(conv_ops().conv_isa()), threads)]
+    _conv_tuner.forget_memory()
+    try:
+        from backends.kernels import tuner
+    except ImportError:
+        tuner = None
+    if tuner is not None:
+        paths.append(tuner.cache_path(threads))
+        tuner.forget_memory()
+    for path in paths:
+        if path.exists():
+            path.unlink()
+            print(f"removed tuner cache {path}")
+
+
 def main() -> None:
     from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_model
     from suite.runtime import set_threads
@@ -114,9 +136,17 @@ def main() -> None:
     parser.add_argument("--structured", action="store_true")
     parser.add_argument("--json", default=None, help="also write the result dicts here")
     parser.add_argument("--per-layer", action="store_true")
+    parser.add_argument(
+        "--retune",
+        action="store_true",
+        help="drop this machine's conv and fused-linear tuner caches first (choices made on a "
+        "busy machine are cached too)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     set_threads(args.threads, grad=False)
+    if args.retune:
+        _forget_tuning(args.threads)
 
     rows: list[dict] = []
     skipped: dict[str, str] = {}
