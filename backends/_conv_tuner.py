@@ -3,8 +3,8 @@
 For a conv layer, an input size and a batch bucket (see :func:`bucket_of`), :func:`best_variant`
 times every variant of the best ISA this CPU has (tile width x output channels per tile, see
 ``backends/kernels/csrc/conv_impl.h``) on the call's own input, interleaving the candidates over
-a few rounds so that load on a shared machine hits them alike, and keeps the fastest (median
-over rounds). Winners are kept per process and in a JSON file per machine
+a few rounds so that load on a shared machine hits them alike, and keeps the one with the
+fastest call. Winners are kept per process and in a JSON file per machine
 (``<user cache dir>/tuner/conv-<machine>.json``: CPU model, ISA, threads, torch version), so
 later processes skip the timing. ``SRIGL_TUNE=off`` switches tuning off (variant -1: the C++
 default). A cache file that does not parse or names another machine is ignored and rewritten.
@@ -18,7 +18,6 @@ import logging
 import os
 import pathlib
 import platform
-import statistics
 import tempfile
 import threading
 import time
@@ -103,14 +102,19 @@ def _save(path: pathlib.Path, machine: dict[str, Any], entries: dict[str, int]) 
 
 
 def _time(fn: Callable[[], object]) -> float:
+    """The fastest of a round's calls (other processes only ever add time, so on a shared
+    machine the fastest call is the most repeatable statistic)."""
     fn()
-    start, calls = time.perf_counter(), 0
+    best, calls, end = float("inf"), 0, time.perf_counter() + ROUND_SECONDS
     while calls < MAX_CALLS:
+        start = time.perf_counter()
         fn()
+        stop = time.perf_counter()
+        best = min(best, stop - start)
         calls += 1
-        if time.perf_counter() - start > ROUND_SECONDS:
+        if stop > end and calls >= 2:
             break
-    return (time.perf_counter() - start) / calls
+    return best
 
 
 def best_variant(
@@ -139,7 +143,7 @@ def best_variant(
     for r in range(ROUNDS):
         for code in codes if r % 2 == 0 else codes[::-1]:
             times[code].append(_time(lambda code=code: run(code)))
-    best = min(codes, key=lambda c: statistics.median(times[c]))
+    best = min(codes, key=lambda c: min(times[c]))
     with _lock:
         entries[key] = best
         _save(path, machine_key(isa, threads), dict(entries))
