@@ -205,9 +205,12 @@ def test_torch_compile_keeps_the_fused_op_without_graph_breaks():
 def test_torch_export_of_a_condensed_mlp_keeps_the_fused_op():
     model = _condensed_mlp()
     x = torch.randn(4, 96)
-    exported = torch.export.export(model, (x,))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     assert "srigl.fused_linear" in str(exported.graph)
-    torch.testing.assert_close(exported.module()(x), model(x))
+    for rows in (1, 4, 300):  # any batch: the variant is chosen inside the operator
+        x = torch.randn(rows, 96)
+        torch.testing.assert_close(exported.module()(x), model(x))
 
 
 @needs_cpp
