@@ -136,7 +136,8 @@ class FusedLinear(CondensedLinear):
             self._perm_locked = True
         if not ops.load().fused_runs_here(self.kernel_blob, code):
             raise ValueError(f"variant {code} does not run here")
-        self.variant_table[tuner.thread_slot(threads), bucket] = code
+        with torch.inference_mode():  # the table may be an inference tensor (built in that mode)
+            self.variant_table[tuner.thread_slot(threads), bucket] = code
         self._tuned.add((threads, bucket))
 
     def variant_for(self, batch: int, threads: int | None = None) -> str:

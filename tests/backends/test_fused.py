@@ -238,3 +238,14 @@ def test_torch_compile_with_inductor_runs_the_fused_op():
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+@needs_cpp
+def test_a_layer_built_under_inference_mode_tunes_and_runs_outside_it():
+    weight, mask, bias = constant_fan_in_layer(CASES[7], 5)
+    with torch.inference_mode():
+        layer = backends.create("fused", weight, mask, bias)
+    x = torch.randn(3, CASES[7].in_features)
+    assert _within_bound(layer(x), x, weight, mask, bias, CASES[7].k)
+    with torch.inference_mode():
+        assert _within_bound(layer(x), x, weight, mask, bias, CASES[7].k)
