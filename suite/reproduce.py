@@ -67,6 +67,7 @@ SHOWN_COLUMNS = (
     "method",
     "sparsity",
     "published",
+    "published, same seeds",
     "reproduced",
     "difference",
     "2 SE",
@@ -352,7 +353,10 @@ def compare_cells(
     """One row per reproduced cell: the published and new accuracy and the verdict.
 
     Cells are matched by ``cell_id`` (the experiment-defining config without the seed), so a
-    published cell of other settings never stands in for the reproduced one.
+    published cell of other settings never stands in for the reproduced one. Where every
+    reproduced seed was published (a profile with fewer seeds, e.g. quick), the difference is
+    taken against the published runs of those seeds, its standard error from the published
+    cell's seed-to-seed spread; otherwise against the whole published cell.
 
     Returns:
         Columns experiment, method, sparsity, published, reproduced, difference, bitwise,
@@ -393,11 +397,18 @@ def compare_cells(
         h_old, h_new = _hashes(published, old), _hashes(reproduced, grp)
         common = [s for s in h_new if s in h_old]
         n_identical = sum(1 for s in common if h_new[s] is not None and h_new[s] == h_old[s])
-        diff = new_mean - pub_mean
-        se = difference_se(pub_std, pub_n, new_std, new_n)
+        if len(common) == new_n:  # every reproduced seed was published: compare those seeds
+            same_mean = float(old[old["seed"].isin(common)]["top1"].mean())
+            diff = new_mean - same_mean
+            se = difference_se(pub_std, new_n, new_std, new_n)
+        else:
+            same_mean = math.nan
+            diff = new_mean - pub_mean
+            se = difference_se(pub_std, pub_n, new_std, new_n)
         row.update(
             {
                 "published": rd.format_mean_std(pub_mean, pub_std, pub_n),
+                "published, same seeds": f"{same_mean:.2f}" if not math.isnan(same_mean) else "-",
                 "difference": f"{diff:+.2f}",
                 "2 SE": f"{noise_se * se:.2f}" if not math.isnan(se) else "-",
                 "bitwise": f"{n_identical}/{new_n}",
@@ -413,7 +424,8 @@ def compare_cells(
         if not common:
             row["note"] = "no seed in common with the published cell"
         rows.append(row)
-    cols = ["experiment", "method", "sparsity", "published", "reproduced", "difference", "2 SE"]
+    cols = ["experiment", "method", "sparsity", "published", "published, same seeds"]
+    cols += ["reproduced", "difference", "2 SE"]
     cols += ["bitwise", "verdict", "note", "pub_mean", "pub_std", "pub_n", "new_mean"]
     cols += ["new_std", "new_n", "diff", "se", "n_identical"]
     frame = pd.DataFrame(rows, columns=cols)

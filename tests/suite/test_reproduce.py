@@ -215,6 +215,17 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
     assert not outcome.ok  # a cell differs: exit status 1
 
 
+def test_a_profile_with_fewer_seeds_is_compared_with_the_published_runs_of_those_seeds():
+    # published seeds 0..4 spread widely; the reproduction has seed 0 only, 0.5 below it
+    published = [_rec("set", 0.9, s, v) for s, v in enumerate([90.0, 94.0, 95.0, 96.0, 97.0])]
+    reproduced = [_rec("set", 0.9, 0, 89.5, state="t")]
+    cell = reproduce.compare_cells(published, reproduced).iloc[0]
+    assert cell["published, same seeds"] == "90.00" and cell["difference"] == "-0.50"
+    assert cell["verdict"] == "within noise"  # vs the cell mean 94.4 it would be -4.9
+    far = reproduce.compare_cells(published, [_rec("set", 0.9, 0, 80.0, state="t")]).iloc[0]
+    assert far["verdict"] == "differs"
+
+
 def test_the_standard_error_of_one_seed_borrows_the_other_sides_spread():
     assert reproduce.difference_se(1.0, 4, float("nan"), 1) == pytest.approx((1 / 4 + 1) ** 0.5)
     assert reproduce.difference_se(float("nan"), 1, float("nan"), 1) != 0  # NaN: unknown
