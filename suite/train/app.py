@@ -513,11 +513,12 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    """The Hydra app: train, log a one-line summary (rank 0), return the top-1 error."""
+    """The Hydra app: train, print a one-line summary (rank 0), return the top-1 error."""
     record = run(cfg)
     m = record["metrics"]
     if int(os.environ.get("RANK", "0")) == 0:
-        log.info(
+        # the app's result line on stdout (also under torchrun, where Hydra's job log is not)
+        print(
             f"{cfg.experiment} {cfg.trainer.label} sparsity={cfg.sparsity} seed={cfg.seed}: "
             f"top-1 {m['top1_accuracy']:.2f}% density {m['global_density']:.4f} "
             f"steps {m['steps']} run {record['run_id']}"

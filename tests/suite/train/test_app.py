@@ -249,6 +249,7 @@ def test_resume_with_a_corrupt_checkpoint_stops_with_a_checkpoint_error(digits_r
     cfg = cfg.copy()
     cfg.checkpoint_dir = str(tmp_path / "ck")
     cfg.resume = True
+    cfg.skip_existing = False  # the run's record exists: resume it anyway, from the corrupt file
     corrupt = tmp_path / "ck" / record["run_id"] / "checkpoint.pt"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"\x00" * 100)
