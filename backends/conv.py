@@ -149,7 +149,14 @@ def check_conv_layer(
                 f"{where}: bias is {bias.dtype} on {bias.device}, expected the weight's "
                 f"{weight.dtype} on {weight.device}"
             )
-    return mask if mask.dtype == torch.bool else mask != 0
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise BadInputError(
+            f"{where}: a non-bool mask must hold only 0 and 1, got values outside {{0, 1}} "
+            f"(dtype {mask.dtype}); pass a bool mask"
+        )
+    return mask != 0
 
 
 class ConvBackend(Backend):

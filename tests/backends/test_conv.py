@@ -130,6 +130,12 @@ def test_conv_bad_inputs_name_expected_and_got(name):
         backends.create(name, weight, mask, bias, groups=3)
     with pytest.raises(BadInputError, match="mask must have the weight's shape"):
         backends.create(name, weight, mask[:, :, :2], bias)
+    with pytest.raises(BadInputError, match="only 0 and 1"):
+        backends.create(name, weight, mask.float() * 0.5, bias)
+    torch.testing.assert_close(  # a 0/1 float mask is the bool one
+        backends.create(name, weight, mask.float(), bias)(torch.randn(1, 8, 5, 5)).shape,
+        backends.create(name, weight, mask, bias)(torch.randn(1, 8, 5, 5)).shape,
+    )
 
 
 def _roundtrip(state: dict) -> dict:
