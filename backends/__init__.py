@@ -66,8 +66,9 @@ def create(
 
     Args:
         weight: float tensor [out, in], or [out, in/groups, kh, kw] for a convolution.
-        mask: bool (or 0/1) tensor of the weight's shape; condensed backends require constant
-            fan-in (per output channel over in/groups * kh * kw for a convolution).
+        mask: bool tensor of the weight's shape (another dtype must hold only 0 and 1, else
+            ``BadInputError``: a 0.5 is refused, not read as True); condensed backends require
+            constant fan-in (per output channel over in/groups * kh * kw for a convolution).
         bias: float tensor [out] or None.
         layer_name: used in error messages (e.g. a non-constant fan-in mask).
         **kwargs: for a 4-D weight ``stride``, ``padding``, ``dilation``, ``groups`` (and
