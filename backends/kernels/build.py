@@ -98,6 +98,19 @@ def _ninja_on_path() -> bool:
     return False
 
 
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its import-time "No CUDA runtime is
+    found" warning (these kernels are CPU code; the warning would follow every first use)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
+
+
 def kernel_available() -> tuple[bool, str]:
     """Whether C++ kernels can be built here: ``(True, "")`` or ``(False, why)``.
 
@@ -106,9 +119,7 @@ def kernel_available() -> tuple[bool, str]:
     """
     if _compiler() is None:
         return False, "no C++ compiler found (set $CXX or install g++)"
-    from torch.utils.cpp_extension import is_ninja_available
-
-    if not (_ninja_on_path() and is_ninja_available()):
+    if not (_ninja_on_path() and _cpp_extension().is_ninja_available()):
         return False, "ninja is not installed (pip install ninja, or apt-get install ninja-build)"
     return True, ""
 
@@ -230,8 +241,7 @@ def _build(
         ok, why = kernel_available()
         if not ok:
             raise KernelUnavailableError(why)
-        from torch.utils import cpp_extension
-
+        cpp_extension = _cpp_extension()
         include_dirs = sorted({str(s.parent) for s in sources})
         log.info("building C++ kernel extension %r in %s (once per machine)", name, folder)
         # torch renames a second build of one name in a process to name_v1; each of our

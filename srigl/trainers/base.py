@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from srigl import distributed
 from srigl.distributions import layer_densities
@@ -61,6 +61,9 @@ from srigl.masks import (
 from srigl.schedule import UpdateSchedule
 from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured, row_count
 from srigl.trainers.options import check_trainer_arguments
+
+#: what a trainer's rule returns for one layer: (kept, new_mask), both bool [out, F]
+Kept = tuple[Tensor, Tensor]
 
 STATE_VERSION = 1
 
@@ -643,20 +646,13 @@ class SparseTrainer:
         self._acc_steps = 0
         self.history.append(entry)
 
-    def update_layer(
-        self,
-        layer: Layer,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        grad: torch.Tensor,
-        drop_fraction: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update_layer(self, layer: Layer, w: Tensor, mask: Tensor, grad: Tensor, f: float) -> Kept:
         """The trainer's drop/grow rule for one layer.
 
         Args:
-            layer: the layer; weight: float [out, F] (read only); mask: bool [out, F];
+            layer: the layer; w: its weight, float [out, F] (read only); mask: bool [out, F];
             grad: float [out, F], the averaged dense gradient (zeros if the trainer needs none);
-            drop_fraction: f(t) of this update.
+            f: the drop fraction f(t) of this update.
 
         Returns:
             (kept, new_mask), bool [out, F]: ``kept`` are the surviving connections (their

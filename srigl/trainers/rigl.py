@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 
 from srigl.topology import masked_score
 from srigl.trainers import TRAINERS
-from srigl.trainers.base import Layer, SparseTrainer
+from srigl.trainers.base import Kept, Layer, SparseTrainer
 
 
 @TRAINERS.register("rigl")
@@ -16,13 +16,6 @@ class RigLTrainer(SparseTrainer):
     With ``constant_fan_in=True`` each neuron regrows back to the layer's fan-in (no ablation).
     """
 
-    def update_layer(
-        self,
-        layer: Layer,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        grad: torch.Tensor,
-        drop_fraction: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """RigL on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
-        return self.drop_and_grow(layer, weight, mask, masked_score(grad), drop_fraction)
+    def update_layer(self, layer: Layer, w: Tensor, mask: Tensor, grad: Tensor, f: float) -> Kept:
+        """RigL on one layer: w/mask/grad [out, F], f(t) -> (kept, new_mask) bool [out, F]."""
+        return self.drop_and_grow(layer, w, mask, masked_score(grad), f)

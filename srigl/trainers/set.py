@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from srigl.trainers import TRAINERS
-from srigl.trainers.base import Layer, SparseTrainer
+from srigl.trainers.base import Kept, Layer, SparseTrainer
 
 
 @TRAINERS.register("set")
@@ -16,14 +17,7 @@ class SETTrainer(SparseTrainer):
 
     needs_dense_grad = False
 
-    def update_layer(
-        self,
-        layer: Layer,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        grad: torch.Tensor,
-        drop_fraction: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SET on one layer: weight/mask/grad [out, F]; returns (kept, new_mask) bool [out, F]."""
-        scores = torch.rand(mask.shape, generator=self.generator).to(weight.device)
-        return self.drop_and_grow(layer, weight, mask, scores, drop_fraction)
+    def update_layer(self, layer: Layer, w: Tensor, mask: Tensor, grad: Tensor, f: float) -> Kept:
+        """SET on one layer: w/mask/grad [out, F], f(t) -> (kept, new_mask) bool [out, F]."""
+        scores = torch.rand(mask.shape, generator=self.generator).to(w.device)
+        return self.drop_and_grow(layer, w, mask, scores, f)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from srigl.errors import SparsityConfigError
 from srigl.topology import (
@@ -33,7 +34,7 @@ from srigl.topology import (
     weight_salient,
 )
 from srigl.trainers import TRAINERS
-from srigl.trainers.base import Layer, SparseTrainer
+from srigl.trainers.base import Kept, Layer, SparseTrainer
 
 
 @TRAINERS.register("srigl")
@@ -52,22 +53,15 @@ class SRigLTrainer(SparseTrainer):
             )
         super().__init__(*args, **kwargs)
 
-    def update_layer(
-        self,
-        layer: Layer,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        grad: torch.Tensor,
-        drop_fraction: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SRigL steps 1-5 on one layer: weight/mask/grad [out, F] -> (kept, new_mask)."""
+    def update_layer(self, layer: Layer, w: Tensor, mask: Tensor, grad: Tensor, f: float) -> Kept:
+        """SRigL steps 1-5 on one layer: w, mask, dense grad [out, F], f(t) -> (kept, new_mask)."""
         n_on = count(mask)
-        n_drop = math.floor(drop_fraction * n_on)
+        n_drop = math.floor(f * n_on)
         n_keep = n_on - n_drop
-        by_weight = weight_salient(weight, mask, n_keep)
+        by_weight = weight_salient(w, mask, n_keep)
         grad_score = masked_score(grad)
         if self.ablation and layer.may_ablate:
-            counts = salient_counts(weight, mask, grad_score, n_keep, n_drop, by_weight=by_weight)
+            counts = salient_counts(w, mask, grad_score, n_keep, n_drop, by_weight=by_weight)
             k0 = layer.budget // layer.out_features
             tau = max(1, math.floor(self.gamma_sal * k0))
             active = neurons_to_keep(counts, tau, min_active_neurons(layer.budget, layer.fan_in))
@@ -78,4 +72,4 @@ class SRigLTrainer(SparseTrainer):
         lost = bool((mask.any(1) & ~active).any())
         kept = None if lost else by_weight
         k = layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, grad_score, active, n_keep, k, kept=kept)
+        return drop_grow_fan_in(w, mask, grad_score, active, n_keep, k, kept=kept)

@@ -8,22 +8,18 @@ The public names of ``app`` are re-exported lazily.
 
 from __future__ import annotations
 
-from typing import Any
+from suite import lazy_exports
 
-_APP_NAMES = (
-    "BenchConfigError",
-    "BenchSettings",
-    "main",
-    "resolve_settings",
-    "run_bench",
-    "usable_backends",
-    "bench_layer",
+__getattr__ = lazy_exports(
+    __name__,
+    "suite.bench.app",
+    (
+        "BenchConfigError",
+        "BenchSettings",
+        "main",
+        "resolve_settings",
+        "run_bench",
+        "usable_backends",
+        "bench_layer",
+    ),
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _APP_NAMES:
-        from suite.bench import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module 'suite.bench' has no attribute {name!r}")

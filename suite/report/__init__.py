@@ -8,14 +8,10 @@ records -> pandas data frames, reference figures), ``figures`` (seaborn figures)
 
 from __future__ import annotations
 
-from typing import Any
+from suite import lazy_exports
 
-_APP_NAMES = ("InvalidStoreError", "Report", "ReportError", "build_report", "load_store", "main")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _APP_NAMES:
-        from suite.report import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module 'suite.report' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    "suite.report.app",
+    ("InvalidStoreError", "Report", "ReportError", "build_report", "load_store", "main"),
+)

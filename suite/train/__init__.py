@@ -12,25 +12,21 @@ import Hydra and the whole training stack.
 
 from __future__ import annotations
 
-from typing import Any
+from suite import lazy_exports
 
-_APP_NAMES = (
-    "CONF_DIR",
-    "ConfigError",
-    "compose",
-    "group_options",
-    "load_trained",
-    "main",
-    "run",
-    "run_id",
-    "plain_config",
-    "RUN_ID_EXCLUDED",
+__getattr__ = lazy_exports(
+    __name__,
+    "suite.train.app",
+    (
+        "CONF_DIR",
+        "ConfigError",
+        "compose",
+        "group_options",
+        "load_trained",
+        "main",
+        "run",
+        "run_id",
+        "plain_config",
+        "RUN_ID_EXCLUDED",
+    ),
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _APP_NAMES:
-        from suite.train import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module 'suite.train' has no attribute {name!r}")

@@ -249,7 +249,7 @@ def test_srigl_update_ablates_a_neuron_whose_only_salience_is_gradient_outside_t
     mask = weight != 0
     grad = torch.tensor([[9.0, 8.0, 0, 0], [0, 0, 0, 0], [0, 0, 1.0, 0.5]])
     layer = Layer("w", nn.Parameter(weight.clone()), 0.5, 6, True, False)
-    kept, new_mask = trainer.update_layer(layer, weight, mask, grad, drop_fraction=0.34)
+    kept, new_mask = trainer.update_layer(layer, weight, mask, grad, f=0.34)
     assert new_mask.sum(1).tolist() == [3, 3, 0]
     assert kept[2].sum() == 0
 
