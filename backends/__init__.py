@@ -136,6 +136,7 @@ def tune(
         if isinstance(module, FusedLinear) and module.device.type == "cpu"
     }
 
+
 import_submodules(__name__, skip=("base", "registry"))
 
 from backends.condensed import FanInError  # noqa: E402  (after the registry exists)
