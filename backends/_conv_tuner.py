@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import pathlib
-import platform
 import tempfile
 import threading
 import time
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from backends.kernels.build import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,9 @@ def bucket_of(batch: int) -> int:
     return min((max(int(batch), 1) - 1).bit_length(), 10)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_key(isa: int, threads: int) -> dict[str, Any]:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "isa": ISAS[isa],
         "threads": int(threads),
         "cores": os.cpu_count(),

@@ -97,23 +97,14 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def host_info() -> dict[str, Any]:
     """Facts about the machine: host name, platform, CPU model, cores, torch threads, GPU."""
+    from backends.kernels.build import cpu_model  # the one CPU-name reader
+
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": None,
         "gpu": None,

@@ -98,6 +98,17 @@ def _ninja_on_path() -> bool:
     return False
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _cpp_extension():
     """``torch.utils.cpp_extension``, imported without its import-time "No CUDA runtime is
     found" warning (these kernels are CPU code; the warning would follow every first use)."""

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import pathlib
-import platform
 import statistics
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 
 from backends.kernels import ops
-from backends.kernels.build import cache_dir
+from backends.kernels.build import cache_dir, cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +81,6 @@ def bucket_of(batch: int) -> int:
 
 def thread_slot(threads: int) -> int:
     return min(max(threads, 1), ops.THREAD_SLOTS) - 1
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_key(threads: int) -> dict[str, Any]:
