@@ -2,16 +2,16 @@
 
 Run: ``.venv/bin/python -m pytest tests/backends/test_bench_backends.py -m slow
 --benchmark-only``. The ratio table with the dense baseline measured in the same run comes from
-``tests/backends/measure_backends.py`` (and ``python -m suite.bench``).
+``scripts/measure_fused.py`` (and ``python -m suite.bench``).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from measure_backends import constant_fan_in_mask
 
 import backends
+from srigl.masks import constant_fan_in_mask
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_bench_backend_forward(benchmark, name, shape, sparsity, batch):
         pytest.skip(why)
     in_f, out_f = shape
     weight, bias = torch.randn(out_f, in_f) / in_f**0.5, torch.randn(out_f)
-    mask = constant_fan_in_mask(out_f, in_f, sparsity)
+    mask = constant_fan_in_mask((out_f, in_f), sparsity, torch.Generator().manual_seed(0))
     layer = backends.create(name, weight, mask, bias)
     x = torch.randn(batch, in_f)
     with torch.no_grad():
@@ -53,7 +53,12 @@ def test_bench_backend_forward(benchmark, name, shape, sparsity, batch):
 def test_bench_fused_forward_transposed_kernel_only(benchmark, shape, sparsity):
     in_f, out_f = shape
     weight, bias = torch.randn(out_f, in_f), torch.randn(out_f)
-    layer = backends.create("fused", weight, constant_fan_in_mask(out_f, in_f, sparsity), bias)
+    layer = backends.create(
+        "fused",
+        weight,
+        constant_fan_in_mask((out_f, in_f), sparsity, torch.Generator().manual_seed(0)),
+        bias,
+    )
     xt = torch.randn(in_f, 256)
     benchmark.extra_info.update(backend="fused", mode="kernel", batch=256, threads=2)
     benchmark(layer.forward_transposed, xt)
