@@ -539,22 +539,41 @@ class UnfoldConv2d(CondensedConv2d):
         return y.reshape(n, ho, wo, self.out_features).permute(0, 3, 1, 2).contiguous()
 
 
-def _unfold_backend(name: str) -> type[UnfoldConv2d]:
-    cls = type(
-        f"Unfold{name.capitalize()}Conv2d",
-        (UnfoldConv2d,),
-        {
-            "linear_backend": name,
-            "__doc__": f"Unfold + backend {name!r}'s condensed Linear layer.",
-            "__module__": __name__,
-        },
-    )
-    return register_conv(name)(cls)
+# One real module-level class per backend (not made with type()), so that pickle and torch.save
+# of a condensed model find them by name.
 
 
-UnfoldNaiveConv2d = _unfold_backend("naive")
-UnfoldCSRConv2d = _unfold_backend("csr")
-UnfoldCOOConv2d = _unfold_backend("coo")
-UnfoldCompiledConv2d = _unfold_backend("compiled")
-UnfoldCompiledConv2d.slow_to_build = True  # type: ignore[attr-defined]
-UnfoldTritonConv2d = _unfold_backend("fused_triton")
+@register_conv("naive")
+class UnfoldNaiveConv2d(UnfoldConv2d):
+    """Unfold + the condensed Linear layer of backend 'naive'."""
+
+    linear_backend = "naive"
+
+
+@register_conv("csr")
+class UnfoldCSRConv2d(UnfoldConv2d):
+    """Unfold + the condensed Linear layer of backend 'csr'."""
+
+    linear_backend = "csr"
+
+
+@register_conv("coo")
+class UnfoldCOOConv2d(UnfoldConv2d):
+    """Unfold + the condensed Linear layer of backend 'coo'."""
+
+    linear_backend = "coo"
+
+
+@register_conv("compiled")
+class UnfoldCompiledConv2d(UnfoldConv2d):
+    """Unfold + the condensed Linear layer of backend 'compiled' (compiled on first call)."""
+
+    linear_backend = "compiled"
+    slow_to_build = True
+
+
+@register_conv("fused_triton")
+class UnfoldTritonConv2d(UnfoldConv2d):
+    """Unfold + the condensed Linear layer of backend 'fused_triton'."""
+
+    linear_backend = "fused_triton"

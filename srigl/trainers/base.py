@@ -253,7 +253,7 @@ class SparseTrainer:
                 t_end_fraction=t_end_fraction,
                 grad_accumulation_n=grad_accumulation_n,
             )
-            if not self.schedule.update_steps():
+            if self.schedule.next_update_step(1) is None:  # O(1): no list of every step
                 warnings.warn(
                     f"trainer {self.name!r}: no topology update can happen: delta_t={delta_t} "
                     f">= t_end={self.schedule.t_end} (= floor(t_end_fraction={t_end_fraction} * "

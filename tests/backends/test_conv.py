@@ -354,3 +354,20 @@ def test_fused_conv_runs_under_torch_compile_and_inference_mode():
         want = layer(x)  # tunes eagerly
         got = torch.compile(layer)(x)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", [n for n in backends.names() if n != "compiled"])
+def test_a_whole_conv_module_pickles_and_computes_the_same_after(name):
+    """torch.save of a condensed model pickles its modules: each backend's conv class must be
+    importable by name (a class made with type() at run time is not)."""
+    _skip_unless(name)
+    case = CONV_CASES[2]
+    weight, mask, bias = conv_layer(case, 3)
+    layer = backends.create(name, weight, mask, bias, layer_name=case.name, **case.conv_args)
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)  # our own object, written just above
+    x = conv_input(case, 1)
+    with torch.no_grad():
+        assert type(again) is type(layer) and torch.equal(again(x), layer(x))

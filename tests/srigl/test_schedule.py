@@ -68,3 +68,20 @@ def test_bad_schedule_values_name_the_value_and_the_allowed_range(kwargs, patter
     args = {"total_steps": 1000, **kwargs}
     with pytest.raises(SparsityConfigError, match=pattern):
         UpdateSchedule(**args)
+
+
+def test_a_huge_schedule_is_checked_without_listing_its_update_steps():
+    import warnings
+
+    import torch
+
+    import srigl
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an update is possible: no warning
+        trainer = srigl.create_trainer(
+            "rigl", model, opt, sparsity=0.5, total_steps=10**12, delta_t=1
+        )
+    assert trainer.schedule.next_update_step(1) == 1
