@@ -264,6 +264,10 @@ class Backend(nn.Module):
                 f"layer {self.layer_name!r}: expected input [..., {self.in_features}], "
                 f"got shape {list(x.shape)}"
             )
+        self.check_dtype_device(x)
+
+    def check_dtype_device(self, x: torch.Tensor) -> None:
+        """Raise :class:`BadInputError` unless tensor ``x`` has the layer's dtype and device."""
         if x.dtype != self.dtype:
             raise BadInputError(
                 f"layer {self.layer_name!r}: expected input dtype {self.dtype}, got {x.dtype}"
@@ -298,6 +302,21 @@ def check_layer(
         raise BadInputError(f"{where}: weight must be a 2-d tensor [out, in], got {shape}")
     if not weight.is_floating_point():
         raise BadInputError(f"{where}: weight must be floating point, got {weight.dtype}")
+    return check_mask_and_bias(weight, mask, bias, where)
+
+
+def check_mask_and_bias(
+    weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None, where: str
+) -> torch.Tensor:
+    """The checks every layer kind shares (Linear and Conv2d): ``mask`` has the weight's shape
+    and device, ``bias`` is [out] of the weight's dtype and device; returns the mask as bool.
+
+    A 0/1 mask of another dtype is accepted; any other value (0.5, -1, NaN) is refused rather
+    than read as True.
+
+    Raises:
+        BadInputError: naming ``where`` (the layer), what was expected and what was given.
+    """
     if not isinstance(mask, torch.Tensor) or mask.shape != weight.shape:
         shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
         raise BadInputError(

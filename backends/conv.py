@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import Backend, BadInputError
+from backends.base import Backend, BadInputError, check_mask_and_bias
 from backends.condensed import condense_layer
 
 __all__ = [
@@ -133,30 +133,7 @@ def check_conv_layer(
         raise BadInputError(
             f"{where}: out_channels={weight.shape[0]} is not divisible by groups={groups}"
         )
-    if not isinstance(mask, torch.Tensor) or mask.shape != weight.shape:
-        shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
-        raise BadInputError(
-            f"{where}: mask must have the weight's shape {list(weight.shape)}, got {shape}"
-        )
-    if mask.device != weight.device:
-        raise BadInputError(f"{where}: mask on {mask.device}, weight on {weight.device}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],):
-            shape = list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias)
-            raise BadInputError(f"{where}: bias must be [out]=[{weight.shape[0]}], got {shape}")
-        if bias.dtype != weight.dtype or bias.device != weight.device:
-            raise BadInputError(
-                f"{where}: bias is {bias.dtype} on {bias.device}, expected the weight's "
-                f"{weight.dtype} on {weight.device}"
-            )
-    if mask.dtype == torch.bool:
-        return mask
-    if mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
-        raise BadInputError(
-            f"{where}: a non-bool mask must hold only 0 and 1, got values outside {{0, 1}} "
-            f"(dtype {mask.dtype}); pass a bool mask"
-        )
-    return mask != 0
+    return check_mask_and_bias(weight, mask, bias, where)
 
 
 class ConvBackend(Backend):
@@ -326,14 +303,7 @@ class ConvBackend(Backend):
                 f"layer {self.layer_name!r}: expected input [N, {self.in_channels}, H, W], "
                 f"got shape {list(x.shape)}"
             )
-        if x.dtype != self.dtype:
-            raise BadInputError(
-                f"layer {self.layer_name!r}: expected input dtype {self.dtype}, got {x.dtype}"
-            )
-        if x.device != self.device:
-            raise BadInputError(
-                f"layer {self.layer_name!r}: expected input on {self.device}, got {x.device}"
-            )
+        self.check_dtype_device(x)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         if ho <= 0 or wo <= 0:
             raise BadInputError(
