@@ -109,7 +109,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpp_extension():
+def import_cpp_extension():
     """``torch.utils.cpp_extension``, imported without its import-time "No CUDA runtime is
     found" warning (these kernels are CPU code; the warning would follow every first use)."""
     logger = logging.getLogger("torch.utils.cpp_extension")
@@ -130,7 +130,7 @@ def kernel_available() -> tuple[bool, str]:
     """
     if _compiler() is None:
         return False, "no C++ compiler found (set $CXX or install g++)"
-    if not (_ninja_on_path() and _cpp_extension().is_ninja_available()):
+    if not (_ninja_on_path() and import_cpp_extension().is_ninja_available()):
         return False, "ninja is not installed (pip install ninja, or apt-get install ninja-build)"
     return True, ""
 
@@ -252,7 +252,7 @@ def _build(
         ok, why = kernel_available()
         if not ok:
             raise KernelUnavailableError(why)
-        cpp_extension = _cpp_extension()
+        cpp_extension = import_cpp_extension()
         include_dirs = sorted({str(s.parent) for s in sources})
         log.info("building C++ kernel extension %r in %s (once per machine)", name, folder)
         # torch renames a second build of one name in a process to name_v1; each of our

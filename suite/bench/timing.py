@@ -14,7 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils import benchmark
+
+from backends.kernels.build import import_cpp_extension
+
+import_cpp_extension()  # torch.utils.benchmark imports it: without its CUDA_HOME warning
+from torch.utils import benchmark  # noqa: E402
 
 __all__ = [
     "BenchMismatchError",
