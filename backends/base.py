@@ -45,6 +45,9 @@ class Backend(nn.Module):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
     state_buffers: ClassVar[tuple[str, ...]] = ()
+    #: the persistent buffer that holds the layer's floating weights (its dtype and device are
+    #: the layer's): ``weight`` for the dense forms, ``values`` for the condensed ones
+    weights_buffer: ClassVar[str] = "weight"
 
     in_features: int
     out_features: int
@@ -246,13 +249,14 @@ class Backend(nn.Module):
     # ------------------------------------------------------------------ forward helpers
     @property
     def dtype(self) -> torch.dtype:
-        """The floating dtype of the layer's parameters (inputs must match it)."""
-        raise NotImplementedError
+        """The floating dtype of the layer's parameters (inputs must match it): that of the
+        buffer named by ``weights_buffer``."""
+        return self._buffers[self.weights_buffer].dtype
 
     @property
     def device(self) -> torch.device:
         """The device the layer's buffers live on (inputs must match it)."""
-        raise NotImplementedError
+        return self._buffers[self.weights_buffer].device
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`BadInputError` unless ``x`` is a tensor [..., in] of the layer's dtype

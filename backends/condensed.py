@@ -85,19 +85,38 @@ def condense_layer(
     }
 
 
-class CondensedLinear(Backend):
-    """Base of the backends that compute from the condensed form (see the module docstring).
+class CondensedForm:
+    """The buffers of the condensed form and what follows from them, shared by the condensed
+    Linear layers and the condensed Conv2d modules (mixed in before the backend base class).
 
-    Subclasses implement :meth:`_forward_2d` (x [M, in] -> y [M, out]) and may override
-    :meth:`_after_load` to derive kernel-specific copies (call ``super()._after_load()``).
+    ``values`` holds the weights (the layer's dtype and device), ``[n_active, k]``.
     """
 
     state_buffers: ClassVar[tuple[str, ...]] = ("active", "values", "indices", "bias")
+    weights_buffer: ClassVar[str] = "values"
 
     active: torch.Tensor
     values: torch.Tensor
     indices: torch.Tensor
     bias: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        """Constant fan-in of the non-ablated neurons (output channels)."""
+        return self.values.shape[1]
+
+    @property
+    def n_active(self) -> int:
+        """Number of non-ablated neurons (output channels)."""
+        return self.values.shape[0]
+
+
+class CondensedLinear(CondensedForm, Backend):
+    """Base of the backends that compute from the condensed form (see the module docstring).
+
+    Subclasses implement :meth:`_forward_2d` (x [M, in] -> y [M, out]) and may override
+    :meth:`_after_load` to derive kernel-specific copies (call ``super()._after_load()``).
+    """
 
     def __init__(
         self,
@@ -110,24 +129,6 @@ class CondensedLinear(Backend):
         mask = self._validated_mask(weight, mask, bias, layer_name)
         parts = condense_layer(weight, mask, bias, layer_name, checked=True)
         self._set_state(weight.shape[1], weight.shape[0], layer_name, **parts)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
-
-    @property
-    def k(self) -> int:
-        """Constant fan-in of the non-ablated neurons."""
-        return self.values.shape[1]
-
-    @property
-    def n_active(self) -> int:
-        """Number of non-ablated neurons."""
-        return self.values.shape[0]
 
     def _after_load(self) -> None:
         n = self.active.numel()

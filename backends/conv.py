@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.base import Backend, BadInputError, check_mask_and_bias
-from backends.condensed import condense_layer
+from backends.condensed import CondensedForm, condense_layer
 
 __all__ = [
     "CondensedConv2d",
@@ -345,14 +345,6 @@ class _MaskedWeightConv(ConvBackend):
     weight: torch.Tensor
     bias: torch.Tensor
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
-
 
 @register_conv("dense")
 class DenseConv2d(_MaskedWeightConv):
@@ -412,39 +404,14 @@ class StructuredConv2d(_MaskedWeightConv):
         return out
 
 
-class CondensedConv2d(ConvBackend):
+class CondensedConv2d(CondensedForm, ConvBackend):
     """Base of the conv modules computing from the condensed form (see the module docstring)."""
-
-    state_buffers: ClassVar[tuple[str, ...]] = ("active", "values", "indices", "bias")
-
-    active: torch.Tensor
-    values: torch.Tensor
-    indices: torch.Tensor
-    bias: torch.Tensor
 
     def _build(self, weight, mask, bias):
         out_c = weight.shape[0]
         return condense_layer(
             weight.reshape(out_c, -1), mask.reshape(out_c, -1), bias, self.layer_name
         )
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
-
-    @property
-    def k(self) -> int:
-        """Constant fan-in of the non-ablated output channels."""
-        return self.values.shape[1]
-
-    @property
-    def n_active(self) -> int:
-        """Number of non-ablated output channels."""
-        return self.values.shape[0]
 
     def _after_load(self) -> None:
         self._all_active = self.active.numel() == self.out_features
@@ -461,16 +428,14 @@ class CondensedConv2d(ConvBackend):
 
 
 class UnfoldConv2d(CondensedConv2d):
-    """Unfold, then the backend ``linear_backend``'s own condensed Linear layer on the
+    """Unfold, then the backend ``backend_name``'s own condensed Linear layer on the
     [N*L, in*kh*kw] rows, then back to [N, out, Ho, Wo]."""
-
-    linear_backend: ClassVar[str] = ""
 
     @classmethod
     def _linear_class(cls) -> type[Backend]:
         import backends
 
-        return backends.get(cls.linear_backend)
+        return backends.get(cls.backend_name)
 
     @classmethod
     def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
@@ -517,33 +482,24 @@ class UnfoldConv2d(CondensedConv2d):
 class UnfoldNaiveConv2d(UnfoldConv2d):
     """Unfold + the condensed Linear layer of backend 'naive'."""
 
-    linear_backend = "naive"
-
 
 @register_conv("csr")
 class UnfoldCSRConv2d(UnfoldConv2d):
     """Unfold + the condensed Linear layer of backend 'csr'."""
-
-    linear_backend = "csr"
 
 
 @register_conv("coo")
 class UnfoldCOOConv2d(UnfoldConv2d):
     """Unfold + the condensed Linear layer of backend 'coo'."""
 
-    linear_backend = "coo"
-
 
 @register_conv("compiled")
 class UnfoldCompiledConv2d(UnfoldConv2d):
     """Unfold + the condensed Linear layer of backend 'compiled' (compiled on first call)."""
 
-    linear_backend = "compiled"
     slow_to_build = True
 
 
 @register_conv("fused_triton")
 class UnfoldTritonConv2d(UnfoldConv2d):
     """Unfold + the condensed Linear layer of backend 'fused_triton'."""
-
-    linear_backend = "fused_triton"

@@ -37,14 +37,6 @@ class DenseLinear(Backend):
         b = bias.detach().clone() if bias is not None else torch.zeros_like(w[:, 0])
         self._set_state(w.shape[1], w.shape[0], layer_name, weight=w, bias=b)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out], same dtype."""
         self.check_input(x)
@@ -85,14 +77,6 @@ class StructuredLinear(Backend):
     def _after_load(self) -> None:
         self._all_active = self.active.numel() == self.out_features
         self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out], same dtype."""
