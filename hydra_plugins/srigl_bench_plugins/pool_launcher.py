@@ -70,8 +70,24 @@ class JobFailedError(RuntimeError):
 _WORKER: dict[str, Any] = globals().get("_WORKER", {})
 
 
-def _init_worker(threads: int | None, payload: bytes) -> None:
-    """Set the thread count before torch is imported, then unpickle the shared job context."""
+def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit this worker when ``parent_pid`` is no longer its parent (the launcher was killed:
+    SIGKILL or SIGTERM run no clean-up there), instead of training on as an orphan."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _init_worker(threads: int | None, payload: bytes, parent_pid: int) -> None:
+    """Watch the launcher, set the thread count before torch is imported, then unpickle the
+    shared job context."""
+    _watch_parent(parent_pid)
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(threads)
@@ -236,7 +252,9 @@ class PoolLauncher(Launcher):
         failures: list[_Failure] = []
         bar = tqdm(total=n, unit="job", desc="jobs", disable=not self.progress, file=sys.stderr)
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.workers, ctx, _init_worker, (self.threads, payload))
+        pool = ProcessPoolExecutor(
+            self.workers, ctx, _init_worker, (self.threads, payload, os.getpid())
+        )
         try:
             futures = {
                 pool.submit(_run_in_worker, initial_job_idx + i, list(ov)): i

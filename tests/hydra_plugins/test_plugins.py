@@ -64,3 +64,29 @@ def test_pool_launcher_runs_the_union_in_parallel_workers_and_summarises_failure
     assert "job x=2 y=a" in (sweep / "1" / "console.log").read_text()
     assert "Traceback" in (sweep / "1" / "console.log").read_text()
     assert "job x=9 y=b" not in log
+
+
+def test_a_pool_worker_exits_when_its_launcher_is_gone():
+    """A worker whose recorded launcher pid is no longer its parent (the launcher was killed)
+    exits on its own instead of training on as an orphan."""
+    code = (
+        "import os, time\n"
+        "from hydra_plugins.srigl_bench_plugins.pool_launcher import _watch_parent\n"
+        "_watch_parent(os.getppid() + 1, interval=0.05)\n"  # not our parent: as if orphaned
+        "time.sleep(10)\n"
+        "print('still alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=8)
+    assert done.returncode == 1 and "still alive" not in done.stdout
+
+
+def test_a_pool_worker_keeps_running_while_its_launcher_lives():
+    code = (
+        "import os, time\n"
+        "from hydra_plugins.srigl_bench_plugins.pool_launcher import _watch_parent\n"
+        "_watch_parent(os.getppid(), interval=0.05)\n"
+        "time.sleep(0.5)\n"
+        "print('still alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=8)
+    assert done.returncode == 0 and "still alive" in done.stdout
