@@ -117,10 +117,13 @@ def experiment_model(
     model = create_model(model_name, num_classes, input_shape, **group_options(cfg.model))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     options = group_options(cfg.trainer, drop=("name", "label"))
-    trained = srigl.create_trainer(
-        trainer, model, optimizer, sparsity=float(sparsity), total_steps=1000, seed=seed, **options
-    )
-    masks = {k: v.detach().clone() for k, v in trained.masks.items()}
+    # The initial masks (and the sparse re-initialisation) do not depend on the schedule; a
+    # run length with updates keeps the trainer from warning that none can happen. The trainer
+    # is closed at once, so the model carries no hooks into the benchmark.
+    with srigl.create_trainer(
+        trainer, model, optimizer, sparsity=float(sparsity), total_steps=10**6, seed=seed, **options
+    ) as trained:
+        masks = {k: v.detach().clone() for k, v in trained.masks.items()}
     return ExperimentModel(
         experiment, model_name, model.eval(), masks, tuple(input_shape), float(sparsity)
     )
