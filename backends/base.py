@@ -131,8 +131,9 @@ class Backend(nn.Module):
                 f"{cls.__name__}.from_state_dict: missing key {err}; expected "
                 f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
             ) from None
-        cls.validate_state(bufs, in_f, out_f, layer_name)
+        cls.validate_state(bufs, extra, layer_name)
         bufs = {k: v.clone(memory_format=torch.contiguous_format) for k, v in bufs.items()}
+        obj.set_extra_state(extra)  # validated above (a conv's geometry too)
         obj._set_state(in_f, out_f, layer_name, **bufs)
         return obj
 
@@ -172,25 +173,31 @@ class Backend(nn.Module):
     def validate_state(
         cls,
         buffers: dict[str, Any],
-        in_features: Any,
-        out_features: Any,
+        extra: Any,
         layer_name: str | None = None,
     ) -> None:
         """Check a loaded state (untrusted: from a file) before any kernel sees it.
 
-        Called by every load path (:meth:`from_state_dict`, ``load_state_dict``). The default
-        runs :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
+        Called by every load path (:meth:`from_state_dict`, ``load_state_dict``) with the
+        buffers and the extra state (``in_features``, ``out_features`` and whatever else a
+        backend keeps there, e.g. a convolution's geometry). The default runs
+        :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
         (``active``, ``values``, ``indices``, ``bias``, ``weight``); a backend with other
-        buffers or another fan-in (packed kernels, convolutions) overrides this, calls it
-        through ``super()`` (or that function with ``fan_in=...``) and checks its own buffers.
+        buffers or extra state (packed kernels, convolutions) overrides this, checks its own
+        parts and calls it through ``super()``.
 
         Raises:
             LayerStateError: (a ValueError) naming the layer, the buffer and what is allowed.
         """
         from backends.condensed import validate_layer_state  # condensed imports this module
 
+        extra = extra if isinstance(extra, dict) else {}
         validate_layer_state(
-            buffers, in_features, out_features, layer_name=layer_name, owner=cls.__name__
+            buffers,
+            extra.get("in_features"),
+            extra.get("out_features"),
+            layer_name=layer_name,
+            owner=cls.__name__,
         )
 
     def get_extra_state(self) -> dict[str, int]:
@@ -208,9 +215,7 @@ class Backend(nn.Module):
         if not isinstance(extra, dict):
             extra = {}
         merged = {n: state_dict.get(prefix + n, self._buffers.get(n)) for n in self.state_buffers}
-        self.validate_state(
-            merged, extra.get("in_features"), extra.get("out_features"), self.layer_name
-        )
+        self.validate_state(merged, extra, self.layer_name)
         # Shapes of a condensed layer depend on its mask: adopt the incoming shapes and dtypes.
         for name in self.state_buffers:
             incoming = state_dict.get(prefix + name)

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from backends.base import Backend, BadInputError, check_mask_and_bias
 from backends.condensed import CondensedForm, condense_layer
@@ -80,6 +79,10 @@ def conv_supports(name: str, device: str | torch.device, dtype: torch.dtype) -> 
         why = _NO_CONV.get(name, "no Conv2d module is registered for this backend")
         return False, f"backend {name!r} has no Conv2d implementation: {why}"
     return cls.supports(device, dtype)
+
+
+#: the extra-state keys of a convolution's geometry (beside in_features/out_features)
+_GEOMETRY = ("in_channels", "kernel_size", "stride", "padding", "dilation", "groups")
 
 
 def _pair(value: Any, what: str, layer_name: str | None, minimum: int) -> tuple[int, int]:
@@ -227,64 +230,55 @@ class ConvBackend(Backend):
         self._set_geometry(**state)
 
     @classmethod
-    def from_state_dict(
-        cls, state_dict: dict[str, Any], layer_name: str | None = None
-    ) -> ConvBackend:
-        """Rebuild a conv layer of this backend from ``module.state_dict()`` of one."""
-        extra = state_dict.get("_extra_state", {})
-        missing = [
-            key
-            for key in ("in_channels", "kernel_size", "stride", "padding", "dilation", "groups")
-            if key not in extra
-        ]
-        if missing:
-            raise ValueError(
-                f"{cls.__name__}.from_state_dict: the extra state lacks the conv geometry "
-                f"{missing} (is this a Linear layer's state dict?)"
-            )
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        obj._set_geometry(**extra)
-        try:
-            bufs = {name: state_dict[name].clone() for name in cls.state_buffers}
-            in_f, out_f = int(extra["in_features"]), int(extra["out_features"])
-        except KeyError as err:
-            raise ValueError(
-                f"{cls.__name__}.from_state_dict: missing key {err}; expected "
-                f"{list(cls.state_buffers) + ['_extra_state']}, got {sorted(state_dict)}"
-            ) from None
-        kh, kw = obj.kernel_size
-        if (
-            obj.groups < 1
-            or obj.in_channels % obj.groups
-            or out_f % obj.groups
-            or in_f != obj.in_channels // obj.groups * kh * kw
-        ):
-            raise ValueError(
-                f"{cls.__name__}.from_state_dict: inconsistent conv geometry: in_features="
-                f"{in_f}, out_features={out_f}, in_channels={obj.in_channels}, groups="
-                f"{obj.groups}, kernel_size={[kh, kw]}; allowed: in_features = "
-                "in_channels / groups * kh * kw with both channel counts divisible by groups"
-            )
-        cls.validate_state(bufs, in_f, out_f, layer_name)
-        obj._set_state(in_f, out_f, layer_name, **bufs)
-        return obj
-
-    @classmethod
     def validate_state(
         cls,
         buffers: dict[str, Any],
-        in_features: Any,
-        out_features: Any,
+        extra: Any,
         layer_name: str | None = None,
     ) -> None:
-        """The Linear checks over the flattened fan-in (a 4-D ``weight`` is viewed as
-        [rows, in/groups * kh * kw])."""
+        """The geometry in the extra state (consistent with ``in_features``: in_channels /
+        groups * kh * kw), then the Linear checks over the flattened fan-in (a 4-D ``weight`` is
+        viewed as [rows, in/groups * kh * kw])."""
+        from backends.condensed import LayerStateError
+
+        extra = extra if isinstance(extra, dict) else {}
+        where = f"{cls.__name__} layer {layer_name!r}"
+        missing = [key for key in _GEOMETRY if key not in extra]
+        if missing:
+            raise LayerStateError(
+                f"{where}: the extra state lacks the conv geometry {missing} (is this a Linear "
+                "layer's state dict?)"
+            )
+        try:
+            for key, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0)):
+                _pair(extra[key], key, layer_name, minimum)
+            _pair(extra["dilation"], "dilation", layer_name, 1)
+        except BadInputError as exc:
+            raise LayerStateError(f"{where}: {exc}") from None
+        cin, groups, in_f, out_f = (
+            extra.get(k) for k in ("in_channels", "groups", "in_features", "out_features")
+        )
+        kh, kw = extra["kernel_size"]
+        if (
+            not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in (cin, groups, in_f, out_f)
+            )
+            or groups < 1
+            or cin % groups
+            or out_f % groups
+            or in_f != cin // groups * kh * kw
+        ):
+            raise LayerStateError(
+                f"{where}: inconsistent conv geometry: in_features={in_f!r}, out_features="
+                f"{out_f!r}, in_channels={cin!r}, groups={groups!r}, kernel_size={[kh, kw]}; "
+                "allowed: ints with in_features = in_channels / groups * kh * kw and both "
+                "channel counts divisible by groups"
+            )
         flat = dict(buffers)
         weight = flat.get("weight")
         if isinstance(weight, torch.Tensor) and weight.dim() == 4:
             flat["weight"] = weight.reshape(weight.shape[0], -1)
-        super().validate_state(flat, in_features, out_features, layer_name)
+        super().validate_state(flat, extra, layer_name)
 
     # ------------------------------------------------------------------ forward
     def output_size(self, height: int, width: int) -> tuple[int, int]:

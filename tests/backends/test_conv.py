@@ -371,3 +371,33 @@ def test_a_whole_conv_module_pickles_and_computes_the_same_after(name):
     x = conv_input(case, 1)
     with torch.no_grad():
         assert type(again) is type(layer) and torch.equal(again(x), layer(x))
+
+
+@pytest.mark.parametrize("name", ["naive", "fused"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kernel_size": [1, 1]},  # fan-in 27 kept: the kernel would read past the input planes
+        {"in_channels": 9},
+        {"groups": 2},
+        {"stride": [0, 1]},
+        {"kernel_size": "3"},
+    ],
+    ids=str,
+)
+def test_load_state_dict_refuses_a_geometry_inconsistent_with_the_buffers(name, change):
+    """Both load paths check the conv geometry of the extra state, not only from_state_dict."""
+    from backends.condensed import LayerStateError
+
+    _skip_unless(name)
+    case = CONV_CASES[2]
+    weight, mask, bias = conv_layer(case, 0)
+    layer = backends.create(name, weight, mask, bias, layer_name="c", **case.conv_args)
+    state = layer.state_dict()
+    state["_extra_state"] = {**state["_extra_state"], **change}
+    with pytest.raises(LayerStateError, match="geometry|kernel_size|stride|in_features"):
+        layer.load_state_dict(state)
+    with pytest.raises(LayerStateError):
+        type(layer).from_state_dict(state)
+    x = conv_input(case, 0)
+    assert layer(x).shape[1] == case.cout  # the refused load left the layer as it was
