@@ -372,11 +372,12 @@ class StructuredConv2d(_MaskedWeightConv):
     def _after_load(self) -> None:
         self._all_active = self.active.numel() == self.out_features
         self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
-        # per group: positions (into active) of its kept channels, and the group's input slice
+        # per group with kept channels: (group, first, end) positions into ``active``; active is
+        # ascending, so a group's channels are one contiguous run and its weight rows a view
         per_out = self.out_features // self.groups
-        groups = self.active // per_out if self.active.numel() else self.active
-        self._group_parts = [(g, torch.nonzero(groups == g).flatten()) for g in range(self.groups)]
-        self._group_parts = [(g, idx) for g, idx in self._group_parts if idx.numel()]
+        counts = torch.bincount(self.active // per_out, minlength=self.groups).tolist()
+        ends = [sum(counts[: g + 1]) for g in range(self.groups)]
+        self._group_parts = [(g, end - n, end) for g, (n, end) in enumerate(zip(counts, ends)) if n]
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         args = self.conv_args()
@@ -391,10 +392,10 @@ class StructuredConv2d(_MaskedWeightConv):
             return out.index_copy_(1, self.active, y)
         cin_g = self.in_channels // self.groups
         args["groups"] = 1
-        for g, idx in self._group_parts:
+        for g, first, end in self._group_parts:
             xg = x[:, g * cin_g : (g + 1) * cin_g]
-            y = F.conv2d(xg, self.weight[idx], self.bias_active[idx], **args)
-            out.index_copy_(1, self.active[idx], y)
+            y = F.conv2d(xg, self.weight[first:end], self.bias_active[first:end], **args)
+            out.index_copy_(1, self.active[first:end], y)
         return out
 
 
