@@ -188,13 +188,8 @@ class FusedLinear(CondensedLinear):
                 return torch.ops.srigl.fused_linear(
                     x.detach(), self.kernel_blob, self.variant_table, self.out_features, False
                 )
-            if x.requires_grad:
-                x = x.detach()
-            if tuner._ENABLED[0]:  # first call of a (threads, batch bucket): its variant
-                rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
-                seen = (torch.get_num_threads(), rows)
-                if seen not in self._seen:
-                    self._tune_first_use(seen[0], rows)
+            rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
+            x = self._cpu_ready(x, rows)
             # eager hot path: plain references to the buffers, the operator itself
             return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
         if x.dim() == 2 and self._numba is not None:  # numba fallback, checks inlined
@@ -208,11 +203,7 @@ class FusedLinear(CondensedLinear):
             return triton_linear(
                 x, self.values, self.kernel_indices, self.active, self.bias, self._all_active
             )
-        if self._cpp:
-            x = self._cpu_ready(x, x.shape[0])
-            return torch.ops.srigl.fused_linear(
-                x, self.kernel_blob, self.variant_table, self.out_features, False
-            )
+        # (float32 CPU inputs of the C++ kernel never get here: forward takes them all)
         return self._cpu_kernel().linear(x)
 
     def _cpu_kernel(self) -> NumbaCondensed:
