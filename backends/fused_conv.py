@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
+from backends.kernels.build import Extension, KernelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ SOURCES = [
     CSRC / "conv_impl.h",
     CSRC / "conv_kernels.h",
 ]
-_EXT: dict[str, Any] = {"ops": None, "error": None}
 # Variant code of the dense fallback: F.conv2d (oneDNN) on the rebuilt masked weight. The tuner
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK
 # gives small early layers ~50% density) runs dense; SRIGL_CONV_DENSE_FALLBACK=off removes it.
@@ -52,7 +51,9 @@ def dense_fallback() -> bool:
     return value not in ("off", "0", "false", "no")
 
 
-_LOCK = threading.Lock()
+def _setup(ops: Any) -> None:
+    _register_fakes()
+    log.info("direct conv kernel loaded (ISA %s)", ISAS[int(ops.conv_isa())])
 
 
 def conv_ops() -> Any:
@@ -61,22 +62,12 @@ def conv_ops() -> Any:
     Raises:
         KernelUnavailableError: the build failed or cannot happen here (the message says why).
     """
-    from backends.kernels.build import KernelUnavailableError, load_extension
-
-    with _LOCK:
-        if _EXT["ops"] is not None:
-            return _EXT["ops"]
-        if _EXT["error"] is not None:
-            raise KernelUnavailableError(_EXT["error"])
-        try:
-            load_extension("srigl_conv_direct", SOURCES)
-        except KernelUnavailableError as err:
-            _EXT["error"] = f"the direct conv kernel is unavailable: {err.reason}"
-            raise
-        _register_fakes()
-        _EXT["ops"] = torch.ops.srigl_conv
-        log.info("direct conv kernel loaded (ISA %s)", ISAS[int(_EXT["ops"].conv_isa())])
-        return _EXT["ops"]
+    try:
+        return _EXT.load()
+    except KernelUnavailableError as err:
+        raise KernelUnavailableError(
+            f"the direct conv kernel is unavailable: {err.reason}"
+        ) from None
 
 
 def _register_fakes() -> None:
@@ -91,14 +82,16 @@ def _register_fakes() -> None:
         return bias.new_empty((n_img, bias.shape[0], ho, wo))
 
 
-def _kernel_available() -> tuple[bool, str]:
-    if _EXT["error"] is not None:
-        return False, _EXT["error"]
-    if _EXT["ops"] is not None:
-        return True, ""
-    from backends.kernels.build import kernel_available
+_EXT = Extension("srigl_conv_direct", SOURCES, "srigl_conv", setup=_setup)
 
-    return kernel_available()
+
+def _kernel_available() -> tuple[bool, str]:
+    """Whether the direct conv kernel loads here (built on first call), else why not."""
+    try:
+        conv_ops()
+    except KernelUnavailableError as err:
+        return False, err.reason
+    return True, ""
 
 
 def tap_offsets(
@@ -267,7 +260,7 @@ class FusedConv2d(CondensedConv2d):
                 self.groups,
             )
         ho, wo, in_place, hq, wq, offs, per_image = geometry
-        ops = _EXT["ops"]
+        ops = _EXT.ops
         n = x.shape[0]
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]

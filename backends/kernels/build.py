@@ -34,6 +34,8 @@ import sys
 import tempfile
 import threading
 import types
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -291,3 +293,60 @@ def key_summary(name: str, flags: list[str]) -> str:
         f"name={name}\ntorch={torch.__version__}\npython={sys.version.split()[0]}\n"
         f"compiler={_compiler_version(cxx)}\nflags={' '.join(BASE_CFLAGS + flags)}\n"
     )
+
+
+class Extension:
+    """One C++ extension of torch operators: built on first use (cached per machine, see
+    :func:`load_extension`), then ``setup(ops)`` (fake kernels, self-checks); the outcome, its
+    ``torch.ops`` namespace or why it cannot load, is remembered for the process.
+
+    Args:
+        name: the extension's build name. sources: its ``.cpp`` (and ``.h``) files.
+        namespace: the ``TORCH_LIBRARY`` namespace it registers (``torch.ops.<namespace>``).
+        setup: called once with the namespace after the import; may raise
+            :class:`KernelUnavailableError` (e.g. a failed self-check).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sources: list[pathlib.Path],
+        namespace: str,
+        setup: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.name, self.sources, self.namespace, self.setup = name, sources, namespace, setup
+        self.ops: Any = None  # the loaded namespace (None until load() succeeded)
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """``torch.ops.<namespace>``, built and set up on the first call.
+
+        Raises:
+            KernelUnavailableError: no compiler, a failed build (first error line) or setup.
+        """
+        with self._lock:
+            if self.ops is not None:
+                return self.ops
+            if self.error is not None:
+                raise KernelUnavailableError(self.error)
+            try:
+                load_extension(self.name, self.sources)
+                ops = getattr(torch.ops, self.namespace)
+                if self.setup is not None:
+                    self.setup(ops)
+            except KernelUnavailableError as err:
+                self.error = err.reason
+                log.warning("C++ extension %s unavailable: %s", self.name, err.reason)
+                raise
+            self.ops = ops
+            return ops
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` if the operators load here (building them if need be), else
+        ``(False, why)``."""
+        try:
+            self.load()
+        except KernelUnavailableError as err:
+            return False, err.reason
+        return True, ""

@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import threading
 
 import torch
 
-from backends.kernels.build import KernelUnavailableError, load_extension
+from backends.kernels.build import Extension, KernelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,13 @@ BUCKETS = 11
 ISAS = ("generic", "avx2", "avx512")
 FAMILIES = ("rows", "perm", "tiled", "tiledkb")
 
-_state: dict = {"ops": None, "error": None}
-_lock = threading.Lock()
+
+def _setup(ops) -> None:
+    _register_fakes()
+    _self_check(ops)
+
+
+_EXT = Extension("srigl_fused_ext", SOURCES, "srigl", setup=_setup)
 
 
 def load():
@@ -49,25 +53,9 @@ def load():
         KernelUnavailableError: no compiler, build failure (first error line), or
             ``SRIGL_FUSED_KERNEL=numba`` in the environment (the numba kernel is asked for).
     """
-    with _lock:
-        if _state["ops"] is not None:
-            return _state["ops"]
-        if _state["error"] is not None:
-            raise KernelUnavailableError(_state["error"])
-        try:
-            if os.environ.get("SRIGL_FUSED_KERNEL", "").lower() == "numba":
-                raise KernelUnavailableError("SRIGL_FUSED_KERNEL=numba asks for the numba kernel")
-            cpp = [s for s in SOURCES if s.suffix == ".cpp"]
-            headers = [s for s in SOURCES if s.suffix == ".h"]
-            load_extension("srigl_fused_ext", cpp + headers)
-            _register_fakes()
-            _self_check(torch.ops.srigl)
-        except KernelUnavailableError as err:
-            _state["error"] = err.reason
-            log.warning("fused C++ kernel unavailable (%s); the numba kernel serves", err.reason)
-            raise
-        _state["ops"] = torch.ops.srigl
-        return _state["ops"]
+    if os.environ.get("SRIGL_FUSED_KERNEL", "").lower() == "numba":
+        raise KernelUnavailableError("SRIGL_FUSED_KERNEL=numba asks for the numba kernel")
+    return _EXT.load()
 
 
 def available() -> tuple[bool, str]:
@@ -77,12 +65,6 @@ def available() -> tuple[bool, str]:
     except KernelUnavailableError as err:
         return False, err.reason
     return True, ""
-
-
-def reset() -> None:
-    """Forget a remembered failure (tests that simulate a missing compiler call this)."""
-    with _lock:
-        _state["error"] = None
 
 
 _failures: list[str] = []

@@ -401,3 +401,19 @@ def test_load_state_dict_refuses_a_geometry_inconsistent_with_the_buffers(name, 
         type(layer).from_state_dict(state)
     x = conv_input(case, 0)
     assert layer(x).shape[1] == case.cout  # the refused load left the layer as it was
+
+
+def test_fused_conv_is_unavailable_when_its_build_fails_not_only_without_a_compiler(monkeypatch):
+    """available() loads the extension: a failing build says so (it said True while a
+    compiler existed, and the failure surfaced at the first forward)."""
+    from backends import fused_conv
+    from backends.kernels import build
+
+    def failing_build(name, sources, extra_cflags=None):
+        raise build.KernelUnavailableError("build failed: simulated error")
+
+    monkeypatch.setattr(build, "load_extension", failing_build)
+    fresh = build.Extension("srigl_conv_direct", fused_conv.SOURCES, "srigl_conv")
+    monkeypatch.setattr(fused_conv, "_EXT", fresh)
+    ok, why = fused_conv.FusedConv2d.available("cpu")
+    assert not ok and "direct conv kernel is unavailable: build failed: simulated" in why
