@@ -557,19 +557,22 @@ class SparseTrainer:
         updated = self.is_update_step(self._step)
         if updated:
             self._topology_update()
+        # every step, not only after an update: a gradient changed after the trainer's hook (a
+        # later hook, DP noise) or an optimizer's own terms must not leave anything at a masked
+        # position of the weights, gradients or optimizer state
         self.apply_masks()
         return updated
 
     @torch.no_grad()
     def apply_masks(self) -> None:
-        """Zero the masked positions of every sparse weight, its gradient and optimizer state."""
+        """Zero the masked positions of every sparse weight, its gradient and optimizer state
+        (after mask init, a topology update, a load)."""
         for name, layer in self.layers.items():
             self._zero_outside(layer.param, self._masks_on(name, layer.param.device)[1])
 
     def _zero_outside(self, param: nn.Parameter, off: torch.Tensor) -> None:
         """Set the weight, its gradient and weight-shaped optimizer state to exactly 0 where
         ``off`` (bool, the weight's shape) is True (masked_fill: a NaN there becomes 0 too)."""
-        off = off.to(param.device)
         param.masked_fill_(off, 0)
         if param.grad is not None:
             param.grad.masked_fill_(off, 0)

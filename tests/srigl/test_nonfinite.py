@@ -51,7 +51,7 @@ def test_masked_positions_are_exactly_zero_whatever_the_dense_gradient_holds(bad
         grad[off[0], off[1]] = bad
         return grad
 
-    handle = model[0].weight.register_hook(poison)  # runs before the trainer's own hook
+    handle = model[0].weight.register_hook(poison)  # runs after the trainer's own hook
     for _ in train_steps(model, opt, trainer, 6, (20,), 10):  # an update at step 4
         g = model[0].weight.grad
         assert torch.isfinite(g).all()
