@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -57,7 +58,7 @@ from srigl.masks import constant_fan_in_mask
 from suite.bench.masks import model_masks
 from suite.bench.timing import Timing, check_linear, measure_interleaved
 from suite.cli import one_line_errors
-from suite.runtime import set_threads, thread_policy
+from suite.runtime import DeviceError, parse_device, set_threads, thread_policy
 
 __all__ = ["BenchSettings", "bench_layer", "main", "resolve_settings", "run_bench"]
 
@@ -132,13 +133,14 @@ def resolve_settings(cfg: Any) -> BenchSettings:
     dtype_name = str(cfg.get("dtype") or "float32")
     if dtype_name not in DTYPES:
         raise BenchConfigError(f"dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
-    device_name = str(cfg.get("device") or "cpu")
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device_name)
-    except RuntimeError as exc:
-        raise BenchConfigError(f"device {device_name!r} is not cpu, cuda, cuda:N or auto") from exc
+        device = parse_device(str(cfg.get("device") or "cpu"))
+    except DeviceError as exc:
+        raise BenchConfigError(str(exc)) from None
+    threads = cfg.get("threads")
+    bad_threads = isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    if threads is not None and bad_threads:
+        raise BenchConfigError(f"threads={threads!r} is invalid; allowed: an integer >= 1 or null")
     min_run_time = float(values["min_run_time"] if values["min_run_time"] is not None else 0.2)
     if min_run_time <= 0:
         raise BenchConfigError(f"min_run_time must be > 0 seconds, got {min_run_time}")
@@ -149,7 +151,7 @@ def resolve_settings(cfg: Any) -> BenchSettings:
         backends=list(names),
         min_run_time=min_run_time,
         whole_model=bool(values["whole_model"]),
-        threads=int(set_threads(cfg.get("threads"))["threads"]),
+        threads=int(threads) if threads is not None else (os.cpu_count() or 1),
         dtype=DTYPES[dtype_name],
         device=device,
         modes=modes,

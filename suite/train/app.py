@@ -46,6 +46,7 @@ from suite.results import (  # noqa: F401 (RUN_ID_EXCLUDED: re-exported by suite
     make_record,
 )
 from suite.results import run_id as record_run_id
+from suite.runtime import set_threads
 from suite.train import checkpoint as ckpt
 from suite.train import distributed
 from suite.train.cost import inference_flops, model_bytes, param_counts
@@ -148,11 +149,11 @@ def run(cfg: DictConfig, callbacks: Sequence[EpochCallback] = ()) -> dict[str, A
     ctx = distributed.setup(str(cfg.device))
     threads = torch.get_num_threads()
     if cfg.get("threads") is not None:
-        torch.set_num_threads(int(cfg.threads))
+        set_threads(int(cfg.threads))  # torch and numba, the suite's one setter
     try:
         return _run(cfg, ctx, list(callbacks))
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
         ctx.close()
 
 
@@ -200,16 +201,10 @@ def _run(
         num_workers=int(cfg.num_workers),
         pin_memory=device.type == "cuda",
     )
-    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit_batches={limit} is invalid; allowed: null or an integer >= 1")
-    if int(tcfg.epochs) < 1:
-        raise ConfigError(f"training.epochs={tcfg.epochs} is invalid; allowed: an integer >= 1")
+    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)  # checked up front
     n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
     n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
     accumulate = int(tcfg.accumulate_batches)
-    if accumulate < 1:
-        raise ConfigError(f"training.accumulate_batches={accumulate} must be >= 1")
     steps_per_epoch = -(-n_train // accumulate)
     epochs = int(tcfg.epochs)
     total_steps = max(1, epochs * steps_per_epoch)

@@ -185,6 +185,8 @@ def test_bench_logs_speedups_vs_dense_and_vs_csr(tmp_path, caplog):
         ("batches=[]", BenchConfigError, "batches"),
         ("shapes=[[3]]", BenchConfigError, r"\[3\]"),
         ("min_run_time=0", BenchConfigError, "min_run_time"),
+        ("device=tpu", BenchConfigError, "tpu.*allowed"),
+        ("threads=0", BenchConfigError, "threads=0.*integer >= 1"),
     ],
 )
 def test_bad_settings_are_errors_naming_the_value(tmp_path, override, error, match):
