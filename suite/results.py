@@ -143,8 +143,9 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
-    """A short stable hash of a JSON-serialisable mapping (key order does not matter)."""
+def config_hash(config: Mapping[str, Any], length: int | None = 12) -> str:
+    """A stable SHA-256 (hex) of a JSON-serialisable mapping (key order does not matter),
+    cut to ``length`` characters (None: the whole digest)."""
     blob = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 

@@ -8,12 +8,13 @@ weights, buffers and masks (exact bytes), and of the final test metrics and trai
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from suite.results import config_hash
 
 
 def _update(h: Any, name: str, tensor: torch.Tensor) -> None:
@@ -35,9 +36,9 @@ def state_hash(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> str:
 
 
 def metrics_hash(metrics: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of JSON-serialisable ``metrics`` (keys sorted, floats by their repr)."""
-    blob = json.dumps(metrics, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """SHA-256 (hex) of JSON-serialisable ``metrics`` (keys sorted, floats by their repr): the
+    store's own :func:`suite.results.config_hash`, whole."""
+    return config_hash(metrics, length=None)
 
 
 def run_hashes(
