@@ -95,31 +95,16 @@ class LayerRatio:
 def best_time_ratio(
     layer: Any, baseline: Any, x: Any, min_run_time: float, rounds: int = 4
 ) -> float:
-    """Best time of one ``layer(x)`` call over the best time of one ``baseline(x)`` call.
-
-    The two run in alternating blocks (baseline, layer, baseline, ...), ``rounds`` blocks each,
-    every block at least ``min_run_time / (2 * rounds)`` seconds and 2 calls long; each call is
-    timed on its own, the first call of a block (which wakes the thread pool up) is not
-    counted, and each side's fastest call is used. On a shared machine other processes only
-    ever add time (preemption, a descheduled OpenMP thread stalling a parallel region), so the
-    fastest call is the most repeatable statistic, and alternating blocks expose both sides to
-    the same conditions. Returns a float > 0 (lower is better for ``layer``).
+    """Fastest ``layer(x)`` over fastest ``baseline(x)``, timed side by side in alternating
+    rounds with the suite's one timer (:func:`suite.bench.timing.measure_interleaved`). On a
+    shared machine other processes only ever add time, so the fastest block is the most
+    repeatable statistic. Returns a float > 0 (lower is better for ``layer``).
     """
-    import time
+    from suite.bench.timing import measure_interleaved
 
-    block = min_run_time / (2 * rounds)
-    best = {"baseline": float("inf"), "layer": float("inf")}
-    for _ in range(rounds):
-        for key, module in (("baseline", baseline), ("layer", layer)):
-            module(x)  # wake-up call, not counted
-            end = time.perf_counter() + block
-            calls = 0
-            while calls < 2 or time.perf_counter() < end:
-                start = time.perf_counter()
-                module(x)
-                best[key] = min(best[key], time.perf_counter() - start)
-                calls += 1
-    return best["layer"] / best["baseline"]
+    calls = {"baseline": lambda: baseline(x), "layer": lambda: layer(x)}
+    timings = measure_interleaved(calls, THREADS, min_run_time, rounds)
+    return timings["layer"].min_s / timings["baseline"].min_s
 
 
 class FusedRatio:
