@@ -19,9 +19,12 @@ def _make(model, name="srigl", **kwargs):
 def test_a_second_trainer_on_the_same_model_raises_naming_the_parameters():
     model = toy_mlp()
     _, first = _make(model)
+    before = {n: m.clone() for n, m in first.masks.items()}
     with pytest.raises(TrainerConflictError, match=r"\['0.weight', '2.weight', '4.weight'\]"):
         _make(model, "rigl")
-    # the refused trainer changed nothing: the first one's masks still hold
+    # the refused trainer changed nothing: the first one's masks, and only its hooks, remain
+    assert all(len(model[i].weight._backward_hooks) == 1 for i in (0, 2, 4))
+    assert all(torch.equal(first.masks[n], m) for n, m in before.items())
     assert_invariants(first)
 
 
