@@ -244,11 +244,13 @@ class SparsityTooHighError(ValueError):
 
 
 def layer_budget(numel: int, density: float) -> int:
-    """B = floor(numel * density): the non-zeros a layer may hold (SPEC section 1).
+    """B = floor(numel * density): the non-zeros a layer may hold (SPEC section 1), the one
+    formula of trainers and benchmarks alike.
 
-    A 1e-9 slack absorbs float error (2000 * (1 - 0.9) is 199.99999999999997; B is 200).
+    The product is rounded to 6 decimals first, which absorbs float error (2000 * (1 - 0.9) is
+    199.99999999999997; B is 200).
     """
-    return math.floor(numel * float(density) + 1e-9)
+    return math.floor(round(numel * float(density), 6))
 
 
 def constant_fan_in_k(budget: int, n_active: int, fan_in: int) -> int:

@@ -54,6 +54,7 @@ from srigl.masks import (
     check_globs,
     eligible_parameters,
     forced_dense_names,
+    layer_budget,
     matches_any,
     random_fan_in_mask,
     random_unstructured_mask,
@@ -328,7 +329,7 @@ class SparseTrainer:
             if density >= 1.0:
                 continue
             # round first so that float noise (1 - 0.9 = 0.0999...98) does not lose a weight
-            budget = math.floor(round(p.numel * density, 6))
+            budget = layer_budget(p.numel, density)
             # like dense_layers, a glob may name the parameter or its module ("head")
             protected = matches_any(p.name, no_ablation) or matches_any(p.module_name, no_ablation)
             may_ablate = not protected and (p.name != classifier or ablate_classifier)
