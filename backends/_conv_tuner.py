@@ -12,20 +12,16 @@ default). A cache file that does not parse or names another machine is ignored a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import pathlib
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from backends.kernels.build import cpu_model
+from backends.kernels.ops import ISAS
+from backends.kernels.tune_cache import TuneCache, tuning_enabled
+from backends.kernels.tune_cache import bucket_of as _bucket_of
+from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
@@ -33,63 +29,26 @@ SCHEMA = 2  # 2: variants ranked by their fastest call
 ROUNDS = 3
 ROUND_SECONDS = 2e-3
 MAX_CALLS = 32
-ISAS = ("generic", "avx2", "avx512")
-_lock = threading.Lock()
-_memory: dict[str, dict[str, int]] = {}
+_CACHE = TuneCache("conv", SCHEMA, "conv-kernel tuning")
 
 
 def enabled() -> bool:
-    """False when ``SRIGL_TUNE`` is off/0/false/no."""
-    return os.environ.get("SRIGL_TUNE", "on").strip().lower() not in ("off", "0", "false", "no")
+    """False when ``SRIGL_TUNE`` is off/0/false/no (read at every plan miss: not a hot path)."""
+    return tuning_enabled()
 
 
 def bucket_of(batch: int) -> int:
     """0 for batch 1, else ceil(log2(batch)), capped at 10."""
-    return min((max(int(batch), 1) - 1).bit_length(), 10)
+    return _bucket_of(batch)
 
 
 def machine_key(isa: int, threads: int) -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "isa": ISAS[isa],
-        "threads": int(threads),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-    }
+    return _machine_key(ISAS[isa], threads)
 
 
 def cache_path(isa: int, threads: int) -> pathlib.Path:
     """The JSON cache file for this machine and thread count."""
-    from backends.kernels.build import cache_dir
-
-    digest = hashlib.sha256(
-        json.dumps(machine_key(isa, threads), sort_keys=True).encode()
-    ).hexdigest()[:12]
-    return cache_dir() / "tuner" / f"conv-{digest}.json"
-
-
-def _load(path: pathlib.Path, machine: dict[str, Any]) -> dict[str, int]:
-    try:
-        data = json.loads(path.read_text())
-        if data.get("schema") == SCHEMA and data.get("machine") == machine:
-            return {str(k): int(v) for k, v in data["entries"].items()}
-        log.warning("conv tuner: %s is from another machine or schema; rebuilding it", path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        log.warning("conv tuner: ignoring unreadable cache %s (%s)", path, err)
-    return {}
-
-
-def _save(path: pathlib.Path, machine: dict[str, Any], entries: dict[str, int]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conv-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"schema": SCHEMA, "machine": machine, "entries": entries}, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError as err:  # a read-only cache only costs the timing next time
-        log.warning("conv tuner: cannot write %s (%s)", path, err)
+    return _CACHE.path(machine_key(isa, threads))
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -121,28 +80,24 @@ def best_variant(
     input. -1 when tuning is off."""
     if not enabled():
         return -1
-    path = cache_path(isa, threads)
-    with _lock:
-        entries = _memory.get(str(path))
-        if entries is None:
-            entries = _load(path, machine_key(isa, threads))
-            _memory[str(path)] = entries
+    machine = machine_key(isa, threads)
+    with _CACHE.lock:
+        _, entries = _CACHE.entries(machine)
         if key in entries:
-            return entries[key]
+            return int(entries[key])
     codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
     times: dict[int, list[float]] = {c: [] for c in codes}
     for r in range(ROUNDS):
         for code in codes if r % 2 == 0 else codes[::-1]:
             times[code].append(_time(lambda code=code: run(code)))
     best = min(codes, key=lambda c: min(times[c]))
-    with _lock:
+    with _CACHE.lock:
         entries[key] = best
-        _save(path, machine_key(isa, threads), dict(entries))
+        _CACHE.save(machine)
     log.debug("conv tuner: %s -> variant %d", key, best)
     return best
 
 
 def forget_memory() -> None:
-    """Drop the in-process copies of the cache files (tests)."""
-    with _lock:
-        _memory.clear()
+    """Drop the in-process copy of the cache files (tests; a changed cache directory)."""
+    _CACHE.forget()

@@ -100,6 +100,7 @@ def _ninja_on_path() -> bool:
     return False
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:

@@ -23,14 +23,10 @@ one thread).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import pathlib
 import statistics
-import tempfile
-import threading
 import time
 import warnings
 from typing import Any
@@ -38,7 +34,9 @@ from typing import Any
 import torch
 
 from backends.kernels import ops
-from backends.kernels.build import cache_dir, cpu_model
+from backends.kernels.tune_cache import TuneCache, TuneCacheWarning, tuning_enabled
+from backends.kernels.tune_cache import bucket_of as _bucket_of
+from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +44,11 @@ SCHEMA = 1
 ROUNDS = 3
 ROUND_SECONDS = 1e-3  # calls per candidate and round: about this long
 MAX_CALLS = 64
-_lock = threading.Lock()
-_memory: dict[str, dict[str, Any]] = {}  # machine file -> entries (loaded once per process)
+_CACHE = TuneCache("fused", SCHEMA, "fused-kernel tuning")
+_lock = _CACHE.lock
 
 
-class TuneCacheWarning(UserWarning):
-    """The tuner's cache file was unreadable or from another machine; it is rebuilt."""
-
-
-def _env_enabled() -> bool:
-    return os.environ.get("SRIGL_TUNE", "on").strip().lower() not in ("off", "0", "false", "no")
-
-
-_ENABLED = [_env_enabled()]
+_ENABLED = [tuning_enabled()]
 
 
 def enabled() -> bool:
@@ -71,12 +61,12 @@ def enabled() -> bool:
 
 def refresh() -> None:
     """Read ``SRIGL_TUNE`` again (after changing the environment in-process)."""
-    _ENABLED[0] = _env_enabled()
+    _ENABLED[0] = tuning_enabled()
 
 
 def bucket_of(batch: int) -> int:
     """The batch bucket of ``batch`` rows: 0 for 1, ceil(log2(batch)) up to ops.BUCKETS - 1."""
-    return min((max(int(batch), 1) - 1).bit_length(), ops.BUCKETS - 1)
+    return _bucket_of(batch, ops.BUCKETS)
 
 
 def thread_slot(threads: int) -> int:
@@ -85,68 +75,17 @@ def thread_slot(threads: int) -> int:
 
 def machine_key(threads: int) -> dict[str, Any]:
     """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch."""
-    return {
-        "cpu": cpu_model(),
-        "isa": ops.ISAS[int(ops.load().fused_isa())],
-        "threads": int(threads),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-    }
+    return _machine_key(ops.ISAS[int(ops.load().fused_isa())], threads)
 
 
 def cache_path(threads: int) -> pathlib.Path:
     """The JSON cache file for this machine and thread count."""
-    key = json.dumps(machine_key(threads), sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / "tuner" / f"fused-{digest}.json"
-
-
-def _read(path: pathlib.Path, machine: dict[str, Any]) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ValueError(f"schema {data.get('schema') if isinstance(data, dict) else '?'}")
-        if data.get("machine") != machine:
-            raise ValueError(f"written for machine {data.get('machine')}, this is {machine}")
-        entries = data["entries"]
-        if not isinstance(entries, dict):
-            raise ValueError("entries is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        warnings.warn(
-            f"ignoring the fused-kernel tuning cache {path} ({err}); it will be rebuilt",
-            TuneCacheWarning,
-            stacklevel=3,
-        )
-        return {}
-    return entries
-
-
-def _write(path: pathlib.Path, machine: dict[str, Any], entries: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"schema": SCHEMA, "machine": machine, "entries": entries}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError as err:
-        log.warning("cannot write the tuning cache %s: %s", path, err)
-
-
-def _entries(threads: int) -> tuple[pathlib.Path, dict[str, Any], dict[str, Any]]:
-    machine = machine_key(threads)
-    path = cache_path(threads)
-    if str(path) not in _memory:
-        _memory[str(path)] = _read(path, machine)
-    return path, machine, _memory[str(path)]
+    return _CACHE.path(machine_key(threads))
 
 
 def forget_memory() -> None:
     """Drop the in-process copy of the cache files (tests; a changed cache directory)."""
-    with _lock:
-        _memory.clear()
+    _CACHE.forget()
 
 
 def layer_key(layer, bucket: int) -> str:
@@ -262,7 +201,8 @@ def tune_layer(
     threads = threads or torch.get_num_threads()
     chosen = {}
     with _lock:
-        path, machine, entries = _entries(threads)
+        machine = machine_key(threads)
+        _, entries = _CACHE.entries(machine)
         dirty = False
         for batch in batches:
             batch = max(1, int(batch))
@@ -305,5 +245,5 @@ def tune_layer(
                 continue
             chosen[batch] = layer.variant_for(batch, threads)
         if dirty:
-            _write(path, machine, entries)
+            _CACHE.save(machine)
     return chosen

@@ -306,10 +306,13 @@ def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
     tuner.forget_memory()
     backends.create("fused", *conv_layer(case, 1), **case.conv_args)(conv_input(case, 0))
     assert calls == []
-    # an unreadable cache is ignored (and rewritten), never an error
+    # an unreadable cache is ignored with a warning (and rewritten), never an error
+    from backends.kernels.tune_cache import TuneCacheWarning
+
     files[0].write_text("{not json")
     tuner.forget_memory()
-    backends.create("fused", *conv_layer(case, 2), **case.conv_args)(conv_input(case, 0))
+    with pytest.warns(TuneCacheWarning, match="ignoring the conv-kernel tuning cache"):
+        backends.create("fused", *conv_layer(case, 2), **case.conv_args)(conv_input(case, 0))
     assert json.loads(files[0].read_text())["schema"] == tuner.SCHEMA
     monkeypatch.setenv("SRIGL_TUNE", "off")
     assert tuner.best_variant("k", 1, 6, lambda code: None, 1) == -1

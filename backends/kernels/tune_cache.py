@@ -1,0 +1,117 @@
+"""What the autotuners share (fused Linear kernel and direct conv kernel): the ``SRIGL_TUNE``
+switch, the batch buckets, the machine key and the per-machine JSON cache of winners.
+
+A cache file lives at ``<user cache dir>/tuner/<prefix>-<digest of the machine key>.json`` and
+holds ``{"schema", "machine", "entries"}``; it is read once per process and written atomically
+(temp file + rename). One that does not parse, has another schema or names another machine is
+ignored with a :class:`TuneCacheWarning` and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import threading
+import warnings
+from typing import Any
+
+import torch
+
+from backends.kernels.build import cache_dir, cpu_model
+
+log = logging.getLogger(__name__)
+
+
+class TuneCacheWarning(UserWarning):
+    """A tuner's cache file was unreadable or from another machine; it is rebuilt."""
+
+
+def tuning_enabled() -> bool:
+    """False when ``SRIGL_TUNE`` is ``off``/``0``/``false``/``no`` (the static rule runs)."""
+    return os.environ.get("SRIGL_TUNE", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def bucket_of(batch: int, buckets: int = 11) -> int:
+    """The batch bucket of ``batch`` rows: 0 for 1, else ceil(log2(batch)), up to buckets - 1."""
+    return min((max(int(batch), 1) - 1).bit_length(), buckets - 1)
+
+
+def machine_key(isa: str, threads: int) -> dict[str, Any]:
+    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch."""
+    return {
+        "cpu": cpu_model(),
+        "isa": isa,
+        "threads": int(threads),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+class TuneCache:
+    """The cache files of one tuner (``prefix``: ``fused``, ``conv``), with an in-process copy.
+
+    Args:
+        prefix: file name prefix. schema: the entry format's version (a file of another
+            version is ignored). what: the tuner, named in warnings.
+    """
+
+    def __init__(self, prefix: str, schema: int, what: str) -> None:
+        self.prefix, self.schema, self.what = prefix, schema, what
+        self.lock = threading.Lock()
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    def path(self, machine: dict[str, Any]) -> pathlib.Path:
+        """The JSON file of ``machine`` (see :func:`machine_key`)."""
+        digest = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:12]
+        return cache_dir() / "tuner" / f"{self.prefix}-{digest}.json"
+
+    def entries(self, machine: dict[str, Any]) -> tuple[pathlib.Path, dict[str, Any]]:
+        """``(path, entries)`` of ``machine``: the file's entries, read on first use in this
+        process (the dict is this process's copy: add to it, then :meth:`save`)."""
+        path = self.path(machine)
+        if str(path) not in self._memory:
+            self._memory[str(path)] = self._read(path, machine)
+        return path, self._memory[str(path)]
+
+    def save(self, machine: dict[str, Any]) -> None:
+        """Write ``machine``'s entries to its file (a failure costs only a timing next time)."""
+        path, entries = self.entries(machine)
+        data = {"schema": self.schema, "machine": machine, "entries": entries}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as err:
+            log.warning("cannot write the %s cache %s: %s", self.what, path, err)
+
+    def forget(self) -> None:
+        """Drop the in-process copy (tests; a changed cache directory)."""
+        with self.lock:
+            self._memory.clear()
+
+    def _read(self, path: pathlib.Path, machine: dict[str, Any]) -> dict[str, Any]:
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or data.get("schema") != self.schema:
+                raise ValueError(f"schema {data.get('schema') if isinstance(data, dict) else '?'}")
+            if data.get("machine") != machine:
+                raise ValueError(f"written for machine {data.get('machine')}, this is {machine}")
+            entries = data["entries"]
+            if not isinstance(entries, dict):
+                raise ValueError("entries is not a mapping")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(
+                f"ignoring the {self.what} cache {path} ({err}); it will be rebuilt",
+                TuneCacheWarning,
+                stacklevel=4,
+            )
+            return {}
+        return entries
