@@ -38,6 +38,7 @@ SOURCES = [
     CSRC / "conv_avx512.cpp",
     CSRC / "conv_impl.h",
     CSRC / "conv_kernels.h",
+    CSRC / "cpu_isa.h",
 ]
 # Variant code of the dense fallback: F.conv2d (oneDNN) on the rebuilt masked weight. The tuner
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK

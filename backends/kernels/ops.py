@@ -31,6 +31,7 @@ SOURCES = [
     CSRC / "fused_avx512.cpp",
     CSRC / "fused_impl.h",
     CSRC / "fused_kernels.h",
+    CSRC / "cpu_isa.h",
 ]
 THREAD_SLOTS = 64
 BUCKETS = 11

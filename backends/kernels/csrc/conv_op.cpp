@@ -16,34 +16,14 @@
 #include <string>
 
 #include "conv_kernels.h"
+#include "cpu_isa.h"
 
 namespace srigl_conv {
 namespace {
 
 constexpr int64_t kSlack = 256;  // zero floats after the planes: any tile may overrun by < 256
 
-int detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  int isa = 0;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-  if (isa == 1 && __builtin_cpu_supports("avx512f")) isa = 2;
-#else
-  int isa = 0;
-#endif
-  // SRIGL_ISA=generic|avx2|avx512 caps what runs (tests of the lower paths, odd CPUs)
-  if (const char* cap = std::getenv("SRIGL_ISA")) {
-    const std::string c(cap);
-    const int lim = c == "generic" ? 0 : c == "avx2" ? 1 : 2;
-    if (lim < isa) isa = lim;
-  }
-  return isa;
-}
-
-int cpu_isa() {
-  static const int isa = detect_isa();
-  return isa;
-}
+int cpu_isa() { return srigl_isa::detected_isa(); }
 
 const ConvTable& table_for(int isa) {
   return isa >= 2 ? kConvAvx512 : isa == 1 ? kConvAvx2 : kConvGeneric;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "fused_kernels.h"
 
 namespace srigl {
@@ -39,32 +40,11 @@ static_assert(H_COUNT * 8 <= kHeaderBytes, "header too long");
 int64_t align64(int64_t v) { return (v + 63) & ~int64_t(63); }
 
 // ------------------------------------------------------------------ CPU features
-int detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  int isa = 0;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-  if (isa == 1 && __builtin_cpu_supports("avx512f")) isa = 2;
-#else
-  int isa = 0;
-#endif
-  // SRIGL_ISA=generic|avx2|avx512 caps what runs (tests of the lower paths, odd CPUs)
-  if (const char* cap = std::getenv("SRIGL_ISA")) {
-    const std::string c(cap);
-    int lim = c == "generic" ? 0 : c == "avx2" ? 1 : 2;
-    if (lim < isa) isa = lim;
-  }
-  return isa;
-}
-
 std::atomic<int> g_isa_cap{2};  // lowered by fused_cap_isa (a failed self-check)
 
-int detected_isa() {
-  static const int isa = detect_isa();
-  return isa;
+int cpu_isa() {
+  return std::min(srigl_isa::detected_isa(), g_isa_cap.load(std::memory_order_relaxed));
 }
-
-int cpu_isa() { return std::min(detected_isa(), g_isa_cap.load(std::memory_order_relaxed)); }
 
 const KernelTable& table_for(int isa) {
   return isa >= 2 ? kAvx512 : isa == 1 ? kAvx2 : kGeneric;
@@ -536,7 +516,7 @@ int64_t fused_runs_here(const at::Tensor& blob, int64_t variant) {
 
 int64_t fused_isa() { return cpu_isa(); }
 
-int64_t fused_detected_isa() { return detected_isa(); }
+int64_t fused_detected_isa() { return srigl_isa::detected_isa(); }
 
 // Never run ISA levels above `cap` in this process (0 generic, 1 avx2, 2 avx512).
 int64_t fused_cap_isa(int64_t cap) {
