@@ -6,6 +6,9 @@ Run-time errors: ``NonFiniteGradientError`` (a ``FloatingPointError``) and
 
 from __future__ import annotations
 
+import math
+import numbers
+
 
 class SparsityConfigError(ValueError):
     """A trainer option is out of range; the message names the value and what is allowed."""
@@ -39,3 +42,26 @@ class NonFiniteGradientError(FloatingPointError):
 class GradScalerOrderError(RuntimeError):
     """``trainer.step()`` cannot tell from the GradScaler whether the step was skipped; the
     message says in which order to call ``scaler.step``, ``trainer.step`` and ``scaler.update``."""
+
+
+def require_int(
+    name: str, value: object, allowed: str, error: type[Exception] = SparsityConfigError
+) -> int:
+    """``value`` as an int (any integral type; a bool is not one), else ``error`` naming it:
+    "<name>=<value> is not an integer; allowed: <allowed>"."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(f"{name}={value!r} is not an integer; allowed: {allowed}")
+    return int(value)
+
+
+def require_real(
+    name: str, value: object, allowed: str, error: type[Exception] = SparsityConfigError
+) -> float:
+    """``value`` as a finite float (any real type; a bool is not one), else ``error`` naming it
+    ("is not a number" / "is not finite")."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise error(f"{name}={value!r} is not a number; allowed: {allowed}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise error(f"{name}={value!r} is not finite; allowed: {allowed}")
+    return out

@@ -6,6 +6,48 @@ import math
 from dataclasses import dataclass
 
 from srigl.errors import SparsityConfigError
+from srigl.errors import require_int as _integer
+from srigl.errors import require_real as _real
+
+
+def check_schedule(
+    total_steps: object,
+    delta_t: object,
+    alpha: object,
+    t_end_fraction: object,
+    grad_accumulation_n: object,
+) -> tuple[int | None, int, float, float, int]:
+    """The schedule's values checked and converted (any integral / real type is accepted):
+    ``(total_steps, delta_t, alpha, t_end_fraction, grad_accumulation_n)``; ``total_steps``
+    may be None (a trainer without updates). The one copy of these rules, used by
+    :class:`UpdateSchedule` and by the trainers' up-front argument checks.
+
+    Raises:
+        SparsityConfigError: naming the value and what is allowed.
+    """
+    total = None
+    if total_steps is not None:
+        total = _integer("total_steps", total_steps, "an integer > 0")
+        if total <= 0:
+            raise SparsityConfigError(f"total_steps={total_steps!r} is invalid; allowed: > 0")
+    d = _integer("delta_t", delta_t, "an integer > 0")
+    if d <= 0:
+        raise SparsityConfigError(f"delta_t={delta_t!r} is invalid; allowed: an integer > 0")
+    a = _real("alpha", alpha, "0 <= alpha <= 1")
+    if not 0.0 <= a <= 1.0:
+        raise SparsityConfigError(f"alpha={alpha!r} is invalid; allowed: 0 <= alpha <= 1")
+    t = _real("t_end_fraction", t_end_fraction, "0 < t_end_fraction <= 1")
+    if not 0.0 < t <= 1.0:
+        raise SparsityConfigError(
+            f"t_end_fraction={t_end_fraction!r} is invalid; allowed: 0 < value <= 1"
+        )
+    allowed = f"an integer in [1, delta_t={d}]"
+    n = _integer("grad_accumulation_n", grad_accumulation_n, allowed)
+    if not 1 <= n <= d:
+        raise SparsityConfigError(
+            f"grad_accumulation_n={grad_accumulation_n!r} is invalid; allowed: {allowed}"
+        )
+    return total, d, a, t, n
 
 
 @dataclass(frozen=True)
@@ -31,26 +73,17 @@ class UpdateSchedule:
     grad_accumulation_n: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.total_steps, int) or self.total_steps <= 0:
-            raise SparsityConfigError(
-                f"total_steps={self.total_steps!r} is invalid; allowed: an integer > 0"
-            )
-        if not isinstance(self.delta_t, int) or self.delta_t <= 0:
-            raise SparsityConfigError(
-                f"delta_t={self.delta_t!r} is invalid; allowed: an integer > 0"
-            )
-        if not 0.0 <= self.alpha <= 1.0:
-            raise SparsityConfigError(f"alpha={self.alpha!r} is invalid; allowed: 0 <= alpha <= 1")
-        if not 0.0 < self.t_end_fraction <= 1.0:
-            raise SparsityConfigError(
-                f"t_end_fraction={self.t_end_fraction!r} is invalid; allowed: 0 < value <= 1"
-            )
-        n = self.grad_accumulation_n
-        if not isinstance(n, int) or not 1 <= n <= self.delta_t:
-            raise SparsityConfigError(
-                f"grad_accumulation_n={n!r} is invalid; allowed: an integer in "
-                f"[1, delta_t={self.delta_t}]"
-            )
+        values = check_schedule(
+            self.total_steps,
+            self.delta_t,
+            self.alpha,
+            self.t_end_fraction,
+            self.grad_accumulation_n,
+        )
+        for name, value in zip(
+            ("total_steps", "delta_t", "alpha", "t_end_fraction", "grad_accumulation_n"), values
+        ):
+            object.__setattr__(self, name, value)  # numpy ints and floats become Python ones
 
     @property
     def t_end(self) -> int:

@@ -8,8 +8,6 @@ Each check names the argument, the bad value and what is allowed::
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,23 +16,9 @@ from torch import nn
 
 from srigl.distributions import distribution_names
 from srigl.errors import SparsityConfigError
-
-
-def _real(name: str, value: Any, allowed: str) -> float:
-    """``value`` as a finite float, or SparsityConfigError "<name>=<value> is not a number"."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise SparsityConfigError(f"{name}={value!r} is not a number; allowed: {allowed}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise SparsityConfigError(f"{name}={value!r} is not finite; allowed: {allowed}")
-    return out
-
-
-def _integer(name: str, value: Any, allowed: str) -> int:
-    """``value`` as an int (a bool is not one), or SparsityConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise SparsityConfigError(f"{name}={value!r} is not an integer; allowed: {allowed}")
-    return int(value)
+from srigl.errors import require_int as _integer
+from srigl.errors import require_real as _real
+from srigl.schedule import check_schedule
 
 
 def _flag(name: str, value: Any, optional: bool = False) -> None:
@@ -109,22 +93,7 @@ def check_trainer_arguments(
         raise SparsityConfigError(
             f"distribution={distribution!r} is not a string; allowed: {distribution_names()}"
         )
-    if total_steps is not None:
-        n = _integer("total_steps", total_steps, "an integer > 0")
-        if n <= 0:
-            raise SparsityConfigError(f"total_steps={total_steps!r} is invalid; allowed: > 0")
-    d = _integer("delta_t", delta_t, "an integer > 0")
-    if d <= 0:
-        raise SparsityConfigError(f"delta_t={delta_t!r} is invalid; allowed: an integer > 0")
-    a = _real("alpha", alpha, "0 <= alpha <= 1")
-    if not 0.0 <= a <= 1.0:
-        raise SparsityConfigError(f"alpha={alpha!r} is invalid; allowed: 0 <= alpha <= 1")
-    t = _real("t_end_fraction", t_end_fraction, "0 < t_end_fraction <= 1")
-    if not 0.0 < t <= 1.0:
-        raise SparsityConfigError(
-            f"t_end_fraction={t_end_fraction!r} is invalid; allowed: 0 < value <= 1"
-        )
-    _integer("grad_accumulation_n", grad_accumulation_n, f"an integer in [1, delta_t={delta_t}]")
+    check_schedule(total_steps, delta_t, alpha, t_end_fraction, grad_accumulation_n)
     g = _real("gamma_sal", gamma_sal, "a finite number >= 0")
     if g < 0:
         raise SparsityConfigError(f"gamma_sal={gamma_sal!r} is invalid; allowed: >= 0")

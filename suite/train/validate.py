@@ -8,12 +8,11 @@ The trainer's options are checked by the library's own rules
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from srigl.errors import require_int, require_real
 from srigl.trainers.options import check_trainer_options
 
 
@@ -22,9 +21,7 @@ class ConfigError(ValueError):
 
 
 def _number(key: str, value: Any, allowed: str, ok) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{key}={value!r} is not a number; allowed: {allowed}")
-    if not math.isfinite(float(value)) or not ok(float(value)):
+    if not ok(require_real(key, value, allowed, error=ConfigError)):
         raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 
@@ -32,9 +29,7 @@ def _integer(key: str, value: Any, minimum: int, nullable: bool = False) -> None
     if value is None and nullable:
         return
     allowed = f"an integer >= {minimum}" + (" or null" if nullable else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{key}={value!r} is not an integer; allowed: {allowed}")
-    if value < minimum:
+    if require_int(key, value, allowed, error=ConfigError) < minimum:
         raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 

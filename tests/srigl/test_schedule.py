@@ -85,3 +85,19 @@ def test_a_huge_schedule_is_checked_without_listing_its_update_steps():
             "rigl", model, opt, sparsity=0.5, total_steps=10**12, delta_t=1
         )
     assert trainer.schedule.next_update_step(1) == 1
+
+
+def test_numpy_integers_pass_the_up_front_check_and_the_schedule_alike():
+    """One copy of the schedule rules: a value the trainer's argument check accepts is one the
+    schedule accepts (numpy ints passed the first and failed the second)."""
+    import numpy as np
+    import torch
+
+    import srigl
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = srigl.create_trainer(
+        "rigl", model, opt, sparsity=0.5, total_steps=np.int64(100), delta_t=np.int32(10)
+    )
+    assert trainer.schedule.delta_t == 10 and type(trainer.schedule.delta_t) is int
