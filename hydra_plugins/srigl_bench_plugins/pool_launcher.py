@@ -27,6 +27,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,36 +252,64 @@ class PoolLauncher(Launcher):
         results: dict[int, JobReturn] = {}
         failures: list[_Failure] = []
         bar = tqdm(total=n, unit="job", desc="jobs", disable=not self.progress, file=sys.stderr)
+
+        def record(i: int, ret: JobReturn, console: str | None) -> None:
+            results[i] = ret
+            if ret.status != JobStatus.COMPLETED:
+                last = str(ret._return_value).strip().splitlines()[-1:] or ["(no message)"]
+                failures.append(
+                    _Failure(initial_job_idx + i, list(job_overrides[i]), last[0], console)
+                )
+            bar.set_postfix_str(f"failed={len(failures)}", refresh=False)
+            bar.update(1)
+
+        try:
+            # A worker that dies (out of memory, killed) breaks the whole pool: every job it
+            # had not finished raises BrokenProcessPool, whichever job killed it. Those jobs
+            # run again, each alone in a fresh single-worker pool, so only the job that kills
+            # its worker fails and the others are unharmed.
+            broken = self._run_pool(list(range(n)), self.workers, job_overrides,
+                                    initial_job_idx, payload, record)  # fmt: skip
+            for i in broken:
+                again = self._run_pool([i], 1, job_overrides, initial_job_idx, payload, record)
+                for j in again:
+                    ret = JobReturn(overrides=list(job_overrides[j]), status=JobStatus.FAILED)
+                    ret.return_value = JobFailedError(
+                        "its worker process died (out of memory or killed), twice"
+                    )
+                    record(j, ret, None)
+        finally:
+            bar.close()
+        self._summarise(n, failures)
+        return [results[i] for i in range(n)]
+
+    def _run_pool(self, indices, workers, job_overrides, initial_job_idx, payload, record):
+        """Run jobs ``indices`` in a pool of ``workers`` spawned processes, ``record(i, ret,
+        console)`` each finished one; returns the indices lost to a broken pool."""
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            self.workers, ctx, _init_worker, (self.threads, payload, os.getpid())
-        )
+        pool = ProcessPoolExecutor(workers, ctx, _init_worker, (self.threads, payload, os.getpid()))
+        broken: list[int] = []
         try:
             futures = {
-                pool.submit(_run_in_worker, initial_job_idx + i, list(ov)): i
-                for i, ov in enumerate(job_overrides)
+                pool.submit(_run_in_worker, initial_job_idx + i, list(job_overrides[i])): i
+                for i in indices
             }
             for fut in as_completed(futures):
                 i = futures[fut]
-                overrides = list(job_overrides[i])
-                console = None
                 try:
                     parts = fut.result()
-                    ret, console = _job_return(parts), parts["console"]
-                except Exception:  # the worker died (out of memory, killed): the job failed
-                    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception:  # a result that does not unpickle: the job failed
+                    ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.FAILED)
                     ret.return_value = JobFailedError(traceback.format_exc())
-                results[i] = ret
-                if ret.status != JobStatus.COMPLETED:
-                    last = str(ret._return_value).strip().splitlines()[-1:] or ["(no message)"]
-                    failures.append(_Failure(initial_job_idx + i, overrides, last[0], console))
-                bar.set_postfix_str(f"failed={len(failures)}", refresh=False)
-                bar.update(1)
+                    record(i, ret, None)
+                    continue
+                record(i, _job_return(parts), parts["console"])
         finally:
-            bar.close()
             pool.shutdown(wait=True, cancel_futures=True)
-        self._summarise(n, failures)
-        return [results[i] for i in range(n)]
+        return sorted(broken)
 
     def _summarise(self, n: int, failures: list[_Failure]) -> None:
         log.info(f"{n - len(failures)}/{n} jobs completed, {len(failures)} failed")

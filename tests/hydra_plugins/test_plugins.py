@@ -90,3 +90,27 @@ def test_a_pool_worker_keeps_running_while_its_launcher_lives():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=8)
     assert done.returncode == 0 and "still alive" in done.stdout
+
+
+def test_a_job_that_kills_its_worker_fails_alone_and_the_others_complete(tmp_path):
+    """A dead worker breaks the whole process pool; the launcher runs the jobs it took down
+    again, alone, so only the job that kills its worker is reported failed."""
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        str(APP),
+        "-m",
+        "hydra/launcher=pool",
+        "hydra/sweeper=grids",
+        "hydra.launcher.workers=2",
+        'hydra.sweeper.grids=[{+x:"5,6,7,8",+y:a}]',
+        f"+out={out}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert sorted(p.name for p in out.glob("*.json")) == ["6-a.json", "7-a.json", "8-a.json"], log
+    assert "3/4 jobs completed, 1 failed" in log
+    assert "FAILED job #0: its worker process died" in log
