@@ -76,3 +76,15 @@ def one_line_errors(fn: F) -> F:
             sys.exit(USER_ERROR_STATUS)
 
     return wrapper  # type: ignore[return-value]
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a scheduler's stop) end this process as ``SystemExit(143)``, so
+    its clean-up runs: ``finally`` blocks, and ``subprocess.run`` stops the child it waits for
+    (Python's default would end the process at once and leave its children running)."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

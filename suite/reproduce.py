@@ -51,7 +51,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from suite.cli import one_line_errors
+from suite.cli import exit_on_sigterm, one_line_errors
 from suite.report import frames as rd
 from suite.results import ResultStore, atomic_write_bytes, cell_config
 
@@ -746,6 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(__doc__ + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    exit_on_sigterm()  # a killed reproduction stops its sweep too (no orphaned training)
     from hydra.errors import HydraException
 
     try:
