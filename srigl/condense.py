@@ -606,7 +606,8 @@ def load_condensed(
     the same ``masks``, ``backend``, ``structured`` and ``fold_bn`` and then loading the saved
     state dict gives the saved model back. Condensed layers take the saved shapes (channels
     that ``structured`` removed depend on the saved biases). With ``fold_bn`` the skeleton is
-    condensed in eval mode (BN folding needs it; the result is in eval mode).
+    condensed in eval mode (BN folding needs it; the result is in eval mode), unless the saved
+    state still holds the BatchNorms (a model condensed in train mode, which folds none).
 
     Args:
         skeleton: a model of the original architecture (not modified).
@@ -626,7 +627,11 @@ def load_condensed(
             raise ValueError(f"{path}: not a readable condensed state dict ({exc})") from exc
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{path}: holds a {type(state_dict).__name__}, not a state dict")
-    if fold_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in skeleton.modules()):
+    # The saved state says whether its BatchNorms were folded (condense folds eval-mode ones
+    # only): a saved model that still holds BN statistics was condensed without folding.
+    bns = [n for n, m in skeleton.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    fold_bn = fold_bn and not any(f"{n}.running_mean" in state_dict for n in bns)
+    if fold_bn and bns:
         skeleton = copy.deepcopy(skeleton).eval()
     small = condense(skeleton, masks, backend=backend, structured=structured, fold_bn=fold_bn)
     small.load_state_dict(state_dict)

@@ -335,3 +335,19 @@ def test_condensed_torchvision_vit_equals_the_masked_model():
         assert "CondensedMultiheadAttention" in kinds and "MultiheadAttention" not in kinds
         assert isinstance(small.conv_proj, ConvBackend)  # the patch embedding
         assert_close_outputs(masked_copy(model, masks), small)
+
+
+def test_a_cnn_condensed_in_train_mode_round_trips_with_its_batchnorms(tmp_path):
+    """condense() folds eval-mode BatchNorms only; a model condensed in train mode keeps them,
+    and load_condensed (fold_bn=True by default) rebuilds it unfolded from what the file holds."""
+    model = prepared(tv_resnet18).train()
+    masks = fan_in_masks(model)
+    small = srigl.condense(model, masks, backend="naive")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in small.modules())
+    path = tmp_path / "cnn.pt"
+    torch.save(small.state_dict(), path)
+    again = load_condensed(tv_resnet18(), masks, path, backend="naive")
+    small.eval(), again.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), small(x))
