@@ -28,10 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import time
 
 import torch
+
+from suite.runtime import thread_policy
 
 # fused vs dense eval, batch 1, 2 threads, 90% (issue 13)
 TARGETS = {
@@ -44,16 +44,15 @@ TARGETS = {
 
 
 def _load() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except OSError:
-        return "n/a"
+    load = thread_policy()["load_avg_1m"]
+    return "n/a" if load is None else f"{load:.1f}"
 
 
 def _per_layer(setup, threads: int) -> list[str]:
-    """Fused conv vs BN-folded dense conv per layer, batch 1 (fastest of 20 calls)."""
+    """Fused conv vs BN-folded dense conv per layer, batch 1 (fastest block of the timer)."""
     import srigl
     from srigl.condense_conv import fold_batchnorm
+    from suite.bench.timing import measure
     from suite.bench.whole_model import masked_dense
 
     dense = fold_batchnorm(masked_dense(setup.model, setup.masks))
@@ -69,14 +68,8 @@ def _per_layer(setup, threads: int) -> list[str]:
     for h in hooks:
         h.remove()
 
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def best(fn) -> float:  # the suite's one timer; the fastest block
+        return measure(fn, threads, 0.2).min_s
 
     lines = [
         f"\n{setup.experiment}: per conv, fused vs BN-folded dense, batch 1, {threads} threads",
