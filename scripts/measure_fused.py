@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import backends
 from backends.kernels import ops, tuner
+from backends.kernels.build import cpu_model
 from srigl.masks import constant_fan_in_mask
 from suite.bench.timing import measure_interleaved
 from suite.runtime import set_threads, thread_policy
@@ -59,7 +60,7 @@ def main() -> None:
     policy = thread_policy()
     print(
         f"threads={policy['threads']} OMP_WAIT_POLICY={policy['omp_wait_policy']} "
-        f"load_avg_1m={policy['load_avg_1m']} cores={os.cpu_count()} cpu={tuner.cpu_model()!r} "
+        f"load_avg_1m={policy['load_avg_1m']} cores={os.cpu_count()} cpu={cpu_model()!r} "
         f"fused: {'C++ ' + ops.ISAS[int(ops.load().fused_isa())] if ops.available()[0] else why}"
     )
     print(
@@ -99,7 +100,7 @@ def main() -> None:
                     flush=True,
                 )
                 if a.all_variants and getattr(fused, "_cpp", False):
-                    _, _, entries = tuner._entries(a.threads)
+                    entries = tuner.cached_entries(a.threads)
                     entry = entries.get(tuner.layer_key(fused, tuner.bucket_of(batch)), {})
                     times = entry.get("median_us")
                     print(f"|  |  |  | tuner (batch {entry.get('batch')}): {times} |")

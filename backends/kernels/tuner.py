@@ -88,6 +88,11 @@ def forget_memory() -> None:
     _CACHE.forget()
 
 
+def cached_entries(threads: int) -> dict[str, Any]:
+    """This machine's tuning entries for ``threads`` ({layer key: entry}; read-only use)."""
+    return _CACHE.entries(machine_key(threads))[1]
+
+
 def layer_key(layer, bucket: int) -> str:
     """The cache key of a layer and batch bucket (threads are in the file's machine key)."""
     return (
