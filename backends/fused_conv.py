@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +45,9 @@ SOURCES = [
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK
 # gives small early layers ~50% density) runs dense; SRIGL_CONV_DENSE_FALLBACK=off removes it.
 DENSE_VARIANT = -2
+# Plans kept per layer (input shape x thread count), least recently used dropped first: a
+# model fed many input sizes (detection, variable crops) does not grow without bound.
+MAX_PLANS = 32
 
 
 def dense_fallback() -> bool:
@@ -155,7 +159,7 @@ class FusedConv2d(CondensedConv2d):
 
     def _after_load(self) -> None:
         super()._after_load()
-        self._plans: dict[tuple[torch.Size, int], tuple[tuple, int]] = {}
+        self._plans: OrderedDict[tuple[torch.Size, int], tuple[tuple, int]] = OrderedDict()
         self._variants: dict[tuple[int, int, int, int], int] = {}
         self._dense: torch.Tensor | None = None
         inner = None
@@ -200,8 +204,10 @@ class FusedConv2d(CondensedConv2d):
         with the plan made for that shape: the per-call Python work stays small.
         """
         if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.is_cpu:
-            plan = self._plans.get((x.shape, torch.get_num_threads()))
+            key = (x.shape, torch.get_num_threads())
+            plan = self._plans.get(key)
             if plan is not None:
+                self._plans.move_to_end(key)
                 return self._execute(x, plan[0], plan[1])
         return super().forward(x)
 
@@ -243,6 +249,8 @@ class FusedConv2d(CondensedConv2d):
             extra=(DENSE_VARIANT,) if dense_fallback() else (),
         )
         self._plans[(x.shape, threads)] = (geometry, variant)
+        while len(self._plans) > MAX_PLANS:
+            self._plans.popitem(last=False)
         self._variants[(h, w, bucket_of(n), threads)] = variant
         if DENSE_VARIANT not in self._variants.values():
             self._dense = None  # only kept where the tuner chose it

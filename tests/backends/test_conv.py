@@ -287,6 +287,28 @@ def test_direct_kernel_rejects_a_variant_this_cpu_lacks_or_unknown():
             ops.conv_direct(*args, 7, 13, 13, False, 200)
 
 
+def test_fused_conv_keeps_a_bounded_number_of_plans(monkeypatch):
+    """Many input sizes (a detection model, variable crops) keep at most MAX_PLANS plans, and a
+    size whose plan was dropped is planned again and still computes the convolution."""
+    import backends.fused_conv as fused_conv
+
+    _fused_or_skip()
+    monkeypatch.setenv("SRIGL_TUNE", "off")
+    monkeypatch.setattr(fused_conv, "MAX_PLANS", 4)
+    case = CONV_CASES[0]
+    weight, mask, bias = conv_layer(case, 0)
+    layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+    first = None
+    for size in range(9, 17):
+        x = torch.randn(1, weight.shape[1] * case.conv_args.get("groups", 1), size, size + 1)
+        first = x if first is None else first
+        layer(x)
+        assert len(layer._plans) <= 4
+    assert (first.shape, torch.get_num_threads()) not in layer._plans
+    ref = F.conv2d(first.double(), (weight * mask).double(), bias.double(), **case.conv_args)
+    assert torch.allclose(layer(first).double(), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
     import backends._conv_tuner as tuner
 
