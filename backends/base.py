@@ -207,9 +207,10 @@ class Backend(nn.Module):
         buffers and the extra state (``in_features``, ``out_features`` and whatever else a
         backend keeps there, e.g. a convolution's geometry). The default runs
         :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
-        (``active``, ``values``, ``indices``, ``bias``, ``weight``); a backend with other
-        buffers or extra state (packed kernels, convolutions) overrides this, checks its own
-        parts and calls it through ``super()``.
+        (``active``, ``values``, ``indices``, ``bias``, ``weight``), after
+        :meth:`_check_extra_state` (a convolution's geometry) and as :meth:`_linear_view` shows
+        them; a backend with other buffers (packed kernels) overrides this, checks its own parts
+        and calls it through ``super()``.
 
         Raises:
             LayerStateError: (a ValueError) naming the layer, the buffer and what is allowed.
@@ -217,13 +218,24 @@ class Backend(nn.Module):
         from backends.condensed import validate_layer_state  # condensed imports this module
 
         extra = extra if isinstance(extra, dict) else {}
+        cls._check_extra_state(extra, layer_name)
         validate_layer_state(
-            buffers,
+            cls._linear_view(buffers),
             extra.get("in_features"),
             extra.get("out_features"),
             layer_name=layer_name,
             owner=cls.__name__,
         )
+
+    @classmethod
+    def _check_extra_state(cls, extra: dict[str, Any], layer_name: str | None) -> None:
+        """Check what a layer kind keeps in the extra state beside in/out_features (a Linear
+        layer: nothing); raises LayerStateError."""
+
+    @staticmethod
+    def _linear_view(buffers: dict[str, Any]) -> dict[str, Any]:
+        """The buffers as the Linear layer checks see them (a Linear layer's: as they are)."""
+        return buffers
 
     def get_extra_state(self) -> dict[str, int]:
         return {"in_features": self.in_features, "out_features": self.out_features}

@@ -227,18 +227,12 @@ class ConvBackend(Backend):
         self._set_geometry(**state)
 
     @classmethod
-    def validate_state(
-        cls,
-        buffers: dict[str, Any],
-        extra: Any,
-        layer_name: str | None = None,
-    ) -> None:
+    def _check_extra_state(cls, extra: dict[str, Any], layer_name: str | None) -> None:
         """The geometry in the extra state (consistent with ``in_features``: in_channels /
-        groups * kh * kw), then the Linear checks over the flattened fan-in (a 4-D ``weight`` is
-        viewed as [rows, in/groups * kh * kw])."""
+        groups * kh * kw); the Linear checks then run over the flattened fan-in
+        (:meth:`_linear_view`)."""
         from backends.condensed import LayerStateError
 
-        extra = extra if isinstance(extra, dict) else {}
         where = f"{cls.__name__} layer {layer_name!r}"
         missing = [key for key in _GEOMETRY if key not in extra]
         if missing:
@@ -271,11 +265,15 @@ class ConvBackend(Backend):
                 "allowed: ints with in_features = in_channels / groups * kh * kw and both "
                 "channel counts divisible by groups"
             )
+
+    @staticmethod
+    def _linear_view(buffers: dict[str, Any]) -> dict[str, Any]:
+        """The buffers with a 4-D ``weight`` viewed as [rows, in/groups * kh * kw]."""
         flat = dict(buffers)
         weight = flat.get("weight")
         if isinstance(weight, torch.Tensor) and weight.dim() == 4:
             flat["weight"] = weight.reshape(weight.shape[0], -1)
-        super().validate_state(flat, extra, layer_name)
+        return flat
 
     # ------------------------------------------------------------------ forward
     def output_size(self, height: int, width: int) -> tuple[int, int]:
