@@ -14,6 +14,7 @@ dict alone, without the dense weight or the mask.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import IO, Any, ClassVar
 
@@ -36,10 +37,11 @@ class Backend(nn.Module):
     """Base class of the GEMM backends.
 
     Subclasses set ``devices`` (e.g. ``("cpu", "cuda")``), ``dtypes`` and ``state_buffers`` (the
-    names of the persistent buffers that define the layer), implement
-    ``__init__(weight, mask, bias, layer_name=None)`` (which ends with
-    :meth:`_set_state`) and ``forward(x)``, and may override :meth:`available` to check optional
-    libraries (numba, Triton, CUDA) and :meth:`_after_load` to derive non-persistent data.
+    names of the persistent buffers that define the layer), implement :meth:`_build` (the
+    checked layer -> those buffers) and ``forward(x)``, and may override :meth:`_checked_mask`
+    (a layer kind's own checks and options, e.g. a convolution's geometry), :meth:`available`
+    to check optional libraries (numba, Triton, CUDA) and :meth:`_after_load` to derive
+    non-persistent data.
     """
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
@@ -75,19 +77,42 @@ class Backend(nn.Module):
         return True, ""
 
     # ------------------------------------------------------------------ construction
-    def _validated_mask(
+    def __init__(
         self,
         weight: torch.Tensor,
         mask: torch.Tensor,
-        bias: torch.Tensor | None,
-        layer_name: str | None,
-    ) -> torch.Tensor:
-        """Common constructor prologue: record ``layer_name``, check the layer's shapes and that
-        this backend runs ``weight``'s dtype on its device; returns the mask as bool [out, in]."""
+        bias: torch.Tensor | None = None,
+        layer_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Build the layer from a masked dense one: ``weight`` [out, *fan_in dims], ``mask`` of
+        its shape, ``bias`` [out] or None; ``layer_name`` is named in error messages and
+        ``options`` go to :meth:`_checked_mask` (none for a Linear layer).
+
+        Raises:
+            BadInputError: a shape, dtype or device does not match, or this backend does not
+                run ``weight``'s dtype on its device.
+        """
+        super().__init__()
         self.layer_name = layer_name
-        mask = check_layer(weight, mask, bias, layer_name)
+        mask = self._checked_mask(weight, mask, bias, **options)
+        buffers = self._build(weight.detach(), mask, None if bias is None else bias.detach())
+        self._set_state(math.prod(weight.shape[1:]), weight.shape[0], layer_name, **buffers)
+
+    def _checked_mask(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Check the layer's shapes (a Linear layer: weight [out, in]) and that this backend
+        runs ``weight``'s dtype on its device; returns the mask as bool."""
+        mask = check_layer(weight, mask, bias, self.layer_name)
         self._check_dtype(weight.dtype, weight.device)
         return mask
+
+    def _build(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The persistent buffers (``state_buffers``) of the checked, detached layer."""
+        raise NotImplementedError
 
     def _check_dtype(self, dtype: torch.dtype, device: torch.device) -> None:
         ok, why = type(self).supports(device, dtype)
@@ -182,9 +207,10 @@ class Backend(nn.Module):
         buffers and the extra state (``in_features``, ``out_features`` and whatever else a
         backend keeps there, e.g. a convolution's geometry). The default runs
         :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
-        (``active``, ``values``, ``indices``, ``bias``, ``weight``); a backend with other
-        buffers or extra state (packed kernels, convolutions) overrides this, checks its own
-        parts and calls it through ``super()``.
+        (``active``, ``values``, ``indices``, ``bias``, ``weight``), after
+        :meth:`_check_extra_state` (a convolution's geometry) and as :meth:`_linear_view` shows
+        them; a backend with other buffers (packed kernels) overrides this, checks its own parts
+        and calls it through ``super()``.
 
         Raises:
             LayerStateError: (a ValueError) naming the layer, the buffer and what is allowed.
@@ -192,13 +218,24 @@ class Backend(nn.Module):
         from backends.condensed import validate_layer_state  # condensed imports this module
 
         extra = extra if isinstance(extra, dict) else {}
+        cls._check_extra_state(extra, layer_name)
         validate_layer_state(
-            buffers,
+            cls._linear_view(buffers),
             extra.get("in_features"),
             extra.get("out_features"),
             layer_name=layer_name,
             owner=cls.__name__,
         )
+
+    @classmethod
+    def _check_extra_state(cls, extra: dict[str, Any], layer_name: str | None) -> None:
+        """Check what a layer kind keeps in the extra state beside in/out_features (a Linear
+        layer: nothing); raises LayerStateError."""
+
+    @staticmethod
+    def _linear_view(buffers: dict[str, Any]) -> dict[str, Any]:
+        """The buffers as the Linear layer checks see them (a Linear layer's: as they are)."""
+        return buffers
 
     def get_extra_state(self) -> dict[str, int]:
         return {"in_features": self.in_features, "out_features": self.out_features}

@@ -99,6 +99,7 @@ class CondensedForm:
     values: torch.Tensor
     indices: torch.Tensor
     bias: torch.Tensor
+    layer_name: str | None
 
     @property
     def k(self) -> int:
@@ -110,6 +111,15 @@ class CondensedForm:
         """Number of non-ablated neurons (output channels)."""
         return self.values.shape[0]
 
+    def _build(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """:func:`condense_layer` of the checked layer, its fan-in dims flattened (a conv
+        weight [out, in/groups, kh, kw] condenses as [out, in/groups * kh * kw])."""
+        return condense_layer(
+            weight.flatten(1), mask.flatten(1), bias, self.layer_name, checked=True
+        )
+
 
 class CondensedLinear(CondensedForm, Backend):
     """Base of the backends that compute from the condensed form (see the module docstring).
@@ -117,18 +127,6 @@ class CondensedLinear(CondensedForm, Backend):
     Subclasses implement :meth:`_forward_2d` (x [M, in] -> y [M, out]) and may override
     :meth:`_after_load` to derive kernel-specific copies (call ``super()._after_load()``).
     """
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        layer_name: str | None = None,
-    ) -> None:
-        super().__init__()
-        mask = self._validated_mask(weight, mask, bias, layer_name)
-        parts = condense_layer(weight, mask, bias, layer_name, checked=True)
-        self._set_state(weight.shape[1], weight.shape[0], layer_name, **parts)
 
     def _after_load(self) -> None:
         n = self.active.numel()

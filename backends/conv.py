@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from backends.base import Backend, BadInputError, check_mask_and_bias
-from backends.condensed import CondensedForm, condense_layer
+from backends.condensed import CondensedForm
+from backends.dense import MaskedDenseForm, StructuredForm
 
 __all__ = [
     "CondensedConv2d",
@@ -144,9 +145,11 @@ class ConvBackend(Backend):
 
     ``in_features`` is the fan-in ``in/groups * kh * kw`` and ``out_features`` the output
     channels (what the condensed form is over); ``in_channels``, ``kernel_size``, ``stride``,
-    ``padding``, ``dilation``, ``groups`` are the convolution's. Subclasses implement
-    :meth:`_build` (weight, bool mask, bias -> buffers) and :meth:`_conv` (x [N, in, H, W] with
-    N > 0 -> [N, out, Ho, Wo]).
+    ``padding``, ``dilation``, ``groups`` are the convolution's. The constructor takes
+    ``(weight, mask, bias=None, layer_name=None, stride=1, padding=0, dilation=1, groups=1,
+    padding_mode="zeros")`` (see :meth:`_checked_mask`). Subclasses implement :meth:`_build`
+    (weight, bool mask, bias -> buffers) and :meth:`_conv` (x [N, in, H, W] with N > 0 ->
+    [N, out, Ho, Wo]).
     """
 
     backend_name: ClassVar[str] = ""
@@ -158,20 +161,21 @@ class ConvBackend(Backend):
     dilation: tuple[int, int]
     groups: int
 
-    def __init__(
+    def _checked_mask(
         self,
         weight: torch.Tensor,
         mask: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        layer_name: str | None = None,
+        bias: torch.Tensor | None,
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
-    ) -> None:
-        super().__init__()
-        self.layer_name = layer_name
+    ) -> torch.Tensor:
+        """The Conv2d checks (weight [out, in/groups, kh, kw]; the constructor's options are
+        ``nn.Conv2d``'s, with ``padding_mode="zeros"`` and int padding only), then the geometry
+        is set; returns the mask as bool."""
+        layer_name = self.layer_name
         if padding_mode != "zeros":
             raise BadInputError(
                 f"layer {layer_name!r}: condensed convolutions support padding_mode='zeros' "
@@ -184,17 +188,15 @@ class ConvBackend(Backend):
             )
         mask = check_conv_layer(weight, mask, bias, layer_name, groups)
         self._check_dtype(weight.dtype, weight.device)
-        out_c, cin_g, kh, kw = weight.shape
         self._set_geometry(
-            in_channels=cin_g * groups,
-            kernel_size=(kh, kw),
+            in_channels=weight.shape[1] * groups,
+            kernel_size=tuple(weight.shape[2:]),
             stride=_pair(stride, "stride", layer_name, 1),
             padding=_pair(padding, "padding", layer_name, 0),
             dilation=_pair(dilation, "dilation", layer_name, 1),
             groups=groups,
         )
-        buffers = self._build(weight.detach(), mask, None if bias is None else bias.detach())
-        self._set_state(cin_g * kh * kw, out_c, layer_name, **buffers)
+        return mask
 
     def _set_geometry(self, **geometry: Any) -> None:
         self.in_channels = int(geometry["in_channels"])
@@ -203,11 +205,6 @@ class ConvBackend(Backend):
         self.padding = tuple(geometry["padding"])  # type: ignore[assignment]
         self.dilation = tuple(geometry["dilation"])  # type: ignore[assignment]
         self.groups = int(geometry["groups"])
-
-    def _build(
-        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -230,18 +227,12 @@ class ConvBackend(Backend):
         self._set_geometry(**state)
 
     @classmethod
-    def validate_state(
-        cls,
-        buffers: dict[str, Any],
-        extra: Any,
-        layer_name: str | None = None,
-    ) -> None:
+    def _check_extra_state(cls, extra: dict[str, Any], layer_name: str | None) -> None:
         """The geometry in the extra state (consistent with ``in_features``: in_channels /
-        groups * kh * kw), then the Linear checks over the flattened fan-in (a 4-D ``weight`` is
-        viewed as [rows, in/groups * kh * kw])."""
+        groups * kh * kw); the Linear checks then run over the flattened fan-in
+        (:meth:`_linear_view`)."""
         from backends.condensed import LayerStateError
 
-        extra = extra if isinstance(extra, dict) else {}
         where = f"{cls.__name__} layer {layer_name!r}"
         missing = [key for key in _GEOMETRY if key not in extra]
         if missing:
@@ -274,11 +265,15 @@ class ConvBackend(Backend):
                 "allowed: ints with in_features = in_channels / groups * kh * kw and both "
                 "channel counts divisible by groups"
             )
+
+    @staticmethod
+    def _linear_view(buffers: dict[str, Any]) -> dict[str, Any]:
+        """The buffers with a 4-D ``weight`` viewed as [rows, in/groups * kh * kw]."""
         flat = dict(buffers)
         weight = flat.get("weight")
         if isinstance(weight, torch.Tensor) and weight.dim() == 4:
             flat["weight"] = weight.reshape(weight.shape[0], -1)
-        super().validate_state(flat, extra, layer_name)
+        return flat
 
     # ------------------------------------------------------------------ forward
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -331,47 +326,21 @@ class ConvBackend(Backend):
         )
 
 
-class _MaskedWeightConv(ConvBackend):
-    """Shared by ``dense`` and ``structured``: dtypes/devices of plain F.conv2d."""
-
-    dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-
-
 @register_conv("dense")
-class DenseConv2d(_MaskedWeightConv):
+class DenseConv2d(MaskedDenseForm, ConvBackend):
     """``F.conv2d`` with the masked weight stored dense [out, in/groups, kh, kw]; any mask."""
-
-    state_buffers: ClassVar[tuple[str, ...]] = ("weight", "bias")
-
-    def _build(self, weight, mask, bias):
-        w = (weight * mask).contiguous()
-        b = bias.clone() if bias is not None else weight.new_zeros(weight.shape[0])
-        return {"weight": w, "bias": b}
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, **self.conv_args())
 
 
 @register_conv("structured")
-class StructuredConv2d(_MaskedWeightConv):
+class StructuredConv2d(StructuredForm, ConvBackend):
     """Dense convolution over the non-ablated output channels only; ablated channels output
     their bias. Any mask. With groups > 1 the kept channels of each group run as one conv."""
 
-    state_buffers: ClassVar[tuple[str, ...]] = ("active", "weight", "bias")
-
-    active: torch.Tensor
-
-    def _build(self, weight, mask, bias):
-        active = torch.nonzero(mask.flatten(1).any(dim=1)).flatten()
-        b = bias.clone() if bias is not None else weight.new_zeros(weight.shape[0])
-        return {"active": active, "weight": (weight * mask)[active].contiguous(), "bias": b}
-
     def _after_load(self) -> None:
-        self._all_active = self.active.numel() == self.out_features
-        self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
+        super()._after_load()
         # per group with kept channels: (group, first, end) positions into ``active``; active is
         # ascending, so a group's channels are one contiguous run and its weight rows a view
         per_out = self.out_features // self.groups
@@ -401,12 +370,6 @@ class StructuredConv2d(_MaskedWeightConv):
 
 class CondensedConv2d(CondensedForm, ConvBackend):
     """Base of the conv modules computing from the condensed form (see the module docstring)."""
-
-    def _build(self, weight, mask, bias):
-        out_c = weight.shape[0]
-        return condense_layer(
-            weight.reshape(out_c, -1), mask.reshape(out_c, -1), bias, self.layer_name
-        )
 
     def _after_load(self) -> None:
         self._all_active = self.active.numel() == self.out_features

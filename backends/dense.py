@@ -14,9 +14,14 @@ from backends.base import Backend
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@BACKENDS.register("dense")
-class DenseLinear(Backend):
-    """``F.linear(x, weight * mask, bias)`` with the masked weight stored dense [out, in]."""
+def _full_bias(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A copy of ``bias``, or zeros [out] in the weight's dtype and device where there is none."""
+    return bias.clone() if bias is not None else weight.new_zeros(weight.shape[0])
+
+
+class MaskedDenseForm:
+    """The buffers of the ``dense`` layers, Linear and Conv2d (mixed in before the backend base
+    class): ``weight`` the masked weight of the layer's shape, ``bias`` [out]."""
 
     dtypes: ClassVar[tuple[torch.dtype, ...]] = _FLOATS
     state_buffers: ClassVar[tuple[str, ...]] = ("weight", "bias")
@@ -24,18 +29,40 @@ class DenseLinear(Backend):
     weight: torch.Tensor
     bias: torch.Tensor
 
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        layer_name: str | None = None,
-    ) -> None:
-        super().__init__()
-        mask = self._validated_mask(weight, mask, bias, layer_name)
-        w = (weight.detach() * mask).contiguous()
-        b = bias.detach().clone() if bias is not None else torch.zeros_like(w[:, 0])
-        self._set_state(w.shape[1], w.shape[0], layer_name, weight=w, bias=b)
+    def _build(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        return {"weight": (weight * mask).contiguous(), "bias": _full_bias(weight, bias)}
+
+
+class StructuredForm:
+    """The buffers of the ``structured`` layers, Linear and Conv2d (mixed in before the backend
+    base class): ``active`` int64 [n_active] the non-ablated neurons (output channels),
+    ``weight`` their masked rows, ``bias`` [out]. Any mask (no constant fan-in needed)."""
+
+    dtypes: ClassVar[tuple[torch.dtype, ...]] = _FLOATS
+    state_buffers: ClassVar[tuple[str, ...]] = ("active", "weight", "bias")
+
+    active: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    out_features: int
+
+    def _build(
+        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        active = torch.nonzero(mask.flatten(1).any(dim=1)).flatten()
+        w = (weight * mask)[active].contiguous()
+        return {"active": active, "weight": w, "bias": _full_bias(weight, bias)}
+
+    def _after_load(self) -> None:
+        self._all_active = self.active.numel() == self.out_features
+        self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
+
+
+@BACKENDS.register("dense")
+class DenseLinear(MaskedDenseForm, Backend):
+    """``F.linear(x, weight * mask, bias)`` with the masked weight stored dense [out, in]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out], same dtype."""
@@ -44,39 +71,12 @@ class DenseLinear(Backend):
 
 
 @BACKENDS.register("structured")
-class StructuredLinear(Backend):
+class StructuredLinear(StructuredForm, Backend):
     """Dense GEMM over the non-ablated neurons only; ablated neurons output their bias.
 
     Accepts any mask (no constant fan-in needed): ``weight`` keeps the masked rows of the active
     neurons, [n_active, in].
     """
-
-    dtypes: ClassVar[tuple[torch.dtype, ...]] = _FLOATS
-    state_buffers: ClassVar[tuple[str, ...]] = ("active", "weight", "bias")
-
-    active: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        layer_name: str | None = None,
-    ) -> None:
-        super().__init__()
-        mask = self._validated_mask(weight, mask, bias, layer_name)
-        active = torch.nonzero(mask.any(dim=1)).flatten()
-        w = (weight.detach() * mask)[active].contiguous()
-        b = bias.detach().clone() if bias is not None else torch.zeros_like(weight[:, 0])
-        self._set_state(
-            weight.shape[1], weight.shape[0], layer_name, active=active, weight=w, bias=b
-        )
-
-    def _after_load(self) -> None:
-        self._all_active = self.active.numel() == self.out_features
-        self.register_buffer("bias_active", self.bias[self.active].clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out], same dtype."""

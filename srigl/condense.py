@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from backends.registry import Registry
+from srigl._surgery import add_to_bias, keep_units, refill, run_in_eval, set_child
 from srigl.masks import unwrap_model
 
 log = logging.getLogger(__name__)
@@ -240,24 +241,10 @@ def _owner_module(model: nn.Module, param_name: str) -> nn.Module | None:
         return None
 
 
-def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 @torch.no_grad()
 def _constant_outputs(between: list[nn.Module], values: torch.Tensor) -> torch.Tensor:
     """The elementwise chain applied to ``values`` [n] in eval mode (Dropout = identity)."""
-    x = values.unsqueeze(0)
-    for mod in between:
-        was_training = mod.training
-        mod.eval()
-        try:
-            x = mod(x)
-        finally:
-            mod.train(was_training)
-    return x.squeeze(0)
+    return run_in_eval(between, values.unsqueeze(0)).squeeze(0)
 
 
 @torch.no_grad()
@@ -287,28 +274,16 @@ def _drop_ablated_neurons(
     new_m2 = None
     if m2 is not None:
         kept = m2[:, keep]
-        lost = m2.sum(dim=1) - kept.sum(dim=1)
-        free = ~kept
-        if bool((free.sum(dim=1) < lost).any()):
+        new_m2 = refill(kept, m2.sum(dim=1) - kept.sum(dim=1))
+        if new_m2 is None:
             return False  # a row cannot keep its fan-in in the narrower layer: keep the neurons
-        rank = free.cumsum(dim=1)
-        new_m2 = kept | (free & (rank <= lost.unsqueeze(1)))
 
     b1 = lin1.bias[ablated] if lin1.bias is not None else lin1.weight.new_zeros(n_ablated)
     const = _constant_outputs(between, b1.clone())
     w2 = lin2.weight * m2 if m2 is not None else lin2.weight
-    fold = (w2[:, ablated].double() @ const.double()).to(lin2.weight.dtype)
-    # a new Parameter, never an in-place add: the bias may be shared with another module
-    lin2.bias = nn.Parameter(fold if lin2.bias is None else lin2.bias + fold)
-
-    lin1.weight = nn.Parameter(lin1.weight[keep].clone())
-    if lin1.bias is not None:
-        lin1.bias = nn.Parameter(lin1.bias[keep].clone())
-    lin1.out_features = int(keep.sum())
+    add_to_bias(lin2, (w2[:, ablated].double() @ const.double()).to(lin2.weight.dtype))
+    keep_units(lin1, lin2, keep)
     masks[f"{first}.weight"] = m1[keep].clone()
-
-    lin2.weight = nn.Parameter(lin2.weight[:, keep].clone())
-    lin2.in_features = lin1.out_features
     if new_m2 is not None:
         masks[f"{second}.weight"] = new_m2
     return True
@@ -442,6 +417,21 @@ def _condensed_attention(
     return CondensedMultiheadAttention(mha, None, out, q_proj=q, k_proj=k, v_proj=v)
 
 
+def _backend_layer(
+    backend: str, name: str, layer: nn.Linear | nn.Conv2d, masks: Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """Backend ``backend``'s module for the masked Linear or Conv2d ``layer`` called ``name``."""
+    import backends
+    from srigl.condense_conv import conv_args
+
+    bias = layer.bias.detach() if layer.bias is not None else None
+    options = conv_args(layer) if isinstance(layer, nn.Conv2d) else {}
+    weight = layer.weight.detach()
+    return backends.create(
+        backend, weight, masks[f"{name}.weight"], bias, layer_name=name, **options
+    )
+
+
 def condense(
     model: nn.Module,
     masks: Mapping[str, torch.Tensor],
@@ -479,7 +469,6 @@ def condense(
     from backends.condensed import FanInError
     from srigl.condense_conv import (
         CondenseReport,
-        conv_args,
         conv_bn_pairs,
         conv_channel_pairs,
         drop_ablated_channels,
@@ -537,7 +526,7 @@ def condense(
             return
         new.train(old.training)
         for slot in slots[id(old)]:
-            _set_child(small, slot, new)
+            set_child(small, slot, new)
         report.condensed.append(name)
 
     for name, mod in list(small.named_modules()):
@@ -546,34 +535,16 @@ def condense(
                 replace(
                     name, mod, lambda n=name, m=mod: _condensed_attention(n, m, norm_masks, backend)
                 )
-    for name in condensable_linears(small, norm_masks):
-        lin = small.get_submodule(name)
-        if name in kept or not isinstance(lin, nn.Linear):
-            continue
-        bias = lin.bias.detach() if lin.bias is not None else None
-        replace(
-            name,
-            lin,
-            lambda n=name, lin=lin, b=bias: backends.create(
-                backend, lin.weight.detach(), norm_masks[f"{n}.weight"], b, layer_name=n
-            ),
-        )
-    for name, mod in list(small.named_modules()):
-        if not isinstance(mod, nn.Conv2d) or f"{name}.weight" not in norm_masks or name in kept:
-            continue
-        bias = mod.bias.detach() if mod.bias is not None else None
-        replace(
-            name,
-            mod,
-            lambda n=name, c=mod, b=bias: backends.create(
-                backend,
-                c.weight.detach(),
-                norm_masks[f"{n}.weight"],
-                b,
-                layer_name=n,
-                **conv_args(c),
-            ),
-        )
+    linears = [n for n in condensable_linears(small, norm_masks) if n not in kept]
+    convs = [
+        n
+        for n, m in small.named_modules()
+        if isinstance(m, nn.Conv2d) and f"{n}.weight" in norm_masks and n not in kept
+    ]
+    for name in linears + convs:
+        mod = small.get_submodule(name)
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            replace(name, mod, lambda n=name, m=mod: _backend_layer(backend, n, m, norm_masks))
     report.kept = kept
     for name, why in kept.items():
         log.warning("condense: layer %r stays masked-dense: %s", name, why)

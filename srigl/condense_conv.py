@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from srigl._surgery import add_to_bias, keep_units, refill, run_in_eval, set_child
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -156,12 +158,6 @@ def conv_bn_pairs(model: nn.Module, graph: fx.Graph | None) -> list[tuple[str, s
     return pairs
 
 
-def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 @torch.no_grad()
 def fold_bn_into_conv(model: nn.Module, conv_name: str, bn_name: str) -> None:
     """Fold eval BN ``bn_name`` into conv ``conv_name`` (in place); the BN becomes Identity (or,
@@ -180,7 +176,7 @@ def fold_bn_into_conv(model: nn.Module, conv_name: str, bn_name: str) -> None:
     after: nn.Module = nn.Identity()
     if type(bn) is not nn.BatchNorm2d:
         after = nn.Sequential(bn.drop, bn.act)
-    _set_child(model, bn_name, after)
+    set_child(model, bn_name, after)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -254,18 +250,7 @@ def _elementwise_step(
         parts = list(mod) if type(mod) is nn.Sequential else [mod]
         if extra or node.kwargs or not all(type(p) in ELEMENTWISE_MODULES for p in parts):
             return None
-
-        def run(x: torch.Tensor, parts=parts) -> torch.Tensor:
-            for p in parts:
-                was = p.training
-                p.eval()
-                try:
-                    x = p(x)
-                finally:
-                    p.train(was)
-            return x
-
-        return run
+        return lambda x, parts=parts: run_in_eval(parts, x)
     kwargs = {k: v for k, v in node.kwargs.items() if k not in ("inplace", "training")}
     if node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
         if any(isinstance(a, fx.Node) for a in extra) or any(
@@ -321,16 +306,6 @@ def conv_channel_pairs(model: nn.Module, graph: fx.Graph | None) -> list[Channel
     return pairs
 
 
-def _refill(kept: torch.Tensor, lost: torch.Tensor) -> torch.Tensor | None:
-    """``kept`` [rows, cols] plus ``lost[r]`` extra entries per row at its first free columns
-    (constant fan-in after removing columns); None where a row has too few free columns."""
-    free = ~kept
-    if bool((free.sum(dim=1) < lost).any()):
-        return None
-    rank = free.cumsum(dim=1)
-    return kept | (free & (rank <= lost.unsqueeze(1)))
-
-
 @torch.no_grad()
 def drop_ablated_channels(
     model: nn.Module, masks: dict[str, torch.Tensor], pair: ChannelPair
@@ -360,19 +335,13 @@ def drop_ablated_channels(
     out2, _, kh, kw = conv2.weight.shape
     kept = m2[:, keep].reshape(out2, -1)
     lost = m2.flatten(1).sum(dim=1) - kept.sum(dim=1)
-    new_m2 = _refill(kept, lost)
+    new_m2 = refill(kept, lost)
     if new_m2 is None:
         return 0
     if pointwise:
         w2 = (conv2.weight * m2)[:, remove, 0, 0]
-        fold = (w2.double() @ const[remove].double()).to(conv2.weight.dtype)
-        conv2.bias = nn.Parameter(fold if conv2.bias is None else conv2.bias + fold)
-    conv1.weight = nn.Parameter(conv1.weight[keep].clone())
-    if conv1.bias is not None:
-        conv1.bias = nn.Parameter(conv1.bias[keep].clone())
-    conv1.out_channels = int(keep.sum())
+        add_to_bias(conv2, (w2.double() @ const[remove].double()).to(conv2.weight.dtype))
+    keep_units(conv1, conv2, keep)
     masks[f"{pair.first}.weight"] = m1[keep].clone()
-    conv2.weight = nn.Parameter(conv2.weight[:, keep].clone())
-    conv2.in_channels = conv1.out_channels
     masks[f"{pair.second}.weight"] = new_m2.reshape(out2, -1, kh, kw)
     return n_remove

@@ -122,25 +122,31 @@ def _erdos_renyi(
     return {n: 1.0 for n in shapes}
 
 
-@DISTRIBUTIONS.register("erk")
-def erk(
-    shapes: Mapping[str, Shape],
-    density: float,
-    dense: Collection[str] = (),
-    power: float = 1.0,
-) -> dict[str, float]:
-    """Erdos-Renyi-Kernel: raw_l = (sum of the shape's dims / their product) ** power."""
-    raw = {n: (sum(s) / _numel(s)) ** power for n, s in shapes.items()}
-    return _erdos_renyi(shapes, density, dense, raw)
+def _register_erdos_renyi(name: str, dims: slice, doc: str) -> DistributionFn:
+    """Register distribution ``name``: Erdos-Renyi with raw_l = (sum of the shape's ``dims`` /
+    their product) ** power, solved by :func:`_erdos_renyi`; ``doc`` is its docstring."""
+
+    def distribution(
+        shapes: Mapping[str, Shape],
+        density: float,
+        dense: Collection[str] = (),
+        power: float = 1.0,
+    ) -> dict[str, float]:
+        raw = {n: (sum(s[dims]) / _numel(s[dims])) ** power for n, s in shapes.items()}
+        return _erdos_renyi(shapes, density, dense, raw)
+
+    distribution.__name__ = distribution.__qualname__ = name
+    distribution.__doc__ = doc
+    return DISTRIBUTIONS.register(name)(distribution)
 
 
-@DISTRIBUTIONS.register("er")
-def er(
-    shapes: Mapping[str, Shape],
-    density: float,
-    dense: Collection[str] = (),
-    power: float = 1.0,
-) -> dict[str, float]:
-    """Erdos-Renyi: like ERK with the kernel dims left out, raw_l = ((out + in) / (out * in))."""
-    raw = {n: ((s[0] + s[1]) / (s[0] * s[1])) ** power for n, s in shapes.items()}
-    return _erdos_renyi(shapes, density, dense, raw)
+erk = _register_erdos_renyi(
+    "erk",
+    slice(None),
+    "Erdos-Renyi-Kernel: raw_l = (sum of the shape's dims / their product) ** power.",
+)
+er = _register_erdos_renyi(
+    "er",
+    slice(0, 2),
+    "Erdos-Renyi: ERK with the kernel dims left out, raw_l = ((out + in) / (out * in)) ** power.",
+)

@@ -45,6 +45,23 @@ def _layer_and_input(
     return layer, x, (weight, mask, bias)
 
 
+def _setup_vs_dense(
+    bench: Any, backend: str, shape: str, sparsity: float, batch: int, tune: bool = False
+) -> None:
+    """The setup of a ratio benchmark: ``bench.layer`` (``backend``, autotuned for ``batch``
+    with ``tune``), its input ``bench.x``, the masked dense baseline ``bench.dense`` (called
+    once) and ``bench.min_run_time``."""
+    set_threads(THREADS, grad=False)
+    bench.layer, bench.x, (weight, mask, bias) = _layer_and_input(backend, shape, sparsity, batch)
+    if tune:
+        import backends
+
+        backends.tune(bench.layer, batches=[batch])
+    bench.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
+    bench.dense(bench.x)
+    bench.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
+
+
 class LayerForward:
     """Seconds per forward call of one condensed layer, fp32, CPU, 2 threads."""
 
@@ -80,11 +97,7 @@ class LayerRatio:
     timeout = 300
 
     def setup(self, backend: str, shape: str, sparsity: float, batch: int) -> None:
-        set_threads(THREADS, grad=False)
-        self.layer, self.x, (weight, mask, bias) = _layer_and_input(backend, shape, sparsity, batch)
-        self.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
-        self.dense(self.x)
-        self.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
+        _setup_vs_dense(self, backend, shape, sparsity, batch)
 
     def track_ratio_vs_dense(self, backend: str, shape: str, sparsity: float, batch: int) -> float:
         return best_time_ratio(self.layer, self.dense, self.x, self.min_run_time)
@@ -125,14 +138,7 @@ class FusedRatio:
     timeout = 300
 
     def setup(self, shape: str, sparsity: float, batch: int) -> None:
-        import backends
-
-        set_threads(THREADS, grad=False)
-        self.layer, self.x, (weight, mask, bias) = _layer_and_input("fused", shape, sparsity, batch)
-        backends.tune(self.layer, batches=[batch])
-        self.dense = build_backend(BASELINE, weight, mask, bias, layer_name=shape)
-        self.dense(self.x)
-        self.min_run_time = float(asv_setting("ratio_min_run_time", 0.2))
+        _setup_vs_dense(self, "fused", shape, sparsity, batch, tune=True)
 
     def track_ratio_fused_vs_dense(self, shape: str, sparsity: float, batch: int) -> float:
         return best_time_ratio(self.layer, self.dense, self.x, self.min_run_time)

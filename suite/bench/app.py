@@ -92,6 +92,17 @@ class BenchSettings:
     rounds: int
 
 
+@dataclass
+class _Run:
+    """What the parts of one bench run share: its settings, the usable backends, the
+    ``skipped`` {what: why} they fill and the progress bar's tick (called after each case)."""
+
+    settings: BenchSettings
+    names: Sequence[str]
+    skipped: dict[str, str]
+    tick: Callable[[str], None]
+
+
 def plain(value: Any) -> Any:
     """An OmegaConf node as plain Python containers (other values unchanged)."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
@@ -313,13 +324,9 @@ def bench_layer(
     return rows
 
 
-def _layer_grid(
-    settings: BenchSettings,
-    names: Sequence[str],
-    skipped: dict[str, str],
-    tick: Callable[[str], None],
-) -> list[dict[str, Any]]:
+def _layer_grid(run: _Run) -> list[dict[str, Any]]:
     """The synthetic grid: random weights with constant fan-in masks per shape x sparsity."""
+    settings = run.settings
     gen = torch.Generator().manual_seed(settings.seed)
     rows = []
     for in_f, out_f in settings.shapes:
@@ -334,26 +341,23 @@ def _layer_grid(
                 mask.to(settings.device),
                 b,
                 settings,
-                names,
+                run.names,
                 extra={"sparsity": sp},  # nominal; the mask's is 1 - k/in, within 1/in of it
-                skipped=skipped,
-                tick=tick,
+                skipped=run.skipped,
+                tick=run.tick,
             )
     return rows
 
 
 def _checkpoint_part(
-    cfg: Any,
-    settings: BenchSettings,
-    names: Sequence[str],
-    skipped: dict[str, str],
-    tick: Callable[[str], None],
+    cfg: Any, run: _Run
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Rows for the real masked Linear layers of a checkpoint, and its whole-model timing."""
     from srigl.condense import condensable_linears
     from suite.bench.checkpoint import load_for_bench
     from suite.bench.whole_model import bench_whole_model
 
+    settings = run.settings
     model_cfg = plain(cfg.get("model")) or {}
     loaded = load_for_bench(
         cfg.checkpoint,
@@ -373,11 +377,11 @@ def _checkpoint_part(
             mask,
             bias,
             settings,
-            names,
+            run.names,
             layer_name=name,
             extra={"model": loaded.name, "layer": name},
-            skipped=skipped,
-            tick=tick,
+            skipped=run.skipped,
+            tick=run.tick,
         )
     wm = cfg.get("whole_model_options") or {}  # its backends list is for the ViT/ResNet part
     total = sum(m.numel() for m in loaded.masks.values())
@@ -388,7 +392,7 @@ def _checkpoint_part(
         loaded.masks,
         loaded.input_shape,
         settings.batches,
-        names,
+        run.names,
         structured=bool(wm.get("structured", False)),
         sparsity=sparsity,
         threads=settings.threads,
@@ -396,26 +400,21 @@ def _checkpoint_part(
         device=settings.device,
         dtype=settings.dtype,
         seed=settings.seed,
-        skipped=skipped,
-        tick=tick,
+        skipped=run.skipped,
+        tick=run.tick,
     )
     info = {"source": loaded.source, "model": loaded.name, "input_shape": loaded.input_shape}
     return rows, whole, info
 
 
-def _whole_models(
-    cfg: Any,
-    settings: BenchSettings,
-    names: Sequence[str],
-    skipped: dict[str, str],
-    tick: Callable[[str], None],
-) -> list[dict[str, Any]]:
+def _whole_models(cfg: Any, run: _Run) -> list[dict[str, Any]]:
     """Condensed vs dense (eval and BN-folded) for the configured experiments (each model at
     its input size, masks from the experiment's SRigL set-up) and models (random init,
     SRigL-like masks on Linear layers)."""
     from suite.bench.whole_model import bench_whole_model, experiment_model
     from suite.models import create_model
 
+    settings, names = run.settings, run.names
     wm = cfg.get("whole_model_options") or {}
     size = int(wm.get("image_size", 224))
     sparsities = [float(s) for s in (wm.get("sparsities") or [wm.get("sparsity", 0.9)])]
@@ -423,7 +422,7 @@ def _whole_models(
     usable = [n for n in wanted if n in names]
     for n in wanted:
         if n not in names:
-            skipped.setdefault(
+            run.skipped.setdefault(
                 f"whole_model/{n}", f"not among this run's usable backends {list(names)}"
             )
     common = {
@@ -434,8 +433,8 @@ def _whole_models(
         "dtype": settings.dtype,
         "seed": settings.seed,
         "rounds": int(wm.get("rounds") or 1),
-        "skipped": skipped,
-        "tick": tick,
+        "skipped": run.skipped,
+        "tick": run.tick,
     }
     batches = [int(b) for b in wm.get("batches") or (1, 32)]
     results = []
@@ -568,15 +567,16 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         bar.set_postfix_str(what, refresh=False)
         bar.update(1)
 
+    run = _Run(settings, names, skipped, tick)
     whole: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     try:
         if checkpoint:
-            rows, whole, extra["checkpoint"] = _checkpoint_part(cfg, settings, names, skipped, tick)
+            rows, whole, extra["checkpoint"] = _checkpoint_part(cfg, run)
         else:
-            rows = _layer_grid(settings, names, skipped, tick)
+            rows = _layer_grid(run)
         if settings.whole_model and not checkpoint:
-            whole = _whole_models(cfg, settings, names, skipped, tick)
+            whole = _whole_models(cfg, run)
     finally:
         bar.close()
     for what, why in skipped.items():

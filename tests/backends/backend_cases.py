@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import backends
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -71,3 +77,31 @@ def skip_unless_supported(name: str, device: str, dtype: torch.dtype) -> None:
     ok, why = backends.get(name).supports(device, dtype)
     if not ok:
         pytest.skip(f"{name} on {device}/{dtype}: {why}")
+
+
+def cpu_layer(
+    name: str, seed: int, with_bias: bool = True, **kwargs
+) -> tuple[backends.Backend, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(layer, weight, mask, bias)``: backend ``name`` built from ``CASES[0]``'s layer of
+    ``seed`` (without its bias unless ``with_bias``; ``kwargs`` go to ``backends.create``); the
+    test is skipped where ``name`` does not run float32 on CPU."""
+    skip_unless_supported(name, "cpu", torch.float32)
+    weight, mask, bias = constant_fan_in_layer(CASES[0], seed)
+    layer = backends.create(name, weight, mask, bias if with_bias else None, **kwargs)
+    return layer, weight, mask, bias
+
+
+def run_under_triton_interpreter(script: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``script`` (``{tests}`` in it replaced by this folder) in a fresh Python from the
+    repository root with ``TRITON_INTERPRET=1`` and no GPU (Triton reads the variable when it
+    is imported, hence the subprocess); returns the finished process, output captured."""
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    code = script.format(tests=str(Path(__file__).parent))
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from backend_cases import CASES, constant_fan_in_layer, skip_unless_supported
+from backend_cases import CASES, constant_fan_in_layer, cpu_layer, skip_unless_supported
 
 import backends
 from backends.condensed import CondensedLinear, FanInError, condense_layer
@@ -60,10 +60,8 @@ def _roundtrip(state: dict) -> dict:
 
 @pytest.mark.parametrize("name", backends.names())
 def test_state_dict_save_and_from_state_dict_rebuild_the_same_layer(name):
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 5)
-    layer = backends.create(name, weight, mask, bias)
+    layer, *_ = cpu_layer(name, 5)
     x = torch.randn(6, case.in_features)
     state = _roundtrip(layer.state_dict())
     rebuilt = backends.get(name).from_state_dict(state)
@@ -74,10 +72,8 @@ def test_state_dict_save_and_from_state_dict_rebuild_the_same_layer(name):
 
 @pytest.mark.parametrize("name", backends.names())
 def test_load_state_dict_resizes_buffers_of_a_differently_masked_layer(name):
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 6)
-    saved = backends.create(name, weight, mask, bias)
+    saved, *_ = cpu_layer(name, 6)
     other_case = CASES[3]  # other shapes, other k, other n_active
     w2, m2, b2 = constant_fan_in_layer(other_case, 7)
     target = backends.create(name, w2, m2, b2)
@@ -89,10 +85,9 @@ def test_load_state_dict_resizes_buffers_of_a_differently_masked_layer(name):
 
 @pytest.mark.parametrize("src", CONDENSED)
 def test_condensed_state_dicts_load_across_backends(src):
-    skip_unless_supported(src, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 8)
-    state = _roundtrip(backends.create(src, weight, mask, bias).state_dict())
+    layer, weight, mask, bias = cpu_layer(src, 8)
+    state = _roundtrip(layer.state_dict())
     x = torch.randn(2, case.in_features)
     ref = torch.nn.functional.linear(x, weight * mask, bias)
     for dst in CONDENSED:
@@ -112,10 +107,8 @@ def test_from_state_dict_names_missing_keys():
 def test_deepcopy_and_to_rebuild_the_kernel_state(name):
     import copy
 
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 9)
-    layer = backends.create(name, weight, mask, bias)
+    layer, *_ = cpu_layer(name, 9)
     x = torch.randn(3, case.in_features)
     with torch.no_grad():
         ref = layer(x)

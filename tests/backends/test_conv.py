@@ -6,23 +6,18 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from backend_cases import run_under_triton_interpreter
 from conv_cases import CONV_CASES, ConvCase, conv_error_bound, conv_input, conv_layer
 
 import backends
 from backends.base import BadInputError
 from backends.condensed import FanInError
 from backends.conv import CondensedConv2d, ConvBackend, conv_class
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _skip_unless(name: str, dtype: torch.dtype = torch.float32) -> None:
@@ -216,15 +211,7 @@ INTERPRETED = textwrap.dedent(
     __import__("importlib").util.find_spec("triton") is None, reason="triton not installed"
 )
 def test_triton_conv_path_matches_reference_under_the_interpreter_on_cpu():
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, "-c", INTERPRETED.format(tests=str(Path(__file__).parent))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_under_triton_interpreter(INTERPRETED, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok ") == 8, proc.stdout
 

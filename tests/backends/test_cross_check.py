@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backend_cases import CASES, DTYPES, constant_fan_in_layer, error_bound, skip_unless_supported
+from backend_cases import (
+    CASES,
+    DTYPES,
+    constant_fan_in_layer,
+    cpu_layer,
+    error_bound,
+    skip_unless_supported,
+)
 
 import backends
 
@@ -53,10 +60,8 @@ GRAD_MODES = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
 @pytest.mark.parametrize("name", backends.names())
 def test_backend_runs_under_no_grad_and_inference_mode(name, batch, mode):
     """Serving code runs under inference_mode; the result equals the no_grad one bit for bit."""
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 5)
-    layer = backends.create(name, weight, mask, bias, layer_name=case.name)
+    layer, weight, mask, bias = cpu_layer(name, 5, layer_name=case.name)
     x = torch.randn(batch, case.in_features)
     with GRAD_MODES[mode]():
         y = layer(x)
@@ -69,10 +74,8 @@ def test_backend_runs_under_no_grad_and_inference_mode(name, batch, mode):
 
 @pytest.mark.parametrize("name", backends.names())
 def test_ablated_neurons_output_their_bias_alone(name):
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, bias = constant_fan_in_layer(case, 3)
-    layer = backends.create(name, weight, mask, bias)
+    layer, weight, mask, bias = cpu_layer(name, 3)
     x = torch.randn(4, case.in_features)
     with torch.no_grad():
         y = layer(x)
@@ -83,10 +86,8 @@ def test_ablated_neurons_output_their_bias_alone(name):
 
 @pytest.mark.parametrize("name", backends.names())
 def test_layer_without_bias_and_empty_batch(name):
-    skip_unless_supported(name, "cpu", torch.float32)
     case = CASES[0]
-    weight, mask, _ = constant_fan_in_layer(case, 4)
-    layer = backends.create(name, weight, mask, None)
+    layer, weight, mask, _ = cpu_layer(name, 4, with_bias=False)
     x = torch.randn(3, case.in_features)
     with torch.no_grad():
         y = layer(x)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-from backend_cases import CASES, DTYPES, constant_fan_in_layer, error_bound
+from backend_cases import (
+    CASES,
+    DTYPES,
+    constant_fan_in_layer,
+    error_bound,
+    run_under_triton_interpreter,
+)
 
 import backends
-
-ROOT = Path(__file__).resolve().parents[2]
 
 INTERPRETED = textwrap.dedent(
     """
@@ -42,16 +43,7 @@ INTERPRETED = textwrap.dedent(
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 def test_triton_kernel_matches_reference_under_the_interpreter_on_cpu():
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    script = INTERPRETED.format(tests=str(Path(__file__).parent))
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_under_triton_interpreter(INTERPRETED, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok ") >= 6, proc.stdout
 

@@ -33,8 +33,10 @@ def test_grids_are_a_union_of_cartesian_products_each_job_once_arguments_win():
     assert {j[2] for j in only} == {"seed=7"} and len(only) == 2 * 2 + 1
 
 
-def test_pool_launcher_runs_the_union_in_parallel_workers_and_summarises_failures(tmp_path):
-    out, sweep = tmp_path / "out", tmp_path / "sweep"
+def _pool_sweep(tmp_path: Path, *overrides: str) -> tuple[str, subprocess.CompletedProcess]:
+    """Run the test app as a multirun with the ``pool`` launcher (2 workers) and the ``grids``
+    sweeper; its jobs write to ``tmp_path / "out"``, Hydra to ``tmp_path / "sweep"``. Returns
+    (its stdout + stderr, the finished process)."""
     cmd = [
         sys.executable,
         str(APP),
@@ -42,14 +44,22 @@ def test_pool_launcher_runs_the_union_in_parallel_workers_and_summarises_failure
         "hydra/launcher=pool",
         "hydra/sweeper=grids",
         "hydra.launcher.workers=2",
-        "hydra.launcher.threads_per_worker=1",
-        'hydra.sweeper.grids=[{+x:"1,2,3",+y:a},{+x:1,+y:a},{+x:9,+y:b}]',
-        f"+out={out}",
-        f"hydra.sweep.dir={sweep}",
+        *overrides,
+        f"+out={tmp_path / 'out'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-    log = proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr, proc
+
+
+def test_pool_launcher_runs_the_union_in_parallel_workers_and_summarises_failures(tmp_path):
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    log, proc = _pool_sweep(
+        tmp_path,
+        "hydra.launcher.threads_per_worker=1",
+        'hydra.sweeper.grids=[{+x:"1,2,3",+y:a},{+x:1,+y:a},{+x:9,+y:b}]',
+    )
     assert proc.returncode != 0, log  # a failed job fails the multirun, after the others ran
     done = sorted(p.name for p in out.glob("*.json"))
     assert done == ["1-a.json", "3-a.json", "9-b.json"], log  # (1, a) ran once
@@ -95,21 +105,8 @@ def test_a_pool_worker_keeps_running_while_its_launcher_lives():
 def test_a_job_that_kills_its_worker_fails_alone_and_the_others_complete(tmp_path):
     """A dead worker breaks the whole process pool; the launcher runs the jobs it took down
     again, alone, so only the job that kills its worker is reported failed."""
-    out, sweep = tmp_path / "out", tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        str(APP),
-        "-m",
-        "hydra/launcher=pool",
-        "hydra/sweeper=grids",
-        "hydra.launcher.workers=2",
-        'hydra.sweeper.grids=[{+x:"5,6,7,8",+y:a}]',
-        f"+out={out}",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-    log = proc.stdout + proc.stderr
+    out = tmp_path / "out"
+    log, proc = _pool_sweep(tmp_path, 'hydra.sweeper.grids=[{+x:"5,6,7,8",+y:a}]')
     assert proc.returncode != 0, log
     assert sorted(p.name for p in out.glob("*.json")) == ["6-a.json", "7-a.json", "8-a.json"], log
     assert "3/4 jobs completed, 1 failed" in log

@@ -235,6 +235,16 @@ def _mlp_and_masks():
     return model, model_masks(model, 0.75, seed=0, ablate=0.2)
 
 
+# what the bench must be told about _mlp_and_masks's model when a checkpoint does not say it
+MLP_OVERRIDES = ("model=mlp", "model.hidden=[32,24]", "input_shape=[1,8,8]")
+
+
+def _plain_checkpoint(path: Path, model: torch.nn.Module, masks: dict) -> Path:
+    """Save ``model`` and ``masks`` as a plain checkpoint (a state dict and masks, no config)."""
+    torch.save({"state_dict": model.state_dict(), "masks": masks}, path)
+    return path
+
+
 def test_checkpoint_from_suite_train_is_rebuilt_from_its_config(tmp_path):
     model, masks = _mlp_and_masks()
     config_yaml = (
@@ -265,15 +275,8 @@ def test_checkpoint_from_suite_train_is_rebuilt_from_its_config(tmp_path):
 
 def test_plain_state_dict_checkpoint_takes_the_model_from_overrides(tmp_path):
     model, masks = _mlp_and_masks()
-    path = tmp_path / "plain.pt"
-    torch.save({"state_dict": model.state_dict(), "masks": masks}, path)
-    overrides = [
-        f"checkpoint={path}",
-        "model=mlp",
-        "model.hidden=[32,24]",
-        "input_shape=[1,8,8]",
-        "batches=[2]",
-    ]
+    path = _plain_checkpoint(tmp_path / "plain.pt", model, masks)
+    overrides = [f"checkpoint={path}", *MLP_OVERRIDES, "batches=[2]"]
     with pytest.raises(CheckpointError, match="input shape"):  # nothing says the input shape
         run_bench(bench_cfg(tmp_path, *overrides[:3]))
     record, _ = run_bench(bench_cfg(tmp_path, *overrides))
@@ -282,8 +285,7 @@ def test_plain_state_dict_checkpoint_takes_the_model_from_overrides(tmp_path):
 
 def test_truncated_checkpoint_is_an_error_naming_the_file(tmp_path):
     model, masks = _mlp_and_masks()
-    good = tmp_path / "good.pt"
-    torch.save({"state_dict": model.state_dict(), "masks": masks}, good)
+    good = _plain_checkpoint(tmp_path / "good.pt", model, masks)
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(good.read_bytes()[:300])
     with pytest.raises(CheckpointError, match="truncated.pt"):
@@ -300,18 +302,9 @@ def test_foreign_checkpoint_is_an_error_listing_what_it_holds(tmp_path):
 def test_checkpoint_with_unstructured_masks_lists_the_rejecting_backends(tmp_path):
     model, masks = _mlp_and_masks()
     masks["3.weight"][0] = True  # not constant fan-in any more
-    path = tmp_path / "rigl.pt"
-    torch.save({"state_dict": model.state_dict(), "masks": masks}, path)
-    cfg = bench_cfg(
-        tmp_path,
-        f"checkpoint={path}",
-        "model=mlp",
-        "model.hidden=[32,24]",
-        "input_shape=[1,8,8]",
-        "backends=[dense,naive]",
-        "batches=[1]",
-    )
-    record, _ = run_bench(cfg)
+    path = _plain_checkpoint(tmp_path / "rigl.pt", model, masks)
+    overrides = [f"checkpoint={path}", *MLP_OVERRIDES, "backends=[dense,naive]", "batches=[1]"]
+    record, _ = run_bench(bench_cfg(tmp_path, *overrides))
     skipped = record["metrics"]["skipped"]
     assert "naive@3" in skipped and "fan-in" in skipped["naive@3"]
     assert {(r["backend"], r["layer"]) for r in record["metrics"]["rows"]} >= {("dense", "3")}
