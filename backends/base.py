@@ -100,10 +100,19 @@ class Backend(nn.Module):
         self._set_state(math.prod(weight.shape[1:]), weight.shape[0], layer_name, **buffers)
 
     def _checked_mask(
-        self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor | None,
+        **options: Any,
     ) -> torch.Tensor:
-        """Check the layer's shapes (a Linear layer: weight [out, in]) and that this backend
-        runs ``weight``'s dtype on its device; returns the mask as bool."""
+        """Check the layer's shapes (a Linear layer: weight [out, in], no options) and that this
+        backend runs ``weight``'s dtype on its device; returns the mask as bool."""
+        if options:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: a Linear layer (2-D weight) takes no options, got "
+                f"{sorted(options)} (stride, padding, dilation, groups go with a 4-D Conv2d weight)"
+            )
         mask = check_layer(weight, mask, bias, self.layer_name)
         self._check_dtype(weight.dtype, weight.device)
         return mask

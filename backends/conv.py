@@ -171,11 +171,17 @@ class ConvBackend(Backend):
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
+        **unknown: Any,
     ) -> torch.Tensor:
         """The Conv2d checks (weight [out, in/groups, kh, kw]; the constructor's options are
         ``nn.Conv2d``'s, with ``padding_mode="zeros"`` and int padding only), then the geometry
         is set; returns the mask as bool."""
         layer_name = self.layer_name
+        if unknown:
+            raise BadInputError(
+                f"layer {layer_name!r}: unknown Conv2d option(s) {sorted(unknown)}; allowed: "
+                "stride, padding, dilation, groups, padding_mode"
+            )
         if padding_mode != "zeros":
             raise BadInputError(
                 f"layer {layer_name!r}: condensed convolutions support padding_mode='zeros' "

@@ -118,6 +118,11 @@ def test_conv_bad_inputs_name_expected_and_got(name):
         backends.create(name, weight, mask, bias, padding=1, padding_mode="reflect")
     with pytest.raises(BadInputError, match="stride must be an int or a pair"):
         backends.create(name, weight, mask, bias, stride=0)
+    with pytest.raises(BadInputError, match=r"unknown Conv2d option\(s\) \['strides'\]"):
+        backends.create(name, weight, mask, bias, strides=2)
+    linear = (weight.flatten(1), mask.flatten(1), bias)
+    with pytest.raises(BadInputError, match=r"Linear layer .* takes no options, got \['stride'\]"):
+        backends.create(name, *linear, stride=2)
     with pytest.raises(BadInputError, match="not divisible by groups=3"):
         backends.create(name, weight, mask, bias, groups=3)
     with pytest.raises(BadInputError, match="mask must have the weight's shape"):
