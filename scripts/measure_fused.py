@@ -11,7 +11,7 @@ the same process (``suite.bench.timing.measure_interleaved``: ratios of measurem
 side by side). Prints a Markdown table: median microseconds, fused x dense, fused x csr, the
 variant that ran, and the 1-minute load average (a load above the core count marks a loaded
 machine: take the numbers for a note with nothing else running). ``--all-variants`` adds, per
-case, the tuner's median for every candidate it timed.
+case, the tuner's fastest call for every candidate it timed.
 
 ``--per-core`` instead times every serial variant (each pack geometry) and dense ``F.linear``
 on one thread in CPU time of the calling thread (``time.thread_time``, fastest of ``--calls``
@@ -102,7 +102,7 @@ def main() -> None:
                 if a.all_variants and getattr(fused, "_cpp", False):
                     entries = tuner.cached_entries(a.threads)
                     entry = entries.get(tuner.layer_key(fused, tuner.bucket_of(batch)), {})
-                    times = entry.get("median_us")
+                    times = entry.get("fastest_us")
                     print(f"|  |  |  | tuner (batch {entry.get('batch')}): {times} |")
 
 

@@ -5,7 +5,9 @@ For a layer (shape, k, active neurons), a batch bucket (1, 2, 3-4, 5-8, ..., 129
 parallel; gather rows, permute pack with each pack geometry, tiled and chunk-blocked tiled with
 4 or 8 accumulators; each ISA level from AVX2 up that this CPU has) on a random input of that
 batch, interleaving the candidates over a few rounds so that load on a shared machine hits
-them alike, and keeps the fastest (median over rounds). The winner goes into the layer's
+them alike, and keeps the one with the fastest call (other processes only ever add time, so
+on a shared machine the fastest call is the most repeatable statistic; a median of a few
+calls picked the wrong variant by up to 3x on a busy 2-core VM). The winner goes into the layer's
 variant table (read by the C++ operator) and into a JSON cache, so later processes on the same
 machine skip the timing.
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import statistics
 import time
 import warnings
 from typing import Any
@@ -40,9 +41,10 @@ from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
-ROUNDS = 3
-ROUND_SECONDS = 1e-3  # calls per candidate and round: about this long
+SCHEMA = 2  # 2: candidates ranked by their fastest call (1: median of round means)
+ROUNDS = 5
+ROUND_SECONDS = 2e-3  # calls per candidate and round: about this long, at least MIN_CALLS
+MIN_CALLS = 2
 MAX_CALLS = 64
 _CACHE = TuneCache("fused", SCHEMA, "fused-kernel tuning")
 _lock = _CACHE.lock
@@ -124,15 +126,19 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
     return out
 
 
-def _time_round(fn, calls: int) -> float:
-    t0 = time.perf_counter()
+def _fastest_call(fn, calls: int) -> float:
+    """The fastest of ``calls`` calls of ``fn``, in seconds."""
+    best = float("inf")
     for _ in range(calls):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / calls
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
-    """Median seconds per call of every candidate for ``batch`` rows on ``threads`` threads."""
+    """The fastest call, in seconds, of every candidate for ``batch`` rows on ``threads`` threads
+    (candidates interleaved over ``ROUNDS`` rounds of about ``ROUND_SECONDS`` each)."""
     o = ops.load()
     isa = int(o.fused_isa())
     current = layer.perm_geometry
@@ -160,15 +166,15 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
             calls = {}
             for key, fn in fns.items():  # warm up; size the rounds
                 fn()
-                once = max(_time_round(fn, 1), 1e-7)
-                calls[key] = max(1, min(MAX_CALLS, int(ROUND_SECONDS / once)))
+                once = max(_fastest_call(fn, 1), 1e-7)
+                calls[key] = max(MIN_CALLS, min(MAX_CALLS, int(ROUND_SECONDS / once)))
             times: dict = {key: [] for key in fns}
             for _ in range(ROUNDS):
                 for key, fn in fns.items():
-                    times[key].append(_time_round(fn, calls[key]))
+                    times[key].append(_fastest_call(fn, calls[key]))
     finally:
         torch.set_num_threads(before)
-    return {key: statistics.median(ts) for key, ts in times.items()}
+    return {key: min(ts) for key, ts in times.items()}
 
 
 def load_average() -> float | None:
@@ -225,7 +231,7 @@ def tune_layer(
                     "variant": int(code),
                     "geometry": list(geo),
                     "batch": batch,
-                    "median_us": {
+                    "fastest_us": {
                         ops.variant_name(c, *(g[::-1] if g else ())): round(t * 1e6, 2)
                         for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
                     },
