@@ -37,7 +37,8 @@ def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
     """Per-model speed-up table (see the module docstring); empty in, empty out.
 
     Columns: model, sparsity, batch, backend, structured, dense (ms), BN-folded (ms),
-    condensed (ms), vs dense, vs folded, vs dense (min), condensed weights (%).
+    condensed (ms), vs dense, vs folded, vs dense (min), condensed weights (%), and run (the
+    record's run_id, where the frame has it).
     """
     if whole.empty or not {"median_s", "dense_median_s"} <= set(whole.columns):
         return pd.DataFrame()
@@ -63,6 +64,8 @@ def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
         out["vs dense (min)"] = frame["dense_min_s"] / frame["min_s"]
     if "condensed_weight_fraction" in frame:
         out["condensed weights (%)"] = frame["condensed_weight_fraction"] * 100
+    if "run_id" in frame:  # which record: records of older code stay readable as such
+        out["run"] = frame["run_id"]
     return out.sort_values(_KEYS).reset_index(drop=True)
 
 

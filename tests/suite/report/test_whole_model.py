@@ -46,6 +46,14 @@ def test_speedup_table_has_one_row_per_model_batch_backend_with_both_baselines()
     assert fused["vs folded"] == pytest.approx(2.0)
     assert fused["vs dense (min)"] == pytest.approx(2.5)
     assert fused["dense (ms)"] == pytest.approx(10.0)
+    assert "run" not in table
+
+
+def test_speedup_table_names_each_rows_record():
+    whole = _whole().assign(run_id=["old"] * 4 + ["new"] * 4)
+    table = whole_model_speedups(whole)
+    assert set(table.loc[table["model"] == "cifar10_resnet18", "run"]) == {"old"}
+    assert set(table.loc[table["model"] == "imagenet_vit_b16", "run"]) == {"new"}
 
 
 def test_speedup_table_without_folded_times_uses_the_dense_ones():
