@@ -135,7 +135,8 @@ def resolve_settings(cfg: Any) -> BenchSettings:
             raise BenchConfigError(f"a shape is [in_features, out_features] >= 1, got {s!r}")
         shapes.append((int(s[0]), int(s[1])))
     names = values["backends"] or backends.names()
-    for n in names:
+    wm = cfg.get("whole_model_options") or {}
+    for n in [*names, *(plain(wm.get("backends")) or [])]:
         backends.get(n)  # UnknownNameError lists the known names
     modes = list(plain(cfg.get("modes")) or MODES)
     for m in modes:
@@ -419,12 +420,15 @@ def _whole_models(cfg: Any, run: _Run) -> list[dict[str, Any]]:
     size = int(wm.get("image_size", 224))
     sparsities = [float(s) for s in (wm.get("sparsities") or [wm.get("sparsity", 0.9)])]
     wanted = list(wm.get("backends") or names)
-    usable = [n for n in wanted if n in names]
-    for n in wanted:
-        if n not in names:
-            run.skipped.setdefault(
-                f"whole_model/{n}", f"not among this run's usable backends {list(names)}"
-            )
+    # the whole-model list stands on its own: a backend not in the layer grid's list runs too,
+    # where it runs here (checked like the grid's)
+    extra, not_here = usable_backends(
+        [n for n in wanted if n not in names], settings.device, settings.dtype
+    )
+    usable = [n for n in wanted if n in names or n in extra]
+    for n, why in not_here.items():
+        log.warning("skipping whole-model backend %r: %s", n, why)
+        run.skipped.setdefault(f"whole_model/{n}", why)
     common = {
         "structured": bool(wm.get("structured", False)),
         "threads": settings.threads,

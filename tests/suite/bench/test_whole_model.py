@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from backends.registry import UnknownNameError
 from suite.bench.app import run_bench
 from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_model
 
@@ -81,7 +82,7 @@ def test_bench_app_runs_the_whole_model_part_on_an_experiment(tmp_path):
         "whole_model_options.batches=[1,2]",
         "whole_model_options.sparsities=[0.8,0.9]",
         "whole_model_options.backends=[naive,fused]",
-        "backends=[dense,naive,fused]",
+        "backends=[dense]",  # the whole-model list does not have to be in the grid's
     )
     record, _ = run_bench(cfg)
     whole = record["metrics"]["whole_model"]
@@ -91,3 +92,16 @@ def test_bench_app_runs_the_whole_model_part_on_an_experiment(tmp_path):
     }
     for w in whole:  # no BatchNorm: the folded baseline is the dense model's timing
         assert w["folded_median_s"] == w["dense_median_s"] and w["condensed_layers"] >= 2
+
+
+def test_an_unknown_whole_model_backend_is_an_error_before_any_timing(tmp_path, monkeypatch):
+    import suite.bench.app as app
+
+    def no_grid(*args, **kwargs):
+        raise AssertionError("the layer grid ran before the config was checked")
+
+    monkeypatch.setattr(app, "bench_layer", no_grid)
+    cfg = bench_cfg(tmp_path, "whole_model=true", "whole_model_options.backends=[fused,fusd]")
+    with pytest.raises(UnknownNameError, match="fusd"):
+        run_bench(cfg)
+    assert not list(tmp_path.rglob("bench-*.json"))
