@@ -598,12 +598,26 @@ def load_condensed(
             raise ValueError(f"{path}: not a readable condensed state dict ({exc})") from exc
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{path}: holds a {type(state_dict).__name__}, not a state dict")
-    # The saved state says whether its BatchNorms were folded (condense folds eval-mode ones
-    # only): a saved model that still holds BN statistics was condensed without folding.
-    bns = [n for n, m in skeleton.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    fold_bn = fold_bn and not any(f"{n}.running_mean" in state_dict for n in bns)
-    if fold_bn and bns:
-        skeleton = copy.deepcopy(skeleton).eval()
+    if fold_bn:
+        skeleton, fold_bn = _skeleton_as_saved(skeleton, state_dict)
     small = condense(skeleton, masks, backend=backend, structured=structured, fold_bn=fold_bn)
     small.load_state_dict(state_dict)
     return small
+
+
+def _skeleton_as_saved(
+    skeleton: nn.Module, state_dict: Mapping[str, Any]
+) -> tuple[nn.Module, bool]:
+    """(model to condense, fold_bn) that rebuild the saved model's structure: condense folds
+    only the eval-mode BatchNorms that directly follow a conv (others stay in any case), so the
+    saved state was folded unless one of those foldable BNs kept its statistics there (the
+    model was condensed in train mode). Folding needs the skeleton in eval mode (a copy)."""
+    from srigl.condense_conv import conv_bn_pairs, trace_graph
+
+    base = copy.deepcopy(unwrap_model(skeleton)).eval()
+    if not any(isinstance(m, nn.Conv2d) for m in base.modules()):
+        return base, True
+    foldable = [bn for _, bn in conv_bn_pairs(base, trace_graph(base))]
+    if any(f"{bn}.running_mean" in state_dict for bn in foldable):
+        return skeleton, False  # saved unfolded: rebuilt as given (its mode kept)
+    return base, True

@@ -337,6 +337,24 @@ def test_condensed_torchvision_vit_equals_the_masked_model():
         assert_close_outputs(masked_copy(model, masks), small)
 
 
+def test_a_cnn_with_batchnorms_that_cannot_fold_round_trips_folded(tmp_path):
+    """WRN-22-2 is pre-activation: each block's bn2 follows a conv and folds, its bn1 and the
+    final bn read sums and stay; the kept BNs' statistics in the file do not mean "unfolded"."""
+    from suite.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("wrn22_2", 10, (3, 32, 32)).eval()
+    masks = fan_in_masks(model)
+    small = srigl.condense(model, masks, backend="fused")
+    report = small.condense_report
+    assert report.folded and any(isinstance(m, nn.BatchNorm2d) for m in small.modules())
+    path = tmp_path / "wrn.pt"
+    torch.save(small.state_dict(), path)
+    again = load_condensed(create_model("wrn22_2", 10, (3, 32, 32)), masks, path, backend="fused")
+    assert again.condense_report.folded == report.folded
+    assert_close_outputs(masked_copy(model, masks), again, (2, 3, 32, 32))
+
+
 def test_a_cnn_condensed_in_train_mode_round_trips_with_its_batchnorms(tmp_path):
     """condense() folds eval-mode BatchNorms only; a model condensed in train mode keeps them,
     and load_condensed (fold_bn=True by default) rebuilds it unfolded from what the file holds."""
