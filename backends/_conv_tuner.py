@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import time
 from collections.abc import Callable
 from typing import Any
 
 from backends.kernels.ops import ISAS
-from backends.kernels.tune_cache import TuneCache, tuning_enabled
+from backends.kernels.tune_cache import TuneCache, fastest_interleaved, tuning_enabled
 from backends.kernels.tune_cache import bucket_of as _bucket_of
 from backends.kernels.tune_cache import machine_key as _machine_key
 
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 SCHEMA = 2  # 2: variants ranked by their fastest call
 ROUNDS = 3
 ROUND_SECONDS = 2e-3
+MIN_CALLS = 2
 MAX_CALLS = 32
 _CACHE = TuneCache("conv", SCHEMA, "conv-kernel tuning")
 
@@ -51,22 +51,6 @@ def cache_path(isa: int, threads: int) -> pathlib.Path:
     return _CACHE.path(machine_key(isa, threads))
 
 
-def _time(fn: Callable[[], object]) -> float:
-    """The fastest of a round's calls (other processes only ever add time, so on a shared
-    machine the fastest call is the most repeatable statistic)."""
-    fn()
-    best, calls, end = float("inf"), 0, time.perf_counter() + ROUND_SECONDS
-    while calls < MAX_CALLS:
-        start = time.perf_counter()
-        fn()
-        stop = time.perf_counter()
-        best = min(best, stop - start)
-        calls += 1
-        if stop > end and calls >= 2:
-            break
-    return best
-
-
 def best_variant(
     key: str,
     isa: int,
@@ -86,11 +70,9 @@ def best_variant(
         if key in entries:
             return int(entries[key])
     codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
-    times: dict[int, list[float]] = {c: [] for c in codes}
-    for r in range(ROUNDS):
-        for code in codes if r % 2 == 0 else codes[::-1]:
-            times[code].append(_time(lambda code=code: run(code)))
-    best = min(codes, key=lambda c: min(times[c]))
+    fns = {code: (lambda code=code: run(code)) for code in codes}
+    times = fastest_interleaved(fns, ROUNDS, ROUND_SECONDS, MIN_CALLS, MAX_CALLS)
+    best = min(codes, key=times.__getitem__)
     with _CACHE.lock:
         entries[key] = best
         _CACHE.save(machine)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
-from backends.kernels.build import Extension, KernelUnavailableError
+from backends.kernels.build import Extension
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def conv_ops() -> Any:
     Raises:
         KernelUnavailableError: the build failed or cannot happen here (the message says why).
     """
-    try:
-        return _EXT.load()
-    except KernelUnavailableError as err:
-        raise KernelUnavailableError(
-            f"the direct conv kernel is unavailable: {err.reason}"
-        ) from None
+    return _EXT.load()
 
 
 def _register_fakes() -> None:
@@ -87,16 +82,9 @@ def _register_fakes() -> None:
         return bias.new_empty((n_img, bias.shape[0], ho, wo))
 
 
-_EXT = Extension("srigl_conv_direct", SOURCES, "srigl_conv", setup=_setup)
-
-
-def _kernel_available() -> tuple[bool, str]:
-    """Whether the direct conv kernel loads here (built on first call), else why not."""
-    try:
-        conv_ops()
-    except KernelUnavailableError as err:
-        return False, err.reason
-    return True, ""
+_EXT = Extension(
+    "srigl_conv_direct", SOURCES, "srigl_conv", setup=_setup, label="the direct conv kernel"
+)
 
 
 def tap_offsets(
@@ -148,7 +136,7 @@ class FusedConv2d(CondensedConv2d):
             from backends.fused_triton import triton_available
 
             return triton_available(device)
-        return _kernel_available()
+        return _EXT.available()
 
     @classmethod
     def supports(cls, device: str | torch.device, dtype: torch.dtype) -> tuple[bool, str]:

@@ -306,6 +306,8 @@ class Extension:
         namespace: the ``TORCH_LIBRARY`` namespace it registers (``torch.ops.<namespace>``).
         setup: called once with the namespace after the import; may raise
             :class:`KernelUnavailableError` (e.g. a failed self-check).
+        label: what the operators are, for the reason of a failure (``"the direct conv
+            kernel"``: "the direct conv kernel is unavailable: <why>"; empty: the bare why).
     """
 
     def __init__(
@@ -314,8 +316,10 @@ class Extension:
         sources: list[pathlib.Path],
         namespace: str,
         setup: Callable[[Any], None] | None = None,
+        label: str = "",
     ) -> None:
         self.name, self.sources, self.namespace, self.setup = name, sources, namespace, setup
+        self.label = label
         self.ops: Any = None  # the loaded namespace (None until load() succeeded)
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -337,9 +341,10 @@ class Extension:
                 if self.setup is not None:
                     self.setup(ops)
             except KernelUnavailableError as err:
-                self.error = err.reason
+                why = err.reason
+                self.error = f"{self.label} is unavailable: {why}" if self.label else why
                 log.warning("C++ extension %s unavailable: %s", self.name, err.reason)
-                raise
+                raise KernelUnavailableError(self.error) from None
             self.ops = ops
             return ops
 

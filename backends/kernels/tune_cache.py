@@ -1,5 +1,6 @@
 """What the autotuners share (fused Linear kernel and direct conv kernel): the ``SRIGL_TUNE``
-switch, the batch buckets, the machine key and the per-machine JSON cache of winners.
+switch, the batch buckets, the machine key, the interleaved fastest-call timer and the
+per-machine JSON cache of winners.
 
 A cache file lives at ``<user cache dir>/tuner/<prefix>-<digest of the machine key>.json`` and
 holds ``{"schema", "machine", "entries"}``; it is read once per process and written atomically
@@ -16,14 +17,18 @@ import os
 import pathlib
 import tempfile
 import threading
+import time
 import warnings
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
 from backends.kernels.build import cache_dir, cpu_model
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
 
 
 class TuneCacheWarning(UserWarning):
@@ -49,6 +54,42 @@ def machine_key(isa: str, threads: int) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
     }
+
+
+def _fastest_call(fn: Callable[[], object], calls: int) -> float:
+    best = float("inf")
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def fastest_interleaved(
+    fns: Mapping[K, Callable[[], object]],
+    rounds: int,
+    round_seconds: float,
+    min_calls: int = 2,
+    max_calls: int = 64,
+) -> dict[K, float]:
+    """The fastest call, in seconds, of each candidate in ``fns``.
+
+    Each candidate is called once (warm-up, and to size its rounds: about ``round_seconds`` of
+    calls, ``min_calls`` to ``max_calls``), then the candidates take turns over ``rounds`` rounds,
+    the order reversed every other round, so that load on a shared machine hits them alike.
+    Other processes only ever add time: the fastest call is the most repeatable statistic.
+    """
+    calls = {}
+    for key, fn in fns.items():
+        fn()
+        once = max(_fastest_call(fn, 1), 1e-7)
+        calls[key] = max(min_calls, min(max_calls, int(round_seconds / once)))
+    best = {key: float("inf") for key in fns}
+    order = list(fns)
+    for r in range(rounds):
+        for key in order if r % 2 == 0 else order[::-1]:
+            best[key] = min(best[key], _fastest_call(fns[key], calls[key]))
+    return best
 
 
 class TuneCache:

@@ -35,7 +35,12 @@ from typing import Any
 import torch
 
 from backends.kernels import ops
-from backends.kernels.tune_cache import TuneCache, TuneCacheWarning, tuning_enabled
+from backends.kernels.tune_cache import (
+    TuneCache,
+    TuneCacheWarning,
+    fastest_interleaved,
+    tuning_enabled,
+)
 from backends.kernels.tune_cache import bucket_of as _bucket_of
 from backends.kernels.tune_cache import machine_key as _machine_key
 
@@ -126,16 +131,6 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
     return out
 
 
-def _fastest_call(fn, calls: int) -> float:
-    """The fastest of ``calls`` calls of ``fn``, in seconds."""
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
     """The fastest call, in seconds, of every candidate for ``batch`` rows on ``threads`` threads
     (candidates interleaved over ``ROUNDS`` rounds of about ``ROUND_SECONDS`` each)."""
@@ -163,18 +158,9 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            calls = {}
-            for key, fn in fns.items():  # warm up; size the rounds
-                fn()
-                once = max(_fastest_call(fn, 1), 1e-7)
-                calls[key] = max(MIN_CALLS, min(MAX_CALLS, int(ROUND_SECONDS / once)))
-            times: dict = {key: [] for key in fns}
-            for _ in range(ROUNDS):
-                for key, fn in fns.items():
-                    times[key].append(_fastest_call(fn, calls[key]))
+            return fastest_interleaved(fns, ROUNDS, ROUND_SECONDS, MIN_CALLS, MAX_CALLS)
     finally:
         torch.set_num_threads(before)
-    return {key: min(ts) for key, ts in times.items()}
 
 
 def load_average() -> float | None:

@@ -316,7 +316,9 @@ def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
     assert len(entries) == 1 and next(iter(entries.values())) != -1
     # a second module with the same shapes reads the choice instead of timing again
     calls = []
-    monkeypatch.setattr(tuner, "_time", lambda fn: calls.append(1) or 1.0)
+    monkeypatch.setattr(
+        tuner, "fastest_interleaved", lambda fns, *a: calls.append(1) or dict.fromkeys(fns, 1.0)
+    )
     tuner.forget_memory()
     backends.create("fused", *conv_layer(case, 1), **case.conv_args)(conv_input(case, 0))
     assert calls == []
@@ -429,7 +431,8 @@ def test_fused_conv_is_unavailable_when_its_build_fails_not_only_without_a_compi
         raise build.KernelUnavailableError("build failed: simulated error")
 
     monkeypatch.setattr(build, "load_extension", failing_build)
-    fresh = build.Extension("srigl_conv_direct", fused_conv.SOURCES, "srigl_conv")
+    real = fused_conv._EXT
+    fresh = build.Extension(real.name, real.sources, real.namespace, label=real.label)
     monkeypatch.setattr(fused_conv, "_EXT", fresh)
     ok, why = fused_conv.FusedConv2d.available("cpu")
     assert not ok and "direct conv kernel is unavailable: build failed: simulated" in why
