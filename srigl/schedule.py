@@ -73,6 +73,8 @@ class UpdateSchedule:
     grad_accumulation_n: int = 1
 
     def __post_init__(self) -> None:
+        if self.total_steps is None:  # check_schedule lets None pass (trainers without updates)
+            raise SparsityConfigError("total_steps=None is invalid; allowed: an integer > 0")
         values = check_schedule(
             self.total_steps,
             self.delta_t,

@@ -328,7 +328,6 @@ class SparseTrainer:
             density = densities[p.name]
             if density >= 1.0:
                 continue
-            # round first so that float noise (1 - 0.9 = 0.0999...98) does not lose a weight
             budget = layer_budget(p.numel, density)
             # like dense_layers, a glob may name the parameter or its module ("head")
             protected = matches_any(p.name, no_ablation) or matches_any(p.module_name, no_ablation)
@@ -567,7 +566,7 @@ class SparseTrainer:
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero the masked positions of every sparse weight, its gradient and optimizer state
-        (after mask init, a topology update, a load)."""
+        (after mask init, a topology update, a load, and after every optimizer step)."""
         for name, layer in self.layers.items():
             self._zero_outside(layer.param, self._masks_on(name, layer.param.device)[1])
 

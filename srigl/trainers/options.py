@@ -71,9 +71,10 @@ def check_trainer_arguments(
 ) -> None:
     """Check the type and range of every trainer argument (see ``SparseTrainer``).
 
-    ``sparse=False`` (the ``dense`` trainer) skips the range of ``sparsity``. Ranges that
-    depend on each other (``grad_accumulation_n <= delta_t``) and on the model
-    (globs that must match a layer, budgets) are checked where they are used.
+    ``sparse=False`` (the ``dense`` trainer) skips the range of ``sparsity``. The schedule's
+    values, including ``grad_accumulation_n <= delta_t``, go through
+    :func:`srigl.schedule.check_schedule`; what depends on the model (globs that must match a
+    layer, budgets) is checked where it is used.
 
     ``model=None`` / ``optimizer=None`` skip those two (a config checked before they exist).
 

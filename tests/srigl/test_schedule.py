@@ -58,6 +58,7 @@ def test_gradients_accumulate_in_the_n_steps_ending_with_each_update():
         ({"delta_t": 0}, r"delta_t=0.*> 0"),
         ({"delta_t": -5}, r"delta_t=-5"),
         ({"total_steps": 0}, r"total_steps=0"),
+        ({"total_steps": None}, r"total_steps=None.*integer > 0"),
         ({"alpha": 1.5}, r"alpha=1.5"),
         ({"t_end_fraction": 0.0}, r"t_end_fraction=0.0"),
         ({"grad_accumulation_n": 0}, r"grad_accumulation_n=0.*\[1, delta_t=100\]"),
