@@ -16,8 +16,8 @@ dense eval and vs BN-folded dense (median and from the fastest calls), the issue
 the core count marks a busy machine: take closing numbers with nothing else running).
 ``--retune`` first deletes this machine's tuner caches (conv and fused linear), so that the
 kernel variants are chosen again on the quiet machine. ``--per-layer`` adds, for ``fused`` at
-batch 1, each condensed conv's time against the folded dense conv (fastest of 20 calls, same
-input), to see where a model's time goes.
+batch 1, each condensed conv's time against the folded dense conv (the fastest block of the
+suite's timer, about 0.2 s each, same input), to see where a model's time goes.
 
 The same measurement runs through the bench app (records in the result store):
 ``python -m suite.bench whole_model=true threads=2 whole_model_options.batches=[1,32]``.

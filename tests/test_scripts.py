@@ -23,16 +23,33 @@ def _run(*args: str) -> str:
 
 
 def test_measure_fused_prints_its_table_on_a_tiny_grid():
+    from backends.kernels import ops
+
     out = _run("scripts/measure_fused.py", "--threads", "1", "--shapes", "64x48",
                "--sparsities", "0.9", "--batches", "1,17", "--min-run-time", "0.01",
-               "--all-variants")  # fmt: skip
+               "--all-variants", "--force-tune")  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| 64->48 |")]
     assert len(rows) == 2 and "fused x dense" in out
+    if ops.available()[0]:  # the tuner's own times per candidate, from this machine's cache
+        tuned = [line for line in out.splitlines() if "| tuner (batch " in line]
+        assert len(tuned) == 2 and all("/rows/ser'" in line for line in tuned), tuned
+
+
+def test_measure_fused_per_core_times_every_serial_variant():
+    from backends.kernels import ops
+
+    if not ops.available()[0]:
+        pytest.skip(f"needs the C++ fused kernel: {ops.available()[1]}")
+    out = _run("scripts/measure_fused.py", "--per-core", "--shapes", "64x48",
+               "--sparsities", "0.9", "--batches", "1,17", "--calls", "2")  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| 64->48 |")]
+    assert len(rows) == 2 and all("/ser" in row for row in rows)
 
 
 @pytest.mark.slow
 def test_measure_whole_model_prints_its_table_for_one_pair():
     out = _run("scripts/measure_whole_model.py", "--threads", "1", "--experiments",
                "cifar10_wrn22", "--backends", "fused", "--batches", "1",
-               "--min-run-time", "0.05", "--rounds", "1")  # fmt: skip
+               "--min-run-time", "0.05", "--rounds", "1", "--per-layer")  # fmt: skip
     assert "| cifar10_wrn22 | fused | 1 |" in out
+    assert "per conv, fused vs BN-folded dense" in out and "| blocks.0.conv1 |" in out

@@ -23,14 +23,16 @@ def test_nan_input_row_raises_naming_layer_and_step_and_leaves_state_intact(name
     opt, trainer = _trainer(model, name)
     for _ in train_steps(model, opt, trainer, 3, (20,), 10):
         pass
+    masks = {k: v.clone() for k, v in trainer.masks.items()}
     x = torch.randn(16, 20)
     x[3, 7] = float("nan")  # one NaN input row
     loss = nn.functional.cross_entropy(model(x), torch.zeros(16, dtype=torch.long))
     with pytest.raises(NonFiniteGradientError, match=r"layer '4\.weight'.*step 4 holds"):
         loss.backward()
-    # the hook raised before staging the gradient: nothing non-finite reached the trainer
-    assert all(torch.isfinite(g).all() for g in trainer._staged.values())
+    # the hook raised before accumulating the gradient: nothing non-finite reached the trainer
     assert all(torch.isfinite(a).all() for a in trainer.state_dict()["accumulators"].values())
+    assert trainer.step_count == 3
+    assert all(torch.equal(trainer.masks[k], m) for k, m in masks.items())
     opt.zero_grad()
     # training goes on from a clean state: invariants hold after further (finite) steps
     for _ in train_steps(model, opt, trainer, 5, (20,), 10, seed=1):
@@ -41,7 +43,9 @@ def test_nan_input_row_raises_naming_layer_and_step_and_leaves_state_intact(name
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_masked_positions_are_exactly_zero_whatever_the_dense_gradient_holds(bad):
-    """check_finite=False: an inf/NaN at a masked position never reaches weights or momentum."""
+    """check_finite=False: an inf/NaN that a later gradient hook puts at a masked position is
+    gone from the gradient, the weights and the momentum after every step (step() re-applies
+    the masks)."""
     model = toy_mlp()
     opt, trainer = _trainer(model, "rigl", check_finite=False)
     mask = trainer.masks["0.weight"]
