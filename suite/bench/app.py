@@ -54,6 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import backends
 from backends.condensed import CondensedLinear
+from srigl.errors import require_int
 from srigl.masks import constant_fan_in_mask
 from suite.bench.masks import model_masks
 from suite.bench.timing import Timing, check_linear, measure_interleaved
@@ -150,9 +151,12 @@ def resolve_settings(cfg: Any) -> BenchSettings:
     except DeviceError as exc:
         raise BenchConfigError(str(exc)) from None
     threads = cfg.get("threads")
-    bad_threads = isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    if threads is not None and bad_threads:
-        raise BenchConfigError(f"threads={threads!r} is invalid; allowed: an integer >= 1 or null")
+    allowed_threads = "an integer >= 1 or null"
+    if (
+        threads is not None
+        and require_int("threads", threads, allowed_threads, BenchConfigError) < 1
+    ):
+        raise BenchConfigError(f"threads={threads!r} is invalid; allowed: {allowed_threads}")
     min_run_time = float(values["min_run_time"] if values["min_run_time"] is not None else 0.2)
     if min_run_time <= 0:
         raise BenchConfigError(f"min_run_time must be > 0 seconds, got {min_run_time}")
