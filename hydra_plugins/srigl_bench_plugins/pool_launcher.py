@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -266,13 +267,24 @@ class PoolLauncher(Launcher):
         try:
             # A worker that dies (out of memory, killed) breaks the whole pool: every job it
             # had not finished raises BrokenProcessPool, whichever job killed it. Those jobs
-            # run again, each alone in a fresh single-worker pool, so only the job that kills
-            # its worker fails and the others are unharmed.
-            broken = self._run_pool(list(range(n)), self.workers, job_overrides,
-                                    initial_job_idx, payload, record)  # fmt: skip
+            # run again in a fresh pool of all the workers while that makes progress; what a
+            # round leaves all broken again runs each job alone in a single-worker pool, so
+            # only the job that kills its worker fails and the others are unharmed.
+            run = partial(
+                self._run_pool,
+                job_overrides=job_overrides,
+                initial_job_idx=initial_job_idx,
+                payload=payload,
+                record=record,
+            )
+            broken = run(list(range(n)), self.workers)
+            while 1 < len(broken):
+                again = run(broken, self.workers)
+                if len(again) == len(broken):  # no job finished: isolate them
+                    break
+                broken = again
             for i in broken:
-                again = self._run_pool([i], 1, job_overrides, initial_job_idx, payload, record)
-                for j in again:
+                for j in run([i], 1):
                     ret = JobReturn(overrides=list(job_overrides[j]), status=JobStatus.FAILED)
                     ret.return_value = JobFailedError(
                         "its worker process died (out of memory or killed), twice"
