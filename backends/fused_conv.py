@@ -148,7 +148,6 @@ class FusedConv2d(CondensedConv2d):
     def _after_load(self) -> None:
         super()._after_load()
         self._plans: OrderedDict[tuple[torch.Size, int], tuple[tuple, int]] = OrderedDict()
-        self._variants: dict[tuple[int, int, int, int], int] = {}
         self._dense: torch.Tensor | None = None
         inner = None
         if self.device.type == "cuda":
@@ -159,7 +158,7 @@ class FusedConv2d(CondensedConv2d):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for key in ("_inner", "_plans", "_variants", "_dense"):
+        for key in ("_inner", "_plans", "_dense"):
             state.pop(key, None)
         return state
 
@@ -209,8 +208,33 @@ class FusedConv2d(CondensedConv2d):
             )
         ops = conv_ops()
         n, _, h, w = x.shape
-        ho, wo = self.output_size(h, w)
-        in_place, hq, wq = self._plane_geometry(h, w)
+        geometry = self._geometry(h, w)
+        threads = torch.get_num_threads()
+        isa = int(ops.conv_isa())
+        variant = best_variant(
+            self._tune_key(h, w, n),
+            isa,
+            int(ops.conv_nvariants(isa)),
+            lambda code: self._execute(x, geometry, code),
+            threads,
+            extra=(DENSE_VARIANT,) if dense_fallback() else (),
+        )
+        self._plans[(x.shape, threads)] = (geometry, variant)
+        while len(self._plans) > MAX_PLANS:
+            self._plans.popitem(last=False)
+        if all(v != DENSE_VARIANT for _, v in self._plans.values()):
+            self._dense = None  # only kept where the tuner chose it
+        return self._execute(x, geometry, variant)
+
+    def _geometry(self, height: int, width: int) -> tuple:
+        """(Ho, Wo, in place, Hq, Wq, tap offsets, floats per image) for an H x W input: that
+        of a plan for another batch of this size where there is one (it does not depend on the
+        batch), else computed."""
+        for (shape, _), (geometry, _) in self._plans.items():
+            if shape[2:] == (height, width):
+                return geometry
+        ho, wo = self.output_size(height, width)
+        in_place, hq, wq = self._plane_geometry(height, width)
         offs = tap_offsets(
             self.indices,
             self.active,
@@ -225,24 +249,7 @@ class FusedConv2d(CondensedConv2d):
         per_image = (
             self.in_channels * hq * wq * (1 if in_place else self.stride[0] * self.stride[1])
         )
-        geometry = (ho, wo, in_place, hq, wq, offs, per_image)
-        threads = torch.get_num_threads()
-        isa = int(ops.conv_isa())
-        variant = best_variant(
-            self._tune_key(h, w, n),
-            isa,
-            int(ops.conv_nvariants(isa)),
-            lambda code: self._execute(x, geometry, code),
-            threads,
-            extra=(DENSE_VARIANT,) if dense_fallback() else (),
-        )
-        self._plans[(x.shape, threads)] = (geometry, variant)
-        while len(self._plans) > MAX_PLANS:
-            self._plans.popitem(last=False)
-        self._variants[(h, w, bucket_of(n), threads)] = variant
-        if DENSE_VARIANT not in self._variants.values():
-            self._dense = None  # only kept where the tuner chose it
-        return self._execute(x, geometry, variant)
+        return ho, wo, in_place, hq, wq, offs, per_image
 
     def _execute(self, x: torch.Tensor, geometry: tuple, variant: int) -> torch.Tensor:
         """Run ``variant`` on x [N, in, H, W] with the geometry made for its shape."""
@@ -291,5 +298,11 @@ class FusedConv2d(CondensedConv2d):
         return self._dense
 
     def chosen_variants(self) -> dict[tuple[int, int, int, int], str]:
-        """{(H, W, batch bucket, threads): variant that runs} (``dense`` = the fallback)."""
-        return {k: "dense" if v == DENSE_VARIANT else str(v) for k, v in self._variants.items()}
+        """{(H, W, batch bucket, threads): variant that runs} (``dense`` = the fallback), for
+        the plans this layer holds."""
+        return {
+            (shape[2], shape[3], bucket_of(shape[0]), threads): (
+                "dense" if v == DENSE_VARIANT else str(v)
+            )
+            for (shape, threads), (_, v) in self._plans.items()
+        }

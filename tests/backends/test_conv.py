@@ -298,6 +298,10 @@ def test_fused_conv_keeps_a_bounded_number_of_plans(monkeypatch):
         assert len(layer._plans) == min(size - 8, 4)
         assert (x.shape, torch.get_num_threads()) in layer._plans  # the newest plan is kept
     assert (first.shape, torch.get_num_threads()) not in layer._plans
+    # another batch of a planned size reuses that plan's geometry (tap offsets included)
+    threads = torch.get_num_threads()
+    layer(torch.cat([x, x, x]))
+    assert layer._plans[(x.shape, threads)][0] is layer._plans[((3, *x.shape[1:]), threads)][0]
     ref = F.conv2d(first.double(), (weight * mask).double(), bias.double(), **case.conv_args)
     assert torch.allclose(layer(first).double(), ref, atol=1e-4, rtol=1e-4)
 
