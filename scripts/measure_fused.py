@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import backends
 from backends.kernels import ops, tuner
 from backends.kernels.build import cpu_model
+from backends.kernels.tune_cache import fastest_call
 from srigl.masks import constant_fan_in_mask
 from suite.bench.timing import measure_interleaved
 from suite.runtime import set_threads, thread_policy
@@ -115,12 +116,7 @@ def _case(in_f: int, out_f: int, sp: float):
 
 def fastest_cpu_call(fn, calls: int) -> float:
     """The fastest of ``calls`` calls of ``fn`` in CPU seconds of this thread."""
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - t0)
-    return best
+    return fastest_call(fn, calls, clock=time.thread_time)
 
 
 def per_core(a) -> None:
