@@ -410,7 +410,7 @@ def test_a_whole_conv_module_pickles_and_computes_the_same_after(name):
 )
 def test_load_state_dict_refuses_a_geometry_inconsistent_with_the_buffers(name, change):
     """Both load paths check the conv geometry of the extra state, not only from_state_dict."""
-    from backends.condensed import LayerStateError
+    from backends.state_checks import LayerStateError
 
     _skip_unless(name)
     case = CONV_CASES[2]
