@@ -10,8 +10,9 @@ CPU kernel (``backends/kernels``): the layer is packed once when it is built or 
 again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, int16 indices
 (int32 from 32768 inputs), and a permute pack for small batches. Which micro-kernel runs for a
 batch (gather rows, permute pack, tiled; serial or OpenMP; AVX-512, AVX2 or generic) is read
-from the layer's variant table, which the autotuner (:mod:`backends.kernels.tuner`) fills on the
-first call of each batch bucket and thread count (or ahead of time: :func:`backends.tune`).
+from the layer's variant table, which the autotuner (:mod:`backends.kernels.linear_tuner`)
+fills on the first call of each batch bucket and thread count (or ahead of time:
+:func:`backends.tune`).
 ``layer.variant_for(batch)`` names the variant that runs.
 
 Non-finite inputs: a column a neuron keeps propagates inf/NaN into that neuron's output as
@@ -31,7 +32,7 @@ from backends.base import BadInputError
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
-from backends.kernels import ops, tuner
+from backends.kernels import linear_tuner, ops
 from backends.kernels.build import KernelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class FusedLinear(CondensedLinear):
         if not ops.load().fused_runs_here(self.kernel_blob, code):
             raise ValueError(f"variant {code} does not run here")
         with torch.inference_mode():  # the table may be an inference tensor (built in that mode)
-            self.variant_table[tuner.thread_slot(threads), bucket] = code
+            self.variant_table[linear_tuner.thread_slot(threads), bucket] = code
         self._tuned.add((threads, bucket))
 
     def variant_for(self, batch: int, threads: int | None = None) -> str:
@@ -148,8 +149,8 @@ class FusedLinear(CondensedLinear):
             return "triton"
         if not self._cpp:
             return "numba/" + self._numba.kernel_for(batch) if self._numba else "none"
-        if tuner.enabled() and (threads, tuner.bucket_of(batch)) not in self._tuned:
-            tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
+        if linear_tuner.enabled() and (threads, linear_tuner.bucket_of(batch)) not in self._tuned:
+            linear_tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
         code = int(ops.load().fused_resolve(self.kernel_blob, self.variant_table, batch, threads))
         return ops.variant_name(code, self._geometry[1], self._geometry[0])
 
@@ -157,14 +158,14 @@ class FusedLinear(CondensedLinear):
         """Tune (or read from the cache) the variants for ``batches``; {batch: variant}."""
         if not self._cpp:
             return {int(b): self.variant_for(int(b)) for b in batches}
-        return tuner.tune_layer(self, batches, threads, force=force)
+        return linear_tuner.tune_layer(self, batches, threads, force=force)
 
     # ------------------------------------------------------------------ forward
     def _tune_first_use(self, threads: int, rows: int) -> None:
         """First call with ``rows`` rows on ``threads`` threads: install the bucket's variant
         (from the tuning cache, else timed now) unless it is there already."""
-        if (threads, tuner.bucket_of(rows)) not in self._tuned:
-            tuner.tune_layer(self, [max(rows, 1)], threads)
+        if (threads, linear_tuner.bucket_of(rows)) not in self._tuned:
+            linear_tuner.tune_layer(self, [max(rows, 1)], threads)
         if len(self._seen) > 4096:  # many distinct batch sizes: forget, stay small
             self._seen.clear()
         self._seen.add((threads, rows))
@@ -173,7 +174,7 @@ class FusedLinear(CondensedLinear):
         """Detach x; on the first call of a (threads, batch bucket), install its variant."""
         if x.requires_grad:
             x = x.detach()
-        if tuner.enabled():
+        if linear_tuner.enabled():
             threads = torch.get_num_threads()
             if (threads, rows) not in self._seen:
                 self._tune_first_use(threads, rows)

@@ -7,9 +7,9 @@ the condensed taps without an im2col copy: stride 1 without padding reads the in
 otherwise the input is copied once into zero-padded (stride 1) or phase-split (stride > 1)
 planes of the input's size. Per input size the taps' offsets into those planes are computed
 once and cached on the module, and the micro-kernel variant is chosen by the autotuner
-(:mod:`backends._conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The tuner
-also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed form):
-layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
+(:mod:`backends.kernels.conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The
+tuner also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed
+form): layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
 ``SRIGL_CONV_DENSE_FALLBACK=off`` keeps every layer on the direct kernel).
 """
 
@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
 from backends.kernels.build import Extension
+from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
 
 log = logging.getLogger(__name__)
 

@@ -307,7 +307,7 @@ def test_fused_conv_keeps_a_bounded_number_of_plans(monkeypatch):
 
 
 def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
-    import backends._conv_tuner as tuner
+    import backends.kernels.conv_tuner as tuner
 
     _fused_or_skip()
     monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))

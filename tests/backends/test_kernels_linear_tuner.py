@@ -11,7 +11,8 @@ from backend_cases import CASES, constant_fan_in_layer
 from torch import nn
 
 import backends
-from backends.kernels import ops, tuner
+from backends.kernels import linear_tuner as tuner
+from backends.kernels import ops
 
 pytestmark = pytest.mark.skipif(not ops.available()[0], reason=f"C++: {ops.available()[1]}")
 
