@@ -137,14 +137,20 @@ class FusedLinear(CondensedLinear):
         """Set the variant for (threads, bucket); a permute variant may bring its pack geometry
         (adopted once per layer, at the first tuned permute batch)."""
         perm = ops.is_perm(code)
-        if perm and geometry and tuple(geometry) != self._geometry:
-            if not self._perm_locked:
-                self._geometry = (int(geometry[0]), int(geometry[1]))
-                self.kernel_blob = self._blob = self._pack(self._geometry)
+        blob, adopt = self.kernel_blob, None
+        if perm and geometry and tuple(geometry) != self._geometry and not self._perm_locked:
+            adopt = (int(geometry[0]), int(geometry[1]))
+            blob = self._pack(adopt)
+        if not ops.load().fused_runs_here(blob, code):  # checked before the layer changes
+            raise ValueError(
+                f"variant {code} ({ops.variant_name(code)}) does not run here "
+                f"(pack geometry {list(adopt or self._geometry)})"
+            )
+        if adopt is not None:
+            self._geometry = adopt
+            self.kernel_blob = self._blob = blob
         if perm:
             self._perm_locked = True
-        if not ops.load().fused_runs_here(self.kernel_blob, code):
-            raise ValueError(f"variant {code} does not run here")
         with torch.inference_mode():  # the table may be an inference tensor (built in that mode)
             self.variant_table[linear_tuner.thread_slot(threads), bucket] = code
         self._tuned.add((threads, bucket))
