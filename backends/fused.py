@@ -44,6 +44,8 @@ from backends.naive import gather_linear
 
 log = logging.getLogger(__name__)
 _OPS: dict = {}  # "linear": torch.ops.srigl.fused_linear.default (no overload lookup per call)
+# what torch.library's autograd formulas use to call an op without recording a gradient
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def cpp_available() -> tuple[bool, str]:
@@ -212,8 +214,12 @@ class FusedLinear(CondensedLinear):
                 )
             rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
             x = self._cpu_ready(x, rows)
-            # eager hot path: plain references to the buffers, the operator itself
-            return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
+            # eager hot path: plain references to the buffers, the operator itself; without a
+            # gradient to record, below the autograd key (its Python formula is not entered)
+            if x.requires_grad and torch.is_grad_enabled():
+                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
+            with _BELOW_AUTOGRAD():
+                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
         if x.dim() == 2 and self._numba is not None and not self._grad_needed(x):
             if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:
                 self.check_input(x)
