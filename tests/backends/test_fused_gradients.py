@@ -1,11 +1,11 @@
 """Gradients through ``fused`` layers (issue 23, item 2): the C++ operator's backward, and the
-numba kernel and the direct conv kernel, which have none, never cut the graph."""
+numba, Triton and direct conv kernels, which have none, never cut the graph."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from backend_cases import Case, constant_fan_in_layer
+from backend_cases import Case, constant_fan_in_layer, run_under_triton_interpreter
 from conv_cases import ConvCase, conv_layer
 from torch import nn
 
@@ -37,6 +37,7 @@ class Residual(nn.Module):
 def _pre_grads(backend: str, layer_args, x: torch.Tensor, **kwargs) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(0)
     model = Residual(backends.create(backend, *layer_args, **kwargs), x.shape[1])
+    model.pre.to(x.device)
     model(x).square().sum().backward()
     return model.pre.weight.grad, model.pre.bias.grad
 
@@ -119,3 +120,33 @@ def test_fused_backward_traces_under_torch_compile_as_one_op():
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     compiled(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.ones(4, 48) @ (weight * mask), rtol=1e-5, atol=1e-5)
+
+
+def test_triton_layer_in_a_residual_model_gives_the_dense_gradients():
+    pytest.importorskip("triton")
+    script = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+import backends
+from backend_cases import Case, constant_fan_in_layer
+from test_fused_gradients import RESIDUAL, _pre_grads
+args = constant_fan_in_layer(RESIDUAL, 6)
+x = torch.randn(6, 48)
+for got, want in zip(_pre_grads("fused_triton", args, x), _pre_grads("dense", args, x)):
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+print("ok")
+"""
+    out = run_under_triton_interpreter(script, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_fused_on_cuda_in_a_residual_model_gives_the_dense_gradients():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; none on this machine")
+    args = [t.cuda() for t in constant_fan_in_layer(RESIDUAL, 7)]
+    x = torch.randn(6, 48, device="cuda")
+    got, want = _pre_grads("fused", args, x), _pre_grads("dense", args, x)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-3)
