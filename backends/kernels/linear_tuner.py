@@ -15,7 +15,9 @@ Cache: ``<user cache dir>/tuner/fused-<machine>.json`` (:func:`cache_path`), one
 machine key (CPU model, ISA level, threads, torch version); a file that does not parse, has
 another schema, or names another machine is ignored with a warning and rewritten. Each entry
 records the load average it was timed at; one timed on a machine busier than its cores is timed
-again when the machine is quiet (load at most half the cores).
+again when the machine is quiet (load at most half the cores). An entry that is not one this
+tuner writes (:func:`check_entry`) or that does not run here is dropped with a warning, timed
+again and written back without it; writes merge with other processes' entries.
 
 ``SRIGL_TUNE=off`` in the environment switches tuning off: the static rule of the C++ operator
 runs (best ISA; up to 8 rows the permute pack where this ISA runs it, else the gather rows
