@@ -21,6 +21,8 @@ from typing import IO, Any, ClassVar
 import torch
 from torch import nn
 
+from backends.state_checks import LayerStateError, validate_layer_state
+
 
 class BackendUnavailableError(RuntimeError):
     """Raised when a backend is created where it cannot run; the message says why."""
@@ -187,8 +189,6 @@ class Backend(nn.Module):
             LayerStateError: (a ValueError) an unreadable, truncated or foreign file, or a
                 state that does not describe a valid layer; the message names the file.
         """
-        from backends.condensed import LayerStateError  # condensed imports this module
-
         where = os.fspath(file) if isinstance(file, (str, os.PathLike)) else "<file object>"
         try:
             state = torch.load(file, map_location=map_location, weights_only=True)
@@ -215,7 +215,7 @@ class Backend(nn.Module):
         Called by every load path (:meth:`from_state_dict`, ``load_state_dict``) with the
         buffers and the extra state (``in_features``, ``out_features`` and whatever else a
         backend keeps there, e.g. a convolution's geometry). The default runs
-        :func:`backends.condensed.validate_layer_state` over the buffers it knows by name
+        :func:`backends.state_checks.validate_layer_state` over the buffers it knows by name
         (``active``, ``values``, ``indices``, ``bias``, ``weight``), after
         :meth:`_check_extra_state` (a convolution's geometry) and as :meth:`_linear_view` shows
         them; a backend with other buffers (packed kernels) overrides this, checks its own parts
@@ -224,8 +224,6 @@ class Backend(nn.Module):
         Raises:
             LayerStateError: (a ValueError) naming the layer, the buffer and what is allowed.
         """
-        from backends.condensed import validate_layer_state  # condensed imports this module
-
         extra = extra if isinstance(extra, dict) else {}
         cls._check_extra_state(extra, layer_name)
         validate_layer_state(

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from backends.base import Backend, BadInputError, check_mask_and_bias
 from backends.condensed import CondensedForm
 from backends.dense import MaskedDenseForm, StructuredForm
+from backends.state_checks import LayerStateError
 
 __all__ = [
     "CondensedConv2d",
@@ -237,8 +238,6 @@ class ConvBackend(Backend):
         """The geometry in the extra state (consistent with ``in_features``: in_channels /
         groups * kh * kw); the Linear checks then run over the flattened fan-in
         (:meth:`_linear_view`)."""
-        from backends.condensed import LayerStateError
-
         where = f"{cls.__name__} layer {layer_name!r}"
         missing = [key for key in _GEOMETRY if key not in extra]
         if missing:

@@ -2,16 +2,23 @@
 variants chosen by measurement), the numba kernel where no C++ compiler exists, and the Triton
 kernel on CUDA.
 
-Inference only (no autograd). Besides ``forward(x)`` for x [..., in], ``forward_transposed(xt)``
-takes activations laid out as [in, batch] and returns [out, batch], so a model can keep its
-activations transposed between layers and skip the transposes (CPU).
+Besides ``forward(x)`` for x [..., in], ``forward_transposed(xt)`` takes activations laid out
+as [in, batch] and returns [out, batch], so a model can keep its activations transposed between
+layers and skip the transposes (CPU).
+
+Gradients: the C++ operator has a backward with respect to x (the transposed condensed
+product), so a fused layer inside a model that trains earlier layers passes their gradient on.
+Where a gradient is needed and the running kernel has none (the values require grad; the numba
+or Triton kernels), the layer computes through the differentiable gather form of the ``naive``
+backend instead (same function, slower): never a cut graph.
 
 CPU kernel (``backends/kernels``): the layer is packed once when it is built or loaded (and
 again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, int16 indices
 (int32 from 32768 inputs), and a permute pack for small batches. Which micro-kernel runs for a
 batch (gather rows, permute pack, tiled; serial or OpenMP; AVX-512, AVX2 or generic) is read
-from the layer's variant table, which the autotuner (:mod:`backends.kernels.tuner`) fills on the
-first call of each batch bucket and thread count (or ahead of time: :func:`backends.tune`).
+from the layer's variant table, which the autotuner (:mod:`backends.kernels.linear_tuner`)
+fills on the first call of each batch bucket and thread count (or ahead of time:
+:func:`backends.tune`).
 ``layer.variant_for(batch)`` names the variant that runs.
 
 Non-finite inputs: a column a neuron keeps propagates inf/NaN into that neuron's output as
@@ -31,11 +38,14 @@ from backends.base import BadInputError
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
-from backends.kernels import ops, tuner
+from backends.kernels import linear_tuner, ops
 from backends.kernels.build import KernelUnavailableError
+from backends.naive import gather_linear
 
 log = logging.getLogger(__name__)
 _OPS: dict = {}  # "linear": torch.ops.srigl.fused_linear.default (no overload lookup per call)
+# what torch.library's autograd formulas use to call an op without recording a gradient
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def cpp_available() -> tuple[bool, str]:
@@ -128,16 +138,23 @@ class FusedLinear(CondensedLinear):
     def _install(self, threads: int, bucket: int, code: int, geometry: tuple[int, int]) -> None:
         """Set the variant for (threads, bucket); a permute variant may bring its pack geometry
         (adopted once per layer, at the first tuned permute batch)."""
-        if code // 100 % 10 == 1 and geometry and tuple(geometry) != self._geometry:
-            if not self._perm_locked:
-                self._geometry = (int(geometry[0]), int(geometry[1]))
-                self.kernel_blob = self._blob = self._pack(self._geometry)
-        if code // 100 % 10 == 1:
+        perm = ops.is_perm(code)
+        blob, adopt = self.kernel_blob, None
+        if perm and geometry and tuple(geometry) != self._geometry and not self._perm_locked:
+            adopt = (int(geometry[0]), int(geometry[1]))
+            blob = self._pack(adopt)
+        if not ops.load().fused_runs_here(blob, code):  # checked before the layer changes
+            raise ValueError(
+                f"variant {code} ({ops.variant_name(code)}) does not run here "
+                f"(pack geometry {list(adopt or self._geometry)})"
+            )
+        if adopt is not None:
+            self._geometry = adopt
+            self.kernel_blob = self._blob = blob
+        if perm:
             self._perm_locked = True
-        if not ops.load().fused_runs_here(self.kernel_blob, code):
-            raise ValueError(f"variant {code} does not run here")
         with torch.inference_mode():  # the table may be an inference tensor (built in that mode)
-            self.variant_table[tuner.thread_slot(threads), bucket] = code
+            self.variant_table[linear_tuner.thread_slot(threads), bucket] = code
         self._tuned.add((threads, bucket))
 
     def variant_for(self, batch: int, threads: int | None = None) -> str:
@@ -148,8 +165,8 @@ class FusedLinear(CondensedLinear):
             return "triton"
         if not self._cpp:
             return "numba/" + self._numba.kernel_for(batch) if self._numba else "none"
-        if tuner.enabled() and (threads, tuner.bucket_of(batch)) not in self._tuned:
-            tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
+        if linear_tuner.enabled() and (threads, linear_tuner.bucket_of(batch)) not in self._tuned:
+            linear_tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
         code = int(ops.load().fused_resolve(self.kernel_blob, self.variant_table, batch, threads))
         return ops.variant_name(code, self._geometry[1], self._geometry[0])
 
@@ -157,48 +174,61 @@ class FusedLinear(CondensedLinear):
         """Tune (or read from the cache) the variants for ``batches``; {batch: variant}."""
         if not self._cpp:
             return {int(b): self.variant_for(int(b)) for b in batches}
-        return tuner.tune_layer(self, batches, threads, force=force)
+        return linear_tuner.tune_layer(self, batches, threads, force=force)
 
     # ------------------------------------------------------------------ forward
     def _tune_first_use(self, threads: int, rows: int) -> None:
         """First call with ``rows`` rows on ``threads`` threads: install the bucket's variant
         (from the tuning cache, else timed now) unless it is there already."""
-        if (threads, tuner.bucket_of(rows)) not in self._tuned:
-            tuner.tune_layer(self, [max(rows, 1)], threads)
+        if (threads, linear_tuner.bucket_of(rows)) not in self._tuned:
+            linear_tuner.tune_layer(self, [max(rows, 1)], threads)
         if len(self._seen) > 4096:  # many distinct batch sizes: forget, stay small
             self._seen.clear()
         self._seen.add((threads, rows))
 
     def _cpu_ready(self, x: torch.Tensor, rows: int) -> torch.Tensor:
-        """Detach x; on the first call of a (threads, batch bucket), install its variant."""
-        if x.requires_grad:
-            x = x.detach()
-        if tuner.enabled():
+        """On the first call of a (threads, batch bucket), install its variant; x as it is."""
+        if linear_tuner.enabled():
             threads = torch.get_num_threads()
             if (threads, rows) not in self._seen:
                 self._tune_first_use(threads, rows)
         return x
 
+    def _values_need_grad(self) -> bool:
+        """The values require grad here (the C++ operator differentiates x only)."""
+        return self.values.requires_grad and torch.is_grad_enabled()
+
+    def _grad_needed(self, x: torch.Tensor) -> bool:
+        """A gradient is needed (of x or the values): the numba and Triton kernels give none."""
+        return torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype."""
-        if self._cpp and x.dtype == torch.float32 and x.is_cpu:
+        """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype;
+        differentiable with respect to x (and to the values where they require grad)."""
+        if self._cpp and x.dtype == torch.float32 and x.is_cpu and not self._values_need_grad():
             if x.dim() == 0 or x.shape[-1] != self.in_features:
                 self.check_input(x)
             if torch.compiler.is_compiling():  # buffers: what compile and export trace
                 return torch.ops.srigl.fused_linear(
-                    x.detach(), self.kernel_blob, self.variant_table, self.out_features, False
+                    x, self.kernel_blob, self.variant_table, self.out_features, False
                 )
             rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
             x = self._cpu_ready(x, rows)
-            # eager hot path: plain references to the buffers, the operator itself
-            return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
-        if x.dim() == 2 and self._numba is not None:  # numba fallback, checks inlined
+            # eager hot path: plain references to the buffers, the operator itself; without a
+            # gradient to record, below the autograd key (its Python formula is not entered)
+            if x.requires_grad and torch.is_grad_enabled():
+                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
+            with _BELOW_AUTOGRAD():
+                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
+        if x.dim() == 2 and self._numba is not None and not self._grad_needed(x):
             if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:
                 self.check_input(x)
             return self._numba.linear(x)
         return super().forward(x)
 
     def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
+        if self._grad_needed(x):  # the differentiable gather form
+            return self.scatter_active(gather_linear(x, self.values, self.indices64))
         if x.is_cuda:
             return triton_linear(
                 x, self.values, self.kernel_indices, self.active, self.bias, self._all_active
@@ -226,6 +256,8 @@ class FusedLinear(CondensedLinear):
                 f"got shape {list(xt.shape)}"
             )
         self.check_input(xt.t())
+        if self._grad_needed(xt) and (not self._cpp or xt.is_cuda or self.values.requires_grad):
+            return self._forward_2d(xt.t()).t()  # the differentiable gather form
         if xt.is_cuda:
             return triton_linear(
                 xt.t(),

@@ -7,10 +7,14 @@ the condensed taps without an im2col copy: stride 1 without padding reads the in
 otherwise the input is copied once into zero-padded (stride 1) or phase-split (stride > 1)
 planes of the input's size. Per input size the taps' offsets into those planes are computed
 once and cached on the module, and the micro-kernel variant is chosen by the autotuner
-(:mod:`backends._conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The tuner
-also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed form):
-layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
+(:mod:`backends.kernels.conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The
+tuner also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed
+form): layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
 ``SRIGL_CONV_DENSE_FALLBACK=off`` keeps every layer on the direct kernel).
+
+The direct kernel has no backward: where a gradient is needed (x or the values require grad,
+grad mode on), the layer runs ``F.conv2d`` on the masked weight rebuilt from the values, so the
+gradient is right (never a cut graph), at dense speed.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from backends._conv_tuner import ISAS, best_variant, bucket_of
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
 from backends.kernels.build import Extension
+from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +195,8 @@ class FusedConv2d(CondensedConv2d):
         with the plan made for that shape: the per-call Python work stays small.
         """
         if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.is_cpu:
+            if self._grad_needed(x):  # the C++ kernel has no backward
+                return super().forward(x)
             key = (x.shape, torch.get_num_threads())
             plan = self._plans.get(key)
             if plan is not None:
@@ -198,9 +204,22 @@ class FusedConv2d(CondensedConv2d):
                 return self._execute(x, plan[0], plan[1])
         return super().forward(x)
 
+    def _grad_needed(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad)
+
+    def _differentiable_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d`` on the masked weight rebuilt from the values (not cached), so the
+        gradient reaches x and the values: the direct kernel has no backward."""
+        dense = self.values.new_zeros(self.out_features, self.in_features)
+        dense = dense.index_put((self.active[:, None], self.indices.long()), self.values)
+        weight = dense.reshape(self.out_features, -1, *self.kernel_size)
+        return F.conv2d(x, weight, self.bias, **self.conv_args())
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
             return self._inner(x)
+        if self._grad_needed(x):
+            return self._differentiable_conv(x)
         if self.dtype != torch.float32:
             raise BadInputError(
                 f"layer {self.layer_name!r}: the direct C++ conv kernel computes float32 only, "

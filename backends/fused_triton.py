@@ -110,6 +110,12 @@ class FusedTritonLinear(CondensedLinear):
         self.register_buffer("kernel_indices", kidx, persistent=False)
 
     def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, in] -> [M, out]; where a gradient is needed (the Triton kernel has no
+        backward), the differentiable gather form of the ``naive`` backend runs instead."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad):
+            from backends.naive import gather_linear
+
+            return self.scatter_active(gather_linear(x, self.values, self.indices64))
         return triton_linear(
             x, self.values, self.kernel_indices, self.active, self.bias, self._all_active
         )

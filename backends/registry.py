@@ -2,9 +2,10 @@
 
 A :class:`Registry` maps a name to a factory (a class or a function). Entries are added with
 the :meth:`Registry.register` decorator, looked up with :meth:`Registry.get` and built with
-:meth:`Registry.create`. Four instances exist: trainers (``srigl``), GEMM backends
-(``backends``), models and data sets (``suite``). It lives in the lowest layer so that every
-other layer can use it without importing upwards.
+:meth:`Registry.create`. There is one instance per kind of thing (for example the GEMM
+backends in ``backends``, the trainers and layer distributions in ``srigl``, the models, data
+sets, optimizers and loggers in ``suite``). It lives in the lowest layer so that every other
+layer can use it without importing upwards.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 import backends
-from backends.kernels import ops, tuner
+from backends.kernels import linear_tuner as tuner
+from backends.kernels import ops
 from backends.kernels.build import cpu_model
 from backends.kernels.tune_cache import fastest_call
 from srigl.masks import constant_fan_in_mask

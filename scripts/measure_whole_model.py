@@ -96,13 +96,13 @@ def _per_layer(setup, threads: int) -> list[str]:
 
 def _forget_tuning(threads: int) -> None:
     """Delete the tuner cache files of this machine and thread count (conv and fused linear)."""
-    from backends import _conv_tuner
     from backends.fused_conv import conv_ops
+    from backends.kernels import conv_tuner as _conv_tuner
 
     paths = [_conv_tuner.cache_path(int(conv_ops().conv_isa()), threads)]
     _conv_tuner.forget_memory()
     try:
-        from backends.kernels import tuner
+        from backends.kernels import linear_tuner as tuner
     except ImportError:
         tuner = None
     if tuner is not None:

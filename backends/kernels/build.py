@@ -7,7 +7,14 @@ of the user cache directory keyed by a hash of the sources, torch and Python ver
 flags. A later process imports the cached library without a compiler. Two
 processes building at once serialise on an OS file lock (released if the holder dies); the
 second one imports what the first built. Every failure is a :class:`KernelUnavailableError`
-whose message says why (no compiler, first error line of a failed build, unwritable cache).
+whose message says why (no compiler, first error line of a failed build, a full disk, an
+unwritable cache).
+
+A cached build is trusted only when its library's SHA-256 matches the one recorded in the
+folder's ``BUILD_OK`` marker; a library that fails that check or fails to import (truncated,
+overwritten) is never loaded as it is: a warning names the file and the extension is built
+again into a fresh folder (without a compiler: :class:`KernelUnavailableError`, and callers
+fall back as ``available()`` says). A read-only cache holding a valid build is used as it is.
 
 Cache folder: ``$SRIGL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/srigl-bench`` or
 ``~/.cache/srigl-bench``; ``kernels/<name>-<hash>/`` below it.
@@ -20,6 +27,7 @@ extension only (use your own namespace, or ``TORCH_LIBRARY_FRAGMENT``).
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import importlib.util
@@ -34,6 +42,7 @@ import sys
 import tempfile
 import threading
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +64,10 @@ class KernelUnavailableError(RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class KernelCacheWarning(UserWarning):
+    """A cached kernel library is damaged or does not load; it is built again elsewhere."""
 
 
 def cache_dir() -> pathlib.Path:
@@ -159,12 +172,44 @@ def _import(name: str, path: pathlib.Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise KernelUnavailableError(f"cannot import the built kernel library {path}")
-    module = importlib.util.module_from_spec(spec)
     try:
+        module = importlib.util.module_from_spec(spec)  # dlopen happens here
         spec.loader.exec_module(module)
     except (ImportError, OSError, RuntimeError) as err:
         raise KernelUnavailableError(f"cannot load {path}: {err}") from err
     return module
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded_sha256(done: pathlib.Path) -> str | None:
+    try:
+        for line in done.read_text().splitlines():
+            if line.startswith("sha256="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def verified_library(folder: pathlib.Path, name: str) -> pathlib.Path | None:
+    """The folder's library if its SHA-256 matches the one its ``BUILD_OK`` records, else None
+    (no build there, an unfinished build, or a damaged library)."""
+    lib, done = _library_path(folder, name), folder / "BUILD_OK"
+    if not (lib.is_file() and done.is_file()):
+        return None
+    want = _recorded_sha256(done)
+    try:
+        return lib if want is not None and file_sha256(lib) == want else None
+    except OSError:
+        return None
 
 
 def first_error_line(output: str) -> str:
@@ -177,6 +222,33 @@ def first_error_line(output: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+def _fallback_root() -> pathlib.Path:
+    return pathlib.Path(tempfile.gettempdir()) / f"srigl-bench-{os.getuid()}" / "kernels"
+
+
+def _build_folders(name: str, key: str) -> list[pathlib.Path]:
+    """The folders that may hold a build of ``name`` with ``key``: ``<name>-<key>`` and its
+    rebuilds ``<name>-<key>.<n>`` in the cache, then in the temporary fallback cache."""
+    found = []
+    for root in (cache_dir() / "kernels", _fallback_root()):
+        try:
+            found += sorted(root.glob(f"{name}-{key}*"), key=lambda p: (len(p.name), p.name))
+        except OSError:
+            continue
+    return [f for f in found if f.name == f"{name}-{key}" or f.name.startswith(f"{name}-{key}.")]
+
+
+def _fresh_folder(root: pathlib.Path, name: str, key: str) -> pathlib.Path:
+    """The first of ``<name>-<key>``, ``<name>-<key>.1``, ... under ``root`` that holds no
+    library (a damaged one is left where it is: a process may have it mapped)."""
+    n = 0
+    while True:
+        folder = root / (f"{name}-{key}" if n == 0 else f"{name}-{key}.{n}")
+        if not _library_path(folder, name).exists():
+            return folder
+        n += 1
+
+
 def _writable_root() -> pathlib.Path:
     root = cache_dir() / "kernels"
     try:
@@ -185,7 +257,7 @@ def _writable_root() -> pathlib.Path:
         probe.close()
         return root
     except OSError as err:
-        fallback = pathlib.Path(tempfile.gettempdir()) / f"srigl-bench-{os.getuid()}" / "kernels"
+        fallback = _fallback_root()
         log.warning("kernel cache %s is not writable (%s); using %s", root, err, fallback)
         try:
             fallback.mkdir(parents=True, exist_ok=True)
@@ -226,16 +298,33 @@ def load_extension(
     all_sources = [*sources, _PYMODULE_SOURCE]
     key = build_key(name, all_sources, flags)
     with _LOCK:
-        if key in _LOADED:
-            return _LOADED[key]
-        folder = _writable_root() / f"{name}-{key}"
+        if key not in _LOADED:
+            _LOADED[key] = _load_or_build(name, key, all_sources, flags)
+        return _LOADED[key]
+
+
+def _load_or_build(
+    name: str, key: str, sources: list[pathlib.Path], flags: list[str]
+) -> types.ModuleType:
+    """Import a verified cached build of ``name`` (a read-only cache is fine), else build one
+    into a fresh folder; a damaged cached library is named in a warning, never loaded."""
+    damaged = []
+    for folder in _build_folders(name, key):
         lib = _library_path(folder, name)
-        done = folder / "BUILD_OK"
-        if not (lib.is_file() and done.is_file()):
-            _build(name, all_sources, flags, folder, lib, done)
-        module = _import(name, lib)
-        _LOADED[key] = module
-        return module
+        if verified_library(folder, name) is not None:
+            try:
+                return _import(name, lib)
+            except KernelUnavailableError as err:
+                damaged.append(f"{lib} does not load ({err.reason})")
+        elif lib.exists() and _recorded_sha256(folder / "BUILD_OK") is not None:
+            damaged.append(f"{lib} is damaged: its SHA-256 does not match the one in BUILD_OK")
+        # (a BUILD_OK without a hash: a build from before hashes were recorded, built again)
+    for why in damaged:
+        warnings.warn(f"{why}; building it again", KernelCacheWarning, stacklevel=4)
+    folder = _fresh_folder(_writable_root(), name, key)
+    lib = _library_path(folder, name)
+    _build(name, sources, flags, folder, lib, folder / "BUILD_OK")
+    return _import(name, lib)
 
 
 def _build(
@@ -250,7 +339,7 @@ def _build(
 
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / "build.lock")):
-        if lib.is_file() and done.is_file():  # another process built it while we waited
+        if verified_library(folder, name):  # another process built it while we waited
             return
         ok, why = kernel_available()
         if not ok:
@@ -279,12 +368,37 @@ def _build(
             detail = getattr(err, "output", None) or str(err)
             if isinstance(detail, bytes):
                 detail = detail.decode(errors="replace")
+            why = disk_full_reason(detail, err, folder) or first_error_line(detail)
             raise KernelUnavailableError(
-                f"building {name!r} failed: {first_error_line(detail)} (log in {folder})"
+                f"building {name!r} failed: {why} (log in {folder})"
             ) from err
         if not lib.is_file():
             raise KernelUnavailableError(f"building {name!r} produced no {lib}")
-        done.write_text(key_summary(name, flags))
+        try:
+            done.write_text(key_summary(name, flags) + f"sha256={file_sha256(lib)}\n")
+        except OSError as err:
+            why = disk_full_reason(str(err), err, folder) or str(err)
+            raise KernelUnavailableError(f"building {name!r} failed: {why}") from err
+
+
+#: free bytes below which a failed build is put down to a full disk
+LOW_DISK_BYTES = 64 << 20
+
+
+def disk_full_reason(output: str, err: BaseException, folder: pathlib.Path) -> str | None:
+    """ "the disk holding <folder> is full (...)" when a failed build ran out of space (ENOSPC,
+    "No space left on device" in its output, or under :data:`LOW_DISK_BYTES` free); else None."""
+    full = getattr(err, "errno", None) == errno.ENOSPC or "no space left on device" in (
+        output.lower()
+    )
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if not full and (free is None or free >= LOW_DISK_BYTES):
+        return None
+    left = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
+    return f"the disk holding {folder} is full (No space left on device; {left})"
 
 
 def key_summary(name: str, flags: list[str]) -> str:

@@ -5,10 +5,15 @@
 ``torch.ops.srigl``; it raises :class:`KernelUnavailableError` with the reason where that is
 impossible, and remembers the outcome for the process.
 
-Variants (see ``csrc/fused_op.cpp``): ``code = isa * 1000 + family * 100 + wide * 10 + parallel``
-with isa 0 generic / 1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) /
-2 tiled / 3 tiledkb (tiled, input chunk by input chunk so that the tile's chunk stays in L1),
-``wide`` = tiled with twice the accumulators (T = 8 vectors instead of 4).
+Variants: ``code = isa * 1000 + family * 100 + wide * 10 + parallel`` with isa 0 generic /
+1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) / 2 tiled / 3 tiledkb
+(tiled, input chunk by input chunk so that the tile's chunk stays in L1), ``wide`` = tiled with
+twice the accumulators (T = 8 vectors instead of 4). :func:`encode` and :func:`decode` are the
+one Python place that knows this code (``csrc/fused_variant.h`` the one C++ place).
+
+Autograd: ``srigl::fused_linear`` has a backward (registered with ``torch.library``, so
+``torch.compile`` still sees one op): the gradient with respect to ``x`` is the transposed
+condensed product (``srigl::fused_linear_backward``); the packed blob has no gradient.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+from typing import NamedTuple
 
 import torch
 
@@ -25,10 +31,15 @@ log = logging.getLogger(__name__)
 
 CSRC = pathlib.Path(__file__).with_name("csrc")
 SOURCES = [
-    CSRC / "fused_op.cpp",
+    CSRC / "fused_pack.cpp",
+    CSRC / "fused_dispatch.cpp",
+    CSRC / "fused_register.cpp",
     CSRC / "fused_generic.cpp",
     CSRC / "fused_avx2.cpp",
     CSRC / "fused_avx512.cpp",
+    CSRC / "fused_blob.h",
+    CSRC / "fused_ops.h",
+    CSRC / "fused_variant.h",
     CSRC / "fused_impl.h",
     CSRC / "fused_kernels.h",
     CSRC / "cpu_isa.h",
@@ -41,6 +52,7 @@ FAMILIES = ("rows", "perm", "tiled", "tiledkb")
 
 def _setup(ops) -> None:
     _register_fakes()
+    _register_autograd()
     _self_check(ops)
 
 
@@ -96,7 +108,7 @@ def _self_check(o) -> None:
                 ref = o.fused_linear_variant(x, blob, 0, out_f, False)
                 for family in range(len(FAMILIES)):
                     for wide in (0, 1):
-                        code = level * 1000 + family * 100 + wide * 10
+                        code = encode(ISAS[level], FAMILIES[family], bool(wide), False)
                         if (wide and family < 2) or not o.fused_runs_here(blob, code):
                             continue
                         y = o.fused_linear_variant(x, blob, code, out_f, False)
@@ -131,7 +143,47 @@ def _register_fakes() -> None:
             return x.new_empty((out_features, x.shape[1]))
         return x.new_empty((*x.shape[:-1], out_features))
 
+    @torch.library.register_fake("srigl::fused_linear_backward")
+    def _(grad, blob, in_features, transposed):
+        if transposed:
+            return grad.new_empty((in_features, grad.shape[1]))
+        return grad.new_empty((*grad.shape[:-1], in_features))
+
     _register_fakes.done = True
+
+
+def _register_autograd() -> None:
+    """The backward of ``srigl::fused_linear``: grad_x = the transposed condensed product of
+    grad_y (float32, x's shape); the blob, table and sizes get none."""
+    if getattr(_register_autograd, "done", False):
+        return
+
+    def setup_context(ctx, inputs, output) -> None:
+        x, blob, _, _, transposed = inputs
+        ctx.save_for_backward(blob)
+        ctx.in_features = x.shape[0] if transposed else x.shape[-1]
+        ctx.transposed = transposed
+
+    def backward(ctx, grad):
+        (blob,) = ctx.saved_tensors
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.srigl.fused_linear_backward(
+                grad.contiguous(), blob, ctx.in_features, ctx.transposed
+            )
+        return gx, None, None, None, None
+
+    torch.library.register_autograd("srigl::fused_linear", backward, setup_context=setup_context)
+    _register_autograd.done = True
+
+
+class Variant(NamedTuple):
+    """A decoded variant code: ISA level, family, wide (0/1), parallel (0/1), as ints."""
+
+    isa: int
+    family: int
+    wide: int
+    parallel: int
 
 
 def encode(isa: str, family: str, wide: bool = False, parallel: bool = True) -> int:
@@ -139,9 +191,20 @@ def encode(isa: str, family: str, wide: bool = False, parallel: bool = True) -> 
     return ISAS.index(isa) * 1000 + FAMILIES.index(family) * 100 + 10 * int(wide) + int(parallel)
 
 
+def decode(code: int) -> Variant:
+    """The parts of a variant code (``encode``'s inverse; no range check)."""
+    code = int(code)
+    return Variant(code // 1000, code // 100 % 10, code // 10 % 10, code % 10)
+
+
+def is_perm(code: int) -> bool:
+    """Whether variant ``code`` runs the permute pack (its pack geometry matters)."""
+    return decode(code).family == FAMILIES.index("perm")
+
+
 def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
     """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiledkb32/ser``."""
-    isa, family, wide, par = code // 1000, code // 100 % 10, code // 10 % 10, code % 10
+    isa, family, wide, par = decode(code)
     fam = FAMILIES[family]
     if fam == "perm":
         fam = f"perm{lanes}x{block}"

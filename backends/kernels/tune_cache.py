@@ -5,7 +5,11 @@ per-machine JSON cache of winners.
 A cache file lives at ``<user cache dir>/tuner/<prefix>-<digest of the machine key>.json`` and
 holds ``{"schema", "machine", "entries"}``; it is read once per process and written atomically
 (temp file + rename). One that does not parse, has another schema or names another machine is
-ignored with a :class:`TuneCacheWarning` and rebuilt.
+ignored with a :class:`TuneCacheWarning` and rebuilt. Each entry is checked when read (the
+tuner's ``check_entry``): a bad one (hand-edited, another version's) is dropped with one warning,
+so it is timed again and written back without it. A write holds a file lock and merges the
+file's current entries with this process's (this process's win on a shared key), so two
+processes tuning at once keep both processes' entries.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 import torch
+from filelock import FileLock, Timeout
 
 from backends.kernels.build import cache_dir, cpu_model
 
@@ -103,12 +108,22 @@ class TuneCache:
     Args:
         prefix: file name prefix. schema: the entry format's version (a file of another
             version is ignored). what: the tuner, named in warnings.
+        check_entry: ``check_entry(entry) -> None`` or the reason the entry (as read from the
+            file, any JSON value) is not one this tuner wrote; default: every entry is kept.
     """
 
-    def __init__(self, prefix: str, schema: int, what: str) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        schema: int,
+        what: str,
+        check_entry: Callable[[Any], str | None] | None = None,
+    ) -> None:
         self.prefix, self.schema, self.what = prefix, schema, what
+        self.check_entry = check_entry or (lambda entry: None)
         self.lock = threading.Lock()
         self._memory: dict[str, dict[str, Any]] = {}
+        self._dropped: dict[str, set[str]] = {}  # per file: keys this process removed
 
     def path(self, machine: dict[str, Any]) -> pathlib.Path:
         """The JSON file of ``machine`` (see :func:`machine_key`)."""
@@ -123,18 +138,40 @@ class TuneCache:
             self._memory[str(path)] = self._read(path, machine)
         return path, self._memory[str(path)]
 
-    def save(self, machine: dict[str, Any]) -> None:
-        """Write ``machine``'s entries to its file (a failure costs only a timing next time)."""
+    def drop(self, machine: dict[str, Any], key: str, why: str) -> None:
+        """Remove entry ``key`` of ``machine`` (it failed when used) with one warning; the next
+        :meth:`save` writes the file without it."""
         path, entries = self.entries(machine)
-        data = {"schema": self.schema, "machine": machine, "entries": entries}
+        if entries.pop(key, None) is not None:
+            self._dropped.setdefault(str(path), set()).add(key)
+            self._warn(f"dropping the {self.what} cache entry {key!r} of {path} ({why})")
+
+    def save(self, machine: dict[str, Any]) -> None:
+        """Write ``machine``'s entries to its file, merged with the entries another process
+        wrote there meanwhile (under a file lock; a failure costs only a timing next time)."""
+        path, entries = self.entries(machine)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except OSError as err:
+            with FileLock(str(path) + ".lock", timeout=30):
+                self._merge(path, machine, entries)
+                data = {"schema": self.schema, "machine": machine, "entries": entries}
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(data, fh, indent=1, sort_keys=True)
+                os.replace(tmp, path)
+        except (OSError, Timeout) as err:
             log.warning("cannot write the %s cache %s: %s", self.what, path, err)
+
+    def _merge(self, path: pathlib.Path, machine: dict[str, Any], entries: dict) -> None:
+        """Add to ``entries`` (in place) the valid entries the file holds now that this process
+        neither has nor dropped."""
+        dropped = self._dropped.get(str(path), set())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TuneCacheWarning)  # warned when first read
+            on_disk = self._read(path, machine)
+        for key, entry in on_disk.items():
+            if key not in entries and key not in dropped:
+                entries[key] = entry
 
     def forget(self) -> None:
         """Drop the in-process copy (tests; a changed cache directory)."""
@@ -154,10 +191,20 @@ class TuneCache:
             if not isinstance(entries, dict):
                 raise ValueError("entries is not a mapping")
         except (OSError, ValueError, KeyError, TypeError) as err:
-            warnings.warn(
-                f"ignoring the {self.what} cache {path} ({err}); it will be rebuilt",
-                TuneCacheWarning,
-                stacklevel=4,
-            )
+            self._warn(f"ignoring the {self.what} cache {path} ({err}); it will be rebuilt")
             return {}
-        return entries
+        kept = {}
+        for key, entry in entries.items():
+            why = self.check_entry(entry)
+            if why is None:
+                kept[key] = entry
+            else:
+                self._warn(
+                    f"dropping the {self.what} cache entry {key!r} of {path} ({why}); "
+                    "it will be timed again"
+                )
+        return kept
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        warnings.warn(message, TuneCacheWarning, stacklevel=5)

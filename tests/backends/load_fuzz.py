@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import backends
-from backends.condensed import LayerStateError
+from backends.state_checks import LayerStateError
 
 IN, OUT, K = 24, 10, 5
 #: corruptions that always describe an invalid layer (or an unreadable file)

@@ -307,7 +307,7 @@ def test_fused_conv_keeps_a_bounded_number_of_plans(monkeypatch):
 
 
 def test_conv_tuner_caches_its_choice_per_machine(tmp_path, monkeypatch):
-    import backends._conv_tuner as tuner
+    import backends.kernels.conv_tuner as tuner
 
     _fused_or_skip()
     monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
@@ -410,7 +410,7 @@ def test_a_whole_conv_module_pickles_and_computes_the_same_after(name):
 )
 def test_load_state_dict_refuses_a_geometry_inconsistent_with_the_buffers(name, change):
     """Both load paths check the conv geometry of the extra state, not only from_state_dict."""
-    from backends.condensed import LayerStateError
+    from backends.state_checks import LayerStateError
 
     _skip_unless(name)
     case = CONV_CASES[2]

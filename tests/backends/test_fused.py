@@ -93,7 +93,7 @@ def test_variant_for_names_the_kernel_that_runs_and_tuning_off_uses_the_static_r
     monkeypatch,
 ):
     monkeypatch.setenv("SRIGL_TUNE", "off")
-    from backends.kernels import tuner
+    from backends.kernels import linear_tuner as tuner
 
     tuner.refresh()
     try:

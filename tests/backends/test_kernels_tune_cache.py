@@ -1,7 +1,10 @@
-"""The tuners' shared timer (backends.kernels.tune_cache.fastest_interleaved), on a fake clock:
+"""The tuners' shared cache files (entry checks, merging writes) and timer
+(backends.kernels.tune_cache.fastest_interleaved) on a fake clock:
 each candidate advances it by its own cost, so the result is exact."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -42,3 +45,31 @@ def test_a_fast_candidate_gets_more_calls_per_round_up_to_max_calls(monkeypatch)
     fns = {"fast": lambda: call("fast", 1e-6), "slow": lambda: call("slow", 1e-2)}
     tune_cache.fastest_interleaved(fns, rounds=3, round_seconds=2e-3, min_calls=2, max_calls=50)
     assert counts == {"fast": 2 + 3 * 50, "slow": 2 + 3 * 2}
+
+
+def test_two_processes_writing_one_cache_file_keep_both_processes_entries(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    machine = {"cpu": "test"}
+    first = tune_cache.TuneCache("t", 1, "test tuning")  # two processes: two in-memory copies
+    second = tune_cache.TuneCache("t", 1, "test tuning")
+    first.entries(machine)[1]["a"] = 1
+    second.entries(machine)[1]["b"] = 2  # read before the first one wrote
+    first.save(machine)
+    second.save(machine)
+    path = first.path(machine)
+    assert json.loads(path.read_text())["entries"] == {"a": 1, "b": 2}
+    assert second.entries(machine)[1] == {"a": 1, "b": 2}
+
+
+def test_a_bad_entry_read_from_the_file_is_dropped_and_not_merged_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    machine = {"cpu": "test"}
+    cache = tune_cache.TuneCache("t", 1, "test tuning", lambda e: None if e == 1 else "not 1")
+    path = cache.path(machine)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"schema": 1, "machine": machine, "entries": {"ok": 1, "bad": 7}}))
+    with pytest.warns(tune_cache.TuneCacheWarning, match="entry 'bad' .*not 1"):
+        assert cache.entries(machine)[1] == {"ok": 1}
+    cache.entries(machine)[1]["new"] = 1
+    cache.save(machine)
+    assert json.loads(path.read_text())["entries"] == {"ok": 1, "new": 1}

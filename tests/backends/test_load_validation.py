@@ -13,7 +13,7 @@ from backend_cases import CASES, constant_fan_in_layer, skip_unless_supported
 from load_fuzz import KINDS
 
 import backends
-from backends.condensed import LayerStateError, validate_layer_state
+from backends.state_checks import LayerStateError, validate_layer_state
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -137,9 +137,9 @@ void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m
 }
 
 // ---------------------------------------------------------------- permute-pack kernels
-// x arrives padded (see fused_op.cpp): row r of xp holds, per input block, its block - 1
-// inputs and a zero, so every step loads whole registers at pstep_off[s] with no tail case,
-// and a group's steps run as one stream (no per-block loop whose trip count the branch
+// x arrives padded (pad_blocks in fused_dispatch.cpp): row r of xp holds, per input block, its
+// block - 1 inputs and a zero, so every step loads whole registers at pstep_off[s] with no tail
+// case, and a group's steps run as one stream (no per-block loop whose trip count the branch
 // predictor would miss).
 
 // Writes one group's accumulators (lanes floats per row) to the output.

@@ -1,4 +1,4 @@
-// Interface between the fused-linear driver (fused_op.cpp) and its per-ISA micro-kernels
+// Interface between the fused-linear driver (fused_dispatch.cpp) and its per-ISA micro-kernels
 // (fused_generic.cpp, fused_avx2.cpp, fused_avx512.cpp, all from fused_impl.h). Plain C++:
 // the ISA translation units include no torch or standard-library templates, so nothing
 // compiled for AVX-512 can be picked by the linker for code that runs on other CPUs.
@@ -7,7 +7,7 @@
 
 namespace srigl {
 
-// A condensed layer as the kernels see it (views into the packed blob, see fused_op.cpp).
+// A condensed layer as the kernels see it (views into the packed blob, see fused_blob.h).
 //   out[m, active[j]] = sum_t values[j, t] * x[m, indices[j, t]] + bias[active[j]]
 // Permute pack (lanes > 0): active neurons in groups of `lanes`; a block holds block - 1
 // consecutive inputs plus one zero slot (position block - 1). Each group lists the blocks it

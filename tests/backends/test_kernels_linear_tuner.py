@@ -11,7 +11,8 @@ from backend_cases import CASES, constant_fan_in_layer
 from torch import nn
 
 import backends
-from backends.kernels import ops, tuner
+from backends.kernels import linear_tuner as tuner
+from backends.kernels import ops
 
 pytestmark = pytest.mark.skipif(not ops.available()[0], reason=f"C++: {ops.available()[1]}")
 
@@ -152,3 +153,52 @@ def test_a_winner_timed_on_a_loaded_machine_is_timed_again_when_quiet(cache, mon
     path.write_text(json.dumps(data))
     _layer().tune([1], threads=2)
     assert not timed
+
+
+def _write_entries(path, entries: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"schema": tuner.SCHEMA, "machine": tuner.machine_key(2), "entries": entries}
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1, 2],  # a list: AttributeError in _tuned_under_load before
+        {"variant": 1101, "geometry": [99, 99], "batch": 1},  # RuntimeError from fused_pack
+        {"variant": 9999, "geometry": [], "batch": 1},
+        {"variant": "abc", "geometry": [], "batch": 1},
+    ],
+    ids=["list", "geometry_out_of_range", "variant_out_of_range", "variant_not_an_int"],
+)
+def test_a_bad_cache_entry_is_dropped_with_one_warning_timed_again_and_written_back(cache, bad):
+    layer = _layer()
+    path = tuner.cache_path(2)
+    key = tuner.layer_key(layer, 0)
+    _write_entries(path, {key: bad})
+    with pytest.warns(tuner.TuneCacheWarning, match=f"dropping the fused-kernel .*{key}") as rec:
+        assert set(layer.tune([1], threads=2)) == {1}
+    assert len([w for w in rec if key in str(w.message)]) == 1
+    entry = json.loads(path.read_text())["entries"][key]
+    assert tuner.check_entry(entry) is None and entry != bad
+    layer(torch.randn(1, CASES[7].in_features))  # and forward runs
+
+
+def test_an_entry_that_does_not_run_here_is_dropped_when_installed_and_timed_again(
+    cache, monkeypatch
+):
+    layer = _layer()
+    path = tuner.cache_path(2)
+    key = tuner.layer_key(layer, 0)
+    # a well-formed entry this CPU cannot run: an ISA level above its own, or (on AVX-512)
+    # the AVX-512 permute kernel with the AVX2 pack geometry (its lanes are 16, not 8)
+    isa = int(ops.load().fused_isa())
+    if isa == 0:
+        pytest.skip("the generic level runs every pack geometry")
+    code = ops.encode("avx512", "perm") if isa == 2 else ops.encode("avx512", "rows")
+    geometry = [8, 8] if isa == 2 else []
+    _write_entries(path, {key: {"variant": code, "geometry": geometry, "batch": 1}})
+    with pytest.warns(tuner.TuneCacheWarning, match="does not run here"):
+        layer.tune([1], threads=2)
+    assert json.loads(path.read_text())["entries"][key]["variant"] != code
+    assert layer.perm_geometry != (8, 8) or isa == 1  # the bad entry left the layer as it was

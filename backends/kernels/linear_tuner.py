@@ -15,7 +15,9 @@ Cache: ``<user cache dir>/tuner/fused-<machine>.json`` (:func:`cache_path`), one
 machine key (CPU model, ISA level, threads, torch version); a file that does not parse, has
 another schema, or names another machine is ignored with a warning and rewritten. Each entry
 records the load average it was timed at; one timed on a machine busier than its cores is timed
-again when the machine is quiet (load at most half the cores).
+again when the machine is quiet (load at most half the cores). An entry that is not one this
+tuner writes (:func:`check_entry`) or that does not run here is dropped with a warning, timed
+again and written back without it; writes merge with other processes' entries.
 
 ``SRIGL_TUNE=off`` in the environment switches tuning off: the static rule of the C++ operator
 runs (best ISA; up to 8 rows the permute pack where this ISA runs it, else the gather rows
@@ -29,7 +31,6 @@ import logging
 import os
 import pathlib
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ import torch
 from backends.kernels import ops
 from backends.kernels.tune_cache import (
     TuneCache,
-    TuneCacheWarning,
+    TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
     fastest_interleaved,
     tuning_enabled,
 )
@@ -51,7 +52,32 @@ ROUNDS = 5
 ROUND_SECONDS = 2e-3  # calls per candidate and round: about this long, at least MIN_CALLS
 MIN_CALLS = 2
 MAX_CALLS = 64
-_CACHE = TuneCache("fused", SCHEMA, "fused-kernel tuning")
+#: every (lanes, block) permute pack geometry some ISA level runs
+GEOMETRIES = frozenset(g for isa in range(len(ops.ISAS)) for g in ops.perm_geometries(isa))
+
+
+def check_entry(entry: Any) -> str | None:
+    """None if ``entry`` (as read from the cache file) is one this tuner writes, else why not:
+    a mapping with an int ``variant`` whose parts are in range, a ``geometry`` that is ``[]``
+    or a known (lanes, block) pack, and a number (or null) as ``load_avg_1m``."""
+    if not isinstance(entry, dict):
+        return f"a {type(entry).__name__}, not a mapping"
+    code = entry.get("variant")
+    if isinstance(code, bool) or not isinstance(code, int) or code < 0:
+        return f"variant {code!r} is not a variant code (an int >= 0)"
+    v = ops.decode(code)
+    if v.isa >= len(ops.ISAS) or v.family >= len(ops.FAMILIES) or v.wide > 1 or v.parallel > 1:
+        return f"variant {code} is out of range (isa < {len(ops.ISAS)}, family < 4, 0/1 flags)"
+    geo = entry.get("geometry")
+    if not isinstance(geo, list) or (geo and tuple(geo) not in GEOMETRIES):
+        return f"geometry {geo!r} is not [] or one of {sorted(map(list, GEOMETRIES))}"
+    load = entry.get("load_avg_1m")
+    if load is not None and (isinstance(load, bool) or not isinstance(load, (int, float))):
+        return f"load_avg_1m {load!r} is not a number"
+    return None
+
+
+_CACHE = TuneCache("fused", SCHEMA, "fused-kernel tuning", check_entry)
 _lock = _CACHE.lock
 
 
@@ -180,6 +206,26 @@ def _tuned_under_load(entry: dict[str, Any]) -> bool:
     return then > cores and now <= cores / 2
 
 
+def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
+    """Time the candidates for ``batch`` rows; the cache entry of the winner."""
+    timed = measure(layer, batch, threads)
+    (code, geo), best = min(timed.items(), key=lambda kv: kv[1])
+    name = ops.variant_name(code, *(geo[::-1] if geo else ()))
+    us = best * 1e6
+    log.info("tuned %s at batch %d, %d threads: %s (%.1f us)", key, batch, threads, name, us)
+    return {
+        "variant": int(code),
+        "geometry": list(geo),
+        "batch": batch,
+        "fastest_us": {
+            ops.variant_name(c, *(g[::-1] if g else ())): round(t * 1e6, 2)
+            for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
+        },
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "load_avg_1m": load_average(),
+    }
+
+
 def tune_layer(
     layer, batches, threads: int | None = None, force: bool = False, measure_missing: bool = True
 ) -> dict[int, str]:
@@ -211,35 +257,17 @@ def tune_layer(
             if entry is None and not measure_missing:
                 continue
             if entry is None or force:
-                timed = measure(layer, batch, threads)
-                (code, geo), best = min(timed.items(), key=lambda kv: kv[1])
-                entry = {
-                    "variant": int(code),
-                    "geometry": list(geo),
-                    "batch": batch,
-                    "fastest_us": {
-                        ops.variant_name(c, *(g[::-1] if g else ())): round(t * 1e6, 2)
-                        for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
-                    },
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "load_avg_1m": load_average(),
-                }
-                entries[key] = entry
+                entry = entries[key] = _timed_entry(layer, key, batch, threads)
                 dirty = True
-                log.info(
-                    "tuned %s at batch %d, %d threads: %s (%.1f us)",
-                    key,
-                    batch,
-                    threads,
-                    ops.variant_name(code, *(geo[::-1] if geo else ())),
-                    best * 1e6,
-                )
             try:
                 layer._install(threads, bucket, int(entry["variant"]), tuple(entry["geometry"]))
-            except (KeyError, TypeError, ValueError) as err:  # a hand-edited entry
-                warnings.warn(f"ignoring tuning entry {key}: {err}", TuneCacheWarning, stacklevel=2)
-                entries.pop(key, None)
-                continue
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # stale or edited
+                _CACHE.drop(machine, key, str(err).splitlines()[0])
+                dirty = True
+                if not measure_missing:
+                    continue
+                entry = entries[key] = _timed_entry(layer, key, batch, threads)
+                layer._install(threads, bucket, int(entry["variant"]), tuple(entry["geometry"]))
             chosen[batch] = layer.variant_for(batch, threads)
         if dirty:
             _CACHE.save(machine)

@@ -29,7 +29,17 @@ ROUNDS = 3
 ROUND_SECONDS = 2e-3
 MIN_CALLS = 2
 MAX_CALLS = 32
-_CACHE = TuneCache("conv", SCHEMA, "conv-kernel tuning")
+
+
+def check_entry(entry: Any) -> str | None:
+    """None if ``entry`` (as read from the cache file) is a variant code (an int), else why
+    not; whether the code is one of this CPU's is checked where it is used."""
+    if isinstance(entry, bool) or not isinstance(entry, int):
+        return f"{entry!r} is not a variant code (an int)"
+    return None
+
+
+_CACHE = TuneCache("conv", SCHEMA, "conv-kernel tuning", check_entry)
 
 
 def enabled() -> bool:
@@ -61,15 +71,18 @@ def best_variant(
 ) -> int:
     """The fastest variant code (isa * 100 + v, or one of ``extra``, e.g. the dense fallback
     -2) for cache key ``key``; ``run(code)`` calls the layer with that variant on the real
-    input. -1 when tuning is off."""
+    input. -1 when tuning is off. A cached code that is not one of these is dropped with a
+    warning and timed again."""
     if not enabled():
         return -1
     machine = machine_key(isa, threads)
+    codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
     with _CACHE.lock:
         _, entries = _CACHE.entries(machine)
         if key in entries:
-            return int(entries[key])
-    codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
+            if entries[key] in codes:
+                return int(entries[key])
+            _CACHE.drop(machine, key, f"variant {entries[key]!r} is not one of {codes}")
     fns = {code: (lambda code=code: run(code)) for code in codes}
     times = fastest_interleaved(fns, ROUNDS, ROUND_SECONDS, MIN_CALLS, MAX_CALLS)
     best = min(codes, key=times.__getitem__)

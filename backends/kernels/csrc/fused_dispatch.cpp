@@ -1,0 +1,335 @@
+// Running a packed fused layer: which micro-kernel variant runs (per batch bucket and thread
+// count, from the table the autotuner fills; else the static rule), and the drivers that run
+// it serially or with OpenMP (torch's own libgomp pool: same thread count as torch).
+#include <ATen/ATen.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "cpu_isa.h"
+#include "fused_blob.h"
+#include "fused_kernels.h"
+#include "fused_ops.h"
+#include "fused_variant.h"
+
+namespace srigl {
+namespace {
+
+// ------------------------------------------------------------------ CPU features
+std::atomic<int> g_isa_cap{2};  // lowered by fused_cap_isa (a failed self-check)
+
+int cpu_isa() {
+  return std::min(srigl_isa::detected_isa(), g_isa_cap.load(std::memory_order_relaxed));
+}
+
+const KernelTable& table_for(int isa) {
+  return isa >= 2 ? kAvx512 : isa == 1 ? kAvx2 : kGeneric;
+}
+
+
+// ------------------------------------------------------------------ variants
+int bucket_of(int64_t m) {
+  int b = 0;
+  while (b < kBuckets - 1 && (int64_t(1) << b) < m) ++b;
+  return b;
+}
+
+
+bool runs_here(const Variant& v, const LayerView& L) {
+  if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > 3 || v.wide < 0 ||
+      v.wide > 1 || v.par < 0 || v.par > 1)
+    return false;
+  if (v.family == 1) return L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block);
+  if (v.family == 3) return L.kb_chunk > 0;
+  return true;
+}
+
+// The documented static rule (SRIGL_TUNE=off, or an untuned entry): the best ISA here; up to
+// 8 rows the permute pack if this ISA runs it (else the gather rows kernel), above that the
+// tiled kernel (input-chunk blocked where the pack has chunks); parallel whenever torch has
+// more than one thread.
+Variant static_rule(const LayerView& L, int64_t m, int threads) {
+  Variant v{cpu_isa(), L.kb_chunk > 0 ? 3 : 2, 0, threads > 1 ? 1 : 0};
+  if (m <= 8) {
+    v.family = (L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block)) ? 1 : 0;
+    if (v.family == 1 && v.isa == 0) v.family = 0;  // the scalar emulation is for tests
+  }
+  return v;
+}
+
+Variant resolve(const LayerView& L, const at::Tensor& table, int64_t m, int threads) {
+  if (table.defined() && table.numel() == kThreadSlots * kBuckets) {
+    TORCH_CHECK(table.scalar_type() == at::kInt && table.is_contiguous() && table.is_cpu(),
+                "srigl::fused: variant table must be a contiguous int32 CPU tensor");
+    const int slot = (threads < 1 ? 1 : threads > kThreadSlots ? kThreadSlots : threads) - 1;
+    const int32_t code = table.data_ptr<int32_t>()[slot * kBuckets + bucket_of(m)];
+    if (code >= 0) {
+      const Variant v = decode(code);
+      if (runs_here(v, L)) return v;
+    }
+  } else {
+    TORCH_CHECK(!table.defined() || table.numel() == 0,
+                "srigl::fused: variant table must be int32 [", kThreadSlots, ", ", kBuckets, "]");
+  }
+  return static_rule(L, m, threads);
+}
+
+// ------------------------------------------------------------------ drivers
+void split(int64_t total, int parts, int part, int64_t* lo, int64_t* hi) {
+  const int64_t q = total / parts, r = total % parts;
+  *lo = part * q + (part < r ? part : r);
+  *hi = *lo + q + (part < r ? 1 : 0);
+}
+
+void fill_bias(const LayerView& L, int64_t m, float* out, int64_t som, int64_t soj) {
+  if (L.all_active) return;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < L.out; ++c) out[r * som + c * soj] = L.bias[c];
+}
+
+// x rows -> per input block of block - 1 inputs: those inputs, then a zero (the permute
+// kernels' layout); returns the row stride of the padded copy (a thread-local buffer).
+const float* pad_blocks(const LayerView& L, const float* x, int64_t ldx, int64_t m,
+                        int64_t* ldp) {
+  static thread_local std::vector<float> buf;
+  const int64_t W = L.block, span = W - 1, nb = (L.in + span - 1) / span;
+  *ldp = nb * W;
+  const size_t need = static_cast<size_t>(m * nb * W);
+  if (buf.size() < need) buf.resize(need);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* src = x + r * ldx;
+    float* dst = buf.data() + r * nb * W;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t valid = std::min(span, L.in - b * span);
+      std::memcpy(dst + b * W, src + b * span, valid * sizeof(float));
+      for (int64_t i = valid; i < W; ++i) dst[b * W + i] = 0.0f;
+    }
+  }
+  return buf.data();
+}
+
+void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
+                      int64_t m, float* out, int64_t som, int64_t soj) {
+  const KernelTable& kt = table_for(v.isa);
+  const bool perm = v.family == 1;
+  const int64_t units = perm ? L.ngroups : L.n;
+  if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
+  if (!v.par || units <= 1 || omp_get_max_threads() <= 1) {  // no team at all: no OpenMP cost
+    if (perm)
+      kt.perm(L, x, ldx, 0, m, 0, units, out, som, soj);
+    else
+      kt.rows(L, x, ldx, 0, m, 0, units, out, som, soj);
+    return;
+  }
+#pragma omp parallel
+  {
+    int64_t lo, hi;
+    split(units, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+    if (lo < hi) {
+      if (perm)
+        kt.perm(L, x, ldx, 0, m, lo, hi, out, som, soj);
+      else
+        kt.rows(L, x, ldx, 0, m, lo, hi, out, som, soj);
+    }
+  }
+}
+
+// x rows (unit column stride, row stride ldx) or, if x_transposed, xt [in, M] (row stride
+// ldx) -> zero-padded [in][T] tiles, then (tile, neuron block) work items.
+void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
+               bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj) {
+  const KernelTable& kt = table_for(v.isa);
+  const int64_t T = kt.tile_width(v.wide), in = L.in;
+  const int64_t ntiles = (m + T - 1) / T;
+  static thread_local std::vector<float> buf;
+  const size_t need = static_cast<size_t>(ntiles * in * T);
+  if (buf.size() < need) buf.resize(need);
+  float* tiles = buf.data();
+  constexpr int64_t IB = 16;  // inputs per transpose block
+  const int64_t nib = (in + IB - 1) / IB;
+  const int64_t njb = (L.n + 63) / 64;  // neuron chunks per tile (64 neurons each)
+  const bool par = v.par != 0;
+#pragma omp parallel if (par && ntiles * njb > 1)
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    int64_t lo, hi;
+    split(ntiles * nib, nt, tid, &lo, &hi);
+    for (int64_t item = lo; item < hi; ++item) {
+      const int64_t tix = item / nib, i0 = (item % nib) * IB, i1 = std::min(i0 + IB, in);
+      const int64_t m0 = tix * T, nc = std::min(T, m - m0);
+      float* tile = tiles + tix * in * T;
+      if (x_transposed) {
+        for (int64_t i = i0; i < i1; ++i) {
+          std::memcpy(tile + i * T, x + i * ldx + m0, nc * sizeof(float));
+          if (nc < T) std::memset(tile + i * T + nc, 0, (T - nc) * sizeof(float));
+        }
+      } else {
+        for (int64_t c = 0; c < T; ++c) {
+          if (c < nc) {
+            const float* src = x + (m0 + c) * ldx;
+            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = src[i];
+          } else {
+            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = 0.0f;
+          }
+        }
+      }
+    }
+#pragma omp barrier
+    split(ntiles * njb, nt, tid, &lo, &hi);
+    for (int64_t item = lo; item < hi; ++item) {
+      const int64_t tix = item / njb, j0 = (item % njb) * 64, j1 = std::min(j0 + 64, L.n);
+      const int64_t m0 = tix * T, nc = std::min(T, m - m0);
+      if (v.family == 3)
+        kt.tiled_blocked(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+      else
+        kt.tiled(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+    }
+  }
+}
+
+at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* forced,
+               const at::Tensor& table, int64_t out_features, bool transposed) {
+  const LayerView L = view_of(blob);
+  TORCH_CHECK(out_features == L.out, "srigl::fused: out_features ", out_features,
+              " does not match the packed layer's ", L.out);
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
+              "srigl::fused: expected a float32 CPU input, got ", x.scalar_type(), " on ",
+              x.device());
+  const int threads = omp_get_max_threads();
+  at::Tensor x2;
+  at::Tensor y;
+  int64_t m, ldx, som, soj;
+  if (!transposed) {
+    TORCH_CHECK(x.dim() >= 1 && x.size(-1) == L.in, "srigl::fused: expected input [..., ",
+                L.in, "], got ", x.sizes());
+    x2 = x.reshape({-1, L.in});
+    if (x2.stride(1) != 1 || (x2.size(0) > 1 && x2.stride(0) < L.in)) x2 = x2.contiguous();
+    m = x2.size(0);
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = L.out;
+    y = at::empty(shape, x.options());
+    ldx = x2.size(0) > 1 ? x2.stride(0) : L.in;
+    som = L.out;
+    soj = 1;
+  } else {
+    TORCH_CHECK(x.dim() == 2 && x.size(0) == L.in, "srigl::fused: expected transposed input [",
+                L.in, ", B], got ", x.sizes());
+    m = x.size(1);
+    y = at::empty({L.out, m}, x.options());
+    som = 1;
+    soj = m;
+  }
+  if (m == 0) return y;
+  float* out = y.data_ptr<float>();
+  Variant v = forced ? *forced : resolve(L, table, m, threads);
+  if (forced) {
+    TORCH_CHECK(runs_here(v, L), "srigl::fused: variant ", encode(v),
+                " cannot run here (CPU ISA level ", cpu_isa(), ", pack lanes ", L.lanes,
+                " block ", L.block, ")");
+  }
+  fill_bias(L, m, out, som, soj);
+  if (L.n == 0) return y;
+  if (v.family >= 2) {
+    if (transposed) {
+      x2 = x.stride(1) == 1 ? x : x.contiguous();
+      run_tiled(v, L, x2.data_ptr<float>(), x2.stride(0), true, m, out, som, soj);
+    } else {
+      run_tiled(v, L, x2.data_ptr<float>(), ldx, false, m, out, som, soj);
+    }
+    return y;
+  }
+  if (transposed) {
+    x2 = x.t().contiguous();  // a few batch columns: rows of x
+    ldx = L.in;
+  }
+  run_rows_or_perm(v, L, x2.data_ptr<float>(), ldx, m, out, som, soj);
+  return y;
+}
+
+// grad_x[r, indices[j, t]] += grad_y[r, active[j]] * values[j, t]: the transposed condensed
+// product, rows of grad_y (row stride ldg) split over threads (no two threads write a row).
+void run_backward(const LayerView& L, const float* gy, int64_t ldg, int64_t m, float* gx) {
+  const int16_t* i16 = static_cast<const int16_t*>(L.indices);
+  const int32_t* i32 = static_cast<const int32_t*>(L.indices);
+#pragma omp parallel for if (m > 1 && m * L.n * L.k > 32768)
+  for (int64_t r = 0; r < m; ++r) {
+    float* dst = gx + r * L.in;
+    std::memset(dst, 0, L.in * sizeof(float));
+    const float* g = gy + r * ldg;
+    for (int64_t j = 0; j < L.n; ++j) {
+      const float gj = g[L.active[j]];
+      if (gj == 0.0f) continue;
+      const float* vals = L.values + j * L.k;
+      for (int64_t t = 0; t < L.k; ++t) {
+        const int64_t c = L.idx_bytes == 2 ? i16[j * L.k + t] : i32[j * L.k + t];
+        dst[c] += gj * vals[t];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& blob, const at::Tensor& table,
+                        int64_t out_features, bool transposed) {
+  return run(x, blob, nullptr, table, out_features, transposed);
+}
+
+at::Tensor fused_linear_variant(const at::Tensor& x, const at::Tensor& blob, int64_t variant,
+                                int64_t out_features, bool transposed) {
+  const Variant v = decode(variant);
+  return run(x, blob, &v, at::Tensor(), out_features, transposed);
+}
+
+int64_t fused_resolve(const at::Tensor& blob, const at::Tensor& table, int64_t batch,
+                      int64_t threads) {
+  const LayerView L = view_of(blob);
+  return encode(resolve(L, table, batch < 1 ? 1 : batch, static_cast<int>(threads)));
+}
+
+int64_t fused_runs_here(const at::Tensor& blob, int64_t variant) {
+  return runs_here(decode(variant), view_of(blob)) ? 1 : 0;
+}
+
+int64_t fused_isa() { return cpu_isa(); }
+
+int64_t fused_detected_isa() { return srigl_isa::detected_isa(); }
+
+// Never run ISA levels above `cap` in this process (0 generic, 1 avx2, 2 avx512).
+int64_t fused_cap_isa(int64_t cap) {
+  g_isa_cap.store(static_cast<int>(cap < 0 ? 0 : cap > 2 ? 2 : cap));
+  return cpu_isa();
+}
+
+at::Tensor fused_linear_backward(const at::Tensor& grad, const at::Tensor& blob,
+                                 int64_t in_features, bool transposed) {
+  const LayerView L = view_of(blob);
+  TORCH_CHECK(in_features == L.in, "srigl::fused_linear_backward: in_features ", in_features,
+              " does not match the packed layer's ", L.in);
+  TORCH_CHECK(grad.device().is_cpu() && grad.scalar_type() == at::kFloat,
+              "srigl::fused_linear_backward: expected a float32 CPU gradient, got ",
+              grad.scalar_type(), " on ", grad.device());
+  if (transposed) {
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == L.out,
+                "srigl::fused_linear_backward: expected a gradient [", L.out, ", B], got ",
+                grad.sizes());
+    return fused_linear_backward(grad.t(), blob, in_features, false).t().contiguous();
+  }
+  TORCH_CHECK(grad.dim() >= 1 && grad.size(-1) == L.out,
+              "srigl::fused_linear_backward: expected a gradient [..., ", L.out, "], got ",
+              grad.sizes());
+  const at::Tensor g2 = grad.reshape({-1, L.out}).contiguous();
+  std::vector<int64_t> shape(grad.sizes().begin(), grad.sizes().end());
+  shape.back() = L.in;
+  at::Tensor gx = at::empty(shape, grad.options());
+  const int64_t m = g2.size(0);
+  if (m == 0) return gx;
+  if (L.n == 0) return gx.zero_();
+  run_backward(L, g2.data_ptr<float>(), L.out, m, gx.data_ptr<float>());
+  return gx;
+}
+
+}  // namespace srigl

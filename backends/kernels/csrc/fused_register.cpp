@@ -1,0 +1,31 @@
+// Registration of the srigl::fused_* operators with torch (schemas and CPU kernels); their
+// fake (meta) kernels and the autograd formula are registered from Python
+// (backends/kernels/ops.py).
+#include <torch/library.h>
+
+#include "fused_ops.h"
+
+TORCH_LIBRARY(srigl, m) {
+  m.def("fused_linear(Tensor x, Tensor blob, Tensor table, int out_features, bool transposed) "
+        "-> Tensor");
+  m.def("fused_linear_variant(Tensor x, Tensor blob, int variant, int out_features, "
+        "bool transposed) -> Tensor");
+  m.def("fused_linear_backward(Tensor grad, Tensor blob, int in_features, bool transposed) "
+        "-> Tensor");
+  m.def("fused_pack(Tensor values, Tensor indices, Tensor active, Tensor bias, int in_features, "
+        "int lanes, int block) -> Tensor");
+  m.def("fused_resolve(Tensor blob, Tensor table, int batch, int threads) -> int",
+        &srigl::fused_resolve);
+  m.def("fused_runs_here(Tensor blob, int variant) -> int", &srigl::fused_runs_here);
+  m.def("fused_pack_info(Tensor blob) -> int[]", &srigl::fused_pack_info);
+  m.def("fused_isa() -> int", &srigl::fused_isa);
+  m.def("fused_detected_isa() -> int", &srigl::fused_detected_isa);
+  m.def("fused_cap_isa(int cap) -> int", &srigl::fused_cap_isa);
+}
+
+TORCH_LIBRARY_IMPL(srigl, CPU, m) {
+  m.impl("fused_linear", &srigl::fused_linear);
+  m.impl("fused_linear_variant", &srigl::fused_linear_variant);
+  m.impl("fused_linear_backward", &srigl::fused_linear_backward);
+  m.impl("fused_pack", &srigl::fused_pack);
+}
