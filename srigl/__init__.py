@@ -12,6 +12,13 @@
 """
 
 from srigl.condense import condense, load_condensed
-from srigl.trainers import TRAINERS, create_trainer, trainer_names
+from srigl.trainers import TRAINERS, SparseConfig, create_trainer, trainer_names
 
-__all__ = ["TRAINERS", "condense", "create_trainer", "load_condensed", "trainer_names"]
+__all__ = [
+    "TRAINERS",
+    "SparseConfig",
+    "condense",
+    "create_trainer",
+    "load_condensed",
+    "trainer_names",
+]

@@ -61,12 +61,24 @@ from torch import nn
 
 from backends.registry import Registry
 from srigl._surgery import add_to_bias, keep_units, refill, run_in_eval, set_child
-from srigl.masks import unwrap_model
+from srigl.condense_conv import (
+    conv_args,
+    conv_bn_pairs,
+    conv_channel_pairs,
+    conv_unsupported,
+    drop_ablated_channels,
+    fold_bn_into_conv,
+    trace_graph,
+)
+from srigl.condense_report import CondenseReport
+from srigl.elementwise import ELEMENTWISE_MODULES, is_elementwise, register_elementwise
+from srigl.masks import unwrap_model, wrapper_prefixes
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ELEMENTWISE_MODULES",
+    "CondenseReport",
     "PAIR_PATTERNS",
     "MaskMismatchError",
     "condense",
@@ -77,32 +89,6 @@ __all__ = [
 ]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-# Modules that act on every feature separately (eval mode), so neuron j's output depends on
-# neuron j's input alone. Extend with :func:`register_elementwise`.
-ELEMENTWISE_MODULES: set[type[nn.Module]] = {
-    nn.Identity,
-    nn.Dropout,
-    nn.AlphaDropout,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.LogSigmoid,
-}
 
 # Name -> function(module) yielding (first_child, [elementwise modules], second_child) pairs
 # of child names of ``module`` where first's output flows only elementwise into second.
@@ -116,14 +102,21 @@ class MaskMismatchError(ValueError):
     """A mask names no parameter of the model, or its shape differs from the parameter's."""
 
 
-def register_elementwise(cls: type[nn.Module]) -> type[nn.Module]:
-    """Declare module class ``cls`` elementwise (usable as a decorator); see ``structured``."""
-    ELEMENTWISE_MODULES.add(cls)
-    return cls
+def unwrap_name(name: str, model: nn.Module | None = None) -> str:
+    """``name`` without the prefixes that wrappers add (``module.``: DDP / DataParallel,
+    ``_orig_mod.``: torch.compile).
 
-
-def unwrap_name(name: str) -> str:
-    """``name`` without leading ``module.`` (DDP) / ``_orig_mod.`` (torch.compile) prefixes."""
+    With ``model`` (the model the name belongs to, wrapped or not) only the prefixes of the
+    wrappers ``model`` really has are removed, outermost first, so a submodule that is itself
+    called ``module`` keeps its name. Without it (names of unknown origin, e.g. a checkpoint's
+    keys) every leading ``module.`` / ``_orig_mod.`` goes.
+    """
+    if model is not None:
+        for prefix in wrapper_prefixes(model):
+            if not name.startswith(prefix):
+                break
+            name = name[len(prefix) :]
+        return name
     changed = True
     while changed:
         changed = False
@@ -131,10 +124,6 @@ def unwrap_name(name: str) -> str:
             if name.startswith(prefix):
                 name, changed = name[len(prefix) :], True
     return name
-
-
-def _is_elementwise(module: nn.Module) -> bool:
-    return type(module) in ELEMENTWISE_MODULES
 
 
 @PAIR_PATTERNS.register("sequential")
@@ -153,7 +142,7 @@ def _sequential_pairs(module: nn.Module) -> Iterator[tuple[str, list[nn.Module],
             if type(nxt) is nn.Linear:
                 yield first, between, second
                 break
-            if not _is_elementwise(nxt):
+            if not is_elementwise(nxt):
                 break
             between.append(nxt)
 
@@ -170,7 +159,7 @@ def _timm_mlp_pairs(module: nn.Module) -> Iterator[tuple[str, list[nn.Module], s
     fc1, act, drop1, norm, fc2 = parts
     if type(fc1) is nn.Linear and type(fc2) is nn.Linear:
         between = [act, drop1, norm]
-        if all(_is_elementwise(m) for m in between):
+        if all(is_elementwise(m) for m in between):
             yield "fc1", between, "fc2"
 
 
@@ -191,8 +180,8 @@ def condensable_linears(model: nn.Module, masks: Mapping[str, Any]) -> list[str]
 
     ``masks`` maps parameter names (prefixes ``module.``/``_orig_mod.`` allowed) to masks.
     """
+    keys = set(_normalise_names(model, masks))
     model = unwrap_model(model)
-    keys = {unwrap_name(k) for k in masks}
     skipped = _skipped_linears(model)
     return [
         name
@@ -201,16 +190,40 @@ def condensable_linears(model: nn.Module, masks: Mapping[str, Any]) -> list[str]
     ]
 
 
-def _normalise_masks(model: nn.Module, masks: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Masks keyed by the unwrapped model's parameter names, as bool tensors; checked.
+def _normalise_names(model: nn.Module, masks: Mapping[str, Any]) -> dict[str, str]:
+    """{mask key: parameter name in the unwrapped model}.
 
+    A key that names a parameter of the unwrapped model stays as it is (a submodule may be
+    called ``module``); else the prefixes of ``model``'s own wrappers are removed
+    (:func:`unwrap_name` with the model); a key that still names no parameter but does so
+    without its leading ``module.`` / ``_orig_mod.`` (masks saved from a wrapped model,
+    applied to the bare one) loses those. Other keys are returned as they are, to be refused.
+    """
+    params = dict(unwrap_model(model).named_parameters(remove_duplicate=False))
+    out = {}
+    for key in masks:
+        name = str(key)
+        if name not in params:
+            name = unwrap_name(name, model)
+        if name not in params and unwrap_name(name) in params:
+            name = unwrap_name(name)
+        out[key] = name
+    return out
+
+
+def _normalise_masks(model: nn.Module, masks: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Masks keyed by the parameter names of the unwrapped ``model``, as bool tensors; checked.
+
+    ``model`` may be wrapped (DDP, torch.compile): a key may carry its wrappers' prefixes.
     Every name of a shared (tied) parameter counts: the trainer names a tied weight after the
     Linear layer that owns it, which ``named_parameters()`` would hide behind its first owner.
     """
+    names = _normalise_names(model, masks)
+    model = unwrap_model(model)
     params = dict(model.named_parameters(remove_duplicate=False))
     out: dict[str, torch.Tensor] = {}
     for key, mask in masks.items():
-        name = unwrap_name(str(key))
+        name = names[key]
         if name not in params:
             from backends.base import Backend
 
@@ -352,7 +365,6 @@ def _kept_layers(
     """{module name: why it cannot be condensed} over the masked Conv2d, Linear and attention
     modules of ``model`` (before any is replaced)."""
     from backends.conv import conv_supports
-    from srigl.condense_conv import conv_unsupported
     from srigl.condensed_attention import attention_unsupported
 
     kept: dict[str, str] = {}
@@ -422,7 +434,6 @@ def _backend_layer(
 ) -> nn.Module:
     """Backend ``backend``'s module for the masked Linear or Conv2d ``layer`` called ``name``."""
     import backends
-    from srigl.condense_conv import conv_args
 
     bias = layer.bias.detach() if layer.bias is not None else None
     options = conv_args(layer) if isinstance(layer, nn.Conv2d) else {}
@@ -455,7 +466,7 @@ def condense(
     Returns:
         A new module computing the same function as ``model`` with every masked parameter
         multiplied by its mask (outputs allclose in the weights' dtype). Its attribute
-        ``condense_report`` (:class:`srigl.condense_conv.CondenseReport`) lists the condensed
+        ``condense_report`` (:class:`srigl.condense_report.CondenseReport`) lists the condensed
         layers, folded BNs, removed channels and the layers kept masked-dense with the reason.
 
     Raises:
@@ -465,20 +476,10 @@ def condense(
         ValueError: with ``strict=True``, a layer that cannot be condensed (names it and why).
     """
     import backends
-    from backends.base import BadInputError
-    from backends.condensed import FanInError
-    from srigl.condense_conv import (
-        CondenseReport,
-        conv_bn_pairs,
-        conv_channel_pairs,
-        drop_ablated_channels,
-        fold_bn_into_conv,
-        trace_graph,
-    )
 
     backends.get(backend)  # fail fast on an unknown name, before copying the model
     base = unwrap_model(model)
-    norm_masks = _normalise_masks(base, masks)
+    norm_masks = _normalise_masks(model, masks)
     small = copy.deepcopy(base)
     params = dict(small.named_parameters(remove_duplicate=False))
     with torch.no_grad():
@@ -498,18 +499,55 @@ def condense(
     if strict and kept:
         name, why = next(iter(kept.items()))
         raise ValueError(f"layer {name!r} cannot be condensed with {backend!r}: {why}")
-
     if structured:
-        for first, between, second in _structured_pairs(small):
-            width = small.get_submodule(first).out_features
-            if _drop_ablated_neurons(small, norm_masks, first, between, second):
-                report.removed[first] = width - small.get_submodule(first).out_features
-        for pair in conv_channel_pairs(small, graph):
-            if pair.first in kept or pair.second in kept:
-                continue
-            removed = drop_ablated_channels(small, norm_masks, pair)
-            if removed:
-                report.removed[pair.first] = removed
+        report.removed.update(_remove_ablated_units(small, norm_masks, graph, kept))
+    _replace_layers(small, norm_masks, backend, strict, kept, report)
+    report.kept = kept
+    _log_report(backend, report)
+    small.condense_report = report
+    return small
+
+
+def _remove_ablated_units(
+    small: nn.Module,
+    masks: dict[str, torch.Tensor],
+    graph: Any,
+    kept: Mapping[str, str],
+) -> dict[str, int]:
+    """``structured=True``: remove ablated neurons (Linear pairs) and output channels (conv
+    pairs, traced ``graph`` only) where exact; ``masks`` is updated in place.
+
+    Returns:
+        {module name: neurons / channels removed}.
+    """
+    removed: dict[str, int] = {}
+    for first, between, second in _structured_pairs(small):
+        width = small.get_submodule(first).out_features
+        if _drop_ablated_neurons(small, masks, first, between, second):
+            removed[first] = width - small.get_submodule(first).out_features
+    for pair in conv_channel_pairs(small, graph):
+        if pair.first in kept or pair.second in kept:
+            continue
+        n = drop_ablated_channels(small, masks, pair)
+        if n:
+            removed[pair.first] = n
+    return removed
+
+
+def _replace_layers(
+    small: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    backend: str,
+    strict: bool,
+    kept: dict[str, str],
+    report: CondenseReport,
+) -> None:
+    """Swap every masked attention, Linear and Conv2d module of ``small`` not in ``kept`` for
+    its condensed module (in every slot it is registered in). A layer the backend refuses
+    (FanInError, BadInputError) is added to ``kept`` with the reason, or re-raised if
+    ``strict``; the condensed names go to ``report.condensed``."""
+    from backends.base import BadInputError
+    from backends.condensed import FanInError
 
     # a module registered in several slots (reused in forward) is replaced in all of them
     slots: dict[int, list[str]] = {}
@@ -531,22 +569,23 @@ def condense(
 
     for name, mod in list(small.named_modules()):
         if isinstance(mod, nn.MultiheadAttention) and name not in kept:
-            if any(m is not None for m in _attention_masks(name, mod, norm_masks).values()):
-                replace(
-                    name, mod, lambda n=name, m=mod: _condensed_attention(n, m, norm_masks, backend)
-                )
-    linears = [n for n in condensable_linears(small, norm_masks) if n not in kept]
+            if any(m is not None for m in _attention_masks(name, mod, masks).values()):
+                replace(name, mod, lambda n=name, m=mod: _condensed_attention(n, m, masks, backend))
+    linears = [n for n in condensable_linears(small, masks) if n not in kept]
     convs = [
         n
         for n, m in small.named_modules()
-        if isinstance(m, nn.Conv2d) and f"{n}.weight" in norm_masks and n not in kept
+        if isinstance(m, nn.Conv2d) and f"{n}.weight" in masks and n not in kept
     ]
     for name in linears + convs:
         mod = small.get_submodule(name)
         if isinstance(mod, (nn.Linear, nn.Conv2d)):
-            replace(name, mod, lambda n=name, m=mod: _backend_layer(backend, n, m, norm_masks))
-    report.kept = kept
-    for name, why in kept.items():
+            replace(name, mod, lambda n=name, m=mod: _backend_layer(backend, n, m, masks))
+
+
+def _log_report(backend: str, report: CondenseReport) -> None:
+    """One warning per layer kept masked-dense, one info line with the counts."""
+    for name, why in report.kept.items():
         log.warning("condense: layer %r stays masked-dense: %s", name, why)
     log.info(
         "condense(%s): %d layers condensed, %d BatchNorms folded, %d kept masked-dense, "
@@ -554,11 +593,9 @@ def condense(
         backend,
         len(report.condensed),
         len(report.folded),
-        len(kept),
+        len(report.kept),
         sum(report.removed.values()),
     )
-    small.condense_report = report
-    return small
 
 
 def load_condensed(
@@ -612,8 +649,6 @@ def _skeleton_as_saved(
     only the eval-mode BatchNorms that directly follow a conv (others stay in any case), so the
     saved state was folded unless one of those foldable BNs kept its statistics there (the
     model was condensed in train mode). Folding needs the skeleton in eval mode (a copy)."""
-    from srigl.condense_conv import conv_bn_pairs, trace_graph
-
     base = copy.deepcopy(unwrap_model(skeleton)).eval()
     if not any(isinstance(m, nn.Conv2d) for m in base.modules()):
         return base, True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from srigl._surgery import add_to_bias, keep_units, refill, run_in_eval, set_child
+from srigl.condense_report import CondenseReport
+from srigl.elementwise import ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS, ELEMENTWISE_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +35,6 @@ __all__ = [
     "fold_bn_into_conv",
     "trace_graph",
 ]
-
-# Functions that act on every channel separately (their constant-input value is computed).
-ELEMENTWISE_FUNCTIONS: set[Callable[..., Any]] = {
-    F.relu,
-    torch.relu,
-    F.relu6,
-    F.hardswish,
-    F.hardsigmoid,
-    F.silu,
-    F.gelu,
-    F.leaky_relu,
-    torch.sigmoid,
-    torch.tanh,
-    F.dropout,
-}
-ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "relu_", "sigmoid_", "tanh_"}
-
-
-@dataclass
-class CondenseReport:
-    """What :func:`srigl.condense` did; attached to the condensed model as ``condense_report``.
-
-    condensed: module names replaced by backend modules; folded: (conv, bn) pairs folded;
-    kept: {module name: why it stays masked-dense}; removed: {module name: output channels or
-    neurons removed by ``structured=True``}; traced: whether the fx graph was available.
-    """
-
-    condensed: list[str] = field(default_factory=list)
-    folded: list[tuple[str, str]] = field(default_factory=list)
-    kept: dict[str, str] = field(default_factory=dict)
-    removed: dict[str, int] = field(default_factory=dict)
-    traced: bool = False
 
 
 class _Tracer(fx.Tracer):
@@ -240,8 +210,6 @@ def _elementwise_step(
     model: nn.Module, node: fx.Node
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The node's function on a constant [1, C, 1, 1] input if it is elementwise, else None."""
-    from srigl.condense import ELEMENTWISE_MODULES
-
     if len(node.args) < 1 or not isinstance(node.args[0], fx.Node):
         return None
     extra = [a for a in node.args[1:]]

@@ -82,6 +82,21 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def wrapper_prefixes(model: nn.Module) -> list[str]:
+    """The name prefixes the wrappers around ``model`` add, outermost first: ``"module."``
+    per DDP / DataParallel, ``"_orig_mod."`` per torch.compile; ``[]`` for a bare model."""
+    prefixes: list[str] = []
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            prefixes.append("module.")
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            prefixes.append("_orig_mod.")
+            model = model._orig_mod
+        else:
+            return prefixes
+
+
 def clean_name(name: str) -> str:
     """Remove wrapper segments (``_orig_mod``) from a dotted name inside an unwrapped model."""
     return ".".join(part for part in name.split(".") if part not in _WRAPPER_SEGMENTS)

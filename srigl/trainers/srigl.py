@@ -35,6 +35,7 @@ from srigl.topology import (
 )
 from srigl.trainers import TRAINERS
 from srigl.trainers.base import Kept, Layer, SparseTrainer
+from srigl.trainers.config import SparseConfig
 
 
 @TRAINERS.register("srigl")
@@ -42,16 +43,21 @@ class SRigLTrainer(SparseTrainer):
     """Structured RigL: constant fan-in and neuron ablation; sparse init on by default."""
 
     ablates = True
-    default_constant_fan_in = True
-    default_sparse_init = True
+    defaults = {"constant_fan_in": True, "sparse_init": True}
 
-    def __init__(self, *args, **kwargs) -> None:
-        if kwargs.get("constant_fan_in") is False:
+    @classmethod
+    def check_config(cls, config: SparseConfig) -> None:
+        """SparseTrainer's checks, and constant fan-in (SRigL has no unstructured form).
+
+        Raises:
+            SparsityConfigError: ``constant_fan_in=False``.
+        """
+        super().check_config(config)
+        if config.constant_fan_in is False:
             raise SparsityConfigError(
                 "constant_fan_in=False is invalid for trainer 'srigl'; allowed: True or None "
                 "(use trainer 'rigl' for unstructured sparsity)"
             )
-        super().__init__(*args, **kwargs)
 
     def update_layer(self, layer: Layer, w: Tensor, mask: Tensor, grad: Tensor, f: float) -> Kept:
         """SRigL steps 1-5 on one layer: w, mask, dense grad [out, F], f(t) -> (kept, new_mask)."""

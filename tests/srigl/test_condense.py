@@ -394,3 +394,44 @@ def test_condensing_a_condensed_model_is_an_error_saying_so():
     small = srigl.condense(model, masks, backend="naive")
     with pytest.raises(MaskMismatchError, match=r"'fc1' is already condensed"):
         srigl.condense(small, masks, backend="naive")
+
+
+class _OwnModule(nn.Module):
+    """A user model whose first layer is an attribute literally called ``module``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module = nn.Linear(20, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.module(x)))
+
+
+def test_a_submodule_named_module_gets_a_trainer_trains_and_condenses():
+    torch.manual_seed(0)
+    model = _OwnModule()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with srigl.create_trainer("srigl", model, opt, sparsity=0.5, total_steps=4, delta_t=1) as t:
+        assert set(t.masks) == {"module.weight", "head.weight"}
+        nn.functional.cross_entropy(model(torch.randn(8, 20)), torch.arange(8)).backward()
+        opt.step()
+        assert t.step()  # a topology update at step 1
+        masks = {k: v.clone() for k, v in t.masks.items()}
+    small = srigl.condense(model.eval(), masks, backend="naive")
+    assert isinstance(small.module, backends.get("naive"))
+    assert_same_outputs(model, masks, small, (5, 20))
+
+
+def test_a_wrapper_prefix_is_removed_only_where_the_model_is_wrapped():
+    from srigl.condense import unwrap_name
+
+    model = _OwnModule()
+    wrapped = nn.DataParallel(model)  # on CPU it calls the module as it is
+    assert unwrap_name("module.weight", model) == "module.weight"
+    assert unwrap_name("module.module.weight", wrapped) == "module.weight"
+    assert unwrap_name("module.head.weight", wrapped) == "head.weight"
+    masks = fan_in_masks(model)
+    small = srigl.condense(wrapped.eval(), {f"module.{k}": v for k, v in masks.items()}, "naive")
+    assert isinstance(small.module, backends.get("naive"))
+    assert_same_outputs(model, masks, small, (5, 20))

@@ -23,7 +23,7 @@ from suite.train.optim import OPTIMIZERS, SCHEDULERS
 
 CONF = train.CONF_DIR
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-TRAINER_CONFIGS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+TRAINER_CONFIGS = sorted(p.stem for p in (CONF / "trainer").glob("[!_]*.yaml"))  # not _base
 INPUT_SHAPES = {"digits": [1, 8, 8], "cifar10": [3, 32, 32], "imagenet": [3, 224, 224]}
 SLOW_SMOKE = {"imagenet_resnet50", "imagenet_vit_b16", "imagenet_mobilenet_v3_large"}
 METRIC_KEYS = (

@@ -1,0 +1,138 @@
+"""A trainer's state dict: save, and load with the checks of the masks' invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from srigl.errors import StateDictError
+from srigl.schedule import UpdateSchedule
+
+STATE_VERSION = 1
+
+
+class TrainerState:
+    """Mixin of :class:`~srigl.trainers.base.SparseTrainer`: ``state_dict`` and its loading."""
+
+    layers: dict[str, Any]
+    masks: dict[str, torch.Tensor]
+    schedule: UpdateSchedule | None
+    needs_dense_grad: bool
+    sparse: bool
+    ablation: bool
+    constant_fan_in: bool
+    generator: torch.Generator
+    history: list[dict[str, Any]]
+    name: str
+    _step: int
+    _acc: dict[str, torch.Tensor]
+    _acc_steps: int
+    _staged: dict[str, torch.Tensor]
+    _last_scale: float | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit for bit; loadable with ``weights_only=True``.
+
+        Returns:
+            {'version', 'trainer', 'step', 'masks': {name: bool tensor}, 'accumulators':
+            {name: float tensor}, 'accumulated_steps': int, 'history': list, 'generator':
+            uint8 tensor, 'last_scale'}.
+        """
+        return {
+            "version": STATE_VERSION,
+            "trainer": self.name,
+            "step": self._step,
+            "masks": {n: m.detach().clone() for n, m in self.masks.items()},
+            "accumulators": {n: a.detach().clone() for n, a in self._acc.items()},
+            "accumulated_steps": self._acc_steps,
+            "history": [dict(h) for h in self.history],
+            "generator": self.generator.get_state(),
+            "last_scale": self._last_scale,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; masks are copied into the live mask tensors.
+
+        Raises:
+            StateDictError: another trainer, or masks whose names or shapes differ.
+        """
+        if state.get("trainer") != self.name:
+            raise StateDictError(
+                f"state dict of trainer {state.get('trainer')!r}; allowed: {self.name!r}"
+            )
+        masks = state.get("masks", {})
+        if set(masks) != set(self.masks):
+            raise StateDictError(
+                f"state dict masks {sorted(masks)} do not match this model's sparse layers "
+                f"{sorted(self.masks)}"
+            )
+        for name, mask in masks.items():
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(
+                self.masks[name].shape
+            ):
+                shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
+                raise StateDictError(
+                    f"mask {name!r} has shape {shape}; allowed: {tuple(self.masks[name].shape)}"
+                )
+            self._check_loaded_mask(name, mask)
+        for name, mask in masks.items():
+            self.masks[name].copy_(mask.to(torch.bool))
+        self._refresh_off_masks()
+        self._step = int(state["step"])
+        self._acc = {
+            n: a.to(self.layers[n].param.device).clone()
+            for n, a in state.get("accumulators", {}).items()
+        }
+        # states saved before the count was kept: a full window so far
+        self._acc_steps = int(state.get("accumulated_steps", self._steps_in_window()))
+        self._staged = {}
+        self.history = [dict(h) for h in state.get("history", [])]
+        # a CPU generator takes only a CPU ByteTensor; a checkpoint loaded with
+        # map_location="cuda" carries the state on the GPU
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
+        self._last_scale = state.get("last_scale")
+        if self.sparse:
+            self.apply_masks()
+
+    def _check_loaded_mask(self, name: str, mask: torch.Tensor) -> None:
+        """Refuse a loaded mask that breaks this trainer's invariants (SPEC.md sections 1-2):
+        bool (or 0/1) values; constant fan-in k = floor(B / n_active) in every active neuron
+        and B - n_active < nnz <= B (no ablated neuron where ablation is off); or, unstructured,
+        exactly B non-zeros."""
+        layer = self.layers[name]
+        where = f"mask {name!r} (shape {tuple(mask.shape)}, budget B = {layer.budget})"
+        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+            raise StateDictError(f"{where} holds values other than 0 and 1; allowed: bool")
+        rows = mask.reshape(layer.out_features, -1).to(torch.bool).sum(1)
+        nnz = int(rows.sum())
+        if not self.constant_fan_in:
+            if nnz != layer.budget:
+                raise StateDictError(f"{where} has {nnz} non-zeros; allowed: exactly B")
+            return
+        active = rows > 0
+        n_active = int(active.sum())
+        if n_active == 0:
+            raise StateDictError(f"{where} has no active neuron; allowed: at least one")
+        k = layer.budget // n_active
+        lo, hi = int(rows[active].min()), int(rows[active].max())
+        if lo != k or hi != k:
+            raise StateDictError(
+                f"{where}: its {n_active} active neurons keep {lo}..{hi} non-zeros; allowed: "
+                f"exactly k = floor(B / n_active) = {k} each (constant fan-in)"
+            )
+        can_ablate = self.ablation and layer.may_ablate and type(self).ablates
+        if n_active < layer.out_features and not can_ablate:
+            raise StateDictError(
+                f"{where} has {layer.out_features - n_active} ablated neurons; allowed: none "
+                "(this trainer does not ablate this layer)"
+            )
+
+    def _steps_in_window(self) -> int:
+        """Steps up to now that belong to the current accumulation window."""
+        if self.schedule is None or not self.needs_dense_grad:
+            return 0
+        n = self.schedule.grad_accumulation_n
+        return sum(
+            self.schedule.accumulates(s) for s in range(max(1, self._step - n + 1), self._step + 1)
+        )

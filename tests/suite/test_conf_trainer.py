@@ -1,0 +1,56 @@
+"""The Hydra trainer group (suite/conf/trainer): one _base.yaml with every key, each method file
+states only what differs, and every key is a srigl.SparseConfig option."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+import srigl
+from suite.train import CONF_DIR, compose, group_options
+from suite.train.validate import check_run_config
+
+GROUP = CONF_DIR / "trainer"
+METHODS = sorted(p.stem for p in GROUP.glob("[!_]*.yaml"))
+#: SparseConfig options the run sets (sparsity, seed, total_steps, grad_scaler) or that keep the
+#: library's default: a key added to _base.yaml enters every run id, so only these are absent
+NOT_IN_BASE = {
+    "sparsity",
+    "seed",
+    "total_steps",
+    "grad_scaler",
+    "attention_layers",
+    "erk_power",
+    "check_finite",
+    "grow_init",
+}
+
+
+def test_every_base_key_but_name_and_label_is_a_sparse_config_option():
+    base = OmegaConf.load(GROUP / "_base.yaml")
+    options = {f.name for f in dataclasses.fields(srigl.SparseConfig)}
+    assert set(base) - {"name", "label"} == options - NOT_IN_BASE
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_file_lists_only_its_differences_from_the_base(method):
+    own = OmegaConf.load(GROUP / f"{method}.yaml")
+    base = OmegaConf.load(GROUP / "_base.yaml")
+    assert list(own.defaults) == ["_base", "_self_"]
+    overrides = {k: own[k] for k in own if k != "defaults"}
+    assert {"name", "label"} <= set(overrides)
+    assert not [k for k, v in overrides.items() if k not in ("name", "label") and base[k] == v]
+    composed = compose([f"trainer={method}"]).trainer
+    assert list(composed) == list(base)  # every key, in the base's order
+    assert all(composed[k] == v for k, v in overrides.items())
+
+
+def test_an_option_outside_the_base_can_be_added_on_the_command_line():
+    cfg = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.grow_init=small_random"])
+    check_run_config(cfg)
+    assert group_options(cfg.trainer, drop=("name", "label"))["grow_init"] == "small_random"
+    bad = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.grow_init=ones"])
+    with pytest.raises(ValueError, match="grow_init='ones' is invalid"):
+        check_run_config(bad)
