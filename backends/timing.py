@@ -12,6 +12,9 @@ whole models), the asv ratio benchmarks and the autotuners (fused Linear, direct
   percentile-bootstrap interval over the pairs (small-sample corrected).
 - :func:`paired_ratio` / :func:`paired_ratios` put these together: calibrate, alternate, estimate,
   and keep the per-block samples (:class:`PairedRatio`).
+- :func:`aa_noise` and :func:`verdict` read intervals: an A/A interval (a callable against an
+  identical copy of itself) that misses 1.0 or is wider than +-10% marks a run noisy; a speed-up
+  whose interval holds 1.0 is "no measurable difference".
 
 A block is timed by a :data:`BlockTimer` ``(fn, calls) -> seconds``: :func:`mean_block` (wall
 time per call over the block: what the ratios use) or :func:`fastest_call_block` (the fastest
@@ -36,9 +39,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "AA_TOLERANCE",
+    "NO_DIFFERENCE",
     "BlockTimer",
     "PairedRatio",
     "TimingError",
+    "aa_noise",
     "calls_per_block",
     "fastest_call_block",
     "interleaved_blocks",
@@ -46,6 +52,7 @@ __all__ = [
     "paired_ratio",
     "paired_ratios",
     "ratio_interval",
+    "verdict",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -55,6 +62,7 @@ BlockTimer = Callable[[Callable[[], object], int], float]
 CONFIDENCE = 0.95
 N_BOOTSTRAP = 4000
 MIN_PAIRS = 2
+SIZING_SECONDS = 0.02  # calibration run of paired measurements (at most half a block)
 
 
 class TimingError(ValueError):
@@ -87,10 +95,21 @@ def fastest_call_block(fn: Callable[[], object], calls: int) -> float:
 
 
 def calls_per_block(
-    fn: Callable[[], object], block_seconds: float, min_calls: int = 1, max_calls: int = 10_000
+    fn: Callable[[], object],
+    block_seconds: float,
+    min_calls: int = 1,
+    max_calls: int = 10_000,
+    sizing_seconds: float = 0.0,
 ) -> int:
-    """How many calls of ``fn`` fill about ``block_seconds``: one warm-up call, one timed call,
-    then ``block_seconds / time``, clipped to ``[min_calls, max_calls]``."""
+    """How many calls of ``fn`` fill about ``block_seconds``, clipped to
+    ``[min_calls, max_calls]``.
+
+    One warm-up call, then the time per call: of one call (``sizing_seconds`` = 0, the
+    autotuners' cheap sizing), else of a run of calls doubled until it lasts
+    ``sizing_seconds`` (as ``timeit``'s autorange: a single call of a microsecond layer is
+    mostly clock overhead, and two sides of one pair sized from single calls may get different
+    call counts, hence different overhead per call).
+    """
     if not block_seconds > 0:
         raise TimingError(f"block_seconds={block_seconds!r} is invalid; allowed: > 0 seconds")
     if not 1 <= min_calls <= max_calls:
@@ -99,8 +118,16 @@ def calls_per_block(
             "allowed: 1 <= min_calls <= max_calls"
         )
     fn()
-    once = max(fastest_call_block(fn, 1), 1e-7)
-    return max(min_calls, min(max_calls, int(block_seconds / once)))
+    if sizing_seconds <= 0:
+        once = fastest_call_block(fn, 1)
+    else:
+        n = 1
+        while True:
+            once = mean_block(fn, n)
+            if once * n >= sizing_seconds or n >= max_calls:
+                break
+            n *= 2
+    return max(min_calls, min(max_calls, int(block_seconds / max(once, 1e-7))))
 
 
 def interleaved_blocks(
@@ -263,7 +290,11 @@ def paired_ratios(
         if threads is not None:
             torch.set_num_threads(threads)
         with torch.inference_mode(inference):
-            calls = {key: calls_per_block(fn, block_seconds) for key, fn in fns.items()}
+            sizing = min(block_seconds / 2, SIZING_SECONDS)
+            calls = {
+                key: calls_per_block(fn, block_seconds, sizing_seconds=sizing)
+                for key, fn in fns.items()
+            }
             samples = interleaved_blocks(fns, pairs, calls, block)
     finally:
         torch.set_num_threads(before)
@@ -307,3 +338,31 @@ def paired_ratio(
         confidence=confidence,
         seed=seed,
     )["candidate"]
+
+
+#: an A/A interval (a callable against an identical copy of itself) wider than this either side
+#: of 1.0 marks the run noisy
+AA_TOLERANCE = 0.10
+NO_DIFFERENCE = "no measurable difference"
+
+
+def aa_noise(low: float, high: float, tolerance: float = AA_TOLERANCE) -> str | None:
+    """Why an A/A interval ``[low, high]`` marks its run noisy, or None when it does not: the
+    interval misses 1.0, or reaches beyond ``1 +- tolerance``."""
+    if not low <= 1.0 <= high:
+        return f"A/A interval [{low:.3f}, {high:.3f}] misses 1.0"
+    if low < 1.0 - tolerance or high > 1.0 + tolerance:
+        return f"A/A interval [{low:.3f}, {high:.3f}] is wider than +-{tolerance:.0%}"
+    return None
+
+
+def verdict(low: float | None, high: float | None) -> str:
+    """How to read a speed-up interval: ``faster``, ``slower``, :data:`NO_DIFFERENCE` (it
+    holds 1.0) or ``no interval`` (an old record without one)."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval"
+    if low > 1.0:
+        return "faster"
+    if high < 1.0:
+        return "slower"
+    return NO_DIFFERENCE

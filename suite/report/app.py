@@ -35,8 +35,9 @@ from typing import Any
 
 import pandas as pd
 
+from backends.timing import AA_TOLERANCE
 from suite.cli import one_line_errors
-from suite.report import figures
+from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import whole_model as wm
 from suite.report.render import render
@@ -239,19 +240,18 @@ def size_section(
 def backends_section(
     records: Sequence[Mapping[str, Any]], bench: pd.DataFrame, out: _Outputs
 ) -> dict[str, Any]:
-    """Speed-ups vs dense and CSR, their figures, the paper's layer timing, what was skipped."""
-    section: dict[str, Any] = {"vs_dense": None, "vs_csr": None, "figures": []}
+    """Per machine class: the A/A control, speed-ups vs dense (with intervals), vs the best
+    dense baseline and vs CSR; the figures, the paper's layer timing, what was skipped."""
+    section: dict[str, Any] = {"machines": [], "figures": [], "aa_tolerance": AA_TOLERANCE}
     if not bench.empty:
         out.csv(bench.drop(columns=["created"]), "bench_rows.csv")
-        vs_dense = rd.speedup_table(bench, "speedup_vs_dense")
-        section["vs_dense"] = vs_dense.drop(columns=[rd.DENSE], errors="ignore")
-        if bench["speedup_vs_csr"].notna().any():
-            section["vs_csr"] = rd.speedup_table(bench, "speedup_vs_csr")
+        section["machines"] = speed.machine_tables(bench)
+        plotted = bench[bench["backend"] != speed.AA_BACKEND]
         for make, name, title in (
             (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
             (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),
         ):
-            path = out.figure(make, bench, name)
+            path = out.figure(make, plotted, name)
             if path:
                 section["figures"].append((title, path))
     section["layer_timing"] = rd.layer_timing_comparison(

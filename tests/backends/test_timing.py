@@ -130,3 +130,23 @@ def test_calls_per_block_fills_the_block_within_its_limits():
     assert timing.calls_per_block(lambda: None, 1e-3, 1, 5) == 5
     with pytest.raises(timing.TimingError, match="block_seconds=-1"):
         timing.calls_per_block(lambda: None, -1)
+
+
+def test_aa_noise_flags_a_synthetic_noisy_sampler_and_passes_a_quiet_one():
+    rng = np.random.default_rng(3)
+
+    def sampler(sigma):
+        return lambda fn, calls: 1e-3 * float(np.exp(rng.normal(0.0, sigma)))
+
+    quiet = timing.paired_ratio(lambda: None, lambda: None, pairs=20, block=sampler(0.01))
+    noisy = timing.paired_ratio(lambda: None, lambda: None, pairs=20, block=sampler(0.6))
+    assert timing.aa_noise(quiet.ci_low, quiet.ci_high) is None
+    assert "wider than +-10%" in timing.aa_noise(noisy.ci_low, noisy.ci_high)
+    assert "misses 1.0" in timing.aa_noise(1.02, 1.05)
+
+
+def test_verdict_reads_an_interval():
+    assert timing.verdict(1.1, 1.3) == "faster"
+    assert timing.verdict(0.5, 0.9) == "slower"
+    assert timing.verdict(0.95, 1.2) == timing.NO_DIFFERENCE
+    assert timing.verdict(None, None) == "no interval"
