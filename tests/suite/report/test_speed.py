@@ -8,12 +8,12 @@ import re
 
 import pandas as pd
 import pytest
+from report_fixtures import bench_row, write_store
 
 from suite.report import frames as rd
 from suite.report import speed
 from suite.report.app import build_report
 from suite.results import make_record
-from tests.suite.report_fixtures import bench_row, write_store
 
 
 def _paired(backend, sparsity, batch, speedup, low, high, **kw):
