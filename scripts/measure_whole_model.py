@@ -140,8 +140,10 @@ def _targets(rows: list[dict]) -> list[str]:
 def main() -> None:
     import pandas as pd
 
+    from suite import machine
     from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_model
     from suite.report.render import markdown_table
+    from suite.report.speed import machine_label
     from suite.report.whole_model import whole_model_speedups
     from suite.runtime import set_threads
 
@@ -198,7 +200,8 @@ def main() -> None:
         print(f"measured {experiment}", flush=True)
         if args.per_layer:
             extra += _per_layer(setup, args.threads)
-    print(markdown_table(whole_model_speedups(pd.DataFrame(rows))))
+    label = machine_label(machine.identity())  # the report's name of this machine class
+    print(markdown_table(whole_model_speedups(pd.DataFrame(rows).assign(machine=label))))
     print("\n".join(_targets(rows)))
     print("\n" + "\n".join(loads))
     if extra:

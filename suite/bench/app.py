@@ -139,13 +139,13 @@ def _log_tables(rows: Sequence[Mapping[str, Any]], whole: Sequence[Mapping[str, 
     import pandas as pd
 
     from suite.report.render import markdown_table
-    from suite.report.speed import layer_text
+    from suite.report.speed import layer_text, machine_label
     from suite.report.whole_model import whole_model_speedups
 
-    label = machine.identity()["asv_name"]
+    label = machine_label(machine.identity())  # as REPORT names it
     log.info("\n%s", layer_text(rows, label))
     if whole:
-        table = whole_model_speedups(pd.DataFrame([dict(w) for w in whole]))
+        table = whole_model_speedups(pd.DataFrame([{**w, "machine": label} for w in whole]))
         log.info("\nwhole model:\n%s", markdown_table(table))
 
 
