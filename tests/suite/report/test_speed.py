@@ -110,3 +110,19 @@ def test_layer_text_renders_the_bench_log_from_the_same_tables():
     assert "machine: amd-f25m1-avx2-2c" in text
     assert "noisy: A/A interval [0.800, 1.250] is wider than +-10%" in text
     assert "3.00 [2.80, 3.20]" in text and "best dense baseline (dense)" in text
+
+
+def test_speedup_figures_draw_intervals_and_give_each_machine_its_own_panels(tmp_path):
+    from suite.report import figures
+
+    rows = [
+        _paired(b, sp, batch, s, s * 0.9, s * 1.1)
+        for b, s in (("fused", 3.0), ("csr", 1.5))
+        for sp in (0.9, 0.99)
+        for batch in (1, 256)
+    ] + [_paired("dense_aa", 0.9, 1, 1.0, 0.95, 1.05)]
+    frame, _ = rd.bench_frame([_record(rows), _record(rows, asv_name="amd-f26m2-avx512-2c")])
+    data = figures._speedup_data(frame)
+    assert data["setting"].nunique() == 2 and "dense_aa" not in set(data["backend"])
+    path = figures.speedup_vs_sparsity(frame, tmp_path / "s.png")
+    assert path is not None and path.stat().st_size > 5000
