@@ -62,16 +62,17 @@ log = logging.getLogger(__name__)
 
 
 def noise_check(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Why the run is noisy: one reason per A/A row whose interval misses 1.0 or reaches beyond
-    +-10% (:func:`backends.timing.aa_noise`); empty for a quiet run."""
+    """Why the run is noisy: one reason per A/A row (layer rows and whole-model results) whose
+    interval misses 1.0 or reaches beyond +-10% (:func:`backends.timing.aa_noise`); empty for
+    a quiet run."""
     reasons = []
     for r in rows:
         if r.get("backend") != AA_BACKEND:
             continue
         why = aa_noise(float(r["speedup_ci_low"]), float(r["speedup_ci_high"]))
         if why:
-            where = f"{r['in_features']}->{r['out_features']} batch {r['batch']}"
-            reasons.append(f"{where}: {why}")
+            what = r.get("experiment") or f"{r.get('in_features')}->{r.get('out_features')}"
+            reasons.append(f"{what} batch {r['batch']}: {why}")
     return reasons
 
 
@@ -211,7 +212,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
             f"(skipped: {skipped})"
         )
     _log_tables(rows, whole)
-    reasons = noise_check(rows)
+    reasons = noise_check([*rows, *whole])
     for why in reasons:
         log.warning("noisy run: %s", why)
     metrics = {

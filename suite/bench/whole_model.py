@@ -6,7 +6,9 @@ attention blocks, eval-mode BatchNorm folded into the convolutions), its output 
 against the masked dense model on the same input, then the condensed model, the masked dense
 eval model and the BN-folded masked dense model (``srigl.condense_conv.fold_batchnorm``) are
 timed in ABBA rounds per batch size (:func:`backends.timing.paired_ratios`: the speed-ups come
-from the paired blocks, with 95% bootstrap intervals). Each result is one dict of
+from the paired blocks, with 95% bootstrap intervals). Per model and batch the A/A control (the
+dense eval model against an identical copy of itself) is a result with ``backend: "dense_aa"``.
+Each result is one dict of
 ``metrics.whole_model``::
 
     {model, experiment, backend, structured, batch, sparsity, dtype, threads, device,
@@ -43,7 +45,7 @@ import backends
 import srigl
 from backends.timing import PairedRatio, TimingError, paired_ratios, ratio_interval
 from srigl.condense_conv import fold_batchnorm
-from suite.bench.layers import paired_fields
+from suite.bench.layers import AA_BACKEND, paired_fields
 from suite.bench.masks import model_masks
 from suite.bench.settings import BenchRun, usable_backends
 from suite.bench.timing import check_close
@@ -232,6 +234,22 @@ def _prepare(
     )
 
 
+def _aa_result(
+    prep: _Prepared, x: torch.Tensor, fixed: Mapping[str, Any], timing: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The A/A control of one model and batch: its dense eval model against a copy of itself."""
+    twin = copy.deepcopy(prep.dense)
+    ratio = paired_ratios(partial(prep.dense, x), {"aa": partial(twin, x)}, **timing)["aa"]
+    return {
+        **fixed,
+        "backend": AA_BACKEND,
+        **paired_fields(ratio),
+        "condensed_layers": 0,
+        "kept_layers": [],
+        "condensed_weight_fraction": 0.0,
+    }
+
+
 def _check_timing(rounds: Any, min_run_time: Any) -> None:
     """One-line errors for the timing arguments of :func:`bench_whole_model`."""
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 2:
@@ -259,6 +277,7 @@ def bench_whole_model(
     skipped: dict[str, str] | None = None,
     tick: Callable[[str], None] | None = None,
     experiment: str | None = None,
+    aa: bool = True,
 ) -> list[dict[str, Any]]:
     """Time ``model`` condensed with each backend against its masked dense eval form and its
     BN-folded masked dense form, with the one protocol (:func:`backends.timing.paired_ratios`).
@@ -275,15 +294,23 @@ def bench_whole_model(
         skipped: dict collecting ``"<model>/<backend>": reason`` for what could not run.
         tick: called after each measurement (progress bar).
         experiment: the experiment name stored in each result (None: the model's name).
+        aa: also time the dense model against an identical copy of itself per batch (the A/A
+            control: a result with ``backend: "dense_aa"``).
 
     Returns:
-        One result dict per (backend, batch) (see the module docstring).
+        One result dict per (backend, batch), and per batch the A/A result.
 
     Raises:
         BenchMismatchError: a condensed model's output differs from the masked dense model's.
         TimingError: ``rounds`` < 2 or ``min_run_time`` <= 0 (before any model is built).
     """
     _check_timing(rounds, min_run_time)
+    timing = {
+        "pairs": rounds,
+        "block_seconds": min_run_time / rounds,
+        "threads": int(threads),
+        "seed": int(seed),
+    }
     skipped = skipped if skipped is not None else {}
     prep = _prepare(
         name, model, masks, input_shape, backend_names, structured, device, dtype, skipped
@@ -305,19 +332,14 @@ def bench_whole_model(
         for batch in batches:
             x = torch.randn((int(batch), *input_shape), generator=gen).to(device, dtype)
             want = prep.dense(x)
+            if aa and prep.smalls:
+                results.append(_aa_result(prep, x, {**fixed, "batch": int(batch)}, timing))
             for backend, small in prep.smalls.items():
                 check_close(small(x), want, f"{name} condensed with {backend!r}, batch {batch}")
                 fns = {"sparse": partial(small, x)}
                 if prep.n_folded:
                     fns["folded"] = partial(prep.folded, x)
-                ratios = paired_ratios(
-                    partial(prep.dense, x),
-                    fns,
-                    pairs=rounds,
-                    block_seconds=min_run_time / rounds,
-                    threads=int(threads),
-                    seed=int(seed),
-                )
+                ratios = paired_ratios(partial(prep.dense, x), fns, **timing)
                 report = small.condense_report
                 results.append(
                     {

@@ -234,7 +234,9 @@ def test_whole_model_part_times_condensed_vs_dense(tmp_path):
         "backends=[dense,naive]",  # structured is not in the grid's list: it runs all the same
     )
     record, _ = run_bench(cfg)
-    whole = record["metrics"]["whole_model"]
+    whole = [w for w in record["metrics"]["whole_model"] if w["backend"] != "dense_aa"]
+    aa = [w for w in record["metrics"]["whole_model"] if w["backend"] == "dense_aa"]
+    assert [(w["model"], w["batch"]) for w in aa] == [("mlp", 1), ("mlp", 4)]
     triton_runs, why = backends.get("fused_triton").supports(torch.device("cpu"), torch.float32)
     runs = ("naive", "structured") + (("fused_triton",) if triton_runs else ())
     assert {(w["model"], w["backend"], w["batch"]) for w in whole} == {
@@ -294,7 +296,11 @@ def test_checkpoint_from_suite_train_is_rebuilt_from_its_config(tmp_path):
     for r in rows:  # the real layer's sparsity, not a grid value
         mask = masks[f"{r['layer']}.weight"]
         assert r["sparsity"] == pytest.approx(1 - mask.float().mean().item(), abs=1e-6)
-    assert {w["backend"] for w in record["metrics"]["whole_model"]} == {"dense", "naive"}
+    assert {w["backend"] for w in record["metrics"]["whole_model"]} == {
+        "dense",
+        "naive",
+        "dense_aa",
+    }
     assert record["metrics"]["checkpoint"]["source"] == str(path)
 
 

@@ -63,7 +63,8 @@ def test_whole_cnn_is_timed_against_dense_eval_and_bn_folded_dense():
         experiment=setup.experiment,
     )
     assert "resnet18_cifar/no_such_backend_is_skipped" in skipped
-    (r,) = results
+    aa, r = results  # per batch: the A/A control first, then each backend
+    assert aa["backend"] == "dense_aa" and aa["speedup_ci_low"] <= aa["speedup"]
     assert r["experiment"] == "cifar10_resnet18" and r["backend"] == "fused"
     assert r["median_s"] > 0 and r["dense_median_s"] > 0 and r["folded_median_s"] > 0
     # paired: vs dense and vs BN-folded, each with its interval, from the same two rounds
@@ -93,9 +94,15 @@ def test_bench_app_runs_the_whole_model_part_on_an_experiment(tmp_path):
     whole = record["metrics"]["whole_model"]
     keys = {(w["experiment"], w["backend"], w["batch"], w["sparsity"]) for w in whole}
     assert keys == {
-        ("digits_cnn", b, n, s) for b in ("naive", "fused") for n in (1, 2) for s in (0.8, 0.9)
+        ("digits_cnn", b, n, s)
+        for b in ("naive", "fused", "dense_aa")
+        for n in (1, 2)
+        for s in (0.8, 0.9)
     }
     for w in whole:  # no BatchNorm: the folded baseline is the dense model's timing
+        if w["backend"] == "dense_aa":  # the A/A control: dense against a copy of itself
+            assert w["condensed_layers"] == 0 and w["n_pairs"] == len(w["dense_samples_s"])
+            continue
         assert w["folded_median_s"] == w["dense_median_s"] and w["condensed_layers"] >= 2
 
 
