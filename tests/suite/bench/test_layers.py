@@ -107,3 +107,31 @@ def test_bad_batches_fail_before_any_compute(tmp_path, monkeypatch, batches):
     with pytest.raises(BenchConfigError, match="allowed: integers >= 1"):
         run_bench(bench_cfg(tmp_path, f"batches={batches}"))
     assert ResultStore(tmp_path / "runs").files() == []
+
+
+def test_the_row_schema_takes_old_rows_and_complete_intervals_only():
+    from suite.results import InvalidRecordError, validate_record
+
+    old = {
+        "backend": "fused", "in_features": 8, "out_features": 4, "sparsity": 0.5, "batch": 1,
+        "dtype": "float32", "threads": 1, "mode": "kernel", "median_s": 1e-5, "iqr_s": 0.0,
+        "dense_median_s": 2e-5,
+    }  # fmt: skip
+    new = {**old, "speedup": 2.0, "speedup_ci_low": 1.8, "speedup_ci_high": 2.2, "n_pairs": 20}
+    record = make_record_for([old, new])
+    validate_record(record)
+    for bad, match in (
+        ({**old, "speedup": 2.0}, "lacks"),
+        ({**new, "speedup_ci_low": 2.1}, "outside its interval"),
+        ({**new, "n_pairs": 1}, "n_pairs 1 is invalid"),
+    ):
+        with pytest.raises(InvalidRecordError, match=match):
+            validate_record(make_record_for([bad]))
+
+
+def make_record_for(rows):
+    """A bench record around ``rows`` (validated only by the caller)."""
+    return {
+        "schema_version": 1, "kind": "bench", "run_id": "r", "created": "now", "git": {},
+        "host": {}, "versions": {}, "config": {}, "metrics": {"rows": rows},
+    }  # fmt: skip
