@@ -1,7 +1,7 @@
 """Timing and correctness primitives of the benchmark runner.
 
-- Threads are set with :func:`suite.runtime.set_threads` (torch and numba together:
-  ``torch.utils.benchmark.Timer`` runs with ONE thread unless told otherwise).
+- Threads are set with :func:`suite.runtime.set_threads` (torch and numba together); the timers
+  set torch's intra-op threads to ``threads`` while they time and restore them afterwards.
 - :func:`measure` / :func:`measure_interleaved` time callables with the project's one timer
   (:mod:`backends.timing`) and return median + IQR + minimum; speed-ups come from
   :func:`backends.timing.paired_ratio` (paired blocks, an interval). Both run the callables
