@@ -10,6 +10,8 @@ whole models), the asv ratio benchmarks and the autotuners (fused Linear, direct
 - :func:`ratio_interval` estimates ``baseline / candidate`` from paired blocks: the geometric mean
   of the per-pair ratios (= ratio of the geometric means of the two sides' blocks) with a 95%
   percentile-bootstrap interval over the pairs (small-sample corrected).
+- :func:`quotient_interval`: the quotient of two paired speed-ups of one run over the same
+  baseline (vs CSR, vs the best dense backend) with its interval.
 - :func:`paired_ratio` / :func:`paired_ratios` put these together: calibrate, alternate, estimate,
   and keep the per-block samples (:class:`PairedRatio`).
 - :func:`aa_noise` and :func:`verdict` read intervals: an A/A interval (a callable against an
@@ -51,6 +53,7 @@ __all__ = [
     "mean_block",
     "paired_ratio",
     "paired_ratios",
+    "quotient_interval",
     "ratio_interval",
     "verdict",
 ]
@@ -203,6 +206,51 @@ def ratio_interval(
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha])
     return math.exp(mean), math.exp(float(low)), math.exp(float(high))
+
+
+def _log_ratios(baseline_s: Sequence[float], candidate_s: Sequence[float]) -> np.ndarray:
+    base = np.asarray(baseline_s, dtype=float)
+    cand = np.asarray(candidate_s, dtype=float)
+    if base.shape != cand.shape or base.ndim != 1 or len(base) < MIN_PAIRS:
+        raise TimingError(
+            f"paired samples must be two lists of one length >= {MIN_PAIRS}, got {base.shape} "
+            f"and {cand.shape}"
+        )
+    if not (np.all(base > 0) and np.all(cand > 0) and np.all(np.isfinite(base + cand))):
+        raise TimingError("paired samples must be finite times > 0 seconds")
+    return np.log(base) - np.log(cand)
+
+
+def quotient_interval(
+    numerator: tuple[Sequence[float], Sequence[float]],
+    denominator: tuple[Sequence[float], Sequence[float]],
+    confidence: float = CONFIDENCE,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` of the quotient of two paired speed-ups of ONE run that share
+    their baseline callable (e.g. a backend's speed-up over ``F.linear`` divided by the best
+    dense backend's: the backend's speed-up over that backend).
+
+    Each speed-up is given as its ``(baseline_s, candidate_s)`` blocks; the two sets of pairs
+    were measured apart, so each is resampled on its own (two-sample percentile bootstrap of
+    the difference of the mean log ratios, small-sample corrected as :func:`ratio_interval`).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise TimingError(f"confidence={confidence!r} is invalid; allowed: 0 < confidence < 1")
+    rng = np.random.default_rng(seed)
+    draws = []
+    means = []
+    for base, cand in (numerator, denominator):
+        logs = _log_ratios(base, cand)
+        n, mean = len(logs), float(logs.mean())
+        boot = logs[rng.integers(0, n, size=(int(n_bootstrap), n))].mean(axis=1)
+        draws.append(mean + (boot - mean) * math.sqrt(n / (n - 1)))
+        means.append(mean)
+    diff = draws[0] - draws[1]
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(diff, [alpha, 1.0 - alpha])
+    return math.exp(means[0] - means[1]), math.exp(float(low)), math.exp(float(high))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ Row fields (one row per backend x batch x mode; :data:`suite.results.BENCH_ROW_K
 - in the same run and case: ``csr_median_s`` and ``speedup_vs_csr`` (this row's speed-up over
   the csr row's, both paired with the same dense layer), ``best_dense`` (the fastest dense
   baseline backend measured: :func:`suite.bench.settings.dense_baselines`) and
-  ``speedup_vs_best_dense``;
+  ``speedup_vs_best_dense``, each with ``_ci_low`` / ``_ci_high``
+  (:func:`backends.timing.quotient_interval`);
 - whatever ``suite.bench.roofline.roofline_fields(row)`` adds, where that module exists.
 """
 
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 
 import backends
 from backends.condensed import CondensedLinear
-from backends.timing import PairedRatio, paired_ratio, verdict
+from backends.timing import PairedRatio, paired_ratio, quotient_interval, verdict
 from srigl.masks import constant_fan_in_mask
 from suite.bench.settings import BenchRun, BenchSettings, dense_baselines
 from suite.bench.timing import check_linear
@@ -142,9 +143,20 @@ def _compare_in_run(rows: list[dict[str, Any]], baselines: Sequence[str]) -> Non
         best = max(dense, key=lambda r: r["speedup"]) if dense else None
         for r in same:
             r["csr_median_s"] = csr["median_s"] if csr else None
-            r["speedup_vs_csr"] = r["speedup"] / csr["speedup"] if csr else None
+            r.update(_quotient(r, csr, "speedup_vs_csr"))
             r["best_dense"] = best["backend"] if best else None
-            r["speedup_vs_best_dense"] = r["speedup"] / best["speedup"] if best else None
+            r.update(_quotient(r, best, "speedup_vs_best_dense"))
+
+
+def _quotient(row: Mapping[str, Any], other: Mapping[str, Any] | None, key: str) -> dict:
+    """``key`` (row's speed-up / other's, both over the same dense layer in this run) and its
+    interval (:func:`backends.timing.quotient_interval`); None without ``other``."""
+    if other is None:
+        return {key: None, f"{key}_ci_low": None, f"{key}_ci_high": None}
+    est, low, high = quotient_interval(
+        (row["dense_samples_s"], row["samples_s"]), (other["dense_samples_s"], other["samples_s"])
+    )
+    return {key: est, f"{key}_ci_low": low, f"{key}_ci_high": high}
 
 
 def bench_layer(

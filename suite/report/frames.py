@@ -284,8 +284,13 @@ def headline_speed(bench: pd.DataFrame, sparsity: float = HEADLINE_SPARSITY) -> 
         speed.speedup_cell(e, lo, hi)
         for e, lo, hi in zip(best["speedup"], best["speedup_ci_low"], best["speedup_ci_high"])
     ]
-    out["vs best dense"] = [speed.plain_ratio(v) for v in best["speedup_vs_best_dense"]]
-    out["vs csr"] = [speed.plain_ratio(v) for v in best["speedup_vs_csr"]]
+    for title, key in (("vs best dense", "speedup_vs_best_dense"), ("vs csr", "speedup_vs_csr")):
+        low = best.get(f"{key}_ci_low", pd.Series(np.nan, index=best.index))
+        high = best.get(f"{key}_ci_high", pd.Series(np.nan, index=best.index))
+        out[title] = [
+            speed.plain_ratio(v) if pd.isna(lo) else speed.speedup_cell(v, lo, hi)
+            for v, lo, hi in zip(best[key], low, high)
+        ]
     return out.rename(columns={"backend": "fastest backend"}).reset_index(drop=True)
 
 

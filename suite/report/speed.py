@@ -133,17 +133,19 @@ def speedup_grid(bench: pd.DataFrame, value: str = "speedup") -> pd.DataFrame:
     """Wide table of one machine's rows: a row per (device, mode, shape, dtype, threads, batch,
     sparsity), a column per backend (A/A rows left out: they are shown above the table).
 
-    ``value``: ``speedup`` (cells with intervals, :func:`speedup_cell`), or a plain numeric
-    column (``speedup_vs_csr``, ``speedup_vs_best_dense``: quotients of two rows of one record,
-    two decimals). The first column is the dense ``F.linear`` time in microseconds.
+    ``value``: ``speedup``, ``speedup_vs_csr`` or ``speedup_vs_best_dense`` (quotients of two
+    rows of one record); cells with the ``<value>_ci_low`` / ``_ci_high`` interval where the
+    rows have one (:func:`speedup_cell`), else two decimals. The first column is the dense
+    ``F.linear`` time in microseconds.
     """
     rows = bench[bench["backend"] != AA_BACKEND].copy()
     if rows.empty:
         return pd.DataFrame()
-    if value == "speedup":
+    low, high = _column(rows, f"{value}_ci_low"), _column(rows, f"{value}_ci_high")
+    if value == "speedup" or low.notna().any():
         rows["cell"] = [
-            speedup_cell(e, lo, hi)
-            for e, lo, hi in zip(rows["speedup"], rows["speedup_ci_low"], rows["speedup_ci_high"])
+            speedup_cell(e, lo, hi) if not pd.isna(e) else "-"
+            for e, lo, hi in zip(_column(rows, value), low, high)
         ]
     else:
         rows["cell"] = [plain_ratio(v) for v in rows[value]]

@@ -150,3 +150,15 @@ def test_verdict_reads_an_interval():
     assert timing.verdict(0.5, 0.9) == "slower"
     assert timing.verdict(0.95, 1.2) == timing.NO_DIFFERENCE
     assert timing.verdict(None, None) == "no interval"
+
+
+def test_the_quotient_of_two_speedups_over_one_baseline_has_an_interval():
+    rng = np.random.default_rng(4)
+    fast = _synthetic_pairs(rng, 4.0, 0.05, 20)  # (baseline, candidate) blocks
+    slow = _synthetic_pairs(rng, 2.0, 0.05, 20)
+    est, low, high = timing.quotient_interval(fast, slow)
+    assert low < 2.0 < high and est == pytest.approx(2.0, rel=0.1)
+    same, lo, hi = timing.quotient_interval(fast, fast)
+    assert same == pytest.approx(1.0) and lo < 1.0 < hi
+    with pytest.raises(timing.TimingError, match="one length"):
+        timing.quotient_interval(([1.0, 1.0], [1.0]), slow)

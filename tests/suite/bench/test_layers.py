@@ -96,6 +96,8 @@ def test_speedup_vs_best_dense_divides_by_the_fastest_dense_baseline_of_the_run(
     for r in naive:
         assert r["speedup"] == pytest.approx(4.0)
         assert r["speedup_vs_best_dense"] == pytest.approx(2.0)
+        assert r["speedup_vs_best_dense_ci_low"] == pytest.approx(2.0)  # a noiseless sampler
+        assert r["speedup_vs_best_dense_ci_high"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("batches", ["[-3]", "[0]"])
