@@ -3,21 +3,23 @@ dense model, every model/dataset pair, measured in one process.
 
     .venv/bin/python scripts/measure_whole_model.py [--threads 2] [--sparsity 0.9]
         [--experiments cifar10_resnet18,...] [--backends fused,structured,csr,...]
-        [--batches 1,32] [--min-run-time 2] [--rounds 3] [--structured] [--json out.json]
+        [--batches 1,32] [--min-run-time 2] [--pairs 10] [--structured] [--json out.json]
         [--per-layer] [--retune]
 
 For every experiment (default: the six pairs of the paper) the model is built at its input size
 with the masks of the experiment's own SRigL set-up (``suite.bench.whole_model.experiment_model``),
 condensed with each backend (Linear, Conv2d with BatchNorm folded, attention), checked against
 the masked dense model, and timed in alternation with the dense eval model and the BN-folded
-dense model (``bench_whole_model``). Prints a Markdown table: median ms of each, speed-up vs
-dense eval and vs BN-folded dense (median and from the fastest calls), the issue's target for
-``fused`` at batch 1, and the 1-minute load average before and after each model (a load above
-the core count marks a busy machine: take closing numbers with nothing else running).
+dense model in ABBA rounds (``bench_whole_model``: paired speed-ups with 95% intervals). Prints
+the report's one whole-model table (:func:`suite.report.whole_model.whole_model_speedups`), the
+issue's targets for ``fused`` at batch 1 (met: the interval's low end reaches the target;
+missed: its high end stays below; else undecided), and the 1-minute load average before and
+after each model (a load above the core count marks a busy machine: take closing numbers with
+nothing else running).
 ``--retune`` first deletes this machine's tuner caches (conv and fused linear), so that the
 kernel variants are chosen again on the quiet machine. ``--per-layer`` adds, for ``fused`` at
-batch 1, each condensed conv's time against the folded dense conv (the fastest block of the
-suite's timer, about 0.2 s each, same input), to see where a model's time goes.
+batch 1, each condensed conv's paired speed-up over the folded dense conv (the one timer's
+protocol, about 0.2 s each, same input), to see where a model's time goes.
 
 The same measurement runs through the bench app (records in the result store):
 ``python -m suite.bench whole_model=true threads=2 whole_model_options.batches=[1,32]``.
@@ -49,11 +51,12 @@ def _load() -> str:
 
 
 def _per_layer(setup, threads: int) -> list[str]:
-    """Fused conv vs BN-folded dense conv per layer, batch 1 (fastest block of the timer)."""
+    """Fused conv vs BN-folded dense conv per layer, batch 1: paired speed-ups (the one timer)."""
     import srigl
+    from backends.timing import paired_ratio
     from srigl.condense_conv import fold_batchnorm
-    from suite.bench.timing import measure
     from suite.bench.whole_model import masked_dense
+    from suite.report.speed import speedup_cell
 
     dense = fold_batchnorm(masked_dense(setup.model, setup.masks))
     small = srigl.condense(masked_dense(setup.model, setup.masks), setup.masks, backend="fused")
@@ -68,12 +71,9 @@ def _per_layer(setup, threads: int) -> list[str]:
     for h in hooks:
         h.remove()
 
-    def best(fn) -> float:  # the suite's one timer; the fastest block
-        return measure(fn, threads, 0.2).min_s
-
     lines = [
         f"\n{setup.experiment}: per conv, fused vs BN-folded dense, batch 1, {threads} threads",
-        "| layer | shape | k / fan-in | dense us | fused us | x |",
+        "| layer | shape | k / fan-in | dense us | fused us | speed-up [95% CI] |",
         "|---|---|---|---:|---:|---:|",
     ]
     with torch.no_grad():
@@ -81,15 +81,21 @@ def _per_layer(setup, threads: int) -> list[str]:
             conv, cond = dense.get_submodule(name), small.get_submodule(name)
             if not hasattr(cond, "values"):
                 continue
-            td = best(lambda conv=conv, x=x: conv(x))
-            tf = best(lambda cond=cond, x=x: cond(x))
+            pair = paired_ratio(
+                lambda cond=cond, x=x: cond(x),
+                lambda conv=conv, x=x: conv(x),
+                pairs=10,
+                block_seconds=0.02,
+                threads=threads,
+            )
+            td, tf = sorted(pair.baseline_s)[5], sorted(pair.candidate_s)[5]
             shape = (
                 f"{conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x"
                 f"{conv.kernel_size[1]} s{conv.stride[0]} g{conv.groups} @{x.shape[-1]}"
             )
             lines.append(
                 f"| {name} | {shape} | {cond.k}/{cond.in_features} | {td * 1e6:.0f} | "
-                f"{tf * 1e6:.0f} | {td / tf:.2f} |"
+                f"{tf * 1e6:.0f} | {speedup_cell(pair.speedup, pair.ci_low, pair.ci_high)} |"
             )
     return lines
 
@@ -114,8 +120,31 @@ def _forget_tuning(threads: int) -> None:
             print(f"removed tuner cache {path}")
 
 
+def _targets(rows: list[dict]) -> list[str]:
+    """The issue-13 targets of ``fused`` at batch 1, judged by the paired interval."""
+    lines = [
+        "\n| experiment | fused vs dense, batch 1 [95% CI] | target | verdict |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        target = TARGETS.get(r["experiment"])
+        if r["backend"] != "fused" or r["batch"] != 1 or target is None:
+            continue
+        low, high = r["speedup_ci_low"], r["speedup_ci_high"]
+        verdict = "met" if low >= target else ("MISSED" if high < target else "undecided")
+        cell = f"{r['speedup']:.2f} [{low:.2f}, {high:.2f}]"
+        lines.append(f"| {r['experiment']} | {cell} | >= {target} | {verdict} |")
+    return lines
+
+
 def main() -> None:
+    import pandas as pd
+
+    from suite import machine
     from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_model
+    from suite.report.render import markdown_table
+    from suite.report.speed import machine_label
+    from suite.report.whole_model import whole_model_speedups
     from suite.runtime import set_threads
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -125,7 +154,7 @@ def main() -> None:
     parser.add_argument("--backends", default="fused,structured,csr,naive,dense")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--min-run-time", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=10, help="ABBA rounds per measurement (>= 2)")
     parser.add_argument("--structured", action="store_true")
     parser.add_argument("--json", default=None, help="also write the result dicts here")
     parser.add_argument("--per-layer", action="store_true")
@@ -136,6 +165,8 @@ def main() -> None:
         "busy machine are cached too)",
     )
     args = parser.parse_args()
+    if args.pairs < 2:
+        parser.error(f"--pairs {args.pairs} is invalid; allowed: an integer >= 2")
     logging.basicConfig(level=logging.WARNING)
     set_threads(args.threads, grad=False)
     if args.retune:
@@ -144,15 +175,11 @@ def main() -> None:
     rows: list[dict] = []
     skipped: dict[str, str] = {}
     extra: list[str] = []
-    print(
-        "| experiment | backend | batch | dense ms | BN-folded ms | condensed ms | vs dense | "
-        "vs folded | vs dense (min) | target | load before/after |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    loads = ["| experiment | load before | load after |", "|---|---|---|"]
     for experiment in args.experiments.split(","):
         before = _load()
         setup = experiment_model(experiment, args.sparsity, seed=0)
-        results = bench_whole_model(
+        rows += bench_whole_model(
             setup.model_name,
             setup.model,
             setup.masks,
@@ -165,29 +192,18 @@ def main() -> None:
             min_run_time=args.min_run_time,
             device=torch.device("cpu"),
             dtype=torch.float32,
-            rounds=args.rounds,
+            rounds=args.pairs,
             skipped=skipped,
             experiment=experiment,
         )
-        after = _load()
-        for r in results:
-            speed = r["dense_median_s"] / r["median_s"]
-            target = (
-                TARGETS.get(experiment) if r["backend"] == "fused" and r["batch"] == 1 else None
-            )
-            verdict = (
-                "" if target is None else f">= {target} {'met' if speed >= target else 'MISSED'}"
-            )
-            print(
-                f"| {experiment} | {r['backend']} | {r['batch']} | {r['dense_median_s'] * 1e3:.2f} "
-                f"| {r['folded_median_s'] * 1e3:.2f} | {r['median_s'] * 1e3:.2f} | {speed:.2f} | "
-                f"{r['folded_median_s'] / r['median_s']:.2f} | "
-                f"{r['dense_min_s'] / r['min_s']:.2f} | {verdict} | {before}/{after} |",
-                flush=True,
-            )
-        rows += results
+        loads.append(f"| {experiment} | {before} | {_load()} |")
+        print(f"measured {experiment}", flush=True)
         if args.per_layer:
             extra += _per_layer(setup, args.threads)
+    label = machine_label(machine.identity())  # the report's name of this machine class
+    print(markdown_table(whole_model_speedups(pd.DataFrame(rows).assign(machine=label))))
+    print("\n".join(_targets(rows)))
+    print("\n" + "\n".join(loads))
     if extra:
         print("\n".join(extra))
     if skipped:

@@ -31,8 +31,12 @@ __all__ = [
     "cpu_facts",
     "identity",
     "isa_level",
+    "host_fields",
     "load_snapshot",
+    "mark_start",
     "same_class",
+    "start_snapshot",
+    "steal_fraction",
 ]
 
 ISA_LEVELS = ("generic", "avx2", "avx512")
@@ -184,3 +188,36 @@ def same_class(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool
     if any(a.get(k) is None for k in keys):
         return False
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+_START: dict[str, Any] = {}
+
+
+def mark_start() -> dict[str, Any]:
+    """Take the run's start :func:`load_snapshot` now (a run calls this when it starts; records
+    written later in this process carry it as ``host.load_start``)."""
+    _START.clear()
+    _START.update(load_snapshot())
+    return dict(_START)
+
+
+def start_snapshot() -> dict[str, Any]:
+    """The snapshot of :func:`mark_start`, else the one taken when this module was imported."""
+    return dict(_START)
+
+
+def host_fields(start: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a record's ``host`` gains: :func:`identity` (CPU vendor/family/model/stepping, ISA
+    level, cores, threads, RAM, versions, ``asv_name``), ``load_start`` / ``load_end``
+    (:func:`load_snapshot` at the start of the run and now) and ``steal_fraction`` between them."""
+    start = dict(start) if start is not None else start_snapshot()
+    end = load_snapshot()
+    return {
+        **identity(),
+        "load_start": start,
+        "load_end": end,
+        "steal_fraction": steal_fraction(start, end),
+    }
+
+
+mark_start()  # a process that never marks its start: the import is the start

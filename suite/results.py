@@ -8,14 +8,18 @@ A result record is one JSON object describing one run::
       "run_id": "...",                 # stable id of the run (hash of its defining config)
       "created": "2026-11-27T01:40:00+00:00",
       "git": {"commit": "abc...", "dirty": false},
-      "host": {"hostname", "platform", "cpu", "cpu_count", "threads", "gpu"},
+      "host": {"hostname", "platform", "cpu", "cpu_count", "threads", "gpu",   # old keys
+               "vendor", "family", "model", "stepping", "isa", "cores", "ram_gib", "arch",
+               "torch", "onednn", "asv_name", "load_start", "load_end", "steal_fraction"},
       "versions": {"python", "torch", ...},
       "config": {...},                 # the full resolved config
       "metrics": {...}                 # kind-specific, see below
     }
 
 ``train`` metrics must hold ``top1_accuracy`` (percent). ``bench`` metrics must hold
-``rows``: a list of dicts with the keys of :data:`BENCH_ROW_KEYS`.
+``rows``: a list of dicts with the keys of :data:`BENCH_ROW_KEYS`, and (every row written since
+the paired protocol) :data:`BENCH_INTERVAL_KEYS`: ``speedup`` = baseline time / candidate time,
+its 95% interval ``speedup_ci_low`` <= speedup <= ``speedup_ci_high`` and ``n_pairs`` >= 2.
 
 The store is a folder with one file per run, written atomically (temp file + rename) so that
 parallel jobs never interleave and a crashed run never leaves a partial record. The reader
@@ -64,6 +68,9 @@ BENCH_ROW_KEYS = (
     "iqr_s",
     "dense_median_s",
 )
+#: the paired speed-up of a row (backends.timing.paired_ratio): every row suite.bench writes has
+#: them; rows of older records lack them all (read as "no interval"), never some of them
+BENCH_INTERVAL_KEYS = ("speedup", "speedup_ci_low", "speedup_ci_high", "n_pairs")
 BENCH_MODES = ("kernel", "end_to_end")
 TRAIN_REQUIRED_METRICS = ("top1_accuracy",)
 DEFAULT_ROOT = Path("results/runs")
@@ -98,8 +105,12 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def host_info() -> dict[str, Any]:
-    """Facts about the machine: host name, platform, CPU model, cores, torch threads, GPU."""
+    """Facts about the machine: host name, platform, CPU model, cores, torch threads, GPU (the
+    old keys), plus the machine identity and the load at start and end of the run
+    (:func:`suite.machine.host_fields`: vendor, family, model, stepping, isa, cores, ram_gib,
+    arch, torch, onednn, asv_name, load_start, load_end, steal_fraction)."""
     from backends.kernels.build import cpu_model  # the one CPU-name reader
+    from suite import machine
 
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
@@ -117,7 +128,10 @@ def host_info() -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
-    return info
+    identity = machine.host_fields()
+    identity.pop("cpu", None)  # the old key keeps its reader (the same model name)
+    identity.pop("threads", None)
+    return {**info, **identity}
 
 
 def library_versions() -> dict[str, str | None]:
@@ -252,6 +266,29 @@ def _validate_bench_row(i: int, row: Any) -> None:
         raise InvalidRecordError(f"bench row {i}: iqr_s must be >= 0, got {row['iqr_s']!r}")
     if not 0.0 <= float(row["sparsity"]) < 1.0:
         raise InvalidRecordError(f"bench row {i}: sparsity {row['sparsity']!r} not in [0, 1)")
+    _validate_interval(i, row)
+
+
+def _validate_interval(i: int, row: Mapping[str, Any]) -> None:
+    """The paired speed-up keys: all or none (an older row), consistent when present."""
+    present = [k for k in BENCH_INTERVAL_KEYS if k in row]
+    if not present:
+        return
+    if len(present) != len(BENCH_INTERVAL_KEYS):
+        missing = [k for k in BENCH_INTERVAL_KEYS if k not in row]
+        raise InvalidRecordError(f"bench row {i} has {present} but lacks {missing}")
+    low, est, high = row["speedup_ci_low"], row["speedup"], row["speedup_ci_high"]
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (low, est, high)):
+        raise InvalidRecordError(
+            f"bench row {i}: speedup {est!r} and its interval [{low!r}, {high!r}] must be > 0"
+        )
+    if not (low <= est * (1 + 1e-9) and est <= high * (1 + 1e-9)):
+        raise InvalidRecordError(
+            f"bench row {i}: speedup {est!r} lies outside its interval [{low!r}, {high!r}]"
+        )
+    n = row["n_pairs"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise InvalidRecordError(f"bench row {i}: n_pairs {n!r} is invalid; allowed: >= 2")
 
 
 # --------------------------------------------------------------------------- the store

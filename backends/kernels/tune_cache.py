@@ -1,5 +1,6 @@
 """What the autotuners share (fused Linear kernel and direct conv kernel): the ``SRIGL_TUNE``
-switch, the batch buckets, the machine key, the interleaved fastest-call timer and the
+switch, the batch buckets, the machine key, the fastest-call statistic over the one timer's
+interleaved rounds (:mod:`backends.timing`) and the
 per-machine JSON cache of winners.
 
 A cache file lives at ``<user cache dir>/tuner/<prefix>-<digest of the machine key>.json`` and
@@ -30,6 +31,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from backends.kernels.build import cache_dir, cpu_model
+from backends.timing import calls_per_block, fastest_call_block, interleaved_blocks
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +84,21 @@ def fastest_interleaved(
     min_calls: int = 2,
     max_calls: int = 64,
 ) -> dict[K, float]:
-    """The fastest call, in seconds, of each candidate in ``fns``.
+    """The fastest call, in seconds, of each candidate in ``fns``, through the project's one
+    timer (:mod:`backends.timing`).
 
     Each candidate is called once (warm-up, and to size its rounds: about ``round_seconds`` of
-    calls, ``min_calls`` to ``max_calls``), then the candidates take turns over ``rounds`` rounds,
-    the order reversed every other round, so that load on a shared machine hits them alike.
-    Other processes only ever add time: the fastest call is the most repeatable statistic.
+    calls, ``min_calls`` to ``max_calls``: :func:`backends.timing.calls_per_block`), then the
+    candidates take turns over ``rounds`` rounds, the order reversed every other round
+    (:func:`backends.timing.interleaved_blocks`), so that load on a shared machine hits them
+    alike. Other processes only ever add time: the fastest call is the most repeatable
+    statistic for picking a winner (:func:`backends.timing.fastest_call_block`).
     """
-    calls = {}
-    for key, fn in fns.items():
-        fn()
-        once = max(fastest_call(fn, 1), 1e-7)
-        calls[key] = max(min_calls, min(max_calls, int(round_seconds / once)))
-    best = {key: float("inf") for key in fns}
-    order = list(fns)
-    for r in range(rounds):
-        for key in order if r % 2 == 0 else order[::-1]:
-            best[key] = min(best[key], fastest_call(fns[key], calls[key]))
-    return best
+    calls = {
+        key: calls_per_block(fn, round_seconds, min_calls, max_calls) for key, fn in fns.items()
+    }
+    samples = interleaved_blocks(fns, rounds, calls, fastest_call_block)
+    return {key: min(times) for key, times in samples.items()}
 
 
 class TuneCache:

@@ -1,8 +1,10 @@
 """Benchmarks: ``python -m suite.bench`` (Hydra app in :mod:`suite.bench.app`).
 
-Modules: ``app`` (entry point, layer grid, records), ``timing`` (the one timer, built on
-``torch.utils.benchmark``), ``masks`` (masks of benchmarked layers and models), ``whole_model``
-(condensed whole models vs dense), ``checkpoint`` (a trained checkpoint -> model + masks).
+Modules: ``app`` (entry point, the run and its record), ``settings`` (config -> checked
+settings), ``layers`` (the layer grid, paired speed-ups, the A/A control), ``whole_model``
+(condensed whole models vs dense), ``timing`` (output checks; times through the project's one
+timer, :mod:`backends.timing`), ``masks`` (masks of benchmarked layers and models),
+``checkpoint`` (a trained checkpoint -> model + masks).
 The public names of ``app`` are re-exported lazily.
 """
 

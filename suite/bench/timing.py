@@ -1,10 +1,12 @@
 """Timing and correctness primitives of the benchmark runner.
 
-- Threads are set with :func:`suite.runtime.set_threads` (torch and numba together:
-  ``torch.utils.benchmark.Timer`` runs with ONE thread unless told otherwise).
-- :func:`measure` times a callable with ``Timer.blocked_autorange`` and returns median + IQR.
-  Both timers run the callable under ``torch.inference_mode()`` (what serving code uses;
-  ``inference=False`` times it in the caller's grad mode).
+- Threads are set with :func:`suite.runtime.set_threads` (torch and numba together); the timers
+  set torch's intra-op threads to ``threads`` while they time and restore them afterwards.
+- :func:`measure` / :func:`measure_interleaved` time callables with the project's one timer
+  (:mod:`backends.timing`) and return median + IQR + minimum; speed-ups come from
+  :func:`backends.timing.paired_ratio` (paired blocks, an interval). Both run the callables
+  under ``torch.inference_mode()`` (what serving code uses; ``inference=False`` times them in
+  the caller's grad mode).
 - :func:`check_linear` checks a layer's output against ``F.linear`` in float64 before timing.
 """
 
@@ -13,12 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from backends.kernels.build import import_cpp_extension
-
-import_cpp_extension()  # torch.utils.benchmark imports it: without its CUDA_HOME warning
-from torch.utils import benchmark  # noqa: E402
+from backends.timing import calls_per_block, interleaved_blocks
 
 __all__ = [
     "BenchMismatchError",
@@ -51,19 +51,27 @@ class Timing:
     min_s: float = float("nan")
 
 
+def _timing(times: list[float]) -> Timing:
+    q1, med, q3 = np.percentile(np.asarray(times), [25, 50, 75])
+    return Timing(float(med), float(q3 - q1), len(times), float(min(times)))
+
+
 def measure(
-    fn: Callable[[], object], threads: int, min_run_time: float, inference: bool = True
+    fn: Callable[[], object],
+    threads: int,
+    min_run_time: float,
+    inference: bool = True,
+    blocks: int = 10,
 ) -> Timing:
-    """Time ``fn()`` with ``Timer(num_threads=threads).blocked_autorange(min_run_time)``,
-    under ``torch.inference_mode()`` unless ``inference=False``.
+    """Time ``fn()`` alone with the one timer: ``blocks`` blocks of about
+    ``min_run_time / blocks`` seconds on ``threads`` threads, under ``torch.inference_mode()``
+    unless ``inference=False``. For a speed-up use :func:`backends.timing.paired_ratio`.
 
     Returns:
-        :class:`Timing` with the median and IQR of the per-call time (seconds) over the blocks.
+        :class:`Timing` with the median, IQR and minimum of the per-call time (seconds) over
+        the blocks.
     """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=int(threads))
-    with torch.inference_mode(inference):
-        m = timer.blocked_autorange(min_run_time=float(min_run_time))
-    return Timing(float(m.median), float(m.iqr), len(m.times), float(min(m.times)))
+    return measure_interleaved({"fn": fn}, threads, min_run_time, blocks, inference)["fn"]
 
 
 def measure_interleaved(
@@ -73,33 +81,30 @@ def measure_interleaved(
     rounds: int = 3,
     inference: bool = True,
 ) -> dict[str, Timing]:
-    """Time several callables in alternation so that they share the machine's conditions.
+    """Time several callables in alternation so that they share the machine's conditions,
+    through the one timer (:func:`backends.timing.interleaved_blocks`).
 
-    Each of ``rounds`` rounds runs ``blocked_autorange(min_run_time / rounds)`` for every
-    callable in turn (the order alternates between rounds); the per-call times of all blocks
-    of a callable are pooled. On a busy machine a ratio of two such timings is far more stable
-    than the ratio of two measurements taken at different moments. The callables run under
-    ``torch.inference_mode()`` unless ``inference=False``.
+    ``rounds`` rounds of one block of about ``min_run_time / rounds`` seconds per callable, the
+    order reversed every other round. Speed-ups come from :func:`backends.timing.paired_ratio`
+    (an interval from the pairs); this gives each callable's own times. The callables run
+    under ``torch.inference_mode()`` unless ``inference=False``.
 
     Returns:
-        ``{name: Timing}`` with the median and IQR over the pooled per-call times (seconds).
+        ``{name: Timing}`` with the median, IQR and minimum over the blocks' per-call times.
     """
-    import numpy as np
-
     if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    pooled: dict[str, list[float]] = {name: [] for name in fns}
-    order = list(fns)
-    for r in range(rounds):
-        for name in order if r % 2 == 0 else order[::-1]:
-            timer = benchmark.Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=threads)
-            with torch.inference_mode(inference):
-                pooled[name] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
-    out = {}
-    for name, times in pooled.items():
-        q1, med, q3 = np.percentile(np.asarray(times), [25, 50, 75])
-        out[name] = Timing(float(med), float(q3 - q1), len(times), float(min(times)))
-    return out
+        raise ValueError(f"rounds={rounds!r} is invalid; allowed: an integer >= 1")
+    if not min_run_time > 0:
+        raise ValueError(f"min_run_time={min_run_time!r} is invalid; allowed: > 0 seconds")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(int(threads))
+        with torch.inference_mode(inference):
+            calls = {k: calls_per_block(fn, min_run_time / rounds) for k, fn in fns.items()}
+            samples = interleaved_blocks(fns, rounds, calls)
+    finally:
+        torch.set_num_threads(before)
+    return {name: _timing(times) for name, times in samples.items()}
 
 
 def _eps(dtype: torch.dtype) -> float:

@@ -17,6 +17,11 @@ A report that cannot lie or destroy:
 
     python -m suite.report                              # results/runs -> results/REPORT.md
     python -m suite.report --runs /tmp/runs --out /tmp/report
+
+README.md's results block (between ``<!-- results:begin -->`` and ``<!-- results:end -->``) is
+rendered from the same frames (``templates/readme_results.md.j2``) and rewritten with the
+report: the README next to the output folder (``make report``: results/ -> README.md), or
+``--readme PATH``; ``--no-readme`` leaves it alone.
 """
 
 from __future__ import annotations
@@ -35,12 +40,19 @@ from typing import Any
 
 import pandas as pd
 
+from backends.timing import AA_TOLERANCE
 from suite.cli import one_line_errors
-from suite.report import figures
+from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import whole_model as wm
 from suite.report.render import render
-from suite.results import DEFAULT_ROOT, InvalidRecordError, LoadError, ResultStore
+from suite.results import (
+    DEFAULT_ROOT,
+    InvalidRecordError,
+    LoadError,
+    ResultStore,
+    atomic_write_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,8 @@ DEFAULT_COMMANDS = (
     "make publish PROFILE=default     # copy the reproduction into results/runs, then report",
 )
 REPORT_NAME = "REPORT.md"
+README_BEGIN = "<!-- results:begin -->"
+README_END = "<!-- results:end -->"
 # The report's own outputs: the only files it replaces or removes (when it has no data for one).
 REPORT_FIGURES = (
     "accuracy_vs_sparsity.png",
@@ -89,6 +103,7 @@ class Report:
     n_other: int = 0
     n_bench: int = 0
     invalid: list[LoadError] = field(default_factory=list)
+    readme: Path | None = None
 
 
 # --------------------------------------------------------------------------- input
@@ -239,19 +254,18 @@ def size_section(
 def backends_section(
     records: Sequence[Mapping[str, Any]], bench: pd.DataFrame, out: _Outputs
 ) -> dict[str, Any]:
-    """Speed-ups vs dense and CSR, their figures, the paper's layer timing, what was skipped."""
-    section: dict[str, Any] = {"vs_dense": None, "vs_csr": None, "figures": []}
+    """Per machine class: the A/A control, speed-ups vs dense (with intervals), vs the best
+    dense baseline and vs CSR; the figures, the paper's layer timing, what was skipped."""
+    section: dict[str, Any] = {"machines": [], "figures": [], "aa_tolerance": AA_TOLERANCE}
     if not bench.empty:
         out.csv(bench.drop(columns=["created"]), "bench_rows.csv")
-        vs_dense = rd.speedup_table(bench, "speedup_vs_dense")
-        section["vs_dense"] = vs_dense.drop(columns=[rd.DENSE], errors="ignore")
-        if bench["speedup_vs_csr"].notna().any():
-            section["vs_csr"] = rd.speedup_table(bench, "speedup_vs_csr")
+        section["machines"] = speed.machine_tables(bench)
+        plotted = bench[bench["backend"] != speed.AA_BACKEND]
         for make, name, title in (
             (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
             (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),
         ):
-            path = out.figure(make, bench, name)
+            path = out.figure(make, plotted, name)
             if path:
                 section["figures"].append((title, path))
     section["layer_timing"] = rd.layer_timing_comparison(
@@ -266,12 +280,15 @@ def whole_model_section(records: Sequence[Mapping[str, Any]], out: _Outputs) -> 
     over ``metrics.whole_model`` of the bench records): speed-ups, costs, a figure."""
     whole = rd.whole_model_frame(records)
     if whole.empty:
-        return {"table": None, "costs": None, "figures": []}
+        return {"table": None, "fused": None, "costs": None, "figures": []}
     out.csv(whole, "whole_model.csv")
-    speed = wm.whole_model_speedups(whole)
+    speedups = wm.whole_model_speedups(whole)
     fig = out.figure(wm.whole_model_figure, whole, "whole_model.png")
+    fused = speedups[speedups["backend"] == "fused"] if not speedups.empty else speedups
+    short = ["model", "machine", "sparsity", "batch", "vs dense [95% CI]", "run"]
     return {
-        "table": speed if not speed.empty else rd.whole_model_display(whole),
+        "table": speedups if not speedups.empty else rd.whole_model_display(whole),
+        "fused": _or_none(fused[[c for c in short if c in fused]] if not fused.empty else None),
         "costs": _or_none(wm.whole_model_costs(whole)),
         "figures": [("whole-model speed-up vs dense", fig)] if fig else [],
     }
@@ -322,11 +339,68 @@ def _swap_in(tmp: Path, out_dir: Path, written: Sequence[str]) -> None:
             (out_dir / rel).unlink(missing_ok=True)
 
 
+def readme_target(readme: str | os.PathLike | None, out_dir: Path) -> Path | None:
+    """The README whose results block this report rewrites, checked before any work.
+
+    ``readme`` None: ``<out_dir>/../README.md`` when it exists and holds the markers (``make
+    report``: results/ -> README.md; a report into a scratch folder touches no README), else
+    none. An explicit path must exist and hold both markers.
+
+    Raises:
+        ReportError: an explicit README that is missing or lacks the markers.
+    """
+    if readme is None:
+        path = out_dir.resolve().parent / "README.md"
+        if not path.is_file():
+            return None
+        text = path.read_text(encoding="utf-8")
+        if README_BEGIN not in text or README_END not in text:
+            log.warning(f"{path} has no {README_BEGIN} / {README_END} markers: not rewritten")
+            return None
+        return path
+    path = Path(readme)
+    if not path.is_file():
+        raise ReportError(f"--readme {path}: no such file; allowed: a README with the markers")
+    split_readme(path.read_text(encoding="utf-8"), path)
+    return path
+
+
+def split_readme(text: str, path: Path) -> tuple[str, str, str]:
+    """``(before, block, after)`` of a README around its results markers.
+
+    Raises:
+        ReportError: a marker is missing, repeated or out of order.
+    """
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise ReportError(
+            f"{path}: needs exactly one {README_BEGIN} and one {README_END} line, found "
+            f"{text.count(README_BEGIN)} and {text.count(README_END)}"
+        )
+    before, rest = text.split(README_BEGIN)
+    block, after = rest.split(README_END) if README_END in rest else (None, None)
+    if block is None:
+        raise ReportError(f"{path}: {README_END} comes before {README_BEGIN}")
+    return before, block, after
+
+
+def write_readme_block(path: Path, block: str) -> bool:
+    """Put ``block`` between the README's markers (atomic write); False when unchanged."""
+    text = path.read_text(encoding="utf-8")
+    before, _, after = split_readme(text, path)
+    new = f"{before}{README_BEGIN}\n{block.strip()}\n{README_END}{after}"
+    if new == text:
+        return False
+    atomic_write_bytes(path, new.encode("utf-8"))
+    return True
+
+
 def build_report(
     runs_dir: str | os.PathLike = DEFAULT_ROOT,
     out_dir: str | os.PathLike = DEFAULT_OUT,
     allow_invalid: bool = False,
     commands: Sequence[str] = DEFAULT_COMMANDS,
+    readme: str | os.PathLike | None = None,
+    write_readme: bool = True,
 ) -> Report:
     """Write ``<out_dir>/REPORT.md``, ``<out_dir>/figures/*.png`` and ``<out_dir>/tables/*.csv``.
 
@@ -335,12 +409,17 @@ def build_report(
         out_dir: where the report goes.
         allow_invalid: leave invalid record files out with a warning instead of failing.
         commands: the shell commands that regenerate this report, shown in it.
+        readme: the README whose results block (between ``<!-- results:begin -->`` and
+            ``<!-- results:end -->``) is rewritten from the same frames (see
+            :func:`readme_target`; None: the README next to ``out_dir``'s folder, if marked).
+        write_readme: False leaves every README alone.
 
     Raises:
-        ReportError: ``runs_dir`` is missing or empty.
+        ReportError: ``runs_dir`` is missing or empty; an explicit ``readme`` without markers.
         InvalidStoreError: the store holds invalid files and ``allow_invalid`` is false.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    readme_path = readme_target(readme, out_dir) if write_readme else None
     records, invalid = load_store(runs_dir, allow_invalid)
     train_all = rd.train_frame(records)
     tabled, other = rd.select_cells(train_all)
@@ -368,7 +447,10 @@ def build_report(
         }
         (tmp / REPORT_NAME).write_text(render("report.md.j2", **context), encoding="utf-8")
         out.written.append(REPORT_NAME)
+        block = render("readme_results.md.j2", **context)
         _swap_in(tmp, out_dir, out.written)
+        if readme_path is not None and write_readme_block(readme_path, block):
+            log.info(f"rewrote the results block of {readme_path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Report(
@@ -379,6 +461,7 @@ def build_report(
         n_other=len(other),
         n_bench=n_bench,
         invalid=list(invalid),
+        readme=readme_path,
     )
 
 
@@ -402,10 +485,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave invalid record files out with a warning instead of failing",
     )
+    parser.add_argument(
+        "--readme",
+        default=None,
+        help="README whose results block to rewrite (default: README.md next to the --out "
+        "folder, when it has the <!-- results:begin/end --> markers)",
+    )
+    parser.add_argument("--no-readme", action="store_true", help="rewrite no README")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = build_report(args.runs, args.out, allow_invalid=args.allow_invalid)
+        report = build_report(
+            args.runs,
+            args.out,
+            allow_invalid=args.allow_invalid,
+            readme=args.readme,
+            write_readme=not args.no_readme,
+        )
     except (ReportError, InvalidStoreError) as exc:
         log.error(f"{exc} (the previous report, figures and tables are unchanged)")
         return 2

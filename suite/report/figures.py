@@ -123,15 +123,31 @@ def ablation_over_training(curves: pd.DataFrame, path: Path) -> Path | None:
 
 
 def _speedup_data(bench: pd.DataFrame) -> pd.DataFrame:
-    data = bench[bench["backend"] != DENSE].copy()
+    """The plotted rows: no dense row, no A/A control; a panel row per machine class (where
+    there are several), device and mode, so that two CPUs never share a line."""
+    data = bench[~bench["backend"].isin([DENSE, "dense_aa"])].copy()
     data["shape"] = data["shape"].astype(str)
     data["setting"] = data["device"] + " " + data["mode"]
+    if "machine" in data and data["machine"].nunique() > 1:
+        data["setting"] = data["machine"].astype(str) + "\n" + data["setting"]
     return data
+
+
+def _interval_bars(data: pd.DataFrame, x: str, **_: object) -> None:
+    """The 95% interval of each plotted speed-up as a vertical bar (rows that have one)."""
+    if not {"speedup_ci_low", "speedup_ci_high"} <= set(data.columns):
+        return
+    rows = data.dropna(subset=["speedup_ci_low", "speedup_ci_high"])
+    if len(rows):
+        plt.gca().vlines(
+            rows[x], rows["speedup_ci_low"], rows["speedup_ci_high"], colors="grey", alpha=0.6
+        )
 
 
 def _speedup_grid(data: pd.DataFrame, x: str, xlabel: str, aspect: float, **facets):
     """One seaborn relplot of speed-up vs dense over ``x``: hue = backend, style = shape, rows =
-    device and mode, log y with a dashed line at 1x; ``facets`` adds col/col_order."""
+    (machine,) device and mode, log y with a dashed line at 1x, grey bars for the rows' 95%
+    intervals; ``facets`` adds col/col_order."""
     grid = sns.relplot(
         data=data,
         x=x,
@@ -146,10 +162,11 @@ def _speedup_grid(data: pd.DataFrame, x: str, xlabel: str, aspect: float, **face
         aspect=aspect,
         **facets,
     )
+    grid.map_dataframe(_interval_bars, x=x)
     grid.set(yscale="log")
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    grid.set_axis_labels(xlabel, "speed-up vs dense (x)")
+    grid.set_axis_labels(xlabel, "speed-up vs dense (x; grey: 95% interval)")
     return grid
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from suite.report import speed
+
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DENSE = "dense"
 # The usual reading order of methods in tables; unknown methods follow alphabetically.
@@ -267,15 +269,28 @@ def headline_accuracy(
 
 
 def headline_speed(bench: pd.DataFrame, sparsity: float = HEADLINE_SPARSITY) -> pd.DataFrame:
-    """The fastest sparse backend per (device, mode, shape, batch) at ``sparsity``, with its
-    speed-up vs dense and vs CSR (the paper's headline compares at 90%)."""
-    sub = bench[(bench["backend"] != DENSE) & ((bench["sparsity"] - sparsity).abs() < 1e-9)]
+    """The fastest condensed backend per (machine, device, mode, shape, threads, batch) at
+    ``sparsity``, with its paired speed-up vs dense ``F.linear`` [95% CI], vs the best dense
+    baseline and vs CSR of the same record (the paper's headline compares at 90%)."""
+    condensed = ~bench["backend"].astype(str).str.startswith(DENSE)
+    sub = bench[condensed & ((bench["sparsity"] - sparsity).abs() < 1e-9)]
     if sub.empty:
         return pd.DataFrame()
-    keys = ["device", "mode", "shape", "threads", "batch"]
-    best = sub.loc[sub.groupby(keys)["speedup_vs_dense"].idxmax()]
-    out = best[keys + ["backend", "speedup_vs_dense", "speedup_vs_csr"]].copy()
-    out.insert(4, "sparsity", sparsity_label(sparsity))
+    keys = ["machine", "device", "mode", "shape", "threads", "batch"]
+    best = sub.loc[sub.groupby(keys)["speedup"].idxmax()]
+    out = best[keys + ["backend"]].copy()
+    out.insert(5, "sparsity", sparsity_label(sparsity))
+    out["vs dense [95% CI]"] = [
+        speed.speedup_cell(e, lo, hi)
+        for e, lo, hi in zip(best["speedup"], best["speedup_ci_low"], best["speedup_ci_high"])
+    ]
+    for title, key in (("vs best dense", "speedup_vs_best_dense"), ("vs csr", "speedup_vs_csr")):
+        low = best.get(f"{key}_ci_low", pd.Series(np.nan, index=best.index))
+        high = best.get(f"{key}_ci_high", pd.Series(np.nan, index=best.index))
+        out[title] = [
+            speed.plain_ratio(v) if pd.isna(lo) else speed.speedup_cell(v, lo, hi)
+            for v, lo, hi in zip(best[key], low, high)
+        ]
     return out.rename(columns={"backend": "fastest backend"}).reset_index(drop=True)
 
 
@@ -541,9 +556,9 @@ def bench_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int
     """Every bench row with speed-ups; repeated measurements keep the latest record's row.
 
     Adds columns run_id, created, device (row's ``device``, default ``cpu``), shape
-    (``"in->out"``), speedup_vs_dense (= dense_median_s / median_s) and speedup_vs_csr
-    (= csr time / median_s, where the csr time is the row's ``csr_median_s`` or else the
-    ``csr`` backend's row of the same shape, sparsity, batch, dtype, threads and mode).
+    (``"in->out"``), machine (:func:`suite.report.speed.machine_label` of the record's host) and
+    the speed-up columns of :func:`suite.report.speed.add_speedups` (each from the row's own
+    record: never a time of another record).
 
     Returns:
         ``(frame, number of superseded rows dropped)``.
@@ -552,31 +567,22 @@ def bench_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int
     for rec in records:
         if rec.get("kind") != "bench":
             continue
+        machine = speed.machine_label(rec.get("host"))
         for row in rec["metrics"]["rows"]:
             out = dict(row)
             out["run_id"] = rec["run_id"]
             out["created"] = rec["created"]
             out["device"] = row.get("device") or "cpu"
+            out["machine"] = machine
             rows.append(out)
     if not rows:
         return pd.DataFrame(), 0
     frame = pd.DataFrame(rows)
     frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
-    frame, dropped = dedupe_latest(frame, BENCH_KEY)
+    frame, dropped = dedupe_latest(frame, ("machine", *BENCH_KEY))
     frame = frame.reset_index(drop=True)
     frame["shape"] = frame["in_features"].astype(str) + "->" + frame["out_features"].astype(str)
-    frame["speedup_vs_dense"] = frame["dense_median_s"] / frame["median_s"]
-    group_key = [k for k in BENCH_KEY if k != "backend"]
-    csr_rows = frame[frame["backend"] == "csr"].set_index(group_key)["median_s"]
-    csr_lookup = {k if isinstance(k, tuple) else (k,): v for k, v in csr_rows.items()}
-    own = frame["csr_median_s"] if "csr_median_s" in frame else pd.Series(np.nan, frame.index)
-    csr_time = [
-        o if isinstance(o, (int, float)) and not math.isnan(o) and o > 0 else csr_lookup.get(k)
-        for o, k in zip(own, frame[group_key].itertuples(index=False, name=None))
-    ]
-    frame["csr_time_s"] = pd.to_numeric(pd.Series(csr_time, index=frame.index), errors="coerce")
-    frame["speedup_vs_csr"] = frame["csr_time_s"] / frame["median_s"]
-    return frame, dropped
+    return speed.add_speedups(frame), dropped
 
 
 def speedup_table(bench: pd.DataFrame, value: str = "speedup_vs_dense") -> pd.DataFrame:
@@ -621,8 +627,9 @@ def layer_timing_comparison(bench: pd.DataFrame, reference: pd.DataFrame) -> pd.
         ]
         modes = set(mine["mode"])
         mine = mine[mine["mode"] == ("end_to_end" if "end_to_end" in modes else "kernel")]
-        for (threads, sp), grp in mine.groupby(["threads", "sparsity"]):
-            row = {"source": f"ours ({threads} threads)", "sparsity": sparsity_label(sp)}
+        mine = mine[mine["backend"] != speed.AA_BACKEND]
+        for (machine, threads, sp), grp in mine.groupby(["machine", "threads", "sparsity"]):
+            row = {"source": f"ours ({machine}, {threads} threads)", "sparsity": sparsity_label(sp)}
             row["dense (us)"] = float(grp["dense_median_s"].median()) * 1e6
             for r in grp[grp["backend"] != DENSE].itertuples():
                 row[f"{r.backend} (us)"] = r.median_s * 1e6
@@ -636,7 +643,8 @@ def layer_timing_comparison(bench: pd.DataFrame, reference: pd.DataFrame) -> pd.
 
 def whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """``metrics.whole_model`` of every bench record as rows (a list of dicts, or a dict of
-    dicts keyed by a name), with a speed-up column where median_s and dense_median_s exist."""
+    dicts keyed by a name), with the record's ``machine`` and a ``speedup_vs_dense`` column
+    (the row's paired ``speedup``, else dense_median_s / median_s of the same row)."""
     rows = []
     for rec in records:
         if rec.get("kind") != "bench":
@@ -652,10 +660,13 @@ def whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         else:
             items = []
         for item in items:
-            rows.append({"run_id": rec["run_id"], **item})
+            machine = speed.machine_label(rec.get("host"))
+            rows.append({"run_id": rec["run_id"], "machine": machine, **item})
     frame = pd.DataFrame(rows)
     if {"median_s", "dense_median_s"} <= set(frame.columns):
-        frame["speedup_vs_dense"] = frame["dense_median_s"] / frame["median_s"]
+        ratio = frame["dense_median_s"] / frame["median_s"]
+        own = pd.to_numeric(frame["speedup"], errors="coerce") if "speedup" in frame else ratio * 0
+        frame["speedup_vs_dense"] = own.fillna(ratio) if "speedup" in frame else ratio
     return frame
 
 

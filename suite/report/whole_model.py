@@ -2,8 +2,10 @@
 the dense eval model and the BN-folded dense model (``metrics.whole_model`` of bench records,
 as a frame from :func:`suite.report.frames.whole_model_frame`).
 
-- :func:`whole_model_speedups`: one row per (model, sparsity, batch, backend): times in ms,
-  speed-up vs dense eval and vs BN-folded dense (median, and from the fastest calls).
+- :func:`whole_model_speedups`: the one whole-model speed-up table (the report, the bench's log
+  and ``scripts/measure_whole_model.py`` all print it): one row per (model, machine, sparsity,
+  batch, backend): times in ms, paired speed-up vs dense eval and vs BN-folded dense with 95%
+  intervals.
 - :func:`whole_model_costs`: one row per (model, sparsity): params, FLOPs and bytes, dense vs
   condensed.
 - :func:`whole_model_figure`: speed-up vs dense per backend, a panel per model, hue = batch.
@@ -18,8 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from suite.report.speed import speedup_cell  # noqa: E402
 
 __all__ = ["whole_model_costs", "whole_model_figure", "whole_model_speedups"]
 
@@ -33,12 +38,24 @@ def _label(frame: pd.DataFrame) -> pd.Series:
     return frame["model"]
 
 
-def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
-    """Per-model speed-up table (see the module docstring); empty in, empty out.
+def _interval(frame: pd.DataFrame, prefix: str, fallback: pd.Series) -> list[str]:
+    """Cells of ``<prefix>`` with its interval where the rows have one (else the fallback
+    ratio of the same row, marked "no interval")."""
+    est = pd.to_numeric(frame[prefix], errors="coerce") if prefix in frame else fallback * np.nan
+    est = est.fillna(fallback)
+    low = frame.get(f"{prefix}_ci_low", pd.Series(np.nan, index=frame.index))
+    high = frame.get(f"{prefix}_ci_high", pd.Series(np.nan, index=frame.index))
+    return [speedup_cell(e, lo, hi) for e, lo, hi in zip(est, low, high)]
 
-    Columns: model, sparsity, batch, backend, structured, dense (ms), BN-folded (ms),
-    condensed (ms), vs dense, vs folded, vs dense (min), condensed weights (%), and run (the
-    record's run_id, where the frame has it).
+
+def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
+    """The one whole-model speed-up table (report, bench log, scripts/measure_whole_model.py);
+    empty in, empty out.
+
+    Columns: model, machine (where the frame has it), sparsity, batch, backend, structured,
+    dense (ms), BN-folded (ms), condensed (ms), vs dense [95% CI], vs folded [95% CI] (each the
+    row's paired speed-up and interval: "no measurable difference" where it holds 1.0, "no
+    interval" for older records), condensed weights (%), and run (the record's run_id).
     """
     if whole.empty or not {"median_s", "dense_median_s"} <= set(whole.columns):
         return pd.DataFrame()
@@ -46,27 +63,28 @@ def whole_model_speedups(whole: pd.DataFrame) -> pd.DataFrame:
     frame["model"] = _label(frame)
     folded = frame["folded_median_s"] if "folded_median_s" in frame else frame["dense_median_s"]
     folded = folded.fillna(frame["dense_median_s"])
-    out = pd.DataFrame(
-        {
-            "model": frame["model"],
-            "sparsity": frame["sparsity"],
-            "batch": frame["batch"],
-            "backend": frame["backend"],
-            "structured": frame.get("structured", False),
-            "dense (ms)": frame["dense_median_s"] * 1e3,
-            "BN-folded (ms)": folded * 1e3,
-            "condensed (ms)": frame["median_s"] * 1e3,
-            "vs dense": frame["dense_median_s"] / frame["median_s"],
-            "vs folded": folded / frame["median_s"],
-        }
+    out = pd.DataFrame({"model": frame["model"]})
+    if "machine" in frame:
+        out["machine"] = frame["machine"]
+    out = out.assign(
+        sparsity=frame["sparsity"],
+        batch=frame["batch"],
+        backend=frame["backend"],
+        structured=frame.get("structured", False),
     )
-    if {"min_s", "dense_min_s"} <= set(frame.columns):
-        out["vs dense (min)"] = frame["dense_min_s"] / frame["min_s"]
+    out["dense (ms)"] = frame["dense_median_s"] * 1e3
+    out["BN-folded (ms)"] = folded * 1e3
+    out["condensed (ms)"] = frame["median_s"] * 1e3
+    out["vs dense [95% CI]"] = _interval(
+        frame, "speedup", frame["dense_median_s"] / frame["median_s"]
+    )
+    out["vs folded [95% CI]"] = _interval(frame, "speedup_vs_folded", folded / frame["median_s"])
     if "condensed_weight_fraction" in frame:
         out["condensed weights (%)"] = frame["condensed_weight_fraction"] * 100
     if "run_id" in frame:  # which record: records of older code stay readable as such
         out["run"] = frame["run_id"]
-    return out.sort_values(_KEYS).reset_index(drop=True)
+    keys = ["machine", *_KEYS] if "machine" in out else _KEYS
+    return out.sort_values(keys).reset_index(drop=True)
 
 
 def whole_model_costs(whole: pd.DataFrame) -> pd.DataFrame:
@@ -98,9 +116,11 @@ def whole_model_costs(whole: pd.DataFrame) -> pd.DataFrame:
 def whole_model_figure(whole: pd.DataFrame, path: Path) -> Path | None:
     """Bar chart of whole-model speed-up vs the dense eval model per backend: a panel per model
     (and sparsity), hue = batch size, dashed line at 1x; None when there is nothing to plot."""
-    table = whole_model_speedups(whole)
-    if table.empty:
+    if whole.empty or not {"median_s", "dense_median_s"} <= set(whole.columns):
         return None
+    ratio = whole["dense_median_s"] / whole["median_s"]
+    own = whole["speedup_vs_dense"] if "speedup_vs_dense" in whole else ratio
+    table = whole.assign(model=_label(whole), **{"vs dense": own.fillna(ratio)})
     table = table.assign(
         panel=table["model"]
         + " @ "

@@ -18,7 +18,7 @@ from suite.bench import BenchConfigError, resolve_settings, run_bench
 from suite.bench.checkpoint import CheckpointError
 from suite.bench.masks import model_masks
 from suite.bench.timing import BenchMismatchError, check_linear
-from suite.results import BENCH_ROW_KEYS, ResultStore
+from suite.results import BENCH_INTERVAL_KEYS, BENCH_ROW_KEYS, ResultStore
 from suite.runtime import set_threads
 
 CONF = str(Path(suite.__file__).resolve().parent / "conf")
@@ -33,6 +33,7 @@ def bench_cfg(tmp_path, *overrides: str):
         "batches=[1,3]",
         "backends=[dense,naive]",
         "min_run_time=0.0005",
+        "pairs=3",
         "threads=1",
         "progress=false",
         f"results_dir={tmp_path / 'runs'}",
@@ -82,10 +83,15 @@ def test_bench_writes_one_valid_record_with_a_row_per_case(tmp_path):
     record, path = run_bench(bench_cfg(tmp_path, "backends=[dense,naive,csr]"))
     stored = ResultStore(tmp_path / "runs").read(kind="bench")
     assert [r["run_id"] for r in stored] == [record["run_id"]] and path.is_file()
-    rows = stored[0]["metrics"]["rows"]
-    # 2 shapes x 2 sparsities x 2 batches x 3 backends x 2 modes
-    assert len(rows) == 48
-    assert all(set(BENCH_ROW_KEYS) <= set(r) for r in rows)
+    all_rows = stored[0]["metrics"]["rows"]
+    # 2 shapes x 2 sparsities x 2 batches x (3 backends x 2 modes + the A/A control)
+    assert len(all_rows) == 56
+    assert all(set(BENCH_ROW_KEYS) | set(BENCH_INTERVAL_KEYS) <= set(r) for r in all_rows)
+    assert sum(r["backend"] == "dense_aa" for r in all_rows) == 8
+    rows = [r for r in all_rows if r["backend"] != "dense_aa"]
+    for r in all_rows:  # the paired protocol: interval, pairs and the per-block samples
+        assert r["speedup_ci_low"] <= r["speedup"] <= r["speedup_ci_high"]
+        assert r["n_pairs"] == 3 == len(r["samples_s"]) == len(r["dense_samples_s"])
     assert {(r["in_features"], r["out_features"]) for r in rows} == {(24, 16), (33, 20)}
     assert {r["sparsity"] for r in rows} == {0.5, 0.75}
     assert {r["mode"] for r in rows} == {"kernel", "end_to_end"}
@@ -95,12 +101,19 @@ def test_bench_writes_one_valid_record_with_a_row_per_case(tmp_path):
     by_case = {}
     for r in rows:
         assert r["dense_median_s"] > 0 and r["csr_median_s"] > 0 and r["path"] == "forward"
+        assert r["speedup_vs_csr"] == pytest.approx(r["speedup"] / _csr(rows, r)["speedup"])
         key = (r["backend"], r["in_features"], r["sparsity"], r["batch"])
         by_case.setdefault(key, set()).add((r["median_s"], r["dense_median_s"]))
     assert all(len(v) == 1 for v in by_case.values())
     # Constant fan-in masks: k = floor(B / out) per neuron.
     row = next(r for r in rows if r["in_features"] == 33 and r["sparsity"] == 0.75)
     assert row["k"] == (33 * 20 // 4) // 20 and row["n_active"] == 20
+
+
+def _csr(rows, row):
+    """The csr row of ``row``'s case (same shape, sparsity, batch, mode) in the same run."""
+    keys = ("in_features", "sparsity", "batch", "mode")
+    return next(r for r in rows if r["backend"] == "csr" and all(r[k] == row[k] for k in keys))
 
 
 def test_bench_records_the_kernel_variant_threads_omp_policy_and_load(tmp_path, monkeypatch):
@@ -165,7 +178,7 @@ def test_unavailable_backends_are_listed_with_their_reason(tmp_path, extra_backe
     extra_backend("never_here", NeverHere)
     record, _ = run_bench(bench_cfg(tmp_path, "backends=[dense,never_here]"))
     assert record["metrics"]["skipped"] == {"never_here": "needs a machine that does not exist"}
-    assert {r["backend"] for r in record["metrics"]["rows"]} == {"dense"}
+    assert {r["backend"] for r in record["metrics"]["rows"]} == {"dense", "dense_aa"}
     assert "never_here" in caplog.text
 
 
@@ -173,7 +186,7 @@ def test_bench_logs_speedups_vs_dense_and_vs_csr(tmp_path, caplog):
     caplog.set_level("INFO", logger="suite.bench.app")
     run_bench(bench_cfg(tmp_path, "backends=[dense,csr]", "batches=[1]", "modes=[end_to_end]"))
     out = caplog.text
-    assert "speed-up vs dense" in out and "speed-up vs csr" in out
+    assert "speed-up vs dense" in out and "speed-up vs csr" in out and "A/A control" in out
 
 
 @pytest.mark.parametrize(
@@ -189,6 +202,12 @@ def test_bench_logs_speedups_vs_dense_and_vs_csr(tmp_path, caplog):
         ("threads=0", BenchConfigError, "threads=0.*integer >= 1"),
         ("threads=2.5", BenchConfigError, "threads=2.5 is not an integer.*>= 1 or null"),
         ("threads=true", BenchConfigError, "threads=True is not an integer"),
+        ("batches=[-3]", BenchConfigError, r"batch -3 is invalid; allowed: integers >= 1"),
+        ("batches=[0]", BenchConfigError, r"batch 0 is invalid; allowed: integers >= 1"),
+        ("batches=[1.5]", BenchConfigError, r"batch 1.5 is invalid"),
+        ("sparsities=[1.0]", BenchConfigError, r"sparsity 1.0 is invalid; allowed: .*\[0, 1\)"),
+        ("pairs=1", BenchConfigError, "pairs=1 is invalid; allowed: an integer >= 2"),
+        ("min_run_time=-1", BenchConfigError, "min_run_time=-1 is invalid"),
     ],
 )
 def test_bad_settings_are_errors_naming_the_value(tmp_path, override, error, match):
@@ -215,7 +234,9 @@ def test_whole_model_part_times_condensed_vs_dense(tmp_path):
         "backends=[dense,naive]",  # structured is not in the grid's list: it runs all the same
     )
     record, _ = run_bench(cfg)
-    whole = record["metrics"]["whole_model"]
+    whole = [w for w in record["metrics"]["whole_model"] if w["backend"] != "dense_aa"]
+    aa = [w for w in record["metrics"]["whole_model"] if w["backend"] == "dense_aa"]
+    assert [(w["model"], w["batch"]) for w in aa] == [("mlp", 1), ("mlp", 4)]
     triton_runs, why = backends.get("fused_triton").supports(torch.device("cpu"), torch.float32)
     runs = ("naive", "structured") + (("fused_triton",) if triton_runs else ())
     assert {(w["model"], w["backend"], w["batch"]) for w in whole} == {
@@ -225,6 +246,8 @@ def test_whole_model_part_times_condensed_vs_dense(tmp_path):
         assert record["metrics"]["skipped"]["whole_model/fused_triton"] == why
     for w in whole:
         assert w["median_s"] > 0 and w["dense_median_s"] > 0 and w["structured"] is True
+        assert w["speedup_ci_low"] <= w["speedup"] <= w["speedup_ci_high"]
+        assert w["n_pairs"] == len(w["samples_s"]) == 10  # whole_model_options.pairs
         assert w["condensed_layers"] == 3 and 0.99 < w["condensed_weight_fraction"] <= 1.0
 
 
@@ -273,7 +296,11 @@ def test_checkpoint_from_suite_train_is_rebuilt_from_its_config(tmp_path):
     for r in rows:  # the real layer's sparsity, not a grid value
         mask = masks[f"{r['layer']}.weight"]
         assert r["sparsity"] == pytest.approx(1 - mask.float().mean().item(), abs=1e-6)
-    assert {w["backend"] for w in record["metrics"]["whole_model"]} == {"dense", "naive"}
+    assert {w["backend"] for w in record["metrics"]["whole_model"]} == {
+        "dense",
+        "naive",
+        "dense_aa",
+    }
     assert record["metrics"]["checkpoint"]["source"] == str(path)
 
 

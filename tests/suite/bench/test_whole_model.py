@@ -58,14 +58,20 @@ def test_whole_cnn_is_timed_against_dense_eval_and_bn_folded_dense():
         min_run_time=0.01,
         device=torch.device("cpu"),
         dtype=torch.float32,
-        rounds=1,
+        rounds=2,
         skipped=skipped,
         experiment=setup.experiment,
     )
     assert "resnet18_cifar/no_such_backend_is_skipped" in skipped
-    (r,) = results
+    aa, r = results  # per batch: the A/A control first, then each backend
+    assert aa["backend"] == "dense_aa" and aa["speedup_ci_low"] <= aa["speedup"]
     assert r["experiment"] == "cifar10_resnet18" and r["backend"] == "fused"
     assert r["median_s"] > 0 and r["dense_median_s"] > 0 and r["folded_median_s"] > 0
+    # paired: vs dense and vs BN-folded, each with its interval, from the same two rounds
+    assert r["n_pairs"] == 2 == len(r["samples_s"]) == len(r["folded_samples_s"])
+    assert r["speedup_ci_low"] <= r["speedup"] <= r["speedup_ci_high"]
+    assert r["speedup_vs_folded_ci_low"] <= r["speedup_vs_folded"]
+    assert r["speedup_vs_folded"] <= r["speedup_vs_folded_ci_high"]
     assert r["condensed_layers"] == len(setup.masks) and r["kept_layers"] == []
     assert 0.95 < r["condensed_weight_fraction"] < 1.0  # ERK's dense layers stay dense
     assert r["params_condensed"] < 0.2 * r["params_dense"]
@@ -88,20 +94,47 @@ def test_bench_app_runs_the_whole_model_part_on_an_experiment(tmp_path):
     whole = record["metrics"]["whole_model"]
     keys = {(w["experiment"], w["backend"], w["batch"], w["sparsity"]) for w in whole}
     assert keys == {
-        ("digits_cnn", b, n, s) for b in ("naive", "fused") for n in (1, 2) for s in (0.8, 0.9)
+        ("digits_cnn", b, n, s)
+        for b in ("naive", "fused", "dense_aa")
+        for n in (1, 2)
+        for s in (0.8, 0.9)
     }
     for w in whole:  # no BatchNorm: the folded baseline is the dense model's timing
+        if w["backend"] == "dense_aa":  # the A/A control: dense against a copy of itself
+            assert w["condensed_layers"] == 0 and w["n_pairs"] == len(w["dense_samples_s"])
+            continue
         assert w["folded_median_s"] == w["dense_median_s"] and w["condensed_layers"] >= 2
 
 
 def test_an_unknown_whole_model_backend_is_an_error_before_any_timing(tmp_path, monkeypatch):
-    import suite.bench.app as app
+    import suite.bench.layers as layers
 
     def no_grid(*args, **kwargs):
         raise AssertionError("the layer grid ran before the config was checked")
 
-    monkeypatch.setattr(app, "bench_layer", no_grid)
+    monkeypatch.setattr(layers, "bench_layer", no_grid)
     cfg = bench_cfg(tmp_path, "whole_model=true", "whole_model_options.backends=[fused,fusd]")
     with pytest.raises(UnknownNameError, match="fusd"):
         run_bench(cfg)
     assert not list(tmp_path.rglob("bench-*.json"))
+
+
+def test_fewer_than_two_rounds_is_an_error_before_any_model_is_built():
+    from backends.timing import TimingError
+
+    with pytest.raises(TimingError, match="rounds=1 is invalid; allowed: an integer >= 2"):
+        bench_whole_model(
+            "never_built",
+            None,
+            {},
+            (1,),
+            [1],
+            ["dense"],
+            structured=False,
+            sparsity=0.9,
+            threads=1,
+            min_run_time=0.01,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            rounds=1,
+        )

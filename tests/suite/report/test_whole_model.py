@@ -42,9 +42,8 @@ def test_speedup_table_has_one_row_per_model_batch_backend_with_both_baselines()
     table = whole_model_speedups(_whole())
     assert len(table) == 8 and set(table["model"]) == {"cifar10_resnet18", "imagenet_vit_b16"}
     fused = table[(table["backend"] == "fused") & (table["batch"] == 1)].iloc[0]
-    assert fused["vs dense"] == pytest.approx(2.5)
-    assert fused["vs folded"] == pytest.approx(2.0)
-    assert fused["vs dense (min)"] == pytest.approx(2.5)
+    assert fused["vs dense [95% CI]"] == "2.50 (no interval)"  # an older row: no samples
+    assert fused["vs folded [95% CI]"] == "2.00 (no interval)"
     assert fused["dense (ms)"] == pytest.approx(10.0)
     assert "run" not in table
 
@@ -59,7 +58,7 @@ def test_speedup_table_names_each_rows_record():
 def test_speedup_table_without_folded_times_uses_the_dense_ones():
     whole = _whole().drop(columns=["folded_median_s"])
     table = whole_model_speedups(whole)
-    assert (table["vs folded"] == table["vs dense"]).all()
+    assert (table["vs folded [95% CI]"] == table["vs dense [95% CI]"]).all()
     assert whole_model_speedups(pd.DataFrame()).empty
 
 
@@ -76,3 +75,22 @@ def test_figure_is_written_and_nothing_to_plot_gives_none(tmp_path):
     path = whole_model_figure(_whole(), tmp_path / "whole_model_speedup.png")
     assert path is not None and path.stat().st_size > 1000
     assert whole_model_figure(pd.DataFrame(), tmp_path / "none.png") is None
+
+
+def test_speedup_table_shows_the_paired_intervals_and_no_measurable_difference():
+    whole = _whole().assign(
+        speedup=2.5,
+        speedup_ci_low=[2.4, 0.9] * 4,
+        speedup_ci_high=[2.6, 1.1] * 4,
+        speedup_vs_folded=2.0,
+        speedup_vs_folded_ci_low=1.9,
+        speedup_vs_folded_ci_high=2.1,
+        machine="amd-f25m1-avx2-2c (AMD EPYC 7B13)",
+    )
+    table = whole_model_speedups(whole)
+    fused = table[(table["backend"] == "fused") & (table["batch"] == 1)].iloc[0]
+    csr = table[(table["backend"] == "csr") & (table["batch"] == 1)].iloc[0]
+    assert fused["vs dense [95% CI]"] == "2.50 [2.40, 2.60]"
+    assert fused["vs folded [95% CI]"] == "2.00 [1.90, 2.10]"
+    assert csr["vs dense [95% CI]"] == "no measurable difference [0.90, 1.10]"
+    assert set(table["machine"]) == {"amd-f25m1-avx2-2c (AMD EPYC 7B13)"}
