@@ -4,6 +4,7 @@ broken until someone measures."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,6 @@ def test_measure_fused_per_core_times_every_serial_variant():
 def test_measure_whole_model_prints_its_table_for_one_pair():
     out = _run("scripts/measure_whole_model.py", "--threads", "1", "--experiments",
                "cifar10_wrn22", "--backends", "fused", "--batches", "1",
-               "--min-run-time", "0.05", "--rounds", "1", "--per-layer")  # fmt: skip
-    assert "| cifar10_wrn22 | fused | 1 |" in out
+               "--min-run-time", "0.05", "--pairs", "2", "--per-layer")  # fmt: skip
+    assert re.search(r"^\| cifar10_wrn22 \|[^\n]*\| 1 +\| fused +\|", out, re.M), out
     assert "per conv, fused vs BN-folded dense" in out and "| blocks.0.conv1 |" in out
