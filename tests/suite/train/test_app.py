@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 
 import srigl
 from suite import models, train
+from suite.checkpointing import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.data import names as dataset_names
 from suite.results import InvalidRecordError, ResultStore, validate_record
 from suite.train import compose, load_trained, run, run_id
-from suite.train.checkpoint import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.train.loop import NonFiniteLossError
 from suite.train.optim import OPTIMIZERS, SCHEDULERS
 

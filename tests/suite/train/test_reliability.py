@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from suite.checkpointing import CheckpointExistsError, checkpoint_path
 from suite.results import atomic_write_bytes
 from suite.train import run, run_id
-from suite.train.checkpoint import CheckpointExistsError, checkpoint_path
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,7 +73,7 @@ def test_an_existing_checkpoint_is_never_overwritten_without_resume(train_cfg, s
 
 def test_resume_refuses_a_checkpoint_whose_masks_break_the_invariants(train_cfg, shrink):
     from srigl.errors import StateDictError
-    from suite.train.checkpoint import load_checkpoint, save_checkpoint
+    from suite.checkpointing import load_checkpoint, save_checkpoint
 
     args = ("experiment=digits_mlp", "trainer=srigl", *shrink(epochs=2))
     cfg = train_cfg(*args)
