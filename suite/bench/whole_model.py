@@ -39,6 +39,11 @@ import srigl
 from srigl.condense_conv import fold_batchnorm
 from suite.bench.timing import check_close, measure_interleaved
 
+# The experiments of the paper (model/dataset pairs) the whole-model bench covers by default,
+# and one sample's shape and the class count of each data set: read from the config tree.
+from suite.config import DATASET_SHAPES
+from suite.config import PAPER_EXPERIMENTS as EXPERIMENTS
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -49,22 +54,6 @@ __all__ = [
     "experiment_model",
     "masked_dense",
 ]
-
-# The experiments of the paper (model/dataset pairs) the whole-model bench covers by default.
-EXPERIMENTS = (
-    "cifar10_resnet18",
-    "cifar10_wrn22",
-    "imagenet_resnet50",
-    "imagenet_mobilenet_v3_large",
-    "imagenet_mobilenet_v3_small",
-    "imagenet_vit_b16",
-)
-# One sample's shape and the class count of each data set (the bench needs no data).
-DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "imagenet": ((3, 224, 224), 1000),
-    "digits": ((1, 8, 8), 10),
-}
 
 
 def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -38,6 +38,7 @@ from torch import nn
 
 from srigl.masks import unwrap_model
 from suite import checkpointing as ckpt
+from suite import config
 from suite.checkpointing import load_trained  # noqa: F401 (re-exported by suite.train)
 from suite.cli import one_line_errors
 from suite.data import create_dataset, make_loader
@@ -58,7 +59,7 @@ from suite.train.loop import StepParts, amp_dtype, evaluate, train_epoch
 from suite.train.optim import create_optimizer, create_scheduler
 from suite.train.validate import ConfigError, check_run_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = config.CONF_DIR
 #: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
 EpochCallback = Callable[[int, dict[str, list]], None]
 
@@ -70,22 +71,9 @@ log = logging.getLogger(__name__)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``suite/conf/train.yaml`` with Hydra ``overrides`` (e.g. ``["trainer=rigl"]``).
-
-    Works inside or outside a running Hydra app (the global Hydra state is restored).
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
-
-    backup = get_gh_backup()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("train", overrides=list(overrides))
-    finally:
-        restore_gh_from_backup(backup)
+    """Compose ``suite/conf/train.yaml`` with Hydra ``overrides`` (e.g. ``["trainer=rigl"]``)
+    through the suite's one compose helper (:func:`suite.config.compose`)."""
+    return config.compose("train", overrides)
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -519,7 +507,7 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
     }
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=config.VERSION_BASE)
 @one_line_errors
 def main(cfg: DictConfig) -> float:
     """The Hydra app: train, print a one-line summary (rank 0), return the top-1 error."""
