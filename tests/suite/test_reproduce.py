@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -211,7 +212,7 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
     assert cells.loc["srigl", "verdict"] == "not published"  # a 1-epoch cell never stands in
     assert "training.epochs=1" in cells.loc["srigl", "note"]
     assert cells.loc["rigl", "published"] == "91.00 ± 1.00 (n=3)"
-    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=reproduce.pd.DataFrame())
+    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=pd.DataFrame())
     assert outcome.last_line() == "reproduced 2/3 cells (1 bitwise identical)"
     assert not outcome.ok  # a cell differs: exit status 1
 
@@ -251,7 +252,7 @@ def test_bench_ratios_beyond_the_tolerance_are_reported_as_moved_and_never_fail(
     assert fused["factor"] == pytest.approx(0.5) and fused["status"] == "moved"
     whole = table[table["kind"] == "whole model"].iloc[0]
     assert whole["status"] == "within tolerance" and whole["factor"] == pytest.approx(1.1)
-    outcome = reproduce.Outcome(cells=reproduce.pd.DataFrame(), bench=table)
+    outcome = reproduce.Outcome(cells=pd.DataFrame(), bench=table)
     assert outcome.ok  # timings never fail a reproduction
     summary = reproduce.bench_summary(table)
     assert int(summary[summary["backend"] == "fused"]["moved"].sum()) == 1
@@ -262,7 +263,7 @@ def test_bench_ratios_beyond_the_tolerance_are_reported_as_moved_and_never_fail(
 
 def test_a_failed_sweep_still_compares_and_exits_1(tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO")
-    monkeypatch.setattr(reproduce, "run_sweep", lambda cfg: 1)
+    monkeypatch.setattr(reproduce.app, "run_sweep", lambda cfg: 1)
     assert reproduce.main([*TINY, *_paths(tmp_path)]) == 1
     assert "FAILED train sweep exited with status 1" in caplog.text
     assert (tmp_path / "REPRODUCTION.md").is_file()
