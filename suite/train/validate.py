@@ -8,6 +8,10 @@ The trainer's options are checked by the library's own rules
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +37,56 @@ def _integer(key: str, value: Any, minimum: int, nullable: bool = False) -> None
         raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 
+#: seeds every RNG of a run takes (numpy's and scikit-learn's: 32-bit unsigned)
+SEED_LIMIT = 2**32
+
+
+def _seed(value: Any) -> None:
+    allowed = "an integer in [0, 2**32)"
+    if not 0 <= require_int("seed", value, allowed, error=ConfigError) < SEED_LIMIT:
+        raise ConfigError(f"seed={value!r} is invalid; allowed: {allowed}")
+
+
+def check_writable_folder(key: str, folder: str | os.PathLike) -> None:
+    """Check that ``folder`` is, or can be made, a folder this process can write into.
+
+    The nearest existing ancestor of ``folder`` must be a folder in which a file can be
+    created (a probe file is made and removed there; nothing else is created).
+
+    Raises:
+        ConfigError: ``key=folder is not a writable folder: <why>; allowed: ...``.
+    """
+    path = Path(folder)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    allowed = "a folder this process can write into, or one it can create"
+    if not probe.is_dir():
+        raise ConfigError(
+            f"{key}={path} is not a writable folder: {probe} is a file; allowed: {allowed}"
+        )
+    try:
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}={path} is not a writable folder: cannot create a file in {probe} "
+            f"({exc.strerror or exc}); allowed: {allowed}"
+        ) from None
+
+
+def check_output_folders(cfg: DictConfig) -> None:
+    """``results_dir`` (always), ``checkpoint_dir`` (with ``checkpoint=true``) and ``log_dir``
+    (with a logger) must be writable folders: checked before training, not after it."""
+    check_writable_folder("results_dir", cfg.results_dir)
+    if cfg.get("checkpoint", True):
+        check_writable_folder("checkpoint_dir", cfg.checkpoint_dir)
+    if str(cfg.get("logger", "none")) != "none":
+        check_writable_folder("log_dir", cfg.log_dir)
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Check every value of a composed ``train.yaml`` that the run reads.
 
@@ -55,7 +109,7 @@ def check_run_config(cfg: DictConfig) -> None:
     _integer("limit_batches", cfg.get("limit_batches"), 1, nullable=True)
     _integer("threads", cfg.get("threads"), 1, nullable=True)
     _integer("num_workers", cfg.get("num_workers", 0), 0)
-    _integer("seed", cfg.get("seed"), -(2**63))
+    _seed(cfg.get("seed"))
     for key in ("resume", "overwrite", "checkpoint", "skip_existing", "sync_batchnorm"):
         value = cfg.get(key, False)
         if not isinstance(value, bool):
@@ -68,6 +122,7 @@ def check_run_config(cfg: DictConfig) -> None:
         _number("optimizer.weight_decay", opt.weight_decay, "a number >= 0", lambda v: v >= 0)
     if opt.get("momentum") is not None:
         _number("optimizer.momentum", opt.momentum, "0 <= value < 1", lambda v: 0 <= v < 1)
+    check_output_folders(cfg)
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(options, dict)
     name = options.pop("name")

@@ -54,6 +54,57 @@ def test_bad_training_values_are_refused_before_data_or_compute(
         run(train_cfg("experiment=digits_mlp", *shrink(), override))
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "1.5"])
+def test_a_seed_outside_what_every_rng_takes_is_refused_up_front(
+    train_cfg, shrink, monkeypatch, seed
+):
+    # issue 23 item 6: seed=-1 passed the validator and failed inside scikit-learn
+    _no_data(monkeypatch)
+    with pytest.raises(ValueError, match=rf"seed={seed}\b.*allowed: an integer in \[0, 2\*\*32\)"):
+        run(train_cfg("experiment=digits_mlp", *shrink(), f"seed={seed}"))
+
+
+@pytest.mark.parametrize("key", ["results_dir", "checkpoint_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_training(
+    train_cfg, shrink, monkeypatch, tmp_path, key
+):
+    # issue 23 item 6: found after training, with a raw traceback
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _no_data(monkeypatch)
+    for value in (blocker, blocker / "runs"):
+        with pytest.raises(ValueError, match=rf"^{key}={value} is not a writable folder: .*a-file"):
+            run(train_cfg("experiment=digits_mlp", *shrink(), f"{key}={value}"))
+
+
+@pytest.mark.parametrize("key", ["results_dir", "checkpoint_dir"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(
+    train_cfg, shrink, monkeypatch, key
+):
+    _no_data(monkeypatch)  # /proc refuses new files even to root
+    with pytest.raises(ValueError, match=rf"^{key}=/proc/self/srigl-out is not a writable folder"):
+        run(train_cfg("experiment=digits_mlp", *shrink(), f"{key}=/proc/self/srigl-out"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_results_dir_is_refused_before_training(
+    train_cfg, shrink, monkeypatch, tmp_path
+):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    _no_data(monkeypatch)
+    with pytest.raises(ValueError, match=r"results_dir=.*locked.* is not a writable folder"):
+        run(train_cfg("experiment=digits_mlp", *shrink(), f"results_dir={locked}"))
+
+
+def test_no_checkpoint_means_checkpoint_dir_is_not_checked(train_cfg, shrink, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = ("experiment=digits_mlp", *shrink(epochs=1), "checkpoint=false")
+    record = run(train_cfg(*args, f"checkpoint_dir={blocker}"))
+    assert "checkpoint" not in record["metrics"]
+
+
 def test_an_existing_checkpoint_is_never_overwritten_without_resume(train_cfg, shrink, monkeypatch):
     args = ("experiment=digits_mlp", "trainer=srigl", *shrink(epochs=1))
     first = run(train_cfg(*args, "skip_existing=false"))
