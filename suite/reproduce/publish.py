@@ -15,6 +15,22 @@ from suite.results import ResultStore, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
+def check_clean(store: ResultStore) -> None:
+    """Refuse records made from a dirty working tree: their code is in no commit, so nobody can
+    regenerate them (``git.dirty`` unknown, outside git, is let through).
+
+    Raises:
+        ReproduceError: one line naming every such record file.
+    """
+    dirty = [p.name for p in store.files() if store.load(p)["git"].get("dirty") is True]
+    if dirty:
+        raise ReproduceError(
+            f"{len(dirty)} record(s) of {store.root} were made from a dirty working tree "
+            f"(git.dirty true), nothing published: {', '.join(dirty)}; commit the changes and "
+            "run the reproduction again"
+        )
+
+
 def publish(cfg: DictConfig) -> int:
     """Copy the finished reproduction's records into ``published_dir``, regenerate the report.
 
@@ -22,7 +38,8 @@ def publish(cfg: DictConfig) -> int:
         The number of record files copied.
 
     Raises:
-        ReproduceError: no finished reproduction of the profile in ``store_dir``.
+        ReproduceError: no finished reproduction of the profile in ``store_dir``, or records
+            made from a dirty working tree (``git.dirty`` true; all of them named).
     """
     from suite.report import build_report
 
@@ -34,6 +51,7 @@ def publish(cfg: DictConfig) -> int:
             f"`make reproduce PROFILE={cfg.profile.name}` (RESUME=1 finishes one) first"
         )
     records = ResultStore(store).read()  # an invalid file raises, naming it
+    check_clean(ResultStore(store))
     target = ResultStore(cfg.published_dir)
     replaced = 0
     for path in ResultStore(store).files():

@@ -184,6 +184,30 @@ def test_publish_refuses_without_a_finished_reproduction(tmp_path):
     assert not (tmp_path / "published").exists()
 
 
+def _finished_store(cfg, records):
+    reproduce.prepare_store(cfg)
+    store = ResultStore(cfg.store_dir)
+    paths = [store.write(r) for r in records]
+    marker = reproduce.read_marker(Path(cfg.store_dir))
+    reproduce.write_marker(Path(cfg.store_dir), {**marker, "finished": True})
+    return paths
+
+
+def test_publish_refuses_records_made_from_a_dirty_working_tree_naming_them(tmp_path):
+    # issue 19 item 6: 224 of the 250 published training records came from a dirty tree
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean, dirty = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 1, 91.0)
+    clean["git"] = {"commit": "a" * 40, "dirty": False}
+    dirty["git"] = {"commit": "a" * 40, "dirty": True}
+    paths = _finished_store(cfg, [clean, dirty])
+    with pytest.raises(reproduce.ReproduceError, match="dirty working tree") as err:
+        reproduce.publish(cfg)
+    message = str(err.value)
+    assert paths[1].name in message and paths[0].name not in message and "\n" not in message
+    assert not (tmp_path / "published").exists()  # nothing copied
+    assert reproduce.main([*TINY, *_paths(tmp_path), "publish=1"]) == 2
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -315,7 +339,13 @@ def test_a_tiny_reproduction_is_bitwise_identical_resumes_and_flags_a_changed_ce
     assert "DIFFERS digits_mlp" in caplog.text
     assert caplog.records[-1].getMessage() == "reproduced 1/2 cells (1 bitwise identical)"
 
-    # publish copies the reproduction back and regenerates the report
+    # publish copies the reproduction back and regenerates the report (the records made as
+    # if from a clean working tree: a dirty one is refused, see the test above)
+    for path in (tmp_path / "store").glob("train-*.json"):
+        rec = json.loads(path.read_text())
+        rec["git"]["dirty"] = False
+        path.write_text(json.dumps(rec))
+    reproduced = _files(tmp_path / "store")
     caplog.clear()
     assert reproduce.main([*argv, "publish=1"]) == 0
     assert _files(tmp_path / "published") == reproduced
