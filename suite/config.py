@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from suite import schema
 from suite.data import sample_shape
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -45,6 +46,7 @@ def compose(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
+    schema.register()  # the typed schemas the configs name (train_schema)
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
     try:
