@@ -90,6 +90,52 @@ def _shape_from_dataset(cfg: Any) -> tuple[tuple[int, ...], int] | None:
     return tuple(bundle.input_shape), int(bundle.num_classes)
 
 
+def _model_choice(
+    path: Path, cfg: Any, model: str | None, model_options: Mapping[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    """The model name and builder options: the arguments where given, else the config's
+    ``model`` section (its options only when the name is the config's own)."""
+    cfg_model: dict[str, Any] = {}
+    if cfg is not None and cfg.get("model") is not None:
+        from omegaconf import OmegaConf
+
+        cfg_model = dict(OmegaConf.to_container(cfg.model, resolve=True))
+    cfg_name = cfg_model.pop("name", None)
+    name = model or cfg_name
+    if not name:
+        raise CheckpointError(
+            f"{path}: holds no config_yaml naming the model; pass model=<name> "
+            "(one of suite.models.names())"
+        )
+    same = not model or model == cfg_name
+    return name, dict(model_options) if model_options else (cfg_model if same else {})
+
+
+def _input_spec(
+    path: Path,
+    found: tuple[tuple[int, ...], int] | None,
+    state: Mapping[str, torch.Tensor],
+    input_shape: Sequence[int] | None,
+    num_classes: int | None,
+) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)``: the arguments where given, else what the checkpoint or
+    its data set says (``found``), else the classes from the last 2-D weight of ``state``."""
+    if input_shape is None and found is not None:
+        input_shape = found[0]
+    if num_classes is None and found is not None:
+        num_classes = found[1]
+    if input_shape is None:
+        raise CheckpointError(
+            f"{path}: cannot tell the model's input shape; pass input_shape=[C,H,W] (or [F])"
+        )
+    if num_classes is None:
+        last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+        if not last:
+            raise CheckpointError(f"{path}: cannot tell the number of classes; pass num_classes")
+        num_classes = int(last[-1].shape[0])
+    return tuple(int(s) for s in input_shape), int(num_classes)
+
+
 def load_for_bench(
     path: str | os.PathLike,
     model: str | None = None,
@@ -119,37 +165,10 @@ def load_for_bench(
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.create(cfg_yaml)
-    cfg_model: dict[str, Any] = {}
-    if cfg is not None and cfg.get("model") is not None:
-        from omegaconf import OmegaConf
-
-        cfg_model = dict(OmegaConf.to_container(cfg.model, resolve=True))
-    cfg_name = cfg_model.pop("name", None)
-    name = model or cfg_name
-    if not name:
-        raise CheckpointError(
-            f"{path}: holds no config_yaml naming the model; pass model=<name> "
-            "(one of suite.models.names())"
-        )
-    same = not model or model == cfg_name
-    options = dict(model_options) if model_options else (cfg_model if same else {})
-
-    found = _shape_from_checkpoint(raw) or _shape_from_dataset(cfg)
-    if input_shape is None and found is not None:
-        input_shape = found[0]
-    if num_classes is None and found is not None:
-        num_classes = found[1]
-    if input_shape is None:
-        raise CheckpointError(
-            f"{path}: cannot tell the model's input shape; pass input_shape=[C,H,W] (or [F])"
-        )
+    name, options = _model_choice(path, cfg, model, model_options)
     clean = {unwrap_name(str(k)): v for k, v in state.items()}
-    if num_classes is None:
-        last = [v for k, v in clean.items() if k.endswith("weight") and v.dim() == 2]
-        if not last:
-            raise CheckpointError(f"{path}: cannot tell the number of classes; pass num_classes")
-        num_classes = int(last[-1].shape[0])
-
+    found = _shape_from_checkpoint(raw) or _shape_from_dataset(cfg)
+    input_shape, num_classes = _input_spec(path, found, clean, input_shape, num_classes)
     net = create_model(
         name, num_classes=int(num_classes), input_shape=tuple(input_shape), **options
     )

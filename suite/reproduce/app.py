@@ -16,21 +16,12 @@ from omegaconf import DictConfig
 
 from suite.cli import exit_on_sigterm, one_line_errors
 from suite.report import frames as rd
+from suite.reproduce import sweep
 from suite.reproduce.compare import Outcome, compare_bench, compare_cells
 from suite.reproduce.document import fmt_seconds, write_document
 from suite.reproduce.publish import publish
 from suite.reproduce.store import prepare_store, write_marker
-from suite.reproduce.sweep import (
-    ReproduceError,
-    bench_command,
-    bench_runs,
-    check_can_start,
-    compose,
-    expected_jobs,
-    shell_line,
-    sweep_command,
-    sweep_grids,
-)
+from suite.reproduce.sweep import ReproduceError
 from suite.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -38,23 +29,23 @@ log = logging.getLogger(__name__)
 
 def run_sweep(cfg: DictConfig) -> int:
     """Run the train sweep (a Hydra multirun); its exit status."""
-    cmd = sweep_command(cfg)
-    log.info(f"train: {expected_jobs(cfg)} jobs through hydra/launcher={cfg.launcher}")
-    log.info(f"  {shell_line(cmd)}")
+    cmd = sweep.sweep_command(cfg)
+    log.info(f"train: {sweep.expected_jobs(cfg)} jobs through hydra/launcher={cfg.launcher}")
+    log.info(f"  {sweep.shell_line(cmd)}")
     return subprocess.run(cmd, check=False).returncode
 
 
 def run_bench(cfg: DictConfig, marker: dict[str, Any]) -> list[str]:
     """Run the profile's bench runs not done yet (resume); the failed ones' commands."""
     failed = []
-    for i, overrides in enumerate(bench_runs(cfg)):
+    for i, overrides in enumerate(sweep.bench_runs(cfg)):
         if i in marker.get("bench_done", []):
             log.info(f"bench {i + 1}: done before (resume)")
             continue
-        cmd = bench_command(cfg, overrides)
-        log.info(f"bench {i + 1}: {shell_line(cmd)}")
+        cmd = sweep.bench_command(cfg, overrides)
+        log.info(f"bench {i + 1}: {sweep.shell_line(cmd)}")
         if subprocess.run(cmd, check=False).returncode != 0:
-            failed.append(f"bench: {shell_line(cmd)}")
+            failed.append(f"bench: {sweep.shell_line(cmd)}")
             continue
         marker.setdefault("bench_done", []).append(i)
         write_marker(Path(cfg.store_dir), marker)
@@ -83,18 +74,18 @@ def run(cfg: DictConfig) -> Outcome:
     """
     t0 = time.perf_counter()
     outcome = Outcome(cells=pd.DataFrame(), bench=pd.DataFrame())
-    sweep_grids(cfg)  # a bad grid fails here, before anything else
+    sweep.sweep_grids(cfg)  # a bad grid fails here, before anything else
     if cfg.dry_run:
         log.info(
-            f"reproduce profile={cfg.profile.name}: {expected_jobs(cfg)} train jobs into "
+            f"reproduce profile={cfg.profile.name}: {sweep.expected_jobs(cfg)} train jobs into "
             f"{cfg.store_dir} (dense once per seed), then the bench, then the comparison"
         )
-        log.info(f"train: {shell_line(sweep_command(cfg))}")
-        for r in bench_runs(cfg) if cfg.bench.enabled else []:
-            log.info(f"bench: {shell_line(bench_command(cfg, r))}")
+        log.info(f"train: {sweep.shell_line(sweep.sweep_command(cfg))}")
+        for r in sweep.bench_runs(cfg) if cfg.bench.enabled else []:
+            log.info(f"bench: {sweep.shell_line(sweep.bench_command(cfg, r))}")
         log.info(f"compare with {cfg.published_dir} -> {cfg.out}")
         return outcome
-    check_can_start(cfg)
+    sweep.check_can_start(cfg)
     marker = prepare_store(cfg)
     t = time.perf_counter()
     rc = run_sweep(cfg)
@@ -132,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.errors import HydraException
 
     try:
-        cfg = compose(argv)
+        cfg = sweep.compose(argv)
     except HydraException as exc:  # a bad override: say which, without Hydra's traceback
         log.error(f"error: {exc}")
         return 2

@@ -210,24 +210,13 @@ def _loaders(cfg: DictConfig, ctx: distributed.DistContext, data: Any) -> tuple[
     return train, make_loader(data.test, eval_batch, train=False, **common)
 
 
-def _build(cfg: DictConfig, ctx: distributed.DistContext) -> _Run:
-    """Data set, model, loaders, optimizer, schedule and sparse trainer of ``cfg``."""
+def _optimization(
+    cfg: DictConfig, model: nn.Module, device: torch.device, steps_per_epoch: int, total_steps: int
+) -> tuple[Any, Any, Any, torch.dtype | None, Any]:
+    """``(optimizer, lr scheduler, sparse trainer, AMP dtype, grad scaler)`` of ``cfg``."""
     import srigl
 
-    seed, device, tcfg = int(cfg.seed), ctx.device, cfg.training
-    data = create_dataset(str(cfg.dataset.name), seed=seed, **group_options(cfg.dataset))
-    model = create_model(
-        str(cfg.model.name), data.num_classes, data.input_shape, **group_options(cfg.model)
-    ).to(device)
-    if ctx.distributed and cfg.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_loader, test_loader = _loaders(cfg, ctx, data)
-    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)  # checked up front
-    n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
-    n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
-    accumulate = int(tcfg.accumulate_batches)
-    steps_per_epoch = -(-n_train // accumulate)
-    total_steps = max(1, int(tcfg.epochs) * steps_per_epoch)
+    seed = int(cfg.seed)
     optimizer = create_optimizer(str(cfg.optimizer.name), model, **group_options(cfg.optimizer))
     scheduler = create_scheduler(
         str(cfg.scheduler.name),
@@ -247,6 +236,28 @@ def _build(cfg: DictConfig, ctx: distributed.DistContext) -> _Run:
         grad_scaler=scaler,
         seed=seed,
         **group_options(cfg.trainer, drop=("name", "label")),
+    )
+    return optimizer, scheduler, trainer, amp, scaler
+
+
+def _build(cfg: DictConfig, ctx: distributed.DistContext) -> _Run:
+    """Data set, model, loaders, optimizer, schedule and sparse trainer of ``cfg``."""
+    seed, device, tcfg = int(cfg.seed), ctx.device, cfg.training
+    data = create_dataset(str(cfg.dataset.name), seed=seed, **group_options(cfg.dataset))
+    model = create_model(
+        str(cfg.model.name), data.num_classes, data.input_shape, **group_options(cfg.model)
+    ).to(device)
+    if ctx.distributed and cfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_loader, test_loader = _loaders(cfg, ctx, data)
+    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)  # checked up front
+    n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
+    n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
+    accumulate = int(tcfg.accumulate_batches)
+    steps_per_epoch = -(-n_train // accumulate)
+    total_steps = max(1, int(tcfg.epochs) * steps_per_epoch)
+    optimizer, scheduler, trainer, amp, scaler = _optimization(
+        cfg, model, device, steps_per_epoch, total_steps
     )
     bare = model
     if ctx.distributed:
