@@ -14,9 +14,10 @@ the loader looked and how to get the data.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from torch.utils.data import Dataset, TensorDataset
 from backends.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+#: name -> ``shape(**options) -> (input_shape, num_classes)``: a data set's sample shape from its
+#: config alone, without reading data (the bench builds models of experiments it has no data of)
+SHAPES: dict[str, Callable[..., tuple[tuple[int, ...], int]]] = {}
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -63,10 +67,32 @@ def names() -> list[str]:
     return DATASETS.names()
 
 
+def sample_shape(name: str, /, **options: Any) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of data set ``name`` with config ``options`` (its
+    ``dataset`` group minus ``name``), known without reading any data.
+
+    Raises:
+        UnknownNameError: ``name`` is not a registered data set (the known ones listed).
+    """
+    DATASETS.get(name)  # an unknown name: the registry's error, listing the known ones
+    return SHAPES[name](**options)
+
+
+def _shape(name: str, shape: Callable[..., tuple[tuple[int, ...], int]]) -> Callable:
+    """Decorator: record ``shape`` as data set ``name``'s :data:`SHAPES` entry."""
+
+    def decorator(factory: Callable) -> Callable:
+        SHAPES[name] = shape
+        return factory
+
+    return decorator
+
+
 # --------------------------------------------------------------------------- digits
 
 
 @DATASETS.register("digits")
+@_shape("digits", lambda **_: ((1, 8, 8), 10))
 def digits(
     seed: int = 0, test_fraction: float = 0.2, root: str | None = None, **_: object
 ) -> DataBundle:
@@ -103,6 +129,13 @@ def digits(
 
 
 @DATASETS.register("synthetic")
+@_shape(
+    "synthetic",
+    lambda input_shape=(3, 32, 32), num_classes=10, **_: (
+        tuple(int(s) for s in input_shape),
+        int(num_classes),
+    ),
+)
 def synthetic(
     seed: int = 0,
     input_shape: Sequence[int] = (3, 32, 32),
@@ -136,6 +169,7 @@ def synthetic(
 
 
 @DATASETS.register("cifar10")
+@_shape("cifar10", lambda **_: ((3, 32, 32), 10))
 def cifar10(root: str | None = None, augment: bool = True, **_: object) -> DataBundle:
     """CIFAR-10 in torchvision's on-disk format under ``root/cifar-10-batches-py``.
 
@@ -174,6 +208,7 @@ def cifar10(root: str | None = None, augment: bool = True, **_: object) -> DataB
 
 
 @DATASETS.register("imagenet")
+@_shape("imagenet", lambda image_size=224, **_: ((3, int(image_size), int(image_size)), 1000))
 def imagenet(
     root: str | None = None, image_size: int = 224, resize: int = 256, **_: object
 ) -> DataBundle:

@@ -236,6 +236,7 @@ def validate_record(record: Any) -> None:
             raise InvalidRecordError(f"{key!r} must be an object")
     metrics = record["metrics"]
     if record["kind"] == "train":
+        _validate_trainer(record["config"])
         for key in TRAIN_REQUIRED_METRICS:
             value = metrics.get(key)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
@@ -248,6 +249,23 @@ def validate_record(record: Any) -> None:
             raise InvalidRecordError("bench metrics need a non-empty list 'rows'")
         for i, row in enumerate(rows):
             _validate_bench_row(i, row)
+
+
+def _validate_trainer(config: Mapping[str, Any]) -> None:
+    """A train record's ``config.trainer`` names its method (every report table groups by it):
+    an object with a non-empty ``name`` or ``label``, or a non-empty string."""
+    if "trainer" not in config:
+        raise InvalidRecordError("train record lacks config.trainer (the method it trained)")
+    trainer = config["trainer"]
+    if isinstance(trainer, Mapping):
+        named = any(isinstance(trainer.get(k), str) and trainer[k] for k in ("name", "label"))
+    else:
+        named = isinstance(trainer, str) and bool(trainer)
+    if not named:
+        raise InvalidRecordError(
+            f"config.trainer={trainer!r} names no method; allowed: an object with a non-empty "
+            "'name' (or 'label'), or a non-empty string"
+        )
 
 
 def _validate_bench_row(i: int, row: Any) -> None:
@@ -399,22 +417,47 @@ class ResultStore:
         """``(records, errors)``: every valid record and one :class:`LoadError` per bad file."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind {kind!r} is not one of {KINDS}")
-        records, errors = [], []
+        loaded, errors = [], []
         for path in self.files():
             try:
-                record = self.load(path)
+                loaded.append((path, self.load(path)))
             except InvalidRecordError as exc:
                 errors.append(LoadError(path, str(exc)))
-                continue
-            if kind is None or record["kind"] == kind:
-                records.append(record)
-        return records, errors
+        conflicting = _conflicts(loaded)
+        errors += conflicting
+        bad = {e.path for e in conflicting}
+        records = [r for p, r in loaded if p not in bad and (kind is None or r["kind"] == kind)]
+        return records, sorted(errors, key=lambda e: e.path)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.read())
 
     def __len__(self) -> int:
         return len(self.files())
+
+
+def _conflicts(loaded: Sequence[tuple[Path, Mapping[str, Any]]]) -> list[LoadError]:
+    """One :class:`LoadError` per file whose run (kind and run id) another file also holds
+    with different metrics: neither is used, and each error names the other files (the reader
+    never picks one silently). Identical copies are no conflict."""
+    by_run: dict[tuple[str, str], list[tuple[Path, Mapping[str, Any]]]] = {}
+    for path, record in loaded:
+        by_run.setdefault((record["kind"], record["run_id"]), []).append((path, record))
+    errors = []
+    for (kind, rid), group in by_run.items():
+        metrics = {json.dumps(_jsonable(r["metrics"]), sort_keys=True) for _, r in group}
+        if len(metrics) < 2:
+            continue
+        for path, _ in group:
+            others = ", ".join(str(p) for p, _ in group if p != path)
+            errors.append(
+                LoadError(
+                    path,
+                    f"{kind} run {rid} conflicts with {others} (same run id, different "
+                    "metrics); keep the right file and remove the other",
+                )
+            )
+    return errors
 
 
 # --------------------------------------------------------------------------- run and cell ids

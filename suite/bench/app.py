@@ -81,8 +81,8 @@ def _checkpoint_part(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Rows for the real masked Linear layers of a checkpoint, and its whole-model timing."""
     from srigl.condense import condensable_linears
-    from suite.bench.checkpoint import load_for_bench
     from suite.bench.whole_model import bench_whole_model
+    from suite.checkpointing import load_for_bench
 
     settings = run.settings
     model_cfg = plain(cfg.get("model")) or {}

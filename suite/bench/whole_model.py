@@ -50,6 +50,11 @@ from suite.bench.masks import model_masks
 from suite.bench.settings import BenchRun, usable_backends
 from suite.bench.timing import check_close
 
+# The experiments of the paper (model/dataset pairs) the whole-model bench covers by default,
+# and one sample's shape and the class count of each data set: read from the config tree.
+from suite.config import DATASET_SHAPES
+from suite.config import PAPER_EXPERIMENTS as EXPERIMENTS
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -61,22 +66,6 @@ __all__ = [
     "masked_dense",
     "run_whole_models",
 ]
-
-# The experiments of the paper (model/dataset pairs) the whole-model bench covers by default.
-EXPERIMENTS = (
-    "cifar10_resnet18",
-    "cifar10_wrn22",
-    "imagenet_resnet50",
-    "imagenet_mobilenet_v3_large",
-    "imagenet_mobilenet_v3_small",
-    "imagenet_vit_b16",
-)
-# One sample's shape and the class count of each data set (the bench needs no data).
-DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "cifar10": ((3, 32, 32), 10),
-    "imagenet": ((3, 224, 224), 1000),
-    "digits": ((1, 8, 8), 10),
-}
 
 
 def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -26,6 +26,7 @@ import os
 import random
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from srigl.masks import unwrap_model
+from suite import checkpointing as ckpt
+from suite import config
+from suite.checkpointing import load_trained  # noqa: F401 (re-exported by suite.train)
 from suite.cli import one_line_errors
 from suite.data import create_dataset, make_loader
 from suite.models import create_model
@@ -47,7 +51,6 @@ from suite.results import (  # noqa: F401 (RUN_ID_EXCLUDED: re-exported by suite
 )
 from suite.results import run_id as record_run_id
 from suite.runtime import set_threads
-from suite.train import checkpoint as ckpt
 from suite.train import distributed
 from suite.train.cost import inference_flops, model_bytes, param_counts
 from suite.train.fingerprint import run_hashes
@@ -56,7 +59,7 @@ from suite.train.loop import StepParts, amp_dtype, evaluate, train_epoch
 from suite.train.optim import create_optimizer, create_scheduler
 from suite.train.validate import ConfigError, check_run_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = config.CONF_DIR
 #: an epoch callback: ``callback(epoch, curves)`` after the epoch's checkpoint is written
 EpochCallback = Callable[[int, dict[str, list]], None]
 
@@ -68,22 +71,9 @@ log = logging.getLogger(__name__)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``suite/conf/train.yaml`` with Hydra ``overrides`` (e.g. ``["trainer=rigl"]``).
-
-    Works inside or outside a running Hydra app (the global Hydra state is restored).
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
-
-    backup = get_gh_backup()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("train", overrides=list(overrides))
-    finally:
-        restore_gh_from_backup(backup)
+    """Compose ``suite/conf/train.yaml`` with Hydra ``overrides`` (e.g. ``["trainer=rigl"]``)
+    through the suite's one compose helper (:func:`suite.config.compose`)."""
+    return config.compose("train", overrides)
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -160,8 +150,6 @@ def run(cfg: DictConfig, callbacks: Sequence[EpochCallback] = ()) -> dict[str, A
 def _run(
     cfg: DictConfig, ctx: distributed.DistContext, callbacks: list[EpochCallback]
 ) -> dict[str, Any]:
-    import srigl
-
     check_run_config(cfg)  # every value, before any data or compute
     config = plain_config(cfg)
     rid = run_id(config)
@@ -170,45 +158,65 @@ def _run(
         return existing
     ckpt_file = ckpt.checkpoint_path(cfg.checkpoint_dir, rid)
     _keep_existing_checkpoint(cfg, ckpt_file, ctx)
+    seed_everything(int(cfg.seed))
+    run = _build(cfg, ctx)
+    state = _State()
+    if cfg.resume and ckpt_file.is_file():
+        state = _restore(ckpt_file, run.bare_model, run.parts)
+    state.input_shape, state.num_classes = run.input_shape, run.num_classes
+    _train_epochs(cfg, ctx, run, state, ckpt_file, callbacks, rid)
+    parts = run.parts
+    final = state.final_test or _evaluate(run, ctx)
+    metrics = _metrics(final, state, run.bare_model, parts.trainer, run.input_shape, ctx.device)
+    if ctx.is_main and cfg.checkpoint and ckpt_file.is_file():
+        metrics["checkpoint"] = str(ckpt_file)
+    record = make_record("train", config, metrics, run_id=rid)
+    if ctx.is_main:
+        ResultStore(cfg.results_dir).write(record)
+    ctx.barrier()
+    return record
+
+
+@dataclass
+class _Run:
+    """What one run is built from: the model (DDP-wrapped when distributed, and bare), the
+    loaders and how many of their batches an epoch uses, and the step's parts."""
+
+    model: nn.Module
+    bare_model: nn.Module
+    train_loader: Any
+    test_loader: Any
+    n_train: int
+    n_test: int
+    steps_per_epoch: int
+    epochs: int
+    parts: StepParts
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def _loaders(cfg: DictConfig, ctx: distributed.DistContext, data: Any) -> tuple[Any, Any]:
+    """The training loader (this rank's shard, shuffled by seed) and the evaluation loader."""
+    tcfg, seed = cfg.training, int(cfg.seed)
+    common = {
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "num_workers": int(cfg.num_workers),
+        "pin_memory": ctx.device.type == "cuda",
+    }
+    batch = _per_rank(int(tcfg.batch_size), ctx.world_size, "training.batch_size")
+    train = make_loader(data.train, batch, train=True, seed=seed, **common)
+    eval_batch = max(1, int(tcfg.eval_batch_size) // ctx.world_size)
+    return train, make_loader(data.test, eval_batch, train=False, **common)
+
+
+def _optimization(
+    cfg: DictConfig, model: nn.Module, device: torch.device, steps_per_epoch: int, total_steps: int
+) -> tuple[Any, Any, Any, torch.dtype | None, Any]:
+    """``(optimizer, lr scheduler, sparse trainer, AMP dtype, grad scaler)`` of ``cfg``."""
+    import srigl
+
     seed = int(cfg.seed)
-    seed_everything(seed)
-    device = ctx.device
-    tcfg = cfg.training
-
-    data = create_dataset(str(cfg.dataset.name), seed=seed, **group_options(cfg.dataset))
-    model = create_model(
-        str(cfg.model.name), data.num_classes, data.input_shape, **group_options(cfg.model)
-    ).to(device)
-    if ctx.distributed and cfg.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-    train_loader = make_loader(
-        data.train,
-        _per_rank(int(tcfg.batch_size), ctx.world_size, "training.batch_size"),
-        train=True,
-        seed=seed,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        num_workers=int(cfg.num_workers),
-        pin_memory=device.type == "cuda",
-    )
-    test_loader = make_loader(
-        data.test,
-        max(1, int(tcfg.eval_batch_size) // ctx.world_size),
-        train=False,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        num_workers=int(cfg.num_workers),
-        pin_memory=device.type == "cuda",
-    )
-    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)  # checked up front
-    n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
-    n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
-    accumulate = int(tcfg.accumulate_batches)
-    steps_per_epoch = -(-n_train // accumulate)
-    epochs = int(tcfg.epochs)
-    total_steps = max(1, epochs * steps_per_epoch)
-
     optimizer = create_optimizer(str(cfg.optimizer.name), model, **group_options(cfg.optimizer))
     scheduler = create_scheduler(
         str(cfg.scheduler.name),
@@ -229,6 +237,29 @@ def _run(
         seed=seed,
         **group_options(cfg.trainer, drop=("name", "label")),
     )
+    return optimizer, scheduler, trainer, amp, scaler
+
+
+def _build(cfg: DictConfig, ctx: distributed.DistContext) -> _Run:
+    """Data set, model, loaders, optimizer, schedule and sparse trainer of ``cfg``."""
+    seed, device, tcfg = int(cfg.seed), ctx.device, cfg.training
+    data = create_dataset(str(cfg.dataset.name), seed=seed, **group_options(cfg.dataset))
+    model = create_model(
+        str(cfg.model.name), data.num_classes, data.input_shape, **group_options(cfg.model)
+    ).to(device)
+    if ctx.distributed and cfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_loader, test_loader = _loaders(cfg, ctx, data)
+    limit = None if cfg.limit_batches is None else int(cfg.limit_batches)  # checked up front
+    n_train = len(train_loader) if limit is None else min(limit, len(train_loader))
+    n_test = len(test_loader) if limit is None else min(limit, len(test_loader))
+    accumulate = int(tcfg.accumulate_batches)
+    steps_per_epoch = -(-n_train // accumulate)
+    total_steps = max(1, int(tcfg.epochs) * steps_per_epoch)
+    optimizer, scheduler, trainer, amp, scaler = _optimization(
+        cfg, model, device, steps_per_epoch, total_steps
+    )
+    bare = model
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -245,28 +276,51 @@ def _run(
         accumulate=accumulate,
         grad_clip=None if tcfg.grad_clip is None else float(tcfg.grad_clip),
     )
+    return _Run(
+        model=model,
+        bare_model=unwrap_model(bare),
+        train_loader=train_loader,
+        test_loader=test_loader,
+        n_train=n_train,
+        n_test=n_test,
+        steps_per_epoch=steps_per_epoch,
+        epochs=int(tcfg.epochs),
+        parts=parts,
+        input_shape=tuple(data.input_shape),
+        num_classes=int(data.num_classes),
+    )
 
-    state = _State()
-    if cfg.resume and ckpt_file.is_file():
-        state = _restore(ckpt_file, unwrap_model(model), optimizer, trainer, scheduler, scaler)
-    state.input_shape, state.num_classes = tuple(data.input_shape), int(data.num_classes)
+
+def _evaluate(run: _Run, ctx: distributed.DistContext) -> dict[str, float]:
+    return evaluate(run.model, run.test_loader, run.n_test, ctx.device, ctx, run.parts.amp)
+
+
+def _train_epochs(
+    cfg: DictConfig,
+    ctx: distributed.DistContext,
+    run: _Run,
+    state: _State,
+    ckpt_file: Path,
+    callbacks: list[EpochCallback],
+    rid: str,
+) -> None:
+    """The epochs from ``state.epoch`` on: train, evaluate, log, checkpoint, call back."""
     logger = create_logger(str(cfg.logger), Path(cfg.log_dir) / rid) if ctx.is_main else None
     show = _show_progress(cfg.progress, ctx.is_main)
     max_steps = None if cfg.max_steps is None else int(cfg.max_steps)
-
     try:
-        for epoch in range(state.epoch, epochs):
+        for epoch in range(state.epoch, run.epochs):
             if max_steps is not None and state.global_step >= max_steps:
                 break
-            train_loader.sampler.set_epoch(epoch)
-            bar = _bar(show, epoch, epochs, steps_per_epoch)
+            run.train_loader.sampler.set_epoch(epoch)
+            bar = _bar(show, epoch, run.epochs, run.steps_per_epoch)
             result = train_epoch(
-                parts, train_loader, n_train, epoch, state.global_step, max_steps, bar
+                run.parts, run.train_loader, run.n_train, epoch, state.global_step, max_steps, bar
             )
             state.global_step += result.steps
             state.step_times.extend(result.step_times)
-            test = evaluate(model, test_loader, n_test, device, ctx, amp)
-            density = float(trainer.stats()["global_density"])
+            test = _evaluate(run, ctx)
+            density = float(run.parts.trainer.stats()["global_density"])
             state.add_epoch(epoch + 1, result, test, density)
             if bar is not None:
                 bar.set_postfix(
@@ -279,32 +333,13 @@ def _run(
                 logger.log(state.last_scalars(), state.global_step)
             state.epoch = epoch + 1
             if ctx.is_main and cfg.checkpoint:
-                _save(
-                    ckpt_file,
-                    cfg,
-                    unwrap_model(model),
-                    optimizer,
-                    trainer,
-                    scheduler,
-                    scaler,
-                    state,
-                )
+                _save(ckpt_file, cfg, run.bare_model, run.parts, state)
             ctx.barrier()
             for callback in callbacks:
                 callback(epoch + 1, state.curves)
     finally:
         if logger is not None:
             logger.close()
-
-    final = state.final_test or evaluate(model, test_loader, n_test, device, ctx, amp)
-    metrics = _metrics(final, state, unwrap_model(model), trainer, data.input_shape, device)
-    if ctx.is_main and cfg.checkpoint and ckpt_file.is_file():
-        metrics["checkpoint"] = str(ckpt_file)
-    record = make_record("train", config, metrics, run_id=rid)
-    if ctx.is_main:
-        ResultStore(cfg.results_dir).write(record)
-    ctx.barrier()
-    return record
 
 
 def _keep_existing_checkpoint(cfg: DictConfig, path: Path, ctx: distributed.DistContext) -> None:
@@ -395,18 +430,19 @@ class _State:
         return out
 
 
-def _save(path, cfg, model, optimizer, trainer, scheduler, scaler, state: _State) -> None:
+def _save(path: Path, cfg: DictConfig, model: nn.Module, parts: StepParts, state: _State) -> None:
+    trainer, scaler = parts.trainer, parts.scaler
     ckpt.save_checkpoint(
         path,
         {
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
             "masks": {n: m.detach().cpu().clone() for n, m in trainer.masks.items()},
             "trainer": trainer.state_dict(),
             "rng": ckpt.rng_state(),
             "epoch": state.epoch,
             "config_yaml": OmegaConf.to_yaml(cfg, resolve=True),
-            "scheduler": scheduler.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
             "scaler": None if scaler is None else scaler.state_dict(),
             "history": state.to_dict(),
             "input_shape": list(state.input_shape),
@@ -415,40 +451,17 @@ def _save(path, cfg, model, optimizer, trainer, scheduler, scaler, state: _State
     )
 
 
-def _restore(path, model, optimizer, trainer, scheduler, scaler) -> _State:
-    device = next(model.parameters()).device
-    data = ckpt.load_checkpoint(path, map_location=device)
+def _restore(path: Path, model: nn.Module, parts: StepParts) -> _State:
+    data = ckpt.load_checkpoint(path, map_location=next(model.parameters()).device)
     model.load_state_dict(data["model"])
-    optimizer.load_state_dict(data["optimizer"])
-    trainer.load_state_dict(data["trainer"])
+    parts.optimizer.load_state_dict(data["optimizer"])
+    parts.trainer.load_state_dict(data["trainer"])
     if data.get("scheduler") is not None:
-        scheduler.load_state_dict(data["scheduler"])
-    if scaler is not None and data.get("scaler") is not None:
-        scaler.load_state_dict(data["scaler"])
+        parts.scheduler.load_state_dict(data["scheduler"])
+    if parts.scaler is not None and data.get("scaler") is not None:
+        parts.scaler.load_state_dict(data["scaler"])
     ckpt.set_rng_state(data["rng"])
     return _State.from_checkpoint(data)
-
-
-def load_trained(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, torch.Tensor], DictConfig]:
-    """Rebuild a trained model from a checkpoint written by :func:`run` (no data needed), with
-    the suite's one checkpoint-to-model loader (:func:`suite.bench.checkpoint.load_for_bench`).
-
-    Returns:
-        ``(model, masks, cfg)``: the model in eval mode on ``device`` with the trained weights
-        (masked positions are zero), the masks {param name: bool tensor} and the run's config.
-
-    Raises:
-        CheckpointError: the file is missing, truncated or foreign (the message names it).
-    """
-    from suite.bench.checkpoint import load_for_bench
-
-    loaded = load_for_bench(path)
-    if loaded.config_yaml is None:
-        raise ckpt.CheckpointError(f"{path}: holds no config_yaml; not a suite.train checkpoint")
-    masks = {n: m.to(device) for n, m in loaded.masks.items()}
-    return loaded.model.to(device).eval(), masks, OmegaConf.create(loaded.config_yaml)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -505,7 +518,7 @@ def _metrics(final, state: _State, model, trainer, input_shape, device) -> dict[
     }
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=config.VERSION_BASE)
 @one_line_errors
 def main(cfg: DictConfig) -> float:
     """The Hydra app: train, print a one-line summary (rank 0), return the top-1 error."""

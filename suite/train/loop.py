@@ -118,18 +118,7 @@ def train_epoch(
         last = i - group_start == group - 1
         sync = contextlib.nullcontext() if (last or not ddp) else model.no_sync()
         with sync:
-            with autocast(parts.device, parts.amp):
-                logits = model(x)
-                loss = parts.criterion(logits, y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"training loss is {value} at epoch {epoch + 1}, optimizer step "
-                    f"{global_step + steps + 1} (micro-batch {i}); stopping without a result "
-                    "record. Lower optimizer.lr, set training.grad_clip, or check the data"
-                )
-            scaled = loss / group
-            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+            value, logits = _forward_backward(parts, x, y, group, (epoch, global_step + steps, i))
         loss_sum += value * len(y)
         correct += topk_correct(logits.detach().float(), y, (1,))[0]
         count += len(y)
@@ -162,6 +151,32 @@ def train_epoch(
         updates=updates,
         step_times=step_times,
     )
+
+
+def _forward_backward(
+    parts: StepParts, x: torch.Tensor, y: torch.Tensor, group: int, where: tuple[int, int, int]
+) -> tuple[float, torch.Tensor]:
+    """Forward ``x`` [B, ...] and backward the loss against ``y`` [B] divided by ``group`` (the
+    micro-batches of this optimizer step), scaled with fp16; returns (loss, logits [B, C]).
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite (``where``: epoch, steps done,
+            micro-batch, for the message).
+    """
+    with autocast(parts.device, parts.amp):
+        logits = parts.model(x)
+        loss = parts.criterion(logits, y)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        epoch, done, i = where
+        raise NonFiniteLossError(
+            f"training loss is {value} at epoch {epoch + 1}, optimizer step {done + 1} "
+            f"(micro-batch {i}); stopping without a result record. Lower optimizer.lr, set "
+            "training.grad_clip, or check the data"
+        )
+    scaled = loss / group
+    (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+    return value, logits
 
 
 def _optimizer_step(parts: StepParts) -> None:

@@ -14,7 +14,14 @@ from torch.utils.data import TensorDataset
 
 from backends.registry import UnknownNameError
 from suite import data
-from suite.data import DatasetNotFoundError, create_dataset, make_loader
+from suite.data import (
+    SHAPES,
+    DatasetNotFoundError,
+    create_dataset,
+    make_loader,
+    names,
+    sample_shape,
+)
 
 CONF = Path(data.__file__).resolve().parent / "conf"
 
@@ -247,3 +254,18 @@ def test_non_tensor_data_sets_go_through_a_dataloader_with_the_same_order():
 def test_batch_size_below_one_is_rejected():
     with pytest.raises(ValueError, match="batch_size"):
         make_loader(_tensor_data(), 0, train=True)
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_sample_shape_matches_the_built_data_set(name):
+    bundle = create_dataset(name, seed=0)
+    assert sample_shape(name) == (tuple(bundle.input_shape), bundle.num_classes)
+
+
+def test_sample_shape_follows_the_config_options():
+    assert sample_shape("imagenet", image_size=160) == ((3, 160, 160), 1000)
+    assert sample_shape("synthetic", input_shape=[2, 5], num_classes=3) == ((2, 5), 3)
+
+
+def test_every_registered_data_set_has_a_sample_shape():
+    assert sorted(SHAPES) == names()

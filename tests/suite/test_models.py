@@ -4,7 +4,6 @@ digits models keep k >= 1 under constant fan-in in every job of the reproduce gr
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +12,12 @@ from omegaconf import OmegaConf
 import srigl
 from backends.registry import UnknownNameError
 from suite import models
+from suite.config import CONF_DIR as CONF
+from suite.config import experiment_names
 from suite.models import create_model
 from suite.train import compose, group_options
 
-CONF = Path(models.__file__).resolve().parent / "conf"
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+EXPERIMENTS = experiment_names()
 
 
 @functools.cache

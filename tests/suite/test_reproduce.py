@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -183,6 +184,30 @@ def test_publish_refuses_without_a_finished_reproduction(tmp_path):
     assert not (tmp_path / "published").exists()
 
 
+def _finished_store(cfg, records):
+    reproduce.prepare_store(cfg)
+    store = ResultStore(cfg.store_dir)
+    paths = [store.write(r) for r in records]
+    marker = reproduce.read_marker(Path(cfg.store_dir))
+    reproduce.write_marker(Path(cfg.store_dir), {**marker, "finished": True})
+    return paths
+
+
+def test_publish_refuses_records_made_from_a_dirty_working_tree_naming_them(tmp_path):
+    # issue 19 item 6: 224 of the 250 published training records came from a dirty tree
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean, dirty = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 1, 91.0)
+    clean["git"] = {"commit": "a" * 40, "dirty": False}
+    dirty["git"] = {"commit": "a" * 40, "dirty": True}
+    paths = _finished_store(cfg, [clean, dirty])
+    with pytest.raises(reproduce.ReproduceError, match="dirty working tree") as err:
+        reproduce.publish(cfg)
+    message = str(err.value)
+    assert paths[1].name in message and paths[0].name not in message and "\n" not in message
+    assert not (tmp_path / "published").exists()  # nothing copied
+    assert reproduce.main([*TINY, *_paths(tmp_path), "publish=1"]) == 2
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -211,7 +236,7 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
     assert cells.loc["srigl", "verdict"] == "not published"  # a 1-epoch cell never stands in
     assert "training.epochs=1" in cells.loc["srigl", "note"]
     assert cells.loc["rigl", "published"] == "91.00 ± 1.00 (n=3)"
-    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=reproduce.pd.DataFrame())
+    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=pd.DataFrame())
     assert outcome.last_line() == "reproduced 2/3 cells (1 bitwise identical)"
     assert not outcome.ok  # a cell differs: exit status 1
 
@@ -251,7 +276,7 @@ def test_bench_ratios_beyond_the_tolerance_are_reported_as_moved_and_never_fail(
     assert fused["factor"] == pytest.approx(0.5) and fused["status"] == "moved"
     whole = table[table["kind"] == "whole model"].iloc[0]
     assert whole["status"] == "within tolerance" and whole["factor"] == pytest.approx(1.1)
-    outcome = reproduce.Outcome(cells=reproduce.pd.DataFrame(), bench=table)
+    outcome = reproduce.Outcome(cells=pd.DataFrame(), bench=table)
     assert outcome.ok  # timings never fail a reproduction
     summary = reproduce.bench_summary(table)
     assert int(summary[summary["backend"] == "fused"]["moved"].sum()) == 1
@@ -262,7 +287,7 @@ def test_bench_ratios_beyond_the_tolerance_are_reported_as_moved_and_never_fail(
 
 def test_a_failed_sweep_still_compares_and_exits_1(tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO")
-    monkeypatch.setattr(reproduce, "run_sweep", lambda cfg: 1)
+    monkeypatch.setattr(reproduce.app, "run_sweep", lambda cfg: 1)
     assert reproduce.main([*TINY, *_paths(tmp_path)]) == 1
     assert "FAILED train sweep exited with status 1" in caplog.text
     assert (tmp_path / "REPRODUCTION.md").is_file()
@@ -314,7 +339,13 @@ def test_a_tiny_reproduction_is_bitwise_identical_resumes_and_flags_a_changed_ce
     assert "DIFFERS digits_mlp" in caplog.text
     assert caplog.records[-1].getMessage() == "reproduced 1/2 cells (1 bitwise identical)"
 
-    # publish copies the reproduction back and regenerates the report
+    # publish copies the reproduction back and regenerates the report (the records made as
+    # if from a clean working tree: a dirty one is refused, see the test above)
+    for path in (tmp_path / "store").glob("train-*.json"):
+        rec = json.loads(path.read_text())
+        rec["git"]["dirty"] = False
+        path.write_text(json.dumps(rec))
+    reproduced = _files(tmp_path / "store")
     caplog.clear()
     assert reproduce.main([*argv, "publish=1"]) == 0
     assert _files(tmp_path / "published") == reproduced

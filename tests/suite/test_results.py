@@ -42,7 +42,7 @@ def test_make_record_fills_metadata_and_validates():
 
 def test_invalid_records_are_rejected_with_the_reason():
     with pytest.raises(InvalidRecordError, match="top1_accuracy"):
-        make_record("train", {}, {"top1_accuracy": 140.0})
+        make_record("train", _train_config(), {"top1_accuracy": 140.0})
     with pytest.raises(InvalidRecordError, match="kind"):
         make_record("eval", {}, {})
     with pytest.raises(InvalidRecordError, match="lacks keys"):
@@ -57,7 +57,7 @@ def test_invalid_records_are_rejected_with_the_reason():
 
 def test_store_round_trip_one_file_per_run(tmp_path):
     store = ResultStore(tmp_path / "runs")
-    a = make_record("train", {"seed": 1}, {"top1_accuracy": 90.0})
+    a = make_record("train", _train_config(1), {"top1_accuracy": 90.0})
     b = make_record("bench", {"seed": 1}, {"rows": [_bench_row()]})
     pa, pb = store.write(a), store.write(b)
     assert pa != pb and len(store) == 2
@@ -69,7 +69,7 @@ def test_store_round_trip_one_file_per_run(tmp_path):
 
 def test_reader_reports_bad_files_instead_of_skipping_them(tmp_path):
     store = ResultStore(tmp_path)
-    store.write(make_record("train", {"seed": 1}, {"top1_accuracy": 90.0}))
+    store.write(make_record("train", _train_config(1), {"top1_accuracy": 90.0}))
     (tmp_path / "train-broken.json").write_text('{"schema_version": 1, "kind": "tr')
     with pytest.raises(InvalidRecordError, match="train-broken.json"):
         store.read()
@@ -96,7 +96,7 @@ def test_parallel_writers_never_interleave(tmp_path):
     big = {"curve": list(range(20000))}
 
     def write(i):
-        store.write(make_record("train", {"seed": i}, {"top1_accuracy": 50.0, **big}))
+        store.write(make_record("train", _train_config(i), {"top1_accuracy": 50.0, **big}))
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
     for t in threads:
@@ -106,3 +106,60 @@ def test_parallel_writers_never_interleave(tmp_path):
     assert len(store.read()) == 8
     for p in store.files():
         json.loads(p.read_text())
+
+
+def _train_config(seed=1, **kw):
+    return {"trainer": {"name": "srigl", "label": "srigl"}, "seed": seed, **kw}
+
+
+def test_two_files_of_one_run_with_different_metrics_are_refused_naming_both(tmp_path):
+    # issue 23 item 3: the later-sorting file used to win silently
+    store = ResultStore(tmp_path)
+    first = store.write(make_record("train", _train_config(), {"top1_accuracy": 96.9}))
+    other = make_record("train", _train_config(), {"top1_accuracy": 10.0})
+    copy = tmp_path / f"z-copy-{first.name}"
+    copy.write_text(json.dumps(other))
+    with pytest.raises(InvalidRecordError, match="conflict") as err:
+        store.read()
+    message = str(err.value)
+    assert first.name in message and copy.name in message and "\n" not in message
+    records, errors = store.read_with_errors()
+    assert records == []  # neither side is picked
+    assert sorted(e.path.name for e in errors) == sorted([first.name, copy.name])
+    other = {first.name: copy.name, copy.name: first.name}
+    assert all(other[e.path.name] in e.error for e in errors)  # each names the other file
+
+
+def test_identical_copies_of_one_run_are_no_conflict(tmp_path):
+    store = ResultStore(tmp_path)
+    path = store.write(make_record("train", _train_config(), {"top1_accuracy": 96.9}))
+    (tmp_path / f"copy-{path.name}").write_bytes(path.read_bytes())
+    records, errors = store.read_with_errors()
+    assert errors == [] and len(records) == 2
+
+
+def test_records_of_different_kinds_may_share_a_run_id(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(make_record("train", _train_config(), {"top1_accuracy": 90.0}, run_id="r1"))
+    store.write(make_record("bench", {}, {"rows": [_bench_row()]}, run_id="r1"))
+    assert len(store.read()) == 2
+
+
+def test_a_train_record_without_config_trainer_is_invalid_naming_file_and_key(tmp_path):
+    # issue 23 item 3: it passed validation, then every table dropped it while the header
+    # counted it
+    store = ResultStore(tmp_path)
+    rec = make_record("train", _train_config(), {"top1_accuracy": 90.0})
+    del rec["config"]["trainer"]
+    path = tmp_path / "train-notrainer.json"
+    path.write_text(json.dumps(rec))
+    with pytest.raises(InvalidRecordError, match=r"train-notrainer\.json.*config\.trainer"):
+        store.read()
+    with pytest.raises(InvalidRecordError, match="config.trainer"):
+        make_record("train", {"seed": 1}, {"top1_accuracy": 90.0})
+
+
+@pytest.mark.parametrize("trainer", [None, {}, {"ablation": True}, "", 3])
+def test_config_trainer_must_name_a_method(trainer):
+    with pytest.raises(InvalidRecordError, match="config.trainer"):
+        make_record("train", {"trainer": trainer}, {"top1_accuracy": 90.0})

@@ -14,17 +14,18 @@ from omegaconf import OmegaConf
 
 import srigl
 from suite import models, train
+from suite.checkpointing import REQUIRED_KEYS, CheckpointError, load_checkpoint
+from suite.config import DATASET_SHAPES, PAPER_EXPERIMENTS, experiment_names
 from suite.data import names as dataset_names
 from suite.results import InvalidRecordError, ResultStore, validate_record
 from suite.train import compose, load_trained, run, run_id
-from suite.train.checkpoint import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.train.loop import NonFiniteLossError
 from suite.train.optim import OPTIMIZERS, SCHEDULERS
 
 CONF = train.CONF_DIR
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+EXPERIMENTS = experiment_names()
 TRAINER_CONFIGS = sorted(p.stem for p in (CONF / "trainer").glob("[!_]*.yaml"))  # not _base
-INPUT_SHAPES = {"digits": [1, 8, 8], "cifar10": [3, 32, 32], "imagenet": [3, 224, 224]}
+INPUT_SHAPES = {name: list(shape) for name, (shape, _) in DATASET_SHAPES.items()}
 SLOW_SMOKE = {"imagenet_resnet50", "imagenet_vit_b16", "imagenet_mobilenet_v3_large"}
 METRIC_KEYS = (
     "top1_accuracy",
@@ -49,10 +50,9 @@ METRIC_KEYS = (
 
 
 def test_the_eight_reference_experiments_exist():
-    from suite.bench.whole_model import EXPERIMENTS as PAPER_PAIRS  # the six pairs of the paper
-
-    assert len(PAPER_PAIRS) == 6 and {"cifar10_resnet18", "imagenet_vit_b16"} <= set(PAPER_PAIRS)
-    assert set(EXPERIMENTS) >= {*PAPER_PAIRS, "digits_mlp", "digits_cnn"}
+    assert len(PAPER_EXPERIMENTS) == 6  # the six model/dataset pairs of the paper
+    assert {"cifar10_resnet18", "imagenet_vit_b16"} <= set(PAPER_EXPERIMENTS)
+    assert set(EXPERIMENTS) == {*PAPER_EXPERIMENTS, "digits_mlp", "digits_cnn"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from backends.registry import UnknownNameError
-from suite.train.checkpoint import rng_state, set_rng_state
+from suite.checkpointing import rng_state, set_rng_state
 from suite.train.cost import inference_flops, model_bytes, param_counts, topk_correct
 from suite.train.optim import create_optimizer, create_scheduler
 

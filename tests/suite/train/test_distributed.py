@@ -20,8 +20,8 @@ import pytest
 import torch
 from scaleout import clean_env, run_checked, train_command
 
+from suite.checkpointing import load_checkpoint
 from suite.results import ResultStore
-from suite.train.checkpoint import load_checkpoint
 
 WORLD = 2
 TRAIN_SIZE = 256  # divisible by WORLD and by the global batch

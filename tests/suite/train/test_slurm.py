@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from scaleout import clean_env, run_checked
 
+from suite.config import compose
 from suite.results import ResultStore
-from suite.train import CONF_DIR, distributed
+from suite.train import distributed
 
 SLURM_OVERRIDES = [
     "hydra/launcher=slurm",
@@ -31,16 +29,8 @@ SLURM_OVERRIDES = [
 
 
 def _compose_with_hydra(overrides: list[str], tmp_path: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(
-                "train",
-                overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                return_hydra_config=True,
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    return compose("train", [*overrides, sweep], return_hydra_config=True)
 
 
 def test_slurm_launcher_runs_one_task_per_gpu_with_the_cluster_settings(tmp_path):

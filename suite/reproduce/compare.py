@@ -1,0 +1,279 @@
+"""The comparison of a reproduction with the published records: accuracy cells (mean, spread,
+bitwise-identical seeds, a verdict) and bench speed-ups (within a tolerance or moved)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from suite.report import frames as rd
+from suite.results import cell_config
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("identical", "within noise", "differs", "not published")
+
+
+def _hashes(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[Any, Any]:
+    out = {}
+    for r in frame.itertuples():
+        h = records[int(r.record)]["metrics"].get("hashes")
+        out[r.seed] = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else None
+    return out
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    n = int(values.count())
+    return float(values.mean()), (float(values.std()) if n > 1 else math.nan), n
+
+
+def difference_se(std_a: float, n_a: int, std_b: float, n_b: int) -> float:
+    """Standard error of the difference of two means, sqrt(s_a^2/n_a + s_b^2/n_b). A side with
+    one seed has no std of its own: it takes the other side's (same config, same spread); NaN
+    when neither side has one."""
+    a = std_b if math.isnan(std_a) else std_a
+    b = std_a if math.isnan(std_b) else std_b
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return math.sqrt(a * a / n_a + b * b / n_b)
+
+
+def verdict(diff: float, se: float, n_identical: int, n_new: int, noise_se: float = 2.0) -> str:
+    """``identical`` when every reproduced seed is bitwise identical to its published run,
+    ``within noise`` when |diff| <= noise_se * se (a zero difference is always within noise),
+    else ``differs``."""
+    if n_new and n_identical == n_new:
+        return "identical"
+    if diff == 0 or (not math.isnan(se) and abs(diff) <= noise_se * se):
+        return "within noise"
+    return "differs"
+
+
+def _new_side(grp: pd.DataFrame) -> dict[str, Any]:
+    """The columns of a reproduced cell's own seeds (``grp``: its train-frame rows)."""
+    first = grp.iloc[0]
+    new_mean, new_std, new_n = _stats(grp["top1"])
+    return {
+        "experiment": first["experiment"],
+        "method": first["method"],
+        "sparsity": float(first["sparsity"]),
+        "reproduced": rd.format_mean_std(new_mean, new_std, new_n),
+        "new_mean": new_mean,
+        "new_std": new_std,
+        "new_n": new_n,
+        "note": "",
+    }
+
+
+def _unpublished_row(
+    grp: pd.DataFrame,
+    pub: pd.DataFrame,
+    published: Sequence[Mapping[str, Any]],
+    reproduced: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """A reproduced cell without a published counterpart; the note says how a published cell
+    of the same experiment, method and sparsity differs in its settings, if there is one."""
+    row, first = _new_side(grp), grp.iloc[0]
+    same = pub[
+        (pub["experiment"] == first["experiment"])
+        & (pub["method"] == first["method"])
+        & (pub["sparsity"] == first["sparsity"])
+    ]
+    if len(same):
+        row["note"] = "published only with other settings: " + rd.config_difference(
+            cell_config(published[int(same.iloc[0]["record"])]["config"]),
+            cell_config(reproduced[int(first["record"])]["config"]),
+        )
+    return {**row, "published": "-", "verdict": "not published", "bitwise": "-"}
+
+
+def _cell_row(
+    grp: pd.DataFrame,
+    old: pd.DataFrame,
+    published: Sequence[Mapping[str, Any]],
+    reproduced: Sequence[Mapping[str, Any]],
+    noise_se: float,
+) -> dict[str, Any]:
+    """A reproduced cell (rows ``grp``) against its published seeds (rows ``old``)."""
+    row = _new_side(grp)
+    new_mean, new_std, new_n = row["new_mean"], row["new_std"], row["new_n"]
+    pub_mean, pub_std, pub_n = _stats(old["top1"])
+    h_old, h_new = _hashes(published, old), _hashes(reproduced, grp)
+    common = [s for s in h_new if s in h_old]
+    n_identical = sum(1 for s in common if h_new[s] is not None and h_new[s] == h_old[s])
+    if len(common) == new_n:  # every reproduced seed was published: compare those seeds
+        same_mean = float(old[old["seed"].isin(common)]["top1"].mean())
+        diff = new_mean - same_mean
+        se = difference_se(pub_std, new_n, new_std, new_n)
+    else:
+        same_mean = math.nan
+        diff = new_mean - pub_mean
+        se = difference_se(pub_std, pub_n, new_std, new_n)
+    row.update(
+        {
+            "published": rd.format_mean_std(pub_mean, pub_std, pub_n),
+            "published, same seeds": f"{same_mean:.2f}" if not math.isnan(same_mean) else "-",
+            "difference": f"{diff:+.2f}",
+            "2 SE": f"{noise_se * se:.2f}" if not math.isnan(se) else "-",
+            "bitwise": f"{n_identical}/{new_n}",
+            "verdict": verdict(diff, se, n_identical, new_n, noise_se),
+            "pub_mean": pub_mean,
+            "pub_std": pub_std,
+            "pub_n": pub_n,
+            "diff": diff,
+            "se": se,
+            "n_identical": n_identical,
+        }
+    )
+    if not common:
+        row["note"] = "no seed in common with the published cell"
+    return row
+
+
+def compare_cells(
+    published: Sequence[Mapping[str, Any]],
+    reproduced: Sequence[Mapping[str, Any]],
+    noise_se: float = 2.0,
+) -> pd.DataFrame:
+    """One row per reproduced cell: the published and new accuracy and the verdict.
+
+    Cells are matched by ``cell_id`` (the experiment-defining config without the seed), so a
+    published cell of other settings never stands in for the reproduced one. Where every
+    reproduced seed was published (a profile with fewer seeds, e.g. quick), the difference is
+    taken against the published runs of those seeds, its standard error from the published
+    cell's seed-to-seed spread; otherwise against the whole published cell.
+
+    Returns:
+        Columns experiment, method, sparsity, published, reproduced, difference, bitwise,
+        verdict, note (text) and pub_mean, pub_std, pub_n, new_mean, new_std, new_n, diff,
+        se, n_identical (numbers).
+    """
+    pub = rd.dedupe_latest(rd.train_frame(published), ("cell_id", "seed"))[0]
+    new = rd.dedupe_latest(rd.train_frame(reproduced), ("cell_id", "seed"))[0]
+    rows = []
+    for cid, grp in new.groupby("cell_id", sort=False):
+        old = pub[pub["cell_id"] == cid]
+        if old.empty:
+            rows.append(_unpublished_row(grp, pub, published, reproduced))
+        else:
+            rows.append(_cell_row(grp, old, published, reproduced, noise_se))
+    cols = ["experiment", "method", "sparsity", "published", "published, same seeds"]
+    cols += ["reproduced", "difference", "2 SE"]
+    cols += ["bitwise", "verdict", "note", "pub_mean", "pub_std", "pub_n", "new_mean"]
+    cols += ["new_std", "new_n", "diff", "se", "n_identical"]
+    frame = pd.DataFrame(rows, columns=cols)
+    if frame.empty:
+        return frame
+    return rd.sort_methods(frame)
+
+
+def compare_bench(
+    published: Sequence[Mapping[str, Any]],
+    reproduced: Sequence[Mapping[str, Any]],
+    tolerance: float = 0.5,
+) -> pd.DataFrame:
+    """Speed-up vs dense of every reproduced layer and whole-model measurement next to the
+    published one: ``factor`` = new / published, ``within tolerance`` when
+    1/(1+tolerance) <= factor <= 1+tolerance, else ``moved`` (reported, never a failure)."""
+    keys = list(rd.BENCH_KEY)
+    frames = []
+    new_b, _ = rd.bench_frame(reproduced)
+    old_b, _ = rd.bench_frame(published)
+    if not new_b.empty:
+        new_l = new_b[keys + ["speedup_vs_dense"]].assign(kind="layer", what=new_b["shape"])
+        old_l = old_b[keys + ["speedup_vs_dense"]] if not old_b.empty else None
+        frames.append(_match(new_l, old_l, keys))
+    wkeys = ["experiment", "model", "backend", "batch", "sparsity", "structured", "dtype"]
+    wkeys += ["threads", "device"]
+    new_w, old_w = rd.whole_model_frame(reproduced), rd.whole_model_frame(published)
+    if not new_w.empty and "speedup_vs_dense" in new_w:
+        wkeys = [k for k in wkeys if k in new_w and (old_w.empty or k in old_w)]
+        new_w = new_w[wkeys + ["speedup_vs_dense"]].assign(kind="whole model", what=new_w["model"])
+        ok = not old_w.empty and "speedup_vs_dense" in old_w and set(wkeys) <= set(old_w)
+        frames.append(_match(new_w, old_w[wkeys + ["speedup_vs_dense"]] if ok else None, wkeys))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out["factor"] = out["speedup_new"] / out["speedup_published"]
+    low, high = 1.0 / (1.0 + tolerance), 1.0 + tolerance
+    out["status"] = [
+        "not published" if math.isnan(f) else ("within tolerance" if low <= f <= high else "moved")
+        for f in out["factor"]
+    ]
+    return out
+
+
+def _match(new: pd.DataFrame, old: pd.DataFrame | None, keys: list[str]) -> pd.DataFrame:
+    new = new.rename(columns={"speedup_vs_dense": "speedup_new"})
+    if old is None or old.empty:
+        return new.assign(speedup_published=math.nan)
+    old = old.rename(columns={"speedup_vs_dense": "speedup_published"})
+    old = old.drop_duplicates(subset=keys, keep="last")
+    return new.merge(old, on=keys, how="left")
+
+
+def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, mode, backend): measurements, within tolerance, moved, median factor."""
+    if bench.empty:
+        return bench
+    frame = bench.assign(mode=bench.get("mode", pd.Series("-", index=bench.index)).fillna("-"))
+    rows = []
+    for (kind, mode, backend), grp in frame.groupby(["kind", "mode", "backend"], sort=True):
+        rows.append(
+            {
+                "kind": kind,
+                "mode": mode,
+                "backend": backend,
+                "measurements": len(grp),
+                "within tolerance": int((grp["status"] == "within tolerance").sum()),
+                "moved": int((grp["status"] == "moved").sum()),
+                "not published": int((grp["status"] == "not published").sum()),
+                "median new/published": float(grp["factor"].median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Outcome:
+    """What a reproduction found (``cells`` and ``bench`` from the compare functions)."""
+
+    cells: pd.DataFrame
+    bench: pd.DataFrame
+    failed_steps: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def compared(self) -> pd.DataFrame:
+        """The cells that have a published counterpart."""
+        if self.cells.empty:
+            return self.cells
+        return self.cells[self.cells["verdict"] != "not published"]
+
+    @property
+    def n_reproduced(self) -> int:
+        return int(self.compared["verdict"].isin(["identical", "within noise"]).sum())
+
+    @property
+    def n_identical(self) -> int:
+        return int((self.compared["verdict"] == "identical").sum()) if len(self.compared) else 0
+
+    @property
+    def n_differs(self) -> int:
+        return int((self.compared["verdict"] == "differs").sum()) if len(self.compared) else 0
+
+    @property
+    def ok(self) -> bool:
+        return self.n_differs == 0 and not self.failed_steps
+
+    def last_line(self) -> str:
+        """``reproduced N/M cells (K bitwise identical)``."""
+        return (
+            f"reproduced {self.n_reproduced}/{len(self.compared)} cells "
+            f"({self.n_identical} bitwise identical)"
+        )
