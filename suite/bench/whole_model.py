@@ -247,6 +247,27 @@ def _check_timing(rounds: Any, min_run_time: Any) -> None:
         raise TimingError(f"min_run_time={min_run_time!r} is invalid; allowed: > 0 seconds")
 
 
+def _backend_result(
+    prep: Any, small: nn.Module, ratios: Mapping[str, Any], row: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One whole-model result: ``row`` (model, backend, batch...), the paired speed-ups vs the
+    dense and the BN-folded model, and what condensing replaced (layers, weight fraction)."""
+    report = small.condense_report
+    fraction = (
+        _condensed_weights(prep.dense, report.condensed) / prep.total_weights
+        if prep.total_weights
+        else 0.0
+    )
+    return {
+        **row,
+        **paired_fields(ratios["sparse"]),
+        **_folded_fields(ratios),
+        "condensed_layers": len(report.condensed),
+        "kept_layers": sorted(report.kept),
+        "condensed_weight_fraction": fraction,
+    }
+
+
 def bench_whole_model(
     name: str,
     model: nn.Module,
@@ -329,23 +350,8 @@ def bench_whole_model(
                 if prep.n_folded:
                     fns["folded"] = partial(prep.folded, x)
                 ratios = paired_ratios(partial(prep.dense, x), fns, **timing)
-                report = small.condense_report
-                results.append(
-                    {
-                        **fixed,
-                        "backend": backend,
-                        "batch": int(batch),
-                        **paired_fields(ratios["sparse"]),
-                        **_folded_fields(ratios),
-                        "condensed_layers": len(report.condensed),
-                        "kept_layers": sorted(report.kept),
-                        "condensed_weight_fraction": (
-                            _condensed_weights(prep.dense, report.condensed) / prep.total_weights
-                            if prep.total_weights
-                            else 0.0
-                        ),
-                    }
-                )
+                row = {**fixed, "backend": backend, "batch": int(batch)}
+                results.append(_backend_result(prep, small, ratios, row))
                 if tick:
                     tick(f"{name} {backend} b={batch}")
     return results
