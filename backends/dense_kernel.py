@@ -1,0 +1,224 @@
+"""``dense_kernel``: a hand-written dense Linear kernel, the dense baseline of the same effort as
+the ``fused`` condensed kernel (Linear only; no Conv2d module).
+
+The C++ operator ``srigl_dense::dense_linear`` (``backends/kernels/csrc/dense_*``, its own
+extension ``srigl_dense_ext`` built by :class:`backends.kernels.build.Extension`) runs on a
+weight packed once, when the layer is built or loaded, into panels of 32 output rows
+([ceil(out / 32), in + 1, 32] float32, the bias last), and computes 32-row vectors of the
+output for a few batch rows at a time, so the weights stream contiguously and no horizontal
+sums are needed. Micro-kernels for generic x86-64, AVX2+FMA and AVX-512F, chosen at run time
+for the CPU at hand (``SRIGL_ISA=generic|avx2`` caps it, as for ``fused``); OpenMP threads
+(torch's pool and thread count) split the output panels:
+
+- ``gemv`` (batch 1-2; AVX-512 1-4): the whole panel for up to 2 (4) batch rows per pass,
+  with 2-4 accumulator sets over consecutive inputs (8 independent FMA chains at batch 1);
+- ``tile`` (larger batch): a register tile of 16 (AVX2) / 32 (AVX-512) rows x 6 / 12 batch
+  rows; the panel stays in L2 while every batch row passes over it;
+- ``tilekb`` (larger batch, in > 512): the same, 256 inputs at a time (the panel's chunk
+  stays in L1).
+
+Which family runs is a static rule (``srigl_dense::dense_static_variant``); every variant can
+be run by code (:func:`linear_variant`, :func:`variants_here`) for a tuner or a bench. The
+operator has a fake (meta) implementation, so ``torch.compile`` and ``torch.export`` see one
+op. float32 on CPU only: other dtypes and devices are refused by ``supports``/``available``
+with the reason. The extension also holds the machine probes of ``suite/bench/roofline.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any, ClassVar
+
+import torch
+
+from backends import BACKENDS
+from backends.base import Backend, BadInputError
+from backends.conv import declare_no_conv
+from backends.dense import MaskedDenseForm
+from backends.kernels.build import Extension, KernelUnavailableError
+
+log = logging.getLogger(__name__)
+
+CSRC = pathlib.Path(__file__).with_name("kernels") / "csrc"
+SOURCES = [
+    CSRC / "dense_op.cpp",
+    CSRC / "dense_generic.cpp",
+    CSRC / "dense_avx2.cpp",
+    CSRC / "dense_avx512.cpp",
+    CSRC / "dense_impl.h",
+    CSRC / "dense_kernels.h",
+    CSRC / "cpu_isa.h",
+]
+ISAS = ("generic", "avx2", "avx512")
+FAMILIES = ("gemv", "tile", "tilekb")
+PANEL = 32
+
+_failures: list[str] = []
+
+
+def _setup(ops: Any) -> None:
+    _register_fakes()
+    _self_check(ops)
+
+
+EXTENSION = Extension(
+    "srigl_dense_ext", SOURCES, "srigl_dense", setup=_setup, label="the dense C++ kernel"
+)
+
+
+def load() -> Any:
+    """``torch.ops.srigl_dense`` (built on first use, cached per machine).
+
+    Raises:
+        KernelUnavailableError: no compiler or ninja, a failed build (first error line).
+    """
+    return EXTENSION.load()
+
+
+def encode(isa: str, family: str, parallel: bool = True) -> int:
+    """The variant code of (isa, family, parallel): ``isa * 1000 + family * 100 + parallel``."""
+    return ISAS.index(isa) * 1000 + FAMILIES.index(family) * 100 + int(parallel)
+
+
+def variant_name(code: int) -> str:
+    """A readable name of a variant code, e.g. ``avx2/tile/par``."""
+    return f"{ISAS[code // 1000]}/{FAMILIES[code // 100 % 10]}/{'par' if code % 10 else 'ser'}"
+
+
+def variants_here() -> list[int]:
+    """Every variant code that runs on this CPU (at the ISA level in force)."""
+    ops = load()
+    codes = [isa * 1000 + fam * 100 + par for isa in range(3) for fam in range(3) for par in (0, 1)]
+    return [c for c in codes if ops.dense_runs_here(c)]
+
+
+def self_check_failures() -> list[str]:
+    """Variants that disagreed with ``F.linear`` when the extension loaded (their ISA level is
+    then switched off in this process); empty when every level passed."""
+    return list(_failures)
+
+
+def linear_variant(
+    x: torch.Tensor, pack: torch.Tensor, out_features: int, code: int
+) -> torch.Tensor:
+    """Run variant ``code`` on x float32 [..., in] with a pack of :func:`pack_weight`; returns
+    float32 [..., out_features]."""
+    return load().dense_linear_variant(x, pack, out_features, code)
+
+
+def pack_weight(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """weight float32 [out, in] and bias float32 [out] -> pack float32 [ceil(out/32), in+1, 32]."""
+    return load().dense_pack(weight.contiguous(), bias.contiguous())
+
+
+def _self_check(ops: Any) -> None:
+    """Run every variant of each SIMD level this CPU has on a small odd layer against
+    ``F.linear``; a level that disagrees is capped off with a warning (a kernel bug on a CPU
+    the tests never ran on then costs speed, not correct results)."""
+    g = torch.Generator().manual_seed(0)
+    in_f, out_f = 523, 45  # a partial panel, a partial input chunk
+    w = torch.randn(out_f, in_f, generator=g)
+    b = torch.randn(out_f, generator=g)
+    pack = ops.dense_pack(w, b)
+    for level in range(int(ops.dense_detected_isa()), 0, -1):
+        bad = []
+        for batch in (1, 2, 3, 5, 13, 29):
+            x = torch.randn(batch, in_f, generator=g)
+            ref = torch.nn.functional.linear(x, w, b)
+            for fam in range(len(FAMILIES)):
+                for par in (0, 1):
+                    code = level * 1000 + fam * 100 + par
+                    y = ops.dense_linear_variant(x, pack, out_f, code)
+                    if not torch.allclose(y, ref, rtol=1e-4, atol=1e-3):
+                        bad.append(f"{variant_name(code)} batch {batch}")
+        if not bad:
+            return
+        _failures.extend(bad)
+        ops.dense_cap_isa(level - 1)
+        log.warning(
+            "dense C++ kernel: %s variants disagree with F.linear (%s); running %s",
+            ISAS[level],
+            ", ".join(bad[:4]),
+            ISAS[level - 1],
+        )
+
+
+def _register_fakes() -> None:
+    """Shape functions of the operators for FakeTensor tracing (compile, export)."""
+    if getattr(_register_fakes, "done", False):
+        return
+
+    @torch.library.register_fake("srigl_dense::dense_linear")
+    def _(x, pack, out_features):
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    @torch.library.register_fake("srigl_dense::dense_linear_variant")
+    def _(x, pack, out_features, variant):
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    @torch.library.register_fake("srigl_dense::dense_pack")
+    def _(weight, bias):
+        np_ = (weight.shape[0] + PANEL - 1) // PANEL
+        return weight.new_empty((np_, weight.shape[1] + 1, PANEL))
+
+    _register_fakes.done = True
+
+
+@BACKENDS.register("dense_kernel")
+class DenseKernelLinear(MaskedDenseForm, Backend):
+    """The masked weight [out, in] stored dense, run by the hand-written C++ dense kernel
+    (module docstring); float32 on CPU. ``pack`` (non-persistent) is the panel-packed weight
+    float32 [ceil(out/32), in+1, 32], rebuilt from ``weight``/``bias`` on load, copy and ``to()``.
+    """
+
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
+    dense_baseline: ClassVar[bool] = True
+
+    pack: torch.Tensor
+
+    @classmethod
+    def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
+        """``(True, "")`` on CPU where the extension builds or is cached, else why not."""
+        ok, why = super().available(device)
+        if not ok:
+            return ok, why
+        return EXTENSION.available()
+
+    def _after_load(self) -> None:
+        weight, bias = self._buffers["weight"], self._buffers["bias"]
+        if weight.device.type == "cpu" and weight.dtype == torch.float32:
+            packed = pack_weight(weight, bias)
+        else:  # moved to a device/dtype the kernel does not run: forward refuses
+            packed = weight.new_empty(0)
+        self.register_buffer("pack", packed, persistent=False)
+
+    def variant_for(self, batch: int) -> str:
+        """The variant the static rule runs for ``batch`` rows of x, e.g. ``avx2/gemv/par``."""
+        return variant_name(int(load().dense_static_variant(batch, self.in_features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x float32 [..., in] (any strides) -> float32 [..., out]."""
+        self.check_input(x)
+        if self.pack.dim() != 3:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: dense_kernel runs float32 on cpu, the layer is "
+                f"{self.dtype} on {self.device}"
+            )
+        return torch.ops.srigl_dense.dense_linear(x, self.pack, self.out_features)
+
+
+declare_no_conv("dense_kernel", "the hand-written dense kernel is Linear only")
+
+__all__ = [
+    "DenseKernelLinear",
+    "KernelUnavailableError",
+    "encode",
+    "linear_variant",
+    "load",
+    "pack_weight",
+    "self_check_failures",
+    "variant_name",
+    "variants_here",
+]
