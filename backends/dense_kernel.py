@@ -17,8 +17,15 @@ for the CPU at hand (``SRIGL_ISA=generic|avx2`` caps it, as for ``fused``); Open
 - ``tilekb`` (larger batch, in > 512): the same, 256 inputs at a time (the panel's chunk
   stays in L1).
 
-Which family runs is a static rule (``srigl_dense::dense_static_variant``); every variant can
-be run by code (:func:`linear_variant`, :func:`variants_here`) for a tuner or a bench. The
+Which variant runs is decided by measurement, as for ``fused``: on the first call of a batch
+bucket (1, 2, 3-4, ..., 129-256, ...) and thread count, :func:`tune_variant` times the three
+families, serial and parallel, at the best ISA level on an input of that batch (interleaved
+rounds, fastest call) and keeps the winner in the layer and in a per-machine JSON cache
+(``<cache dir>/tuner/dense-<machine>.json``, :class:`backends.kernels.tune_cache.TuneCache`).
+``SRIGL_TUNE=off`` (read at import) runs the static rule (``srigl_dense::dense_static_variant``:
+gemv up to 2 (AVX-512: 4) rows, else ``tilekb`` above 512 inputs, else ``tile``; parallel with
+more than one thread); so does ``torch.compile``. Every variant can be run by code
+(:func:`linear_variant`, :func:`variants_here`). The
 operator has a fake (meta) implementation, so ``torch.compile`` and ``torch.export`` see one
 op. float32 on CPU only: other dtypes and devices are refused by ``supports``/``available``
 with the reason. The extension also holds the machine probes of ``suite/bench/roofline.py``.
@@ -27,6 +34,7 @@ with the reason. The extension also holds the machine probes of ``suite/bench/ro
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 from typing import Any, ClassVar
 
@@ -37,6 +45,13 @@ from backends.base import Backend, BadInputError
 from backends.conv import declare_no_conv
 from backends.dense import MaskedDenseForm
 from backends.kernels.build import Extension, KernelUnavailableError
+from backends.kernels.tune_cache import (
+    TuneCache,
+    bucket_of,
+    fastest_interleaved,
+    machine_key,
+    tuning_enabled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +68,12 @@ SOURCES = [
 ISAS = ("generic", "avx2", "avx512")
 FAMILIES = ("gemv", "tile", "tilekb")
 PANEL = 32
+
+TUNE_SCHEMA = 1
+TUNE_ROUNDS = 5
+TUNE_ROUND_SECONDS = 2e-3
+_TUNE_CACHE = TuneCache("dense", TUNE_SCHEMA, "dense-kernel tuning")
+_TUNE = [tuning_enabled()]  # SRIGL_TUNE, read at import (refresh_tuning reads it again)
 
 _failures: list[str] = []
 
@@ -110,6 +131,51 @@ def linear_variant(
 def pack_weight(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """weight float32 [out, in] and bias float32 [out] -> pack float32 [ceil(out/32), in+1, 32]."""
     return load().dense_pack(weight.contiguous(), bias.contiguous())
+
+
+def refresh_tuning() -> None:
+    """Read ``SRIGL_TUNE`` again (after changing the environment in-process)."""
+    _TUNE[0] = tuning_enabled()
+
+
+def candidates(threads: int) -> list[int]:
+    """The variant codes the tuner times: every family at the best ISA level here, serial and
+    (with more than one thread) parallel."""
+    isa = int(load().dense_isa())
+    pars = (0, 1) if threads > 1 else (0,)
+    return [isa * 1000 + fam * 100 + par for fam in range(len(FAMILIES)) for par in pars]
+
+
+def tune_variant(
+    pack: torch.Tensor, in_features: int, out_features: int, batch: int, threads: int
+) -> int:
+    """The fastest variant for a layer ``in_features -> out_features`` (its ``pack``) at
+    ``batch`` rows on ``threads`` threads: from this machine's cache, else timed (the
+    candidates interleaved over rounds, fastest call) and cached."""
+    ops = load()
+    cands = candidates(threads)
+    machine = machine_key(ISAS[int(ops.dense_isa())], threads)
+    key = f"{in_features}x{out_features}:b{bucket_of(batch)}"
+    with _TUNE_CACHE.lock:
+        _, entries = _TUNE_CACHE.entries(machine)
+        hit = entries.get(key)
+        if isinstance(hit, dict) and hit.get("variant") in cands:
+            return int(hit["variant"])
+    x = torch.randn(max(batch, 1), in_features)
+    fns = {c: (lambda c=c: ops.dense_linear_variant(x, pack, out_features, c)) for c in cands}
+    with torch.inference_mode():
+        best = fastest_interleaved(fns, TUNE_ROUNDS, TUNE_ROUND_SECONDS)
+    code = min(best, key=best.__getitem__)
+    with _TUNE_CACHE.lock:
+        _, entries = _TUNE_CACHE.entries(machine)
+        entries[key] = {
+            "variant": code,
+            "name": variant_name(code),
+            "seconds": best[code],
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        }
+        _TUNE_CACHE.save(machine)
+    return code
 
 
 def _self_check(ops: Any) -> None:
@@ -193,10 +259,25 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         else:  # moved to a device/dtype the kernel does not run: forward refuses
             packed = weight.new_empty(0)
         self.register_buffer("pack", packed, persistent=False)
+        self._variants: dict[tuple[int, int], int] = {}  # (threads, bucket) -> variant code
+
+    def variant_code(self, batch: int, threads: int | None = None) -> int:
+        """The variant code run for ``batch`` rows on ``threads`` threads (default: torch's):
+        tuned on first use of its bucket (module docstring), the static rule where tuning is
+        off or the batch is empty."""
+        threads = int(threads or torch.get_num_threads())
+        slot = (threads, bucket_of(batch))
+        code = self._variants.get(slot)
+        if code is None:
+            if not _TUNE[0] or batch == 0 or self.in_features == 0:
+                return int(load().dense_static_variant(batch, self.in_features))
+            code = tune_variant(self.pack, self.in_features, self.out_features, batch, threads)
+            self._variants[slot] = code
+        return code
 
     def variant_for(self, batch: int) -> str:
-        """The variant the static rule runs for ``batch`` rows of x, e.g. ``avx2/gemv/par``."""
-        return variant_name(int(load().dense_static_variant(batch, self.in_features)))
+        """The variant run for ``batch`` rows of x, e.g. ``avx2/gemv/par``."""
+        return variant_name(self.variant_code(batch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x float32 [..., in] (any strides) -> float32 [..., out]."""
@@ -206,7 +287,11 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
                 f"layer {self.layer_name!r}: dense_kernel runs float32 on cpu, the layer is "
                 f"{self.dtype} on {self.device}"
             )
-        return torch.ops.srigl_dense.dense_linear(x, self.pack, self.out_features)
+        if torch.compiler.is_compiling():  # one op in the graph: the static rule
+            return torch.ops.srigl_dense.dense_linear(x, self.pack, self.out_features)
+        batch = x.numel() // self.in_features if self.in_features else 0
+        code = self.variant_code(batch)
+        return torch.ops.srigl_dense.dense_linear_variant(x, self.pack, self.out_features, code)
 
 
 declare_no_conv("dense_kernel", "the hand-written dense kernel is Linear only")
@@ -214,11 +299,14 @@ declare_no_conv("dense_kernel", "the hand-written dense kernel is Linear only")
 __all__ = [
     "DenseKernelLinear",
     "KernelUnavailableError",
+    "candidates",
     "encode",
     "linear_variant",
     "load",
     "pack_weight",
+    "refresh_tuning",
     "self_check_failures",
+    "tune_variant",
     "variant_name",
     "variants_here",
 ]

@@ -131,3 +131,54 @@ def test_dense_mkldnn_packs_once_per_batch_bucket():
             y = layer(x)
             _within_bound(y, x, w * mask, b)
     assert sorted(layer._packs) == [0, 2, 8]  # buckets of 1, 3-4, 129-256
+
+
+def test_dense_kernel_tunes_once_per_bucket_and_reuses_the_machine_cache(tmp_path, monkeypatch):
+    _skip_unavailable("dense_kernel")
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(dense_kernel, "_TUNE", [True])
+    dense_kernel._TUNE_CACHE.forget()
+    w, mask, b = _layer(50, 41)
+    layer = backends.create("dense_kernel", w, mask, b)
+    x = torch.randn(5, 41)
+    with torch.no_grad():
+        _within_bound(layer(x), x, w * mask, b)
+    code = layer.variant_code(5)
+    assert code in dense_kernel.candidates(torch.get_num_threads())
+    files = list((tmp_path / "tuner").glob("dense-*.json"))
+    assert len(files) == 1 and "41x50:b3" in files[0].read_text()
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again despite the cache")
+
+    monkeypatch.setattr(dense_kernel, "fastest_interleaved", no_timing)
+    dense_kernel._TUNE_CACHE.forget()  # a new process: read from the file
+    again = backends.create("dense_kernel", w, mask, b)
+    assert again.variant_code(7) == code  # 5 and 7 share a bucket
+    dense_kernel._TUNE_CACHE.forget()
+
+
+def test_dense_kernel_without_tuning_runs_the_static_rule(monkeypatch):
+    _skip_unavailable("dense_kernel")
+    monkeypatch.setattr(dense_kernel, "_TUNE", [False])
+    w, mask, b = _layer(40, 600)
+    layer = backends.create("dense_kernel", w, mask, b)
+    ops = dense_kernel.load()
+    isa = dense_kernel.ISAS[int(ops.dense_isa())]
+    par = "par" if torch.get_num_threads() > 1 else "ser"
+    assert layer.variant_for(1) == f"{isa}/gemv/{par}"
+    assert layer.variant_for(256) == f"{isa}/tilekb/{par}"  # 600 inputs > 2 chunks
+    x = torch.randn(9, 600)
+    with torch.no_grad():
+        _within_bound(layer(x), x, w * mask, b)
+
+
+@pytest.mark.slow
+def test_dense_kernel_compiles_to_one_op_without_graph_breaks():
+    _skip_unavailable("dense_kernel")
+    w, mask, b = _layer(33, 20)
+    layer = backends.create("dense_kernel", w, mask, b)
+    compiled = torch.compile(layer, fullgraph=True)
+    x = torch.randn(6, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
