@@ -9,7 +9,11 @@ oneDNN's layout depends on the batch size, so the weight is packed lazily per ba
 (1, 2, 3-4, 5-8, ...; the bucket's upper end as the hint) on the first call of that bucket.
 The packs are derived data: ``state_dict`` holds the plain masked ``weight`` and ``bias``
 (the ``dense`` layout), and copies, ``to()`` and loads drop the packs. float32 on CPU where
-torch has oneDNN (``torch.backends.mkldnn.is_available()``); Linear only.
+torch has oneDNN (``torch.backends.mkldnn.is_available()``).
+
+Conv2d (:class:`DenseMkldnnConv2d`): ``torch._C._nn.mkldnn_reorder_conv2d_weight`` packs the
+weight for the input size at hand (per batch bucket, height and width) and
+``torch.ops.mkldnn._convolution_pointwise`` runs it, as inductor's freezing does.
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ import torch
 
 from backends import BACKENDS
 from backends.base import Backend, BadInputError
-from backends.conv import declare_no_conv
+from backends.conv import ConvBackend, register_conv
 from backends.dense import MaskedDenseForm
 from backends.kernels.tune_cache import bucket_of
 
 
-def _mkldnn_ops_missing() -> str:
-    """Why torch's oneDNN Linear operators cannot run here ("" when they can)."""
+def _mkldnn_ops_missing(
+    ops: tuple[str, ...] = ("_reorder_linear_weight", "_linear_pointwise"),
+) -> str:
+    """Why torch's oneDNN operators ``ops`` cannot run here ("" when they can)."""
     if not torch.backends.mkldnn.is_available():
         return "this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)"
-    for op in ("_reorder_linear_weight", "_linear_pointwise"):
+    for op in ops:
         if not hasattr(torch.ops.mkldnn, op):
             return f"torch {torch.__version__} has no torch.ops.mkldnn.{op}"
     return ""
@@ -88,4 +94,74 @@ class DenseMkldnnLinear(MaskedDenseForm, Backend):
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
 
-declare_no_conv("dense_mkldnn", "the oneDNN-prepacked dense baseline is Linear only")
+@register_conv("dense_mkldnn")
+class DenseMkldnnConv2d(MaskedDenseForm, ConvBackend):
+    """Conv2d through oneDNN with a prepacked weight: ``torch._C._nn.mkldnn_reorder_conv2d_weight``
+    of the masked weight (as a ``to_mkldnn()`` tensor) for the input size at hand, then
+    ``torch.ops.mkldnn._convolution_pointwise`` (what inductor's freezing emits for a frozen
+    ``nn.Conv2d``). Packed lazily per (batch bucket, H, W); float32 on CPU. forward: x float32
+    [N, in, H, W] -> [N, out, Ho, Wo] in the memory format oneDNN picks (channels-last here;
+    equal values to ``F.conv2d``'s)."""
+
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
+    dense_baseline: ClassVar[bool] = True
+
+    _packs: dict[tuple[int, int, int], torch.Tensor]
+
+    @classmethod
+    def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
+        """``(True, "")`` on CPU with torch's oneDNN convolution operators, else why not."""
+        ok, why = super().available(device)
+        if not ok:
+            return ok, why
+        missing = _mkldnn_ops_missing(("_convolution_pointwise",))
+        if not missing and not hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"):
+            missing = f"torch {torch.__version__} has no mkldnn_reorder_conv2d_weight"
+        return (not missing), missing
+
+    def _after_load(self) -> None:
+        self._packs = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_packs", None)  # opaque oneDNN tensors: rebuilt on use
+        return state
+
+    def packed_weight(self, n: int, height: int, width: int) -> torch.Tensor:
+        """The oneDNN-packed weight for inputs [n, in, height, width] (per batch bucket)."""
+        key = (bucket_of(n), height, width)
+        packed = self._packs.get(key)
+        if packed is None:
+            size = [1 << key[0], self.in_channels, height, width]
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.to_mkldnn(),
+                list(self.padding),
+                list(self.stride),
+                list(self.dilation),
+                self.groups,
+                size,
+            )
+            self._packs[key] = packed
+        return packed
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            raise BadInputError(
+                f"layer {self.layer_name!r}: dense_mkldnn runs float32 on cpu, the layer is "
+                f"{self.dtype} on {self.device}"
+            )
+        n, _, height, width = x.shape
+        packed = self.packed_weight(n, height, width)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x,
+            packed,
+            self.bias,
+            list(self.padding),
+            list(self.stride),
+            list(self.dilation),
+            self.groups,
+            "none",
+            [],
+            "",
+        )

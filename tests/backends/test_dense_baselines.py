@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import backends
+import backends.conv
 from backends import dense_kernel
 
 DENSE_BASELINES = ("dense", "dense_kernel", "dense_mkldnn")
@@ -182,3 +183,31 @@ def test_dense_kernel_compiles_to_one_op_without_graph_breaks():
     x = torch.randn(6, 20)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_mkldnn_conv_matches_f_conv2d_across_sizes_layouts_and_a_reload():
+    ok, why = backends.supports("dense_mkldnn", "cpu", torch.float32, op="conv2d")
+    if not ok:
+        pytest.skip(why)
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(12, 3, 3, 3, generator=g)
+    mask = torch.rand(12, 3, 3, 3, generator=g) < 0.4
+    bias = torch.randn(12, generator=g)
+    args = {"stride": 2, "padding": 1, "dilation": 1, "groups": 2}
+    layer = backends.create("dense_mkldnn", weight, mask, bias, **args)
+    inputs = [
+        torch.randn(1, 6, 9, 11),
+        torch.randn(5, 6, 9, 11).to(memory_format=torch.channels_last),
+        torch.randn(3, 6, 8, 14)[..., ::2],  # strided
+        torch.randn(0, 6, 9, 11),
+    ]
+    with torch.no_grad():
+        for x in inputs:
+            ref = F.conv2d(x.double(), (weight * mask).double(), bias.double(), **args)
+            torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-4)
+        state = layer.state_dict()
+        dense = backends.conv.conv_class("dense").from_state_dict(state)
+        torch.testing.assert_close(dense(inputs[0]), layer(inputs[0]), rtol=1e-5, atol=1e-5)
+        again = pickle.loads(pickle.dumps(layer))
+        torch.testing.assert_close(again(inputs[1]), layer(inputs[1]), rtol=1e-5, atol=1e-5)
+    assert sorted(layer._packs) == [(0, 9, 11), (2, 8, 7), (3, 9, 11)]  # batch 1, 3, 5
