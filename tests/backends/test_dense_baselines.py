@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +20,7 @@ import backends
 import backends.conv
 from backends import dense_kernel
 
+ROOT = Path(__file__).resolve().parents[2]
 DENSE_BASELINES = ("dense", "dense_kernel", "dense_mkldnn")
 
 
@@ -211,3 +216,31 @@ def test_dense_mkldnn_conv_matches_f_conv2d_across_sizes_layouts_and_a_reload():
         again = pickle.loads(pickle.dumps(layer))
         torch.testing.assert_close(again(inputs[1]), layer(inputs[1]), rtol=1e-5, atol=1e-5)
     assert sorted(layer._packs) == [(0, 9, 11), (2, 8, 7), (3, 9, 11)]  # batch 1, 3, 5
+
+
+@pytest.mark.parametrize("cap", ["generic", "avx2"])
+def test_dense_kernel_layer_under_an_isa_cap_runs_only_that_level(cap):
+    _skip_unavailable("dense_kernel")
+    code = (
+        "import torch, backends\n"
+        "from backends import dense_kernel as dk\n"
+        "w, b = torch.randn(70, 300), torch.randn(70)\n"
+        "layer = backends.create('dense_kernel', w, torch.ones_like(w, dtype=torch.bool), b)\n"
+        "x = torch.randn(9, 300)\n"
+        "torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, w, b),\n"
+        "                           rtol=1e-4, atol=1e-4)\n"
+        "print(max(c // 1000 for c in dk.variants_here()), layer.variant_for(9))\n"
+    )
+    env = {**os.environ, "SRIGL_ISA": cap}
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    level, name = res.stdout.split()
+    want = min(dense_kernel.ISAS.index(cap), int(dense_kernel.load().dense_detected_isa()))
+    assert int(level) == want and name.startswith(dense_kernel.ISAS[want] + "/")
