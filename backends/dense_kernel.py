@@ -269,9 +269,12 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         slot = (threads, bucket_of(batch))
         code = self._variants.get(slot)
         if code is None:
-            if not _TUNE[0] or batch == 0 or self.in_features == 0:
+            if batch == 0 or self.in_features == 0:
                 return int(load().dense_static_variant(batch, self.in_features))
-            code = tune_variant(self.pack, self.in_features, self.out_features, batch, threads)
+            if _TUNE[0]:
+                code = tune_variant(self.pack, self.in_features, self.out_features, batch, threads)
+            else:  # the static rule's choice is the same across a bucket: keep it too
+                code = int(load().dense_static_variant(batch, self.in_features))
             self._variants[slot] = code
         return code
 
