@@ -52,6 +52,8 @@ class Backend(nn.Module):
     #: the persistent buffer that holds the layer's floating weights (its dtype and device are
     #: the layer's): ``weight`` for the dense forms, ``values`` for the condensed ones
     weights_buffer: ClassVar[str] = "weight"
+    #: a dense baseline (the bench times speed-ups against the fastest of these: best_dense)
+    dense_baseline: ClassVar[bool] = False
 
     in_features: int
     out_features: int

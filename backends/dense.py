@@ -64,6 +64,8 @@ class StructuredForm:
 class DenseLinear(MaskedDenseForm, Backend):
     """``F.linear(x, weight * mask, bias)`` with the masked weight stored dense [out, in]."""
 
+    dense_baseline: ClassVar[bool] = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out], same dtype."""
         self.check_input(x)
