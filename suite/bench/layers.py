@@ -23,7 +23,7 @@ Row fields (one row per backend x batch x mode; :data:`suite.results.BENCH_ROW_K
   baseline backend measured: :func:`suite.bench.settings.dense_baselines`) and
   ``speedup_vs_best_dense``, each with ``_ci_low`` / ``_ci_high``
   (:func:`backends.timing.quotient_interval`);
-- whatever ``suite.bench.roofline.roofline_fields(row)`` adds, where that module exists.
+- the machine-limit fields of :func:`suite.bench.roofline.roofline_fields` (CPU rows).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import backends
 from backends.condensed import CondensedLinear
 from backends.timing import PairedRatio, paired_ratio, quotient_interval, verdict
 from srigl.masks import constant_fan_in_mask
+from suite.bench.roofline import machine_probe, roofline_fields
 from suite.bench.settings import BenchRun, BenchSettings, dense_baselines
 from suite.bench.timing import check_linear
 
@@ -104,14 +105,30 @@ def paired_fields(ratio: PairedRatio) -> dict[str, Any]:
     }
 
 
-def _roofline(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The hook for the machine-limit fields: ``suite.bench.roofline.roofline_fields(row) ->
-    dict`` where that module exists (another change adds it), else nothing."""
-    try:
-        from suite.bench.roofline import roofline_fields  # type: ignore[import-not-found]
-    except ImportError:
+def _roofline(row: Mapping[str, Any], dense_names: Sequence[str]) -> dict[str, Any]:
+    """Where the row's call stands on this machine's roofline
+    (:func:`suite.bench.roofline.roofline_fields` on the cached machine probe of the row's
+    thread count): achieved GFLOP/s, bytes per call, the limit and ``pct_of_limit``.
+
+    Dense baselines (``dense_names``, the A/A row) multiply every weight; ``structured`` every
+    weight of its active neurons; the other backends k weights of each active neuron. CPU rows
+    only (the probe measures this CPU); others get no fields.
+    """
+    if row.get("device") != "cpu" or not row.get("median_s"):
         return {}
-    return dict(roofline_fields(row))
+    backend = row["backend"]
+    in_f, out_f = int(row["in_features"]), int(row["out_features"])
+    active = int(row.get("n_active") or out_f)
+    if backend == AA_BACKEND or backend in dense_names:
+        out, density = out_f, 1.0
+    elif backend == "structured":
+        out, density = active, 1.0
+    else:
+        out, density = active, max(int(row.get("k") or 1), 1) / max(in_f, 1)
+    probe = machine_probe(int(row["threads"]))
+    return roofline_fields(
+        in_f, out, int(row["batch"]), min(density, 1.0), float(row["median_s"]), probe
+    )
 
 
 def _create_layers(
@@ -218,7 +235,7 @@ def bench_layer(
             if tick:
                 tick(f"{name} {label} b={batch}")
         _compare_in_run([r for r in case_rows if r["backend"] != AA_BACKEND], baselines)
-        rows.extend({**r, **_roofline(r)} for r in case_rows)
+        rows.extend({**r, **_roofline(r, baselines)} for r in case_rows)
     return rows
 
 
