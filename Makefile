@@ -136,8 +136,7 @@ BASE ?= HEAD~1
 THRESHOLD ?= 5
 PERF_CASES ?=
 perf-compare: install
-	$(PY) -m suite.perf_compare --base $(BASE) --threshold $(THRESHOLD) \
-		$(if $(PERF_CASES),--cases "$(PERF_CASES)")
+	$(PY) -m suite.perf_compare --base $(BASE) --threshold $(THRESHOLD) $(if $(PERF_CASES),--cases "$(PERF_CASES)")
 
 # --- GPU check (issue 6): run on a lent GPU machine with its own Python; no install, no Hydra --
 GPU_PYTHON ?= python3

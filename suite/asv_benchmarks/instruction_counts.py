@@ -52,10 +52,9 @@ NEVER = 10**9  # a delta_t no case reaches: trainer.step() never updates the top
 
 _HELPER_C = r"""
 #include <valgrind/callgrind.h>
-void srigl_cg_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
-void srigl_cg_stop(void) {
-  CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS; CALLGRIND_STOP_INSTRUMENTATION;
-}
+void srigl_cg_instrument(void) { CALLGRIND_START_INSTRUMENTATION; }
+void srigl_cg_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }
+void srigl_cg_toggle_and_dump(void) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS; }
 """
 
 
@@ -190,26 +189,34 @@ def build_case(name: str) -> Callable[[], None]:
 # --------------------------------------------------------------------------- under valgrind
 
 
-def _client_requests(workdir: Path) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(start, stop) callgrind client requests from a tiny C helper compiled into ``workdir``
+class _Callgrind:
+    """Callgrind client requests from a tiny C helper compiled into a folder
     (``valgrind/callgrind.h``); outside valgrind they are no-ops."""
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        raise CountError("no C compiler (cc/gcc) for the callgrind client-request helper")
-    src, lib = workdir / "cg_helper.c", workdir / "cg_helper.so"
-    src.write_text(_HELPER_C, encoding="utf-8")
-    proc = subprocess.run(
-        [cc, "-O1", "-shared", "-fPIC", str(src), "-o", str(lib)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["?"])[0]
-        raise CountError(f"cannot build the callgrind helper with {cc}: {first}")
-    helper = ctypes.CDLL(str(lib))
-    return helper.srigl_cg_start, helper.srigl_cg_stop
+
+    def __init__(self, workdir: Path) -> None:
+        cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+        if cc is None:
+            raise CountError("no C compiler (cc/gcc) for the callgrind client-request helper")
+        src, lib = workdir / "cg_helper.c", workdir / "cg_helper.so"
+        src.write_text(_HELPER_C, encoding="utf-8")
+        cmd = [cc, "-O1", "-shared", "-fPIC", str(src), "-o", str(lib)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or ["?"])[0]
+            raise CountError(f"cannot build the callgrind helper with {cc}: {first}")
+        helper = ctypes.CDLL(str(lib))
+        self.instrument = helper.srigl_cg_instrument
+        self.toggle = helper.srigl_cg_toggle
+        self.toggle_and_dump = helper.srigl_cg_toggle_and_dump
 
 
 def count_cases(names: Sequence[str], out_dir: Path) -> dict[str, Any]:
-    """Build, warm up and count each case once (the worker's body; run under valgrind).
+    """Count one call of each case (the worker's body; run under valgrind).
+
+    Every case is built and warmed up first, uninstrumented (valgrind runs that part several
+    times faster); then instrumentation starts, once (stopping it again discards callgrind's
+    per-block costs, which corrupts later dumps), and each case runs once more uncounted and
+    once counted, between ``CALLGRIND_TOGGLE_COLLECT``s, followed by a dump.
 
     Returns (and writes to ``out_dir/cases.json``) ``{"dumped": [names in dump order],
     "skipped": {name: reason}}``.
@@ -217,8 +224,8 @@ def count_cases(names: Sequence[str], out_dir: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    start, stop = _client_requests(out_dir)
-    dumped: list[str] = []
+    callgrind = _Callgrind(out_dir)
+    ready: dict[str, Callable[[], None]] = {}
     skipped: dict[str, str] = {}
     for name in names:
         try:
@@ -231,15 +238,18 @@ def count_cases(names: Sequence[str], out_dir: Path) -> dict[str, Any]:
         except Exception as err:  # a case broken at this commit: recorded, the rest go on
             skipped[name] = f"error: {type(err).__name__}: {err}"
             continue
+        ready[name] = call
+    callgrind.instrument()
+    for call in ready.values():
+        call()  # the same state for every case: caches and allocator warm under instrumentation
         prepare = call.prepare if isinstance(call, _Prepared) else None
         counted = call.counted if isinstance(call, _Prepared) else call
         if prepare is not None:
             prepare()
-        start()
+        callgrind.toggle()
         counted()
-        stop()
-        dumped.append(name)
-    manifest = {"dumped": dumped, "skipped": skipped}
+        callgrind.toggle_and_dump()
+    manifest = {"dumped": list(ready), "skipped": skipped}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
