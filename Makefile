@@ -126,7 +126,7 @@ asv-compare: install        # regressions/improvements between commits A and B (
 
 asv-check: asv-machine      # CI: asv check + a --quick pass of one parameter set per class
 	$(ASV) check --python=same
-	$(ASV_RUN) --python=same --quick $(ASV_SMOKE) $(ASV_BENCH_ARGS)
+	SRIGL_ASV_COUNTS='^smoke$$' $(ASV_RUN) --python=same --quick $(ASV_SMOKE) $(ASV_BENCH_ARGS)
 
 # Instruction counts of BASE and the checked-out HEAD (one valgrind process each, BASE from a
 # temporary git worktree, both with $(VENV)'s Python); exit 1 when a count grew by more than

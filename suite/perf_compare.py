@@ -196,10 +196,12 @@ def run(
     cases: str | None = None,
     python: str = sys.executable,
     use_cache: bool = True,
+    case_list: Sequence[str] = (),
 ) -> tuple[int, str]:
     """Count ``base`` and ``head`` of ``repo``; returns (exit status, report text).
 
-    ``cases``: a regex over case names (HEAD's list); None counts every case.
+    ``cases``: a regex over case names (HEAD's list); ``case_list``: case names as they are
+    (e.g. ``probe/<module>:<function>``); neither: every case.
 
     Raises:
         CompareError: a revision is unknown, counting failed, or ``cases`` selects nothing.
@@ -207,13 +209,14 @@ def run(
     """
     if not threshold >= 0:
         raise ValueError(f"threshold {threshold!r} must be a percentage >= 0")
-    names: list[str] | None = None
+    names: list[str] | None = list(case_list) or None
     if cases:
         try:
             regex = re.compile(cases)
         except re.error as err:
             raise ValueError(f"--cases {cases!r} is no regular expression: {err}") from None
         names = [n for n in ic.case_names(ic.available_backend_names()) if regex.search(n)]
+        names += [n for n in case_list if n not in names]
         if not names:
             raise CompareError(f"--cases {cases!r} selects no case of {ic.case_names([])}")
     base_res = count_revision(repo, base, names, python, use_cache)
@@ -244,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--head", default="HEAD", help="the candidate revision (HEAD)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="percent")
     parser.add_argument("--cases", default=None, help="regex over case names (default: all)")
+    parser.add_argument(
+        "--case", action="append", default=[], help="a case name as it is (repeatable)"
+    )
     parser.add_argument("--repo", type=Path, default=Path("."), help="git repository")
     parser.add_argument("--no-cache", action="store_true", help="count again even if cached")
     args = parser.parse_args(argv)
@@ -256,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.threshold,
             args.cases,
             use_cache=not args.no_cache,
+            case_list=args.case,
         )
     except (CompareError, ValueError) as err:
         log.error("error: %s", err)

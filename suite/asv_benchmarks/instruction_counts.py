@@ -89,6 +89,7 @@ def _layer_call(backend: str, in_f: int, out_f: int, sparsity: float, batch: int
     """One forward of ``backend`` on a constant fan-in layer [out_f, in_f] (seeded)."""
     import torch
 
+    torch.set_num_threads(1)
     backends = importlib.import_module("backends")
     masks = importlib.import_module("srigl.masks")
     ok, why = backends.available(backend, "cpu")
@@ -114,6 +115,7 @@ def _digits_step(trainer_name: str, delta_t: int, count_update_only: bool) -> Ca
     import torch
     from torch import nn
 
+    torch.set_num_threads(1)
     srigl = importlib.import_module("srigl")
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -159,8 +161,20 @@ class _Prepared:
         self.counted()
 
 
+def _probe(target: str) -> Callable[[], None]:
+    """``module:function`` of the code under test, called without arguments (a case that
+    needs no torch: the perf-compare test's tiny repository uses it)."""
+    module, _, function = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as err:
+        raise NotImplementedError(f"probe {target!r} not found at this commit: {err}") from None
+    return fn
+
+
 def build_case(name: str) -> Callable[[], None]:
-    """The zero-argument call that case ``name`` counts (see :func:`case_names`).
+    """The zero-argument call that case ``name`` counts (see :func:`case_names`; also
+    ``probe/<module>:<function>``, any function of the code under test).
 
     Raises:
         NotImplementedError: the case cannot run at this commit or on this CPU (skipped).
@@ -179,10 +193,12 @@ def build_case(name: str) -> Callable[[], None]:
         return _digits_step(parts[1], NEVER, count_update_only=False)
     if parts[0] == "update" and len(parts) == 2:
         return _digits_step(parts[1], 1, count_update_only=True)
+    if parts[0] == "probe" and len(parts) == 2 and ":" in parts[1]:
+        return _probe(parts[1])
     raise ValueError(
         f"unknown instruction-count case {name!r}; allowed: smoke, fused/<fc1|fc2>/<sparsity>/"
         "b<batch>, backend/<name>/<fc1|fc2>/<sparsity>/b<batch>, step/<trainer>, "
-        "update/<trainer>"
+        "update/<trainer>, probe/<module>:<function>"
     )
 
 
@@ -221,9 +237,6 @@ def count_cases(names: Sequence[str], out_dir: Path) -> dict[str, Any]:
     Returns (and writes to ``out_dir/cases.json``) ``{"dumped": [names in dump order],
     "skipped": {name: reason}}``.
     """
-    import torch
-
-    torch.set_num_threads(1)
     callgrind = _Callgrind(out_dir)
     ready: dict[str, Callable[[], None]] = {}
     skipped: dict[str, str] = {}
@@ -302,7 +315,7 @@ def collect(
     if valgrind is None:
         raise CountError("valgrind is not installed (apt-get install valgrind)")
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SRIGL_TUNE="off")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SRIGL_TUNE="off", PYTHONHASHSEED="0")
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([*pythonpath, env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep

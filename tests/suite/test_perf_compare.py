@@ -1,8 +1,8 @@
 """suite.perf_compare: the instruction-count gate of ``make perf-compare BASE=``.
 
-The end-to-end test builds a tiny git repository whose ``backends`` package is a one-function
-stand-in (a 64x32 ``F.linear``), with one commit that adds work to every call and one no-op
-commit, and counts only the tiny ``smoke`` case (three short valgrind runs)."""
+The end-to-end test builds a tiny git repository (one module, a loop) with one commit that adds
+10% work to every call and one no-op commit, and counts that call through a ``probe/`` case
+(three valgrind runs of a torch-free Python: seconds each)."""
 
 from __future__ import annotations
 
@@ -72,38 +72,12 @@ def test_bad_threshold_cases_and_revisions_are_errors_naming_them(tmp_path):
 
 # --------------------------------------------------------------------------- a tiny repository
 
-FAKE_BACKENDS = '''
-"""A stand-in backends package: one dense layer."""
-import torch
-
-
-def names():
-    return ["dense"]
-
-
-def available(name, device):
-    return True, ""
-
-
-class _Layer:
-    def __init__(self, weight, bias):
-        self.weight, self.bias = weight, bias
-
-    def __call__(self, x):
-        y = torch.nn.functional.linear(x, self.weight, self.bias)
-        return y  # WORK
-
-
-def create(name, weight, mask, bias, layer_name=""):
-    return _Layer(weight * mask, bias)
-'''
-
-FAKE_MASKS = """
-import torch
-
-
-def constant_fan_in_mask(shape, sparsity, generator):
-    return torch.rand(shape, generator=generator) >= sparsity
+TINY_WORK = """
+def run():
+    total = 0
+    for i in range(N):  # WORK
+        total += i * i
+    return total
 """
 
 
@@ -129,36 +103,28 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
 
 @pytest.fixture
 def tiny_repo(tmp_path, monkeypatch):
-    """base -> work (every call adds a second linear) -> noop (a comment changes)."""
+    """base -> work (10% more loop iterations per call) -> noop (a comment changes); the
+    counted code imports no torch, so each valgrind run takes seconds."""
     monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
-    files = {
-        "backends/__init__.py": FAKE_BACKENDS,
-        "srigl/__init__.py": "",
-        "srigl/masks.py": FAKE_MASKS,
-    }
-    shas = {"base": _commit(repo, files, "base")}
-    more = FAKE_BACKENDS.replace(
-        "y = torch.nn.functional.linear(x, self.weight, self.bias)",
-        "y = torch.nn.functional.linear(x, self.weight, self.bias)\n"
-        "        y = y + torch.nn.functional.linear(x, self.weight, self.bias)",
-    )
-    shas["work"] = _commit(repo, {"backends/__init__.py": more}, "more work per call")
-    same = more.replace("# WORK", "# the same work, another comment")
-    shas["noop"] = _commit(repo, {"backends/__init__.py": same}, "a comment")
+    shas = {"base": _commit(repo, {"tinywork.py": "N = 2000\n" + TINY_WORK}, "base")}
+    shas["work"] = _commit(repo, {"tinywork.py": "N = 2200\n" + TINY_WORK}, "10% more work")
+    noop = "N = 2200\n" + TINY_WORK.replace("# WORK", "# the same work, another comment")
+    shas["noop"] = _commit(repo, {"tinywork.py": noop}, "a comment")
     return repo, shas
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_perf_compare_flags_added_work_and_passes_a_noop_commit(tiny_repo, capsys):
     repo, shas = tiny_repo
-    args = ["--repo", str(repo), "--cases", "^smoke$"]
+    args = ["--repo", str(repo), "--case", "probe/tinywork:run"]
     assert pc.main([*args, "--base", shas["base"], "--head", shas["work"]]) == 1
     flagged = capsys.readouterr().out
-    assert "| smoke |" in flagged and "REGRESSION (> 5%)" in flagged
+    assert "| probe/tinywork:run |" in flagged and "REGRESSION (> 5%)" in flagged
     assert pc.main([*args, "--base", shas["work"], "--head", shas["noop"]]) == 0
     passed = capsys.readouterr().out
     assert "no count grew by more than 5%" in passed and "REGRESSION" not in passed
+    assert "+0.00" in passed  # a deterministic count: the no-op commit counts the same
     assert not _git(repo, "worktree", "list").count("\n")  # the temporary worktrees are gone
