@@ -105,6 +105,7 @@ def test_a_run_without_manifest_or_with_missing_dumps_is_an_error(tmp_path):
         ic.read_counts(tmp_path)
 
 
+@pytest.mark.slow  # two valgrind runs that import torch: about a minute of CPU each
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_one_valgrind_process_counts_the_tiny_case_the_same_twice():
     first = ic.collect(["smoke"])
