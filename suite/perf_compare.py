@@ -2,7 +2,8 @@
 
     python -m suite.perf_compare --base <rev> [--head HEAD] [--threshold 5] [--cases REGEX]
 
-Each side is checked out into a temporary git worktree (``git worktree add --detach``) and its
+Each side (committed code: uncommitted changes are not measured, and the report says so when
+there are some) is checked out into a temporary git worktree (``git worktree add --detach``) and its
 cases are counted in ONE valgrind process of this Python (the workload of the checked-out
 ``suite/asv_benchmarks/instruction_counts.py``, so both sides run the same workload; the code it
 measures comes from the worktree, first on ``PYTHONPATH``). Counts are cached per tree, workload
@@ -228,6 +229,8 @@ def run(
         f"({base_res['sha'][:8]}) vs head {head} ({head_res['sha'][:8]})\n\n"
         + format_table(rows, threshold)
     )
+    if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        text += "\nnote: the working tree has uncommitted changes; they are not measured\n"
     skipped = {**base_res["skipped"], **head_res["skipped"]}
     if skipped:
         text += "\nnot counted: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "\n"
