@@ -6,9 +6,9 @@ callgrind's instruction count of one call moves far less than 1%. This file is b
 - a script, run under valgrind by :func:`collect` (``valgrind --tool=callgrind
   --instr-atstart=no --collect-atstart=no python instruction_counts.py OUT``): it builds every
   case with the project's public APIs (``backends.create``, ``srigl.create_trainer``) of the
-  code it imports, warms each up, then counts ONE call of each between callgrind client
-  requests (instrumentation and collection on, call, dump, off) and writes ``OUT/cases.json``
-  (the dump order and the skipped cases with their reasons);
+  code it imports and warms each up (uninstrumented), starts instrumentation once, then counts
+  ONE call of each between callgrind client requests (collection on, call, collection off and
+  dump) and writes ``OUT/cases.json`` (the dump order and the skipped cases with reasons);
 - the library that runs it and reads the dumps back (:func:`collect`, :func:`read_counts`),
   used by ``bench_counts.InstructionCount.setup_cache`` (asv, once per commit) and by
   ``suite.perf_compare`` (BASE and HEAD).
@@ -17,6 +17,13 @@ Counts are taken on one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=
 serialises threads, so an OpenMP worker's spin-wait would be counted as instructions. The
 fused kernel runs its static variant rule (``SRIGL_TUNE=off``): the autotuner picks variants by
 wall time, which would make the count depend on the load of the machine.
+
+What a count is comparable with: the same case list in the same order, on the same machine
+class and valgrind version. Valgrind 3.19 emulates no AVX-512, so under it the kernels (and
+oneDNN) dispatch to their AVX2 code: the counts track the AVX2 paths on every x86 machine. A
+case's count depends slightly on what ran before it in the process (allocator and dispatcher
+state: the tiny ``smoke`` case moved 3% between a run alone and a run after the others), so
+``perf-compare`` runs one list on both sides and asv runs all cases in every commit.
 
 It imports only the standard library at module level (asv imports it while discovering
 benchmarks, and it must run as a plain script under valgrind).
