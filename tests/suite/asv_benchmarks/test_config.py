@@ -190,3 +190,13 @@ def test_every_smoke_regex_selects_parameter_sets_and_every_class_is_smoked():
 def test_asv_check_passes_in_the_project_venv():
     (check,) = _asv(_make_n("asv-check"), "check")
     assert subprocess.run([sys.executable, "-m", "asv", *check], cwd=ROOT).returncode == 0
+
+
+def test_asv_flags_a_two_percent_step_in_counts_and_ten_percent_elsewhere():
+    thresholds = CONF["regressions_thresholds"]
+
+    def threshold(name: str) -> float:  # asv takes the largest threshold whose regex matches
+        return max(t for regex, t in thresholds.items() if re.match(regex, name))
+
+    assert threshold("bench_counts.InstructionCount.track_instructions") == 0.02
+    assert threshold("bench_backends.LayerRatio.track_ratio_vs_dense") == 0.1
