@@ -116,7 +116,7 @@ asv-history: asv-machine    # the last N first-parent commits of main, skipping 
 	git rev-list --first-parent -n $(N) main > $(ASV_HASHES)
 	$(ASV_RUN) --skip-existing-commits $(ASV_BENCH_ARGS) HASHFILE:$(ASV_HASHES)
 
-asv-publish: install        # results/asv/html (offline) + results/ASV.md + figures/asv_history.png
+asv-publish: install        # results/asv/html (offline) + results/ASV.md + figures/asv_history_*.png
 	$(ASV) publish
 	$(PY) -m suite.asv_offline $(ASV_HTML)
 	$(PY) -m suite.asv_summary
@@ -128,9 +128,10 @@ asv-check: asv-machine      # CI: asv check + a --quick pass of one parameter se
 	$(ASV) check --python=same
 	SRIGL_ASV_COUNTS='^smoke$$' $(ASV_RUN) --python=same --quick $(ASV_SMOKE) $(ASV_BENCH_ARGS)
 
-# Instruction counts of BASE and the checked-out HEAD (one valgrind process each, BASE from a
-# temporary git worktree, both with $(VENV)'s Python); exit 1 when a count grew by more than
-# THRESHOLD percent. PERF_CASES=regex limits the cases (default: all).
+# Instruction counts of BASE and the checked-out HEAD commit (one valgrind process each, each
+# from a temporary git worktree, both with $(VENV)'s Python; counts cached per tree); exit 1
+# when a count grew by more than THRESHOLD percent. PERF_CASES=regex limits the cases (default:
+# all; about 5 CPU-minutes per side on 2 cores).
 ASV_HTML := results/asv/html
 BASE ?= HEAD~1
 THRESHOLD ?= 5
