@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import subprocess
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -180,10 +181,10 @@ def markdown_section(
     return text + table.to_markdown(colalign=align) + "\n"
 
 
-def plot_history(df: pd.DataFrame, commits: list[str], path: Path, label: str = "") -> None:
+def plot_history(df: pd.DataFrame, commits: list[str], path: Path, machine: str = "") -> None:
     """``path``: one panel per entry of :data:`PANELS`, value vs ``commits`` (oldest first, as
-    the x axis), one line per parameter set; "no results" where a panel has none; ``label``
-    (the machine) in the title."""
+    the x axis), one line per parameter set; "no results" where a panel has none; ``machine``
+    (its label) in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +210,8 @@ def plot_history(df: pd.DataFrame, commits: list[str], path: Path, label: str = 
         if ylabel in ("seconds", "ratio", "instructions"):
             ax.set_yscale("log")
     title = "srigl-bench asv history (lower is better everywhere)"
-    fig.suptitle(f"{title}\nmachine {label}" if label else title, fontsize=10)
+    note = textwrap.fill(f"machine {machine}", 150)
+    fig.suptitle(f"{title}\n{note}" if machine else title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -177,3 +177,17 @@ def test_a_real_asv_run_is_read_back(tmp_path):
     df = asv_summary.load_results(tmp_path, MACHINE).dropna(subset=["value"])
     assert set(df["params"]) == {"dense", "srigl"} and set(df["unit"]) == {"seconds"}
     assert ((0 < df["value"]) & (df["value"] < 1)).all()  # seconds per digits-MLP step
+
+
+def test_the_figure_title_names_the_machine(results, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "suptitle",
+        lambda fig, text, **kw: titles.append(text) or original(fig, text, **kw),
+    )
+    asv_summary.write_summary(results, tmp_path / "ASV.md", tmp_path)
+    assert titles and f"machine {MACHINE}: AMD EPYC" in titles[0]
