@@ -107,6 +107,7 @@ ASV_SMOKE := --bench "LayerForward\.time_forward\(.*'vit_b16_fc2_3072x768', 0\.9
 
 asv-machine: install        # record ASV_MACHINE (cpu, arch, num_cpu, ram, os) in ~/.asv-machine.json
 	$(ASV) machine --yes --machine $(ASV_MACHINE) $(shell $(PY) -m suite.asv_machine --args)
+	$(PY) -m suite.asv_machine --complete $(ASV_MACHINE)  # asv drops values equal to its defaults
 
 asv: asv-machine            # benchmark HEAD (its committed code) -> results/asv/<machine>/
 	$(ASV_RUN) --durations 8 $(ASV_BENCH_ARGS) HEAD^!

@@ -3,9 +3,13 @@
 
     python -m suite.asv_machine --name    # amd-f25m17-avx512-2c
     python -m suite.asv_machine --args    # --cpu '...' --arch x86_64 --num_cpu 2 --ram ...
+    python -m suite.asv_machine --complete NAME   # fill what `asv machine` left out
 
-The Makefile's asv targets use both (``ASV_MACHINE`` stays overridable), so histories of
-different CPUs never share a machine name.
+The Makefile's asv targets use them (``ASV_MACHINE`` stays overridable), so histories of
+different CPUs never share a machine name. ``asv machine --yes`` stores only the options that
+differ from its own defaults (arch, num_cpu and os usually equal them and are dropped), so
+``--complete`` writes every field into asv's machine file (``~/.asv-machine.json``), from
+which ``asv run`` copies ``machine.json``.
 """
 
 from __future__ import annotations
@@ -46,17 +50,43 @@ def machine_args(ident: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def complete_machine_file(name: str, ident: Mapping[str, Any], path: str | None = None) -> dict:
+    """Add every field of :func:`machine_args` that asv's entry ``name`` lacks to asv's machine
+    file (``path``, default ``~/.asv-machine.json``), through asv's own reader and writer.
+
+    Returns:
+        the entry as saved.
+    """
+    from asv.machine import MachineCollection
+
+    try:
+        entry = dict(MachineCollection.load(name, _path=path))
+    except Exception:  # asv raises UserError for a missing file or entry: start afresh
+        entry = {}
+    args = machine_args(ident)
+    for option, value in zip(args[::2], args[1::2], strict=True):
+        entry.setdefault(option.lstrip("-"), value)
+    entry["machine"] = name
+    MachineCollection.save(name, entry, _path=path)
+    return entry
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the machine name (``--name``) or the shell-quoted ``asv machine`` options."""
+    """Print the machine name (``--name``) or the shell-quoted ``asv machine`` options, or
+    complete asv's machine entry (``--complete NAME``)."""
     parser = argparse.ArgumentParser(prog="python -m suite.asv_machine", description=__doc__)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--name", action="store_true", help="the asv machine name")
     what.add_argument("--args", action="store_true", help="asv machine --cpu/--arch/... options")
+    what.add_argument("--complete", metavar="NAME", help="fill asv's machine entry NAME")
     args = parser.parse_args(argv)
     from suite.machine import identity
 
     ident = identity()
-    print(ident["asv_name"] if args.name else shlex.join(machine_args(ident)))
+    if args.complete:
+        complete_machine_file(args.complete, ident)
+    else:
+        print(ident["asv_name"] if args.name else shlex.join(machine_args(ident)))
     return 0
 
 

@@ -60,8 +60,11 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def machines(results_dir: Path = RESULTS_DIR) -> list[str]:
-    """The asv machines with results in ``results_dir`` (folders holding a machine.json)."""
-    return sorted(p.parent.name for p in Path(results_dir).glob("*/machine.json"))
+    """The asv machines with results in ``results_dir``: folders holding a machine.json and at
+    least one result file (``asv run --python=same``, as in ``make asv-check``, writes the
+    machine.json alone)."""
+    folders = (p.parent for p in Path(results_dir).glob("*/machine.json"))
+    return sorted(f.name for f in folders if any(f.glob("*-*.json")))
 
 
 def machine_label(results_dir: Path, machine: str) -> str:

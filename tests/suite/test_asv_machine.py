@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from suite import asv_machine
@@ -39,3 +40,14 @@ def test_the_cli_prints_the_derived_name_and_shell_quoted_options(capsys):
     assert asv_machine.main(["--args"]) == 0
     args = shlex.split(capsys.readouterr().out)
     assert args[0] == "--cpu" and identity()["isa"] in args[1]
+
+
+def test_complete_fills_what_asv_machine_dropped_and_keeps_what_it_stored(tmp_path):
+    path = tmp_path / "asv-machine.json"
+    path.write_text(json.dumps({"box": {"machine": "box", "cpu": "kept"}, "version": 1}))
+    entry = asv_machine.complete_machine_file("box", ZEN3, str(path))
+    saved = json.loads(path.read_text())["box"]
+    assert saved == entry and saved["cpu"] == "kept"
+    assert (saved["arch"], saved["num_cpu"], saved["ram"]) == ("x86_64", "2", "15.6GiB")
+    fresh = asv_machine.complete_machine_file("new-2c", ZEN3, str(path))
+    assert fresh["machine"] == "new-2c" and fresh["cpu"].startswith("AMD EPYC 7B13")

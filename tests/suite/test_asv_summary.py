@@ -191,3 +191,9 @@ def test_the_figure_title_names_the_machine(results, tmp_path, monkeypatch):
     )
     asv_summary.write_summary(results, tmp_path / "ASV.md", tmp_path)
     assert titles and f"machine {MACHINE}: AMD EPYC" in titles[0]
+
+
+def test_a_machine_folder_without_results_is_no_machine(results):
+    (results / "other-2c").mkdir()
+    (results / "other-2c" / "machine.json").write_text(json.dumps({"machine": "other-2c"}))
+    assert asv_summary.machines(results) == [MACHINE]

@@ -124,6 +124,8 @@ def test_make_asv_registers_the_derived_machine_with_its_cpu_then_runs_head():
     opts = dict(zip(machine[4::2], machine[5::2], strict=True))
     assert set(opts) == {"--cpu", "--arch", "--num_cpu", "--ram", "--os"}
     assert opts["--num_cpu"] == str(identity()["cores"]) and identity()["isa"] in opts["--cpu"]
+    complete = [c for c in cmds if c[-2:] == ["--complete", MACHINE]]
+    assert complete and "suite.asv_machine" in complete[0]  # what asv machine dropped
     (run,) = _asv(cmds, "run")
     assert run[-1] == "HEAD^!" and "--python=same" not in run
     assert run[run.index("--machine") + 1] == MACHINE
