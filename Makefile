@@ -105,9 +105,10 @@ ASV_SMOKE := --bench "LayerForward\.time_forward\(.*'vit_b16_fc2_3072x768', 0\.9
 
 .PHONY: asv asv-machine asv-history asv-publish asv-compare asv-check perf-compare
 
+# (asv machine --yes stores only values that differ from its defaults; --complete adds the rest)
 asv-machine: install        # record ASV_MACHINE (cpu, arch, num_cpu, ram, os) in ~/.asv-machine.json
 	$(ASV) machine --yes --machine $(ASV_MACHINE) $(shell $(PY) -m suite.asv_machine --args)
-	$(PY) -m suite.asv_machine --complete $(ASV_MACHINE)  # asv drops values equal to its defaults
+	$(PY) -m suite.asv_machine --complete $(ASV_MACHINE)
 
 asv: asv-machine            # benchmark HEAD (its committed code) -> results/asv/<machine>/
 	$(ASV_RUN) --durations 8 $(ASV_BENCH_ARGS) HEAD^!
