@@ -114,3 +114,9 @@ def test_one_valgrind_process_counts_the_tiny_case_the_same_twice():
     assert abs(first["counts"]["smoke"] - second["counts"]["smoke"]) <= (
         first["counts"]["smoke"] * 0.001
     )
+
+
+def test_a_backend_valgrind_cannot_run_is_skipped_with_the_reason(tmp_path):
+    manifest = ic.count_cases(["backend/compiled/fc1/0.9/b1"], tmp_path)
+    assert manifest["dumped"] == []
+    assert "SIGILL" in manifest["skipped"]["backend/compiled/fc1/0.9/b1"]
