@@ -1,5 +1,6 @@
 """asv's configuration and the Makefile's asv targets: a virtualenv per torch pin, each commit
-installed into it, a fixed machine name, history = ``asv run --skip-existing-commits``."""
+installed into it, a machine name derived from the CPU, history = ``asv run
+--skip-existing-commits``."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import pytest
 
 from asv_benchmarks.test_suite import CLASSES, selection_names
 from suite import asv_summary
+from suite.machine import identity
 
 ROOT = Path(__file__).resolve().parents[3]
 CONF = json.loads((ROOT / "asv.conf.json").read_text(encoding="utf-8"))
 PYPROJECT = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-MACHINE = asv_summary.MACHINE
+MACHINE = identity()["asv_name"]  # what the Makefile derives on this machine
+RECORDED = asv_summary.UNKNOWN_MIXED  # the committed history
+# make -n with this interpreter's environment: the Makefile asks $(PY) for the machine name
+VENV = f"VENV={Path(sys.executable).parents[1]}"
 
 
 def _env_name() -> str:
@@ -30,8 +35,9 @@ def _env_name() -> str:
 
 def _make_n(target: str, *args: str) -> list[list[str]]:
     """The commands ``make target`` would run (``make -n``), each split like the shell does."""
+    stamp = Path(sys.executable).parents[1] / ".srigl-bench-installed"
     out = subprocess.run(
-        ["make", "--no-print-directory", "-n", target, *args],
+        ["make", "--no-print-directory", "-n", "-o", str(stamp), target, VENV, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -75,7 +81,7 @@ def test_each_commit_is_installed_with_the_harness_extra_it_declares():
 
 
 def test_recorded_results_carry_the_config_environment_and_no_machine_path():
-    files = [p for p in (ROOT / CONF["results_dir"] / MACHINE).glob("*.json")]
+    files = [p for p in (ROOT / CONF["results_dir"] / RECORDED).glob("*.json")]
     results = [p for p in files if p.name != "machine.json"]
     assert results, "results/asv holds no results for the machine"
     for path in results:
@@ -86,8 +92,20 @@ def test_recorded_results_carry_the_config_environment_and_no_machine_path():
 
 
 def test_committed_history_has_at_least_five_commits():
-    df = asv_summary.load_results(ROOT / CONF["results_dir"], MACHINE)
+    df = asv_summary.load_results(ROOT / CONF["results_dir"], RECORDED)
     assert df["commit"].nunique() >= 5
+
+
+def test_every_recorded_machine_says_what_is_known_of_its_cpu():
+    results = ROOT / CONF["results_dir"]
+    for machine in asv_summary.machines(results):
+        info = json.loads((results / machine / "machine.json").read_text(encoding="utf-8"))
+        assert info["machine"] == machine and info["cpu"] and info["num_cpu"], machine
+        for path in (results / machine).glob("*-*.json"):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            assert data["params"]["machine"] == machine, path.name
+    mixed = json.loads((results / RECORDED / "machine.json").read_text(encoding="utf-8"))
+    assert mixed["cpu"].startswith("unknown") and "AVX2" in mixed["cpu"]
 
 
 def test_asv_html_is_gitignored_but_results_are_not():
@@ -99,10 +117,15 @@ def test_asv_html_is_gitignored_but_results_are_not():
 # --------------------------------------------------------------------------- Makefile targets
 
 
-def test_make_asv_registers_the_fixed_machine_then_runs_head_in_the_virtualenv():
+def test_make_asv_registers_the_derived_machine_with_its_cpu_then_runs_head():
     cmds = _make_n("asv")
     (machine,) = _asv(cmds, "machine")
-    assert machine == ["machine", "--yes", "--machine", MACHINE]
+    assert machine[:4] == ["machine", "--yes", "--machine", MACHINE]
+    opts = dict(zip(machine[4::2], machine[5::2], strict=True))
+    assert set(opts) == {"--cpu", "--arch", "--num_cpu", "--ram", "--os"}
+    assert opts["--num_cpu"] == str(identity()["cores"]) and identity()["isa"] in opts["--cpu"]
+    complete = [c for c in cmds if c[-2:] == ["--complete", MACHINE]]
+    assert complete and "suite.asv_machine" in complete[0]  # what asv machine dropped
     (run,) = _asv(cmds, "run")
     assert run[-1] == "HEAD^!" and "--python=same" not in run
     assert run[run.index("--machine") + 1] == MACHINE
@@ -117,16 +140,30 @@ def test_make_asv_history_runs_asv_over_a_hashfile_of_the_last_n_commits():
     assert run[-1] == f"HASHFILE:{rev_list[-1]}"  # the file rev-list wrote (after `>`)
 
 
+def test_the_machine_name_stays_overridable():
+    (run,) = _asv(_make_n("asv", "ASV_MACHINE=my-box"), "run")
+    assert run[run.index("--machine") + 1] == "my-box"
+
+
+def test_make_perf_compare_passes_base_threshold_and_cases():
+    cmds = _make_n("perf-compare", "BASE=abc", "THRESHOLD=7", "PERF_CASES=^fused/")
+    (cmd,) = [c for c in cmds if "suite.perf_compare" in c]
+    assert cmd[cmd.index("--base") + 1] == "abc" and cmd[cmd.index("--threshold") + 1] == "7"
+    assert cmd[cmd.index("--cases") + 1] == "^fused/"
+
+
 def test_make_asv_compare_passes_both_commits_and_the_factor():
     (cmp,) = _asv(_make_n("asv-compare", "A=abc", "B=def", "FACTOR=1.25"), "compare")
     assert cmp[-2:] == ["abc", "def"] and cmp[cmp.index("--factor") + 1] == "1.25"
     assert cmp[cmp.index("--machine") + 1] == MACHINE
 
 
-def test_make_asv_publish_writes_the_html_then_the_offline_summary():
+def test_make_asv_publish_writes_the_html_makes_it_offline_then_the_summary():
     cmds = _make_n("asv-publish")
     assert _asv(cmds, "publish")
-    assert any(c[-3:] == ["suite.asv_summary", "--machine", MACHINE] for c in cmds)
+    offline = [i for i, c in enumerate(cmds) if c[-2:] == ["suite.asv_offline", CONF["html_dir"]]]
+    summary = [i for i, c in enumerate(cmds) if c[-1] == "suite.asv_summary"]
+    assert offline and summary and offline[0] < summary[0]
 
 
 def test_make_asv_check_uses_the_project_venv_and_saves_nothing():
@@ -155,3 +192,13 @@ def test_every_smoke_regex_selects_parameter_sets_and_every_class_is_smoked():
 def test_asv_check_passes_in_the_project_venv():
     (check,) = _asv(_make_n("asv-check"), "check")
     assert subprocess.run([sys.executable, "-m", "asv", *check], cwd=ROOT).returncode == 0
+
+
+def test_asv_flags_a_two_percent_step_in_counts_and_ten_percent_elsewhere():
+    thresholds = CONF["regressions_thresholds"]
+
+    def threshold(name: str) -> float:  # asv takes the largest threshold whose regex matches
+        return max(t for regex, t in thresholds.items() if re.match(regex, name))
+
+    assert threshold("bench_counts.InstructionCount.track_instructions") == 0.02
+    assert threshold("bench_backends.LayerRatio.track_ratio_vs_dense") == 0.1

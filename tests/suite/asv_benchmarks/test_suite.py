@@ -16,7 +16,7 @@ import suite
 from suite.asv_benchmarks import _common, bench_backends
 
 ROOT = Path(__file__).resolve().parents[3]
-BENCH_MODULES = ["bench_backends", "bench_models", "bench_training"]
+BENCH_MODULES = ["bench_backends", "bench_counts", "bench_models", "bench_training"]
 PREFIXES = ("time_", "track_", "peakmem_", "mem_", "timeraw_")
 
 
@@ -74,7 +74,7 @@ def test_track_benchmarks_declare_a_unit_and_lower_is_better_quantities(name):
     for method in methods(cls):
         if method.startswith("track_"):
             unit = getattr(getattr(cls, method), "unit", None)
-            assert unit in ("ratio", "%"), f"{name}.{method}: unit {unit!r}"
+            assert unit in ("ratio", "%", "instructions"), f"{name}.{method}: unit {unit!r}"
             assert "accuracy" not in method and "speedup" not in method
 
 
@@ -168,7 +168,7 @@ def test_importing_the_suite_as_asv_does_leaves_sys_path_alone():
         "from asv_runner._aux import update_sys_path\n"
         f"update_sys_path({str(ROOT / 'suite' / 'asv_benchmarks')!r})\n"
         "import asv_benchmarks, asv_benchmarks.bench_backends, asv_benchmarks.bench_models\n"
-        "import asv_benchmarks.bench_training\n"
+        "import asv_benchmarks.bench_training, asv_benchmarks.bench_counts\n"
         "assert sys.path == before, set(sys.path) ^ set(before)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
