@@ -90,7 +90,7 @@ class LayerRatio:
 
     params = ([b for b in backend_names() if b != BASELINE], *LayerForward.params[1:])
     param_names = LayerForward.param_names
-    version = "2"  # 2: measure_interleaved's fastest block (1: fastest single call)
+    version = "3"  # 3: paired ABBA ratio (2: fastest block; 1: fastest single call)
     processes = 1
     repeat = 1
     number = 1
@@ -106,18 +106,23 @@ class LayerRatio:
 
 
 def best_time_ratio(
-    layer: Any, baseline: Any, x: Any, min_run_time: float, rounds: int = 4
+    layer: Any, baseline: Any, x: Any, min_run_time: float, rounds: int = 10
 ) -> float:
-    """Fastest ``layer(x)`` over fastest ``baseline(x)``, timed side by side in alternating
-    rounds with the suite's one timer (:func:`suite.bench.timing.measure_interleaved`). On a
-    shared machine other processes only ever add time, so the fastest block is the most
-    repeatable statistic. Returns a float > 0 (lower is better for ``layer``).
+    """``layer(x)`` time over ``baseline(x)`` time with the suite's one protocol
+    (:func:`backends.timing.paired_ratio`: ABBA blocks in one process, the geometric mean of the
+    per-pair ratios), i.e. 1 / speed-up: asv flags increases, so the tracked ratio is the one
+    that should go down. Returns a float > 0 (below 1: ``layer`` is faster).
     """
-    from suite.bench.timing import measure_interleaved
+    from backends.timing import paired_ratio
 
-    calls = {"baseline": lambda: baseline(x), "layer": lambda: layer(x)}
-    timings = measure_interleaved(calls, THREADS, min_run_time, rounds)
-    return timings["layer"].min_s / timings["baseline"].min_s
+    ratio = paired_ratio(
+        lambda: layer(x),
+        lambda: baseline(x),
+        pairs=rounds,
+        block_seconds=min_run_time / (2 * rounds),
+        threads=THREADS,
+    )
+    return 1.0 / ratio.speedup
 
 
 class FusedRatio:
@@ -131,7 +136,7 @@ class FusedRatio:
         [1, 256],
     )
     param_names = ["shape", "sparsity", "batch"]
-    version = "2"  # 2: measure_interleaved's fastest block (1: fastest single call)
+    version = "3"  # 3: paired ABBA ratio (2: fastest block; 1: fastest single call)
     processes = 1
     repeat = 1
     number = 1

@@ -201,10 +201,11 @@ class WholeModelMemory(_CondensedModel):
 
 class WholeModelRatio(_CondensedModel):
     """Forward time of the condensed model over the masked dense eval model's, batch 1, same
-    process (fastest calls of alternating blocks); for the ViT and a CNN (ResNet-18, CIFAR)."""
+    process (the one paired ABBA protocol); for the ViT and a CNN (ResNet-18, CIFAR)."""
 
     params = (list(MODELS), [b for b in backend_names() if b != "dense"])
     param_names = ["model", "backend"]
+    version = "2"  # 2: paired ABBA ratio (1: fastest blocks)
     repeat = 1
     number = 1
 

@@ -13,7 +13,7 @@ A report that cannot lie or destroy:
   ``--allow-invalid`` leaves it out with a warning, on the log and at the top of the report);
 - everything is built in a temporary folder and moved into place at the end, so a failure
   leaves the previous report, figures and tables as they were; only the report's own files are
-  replaced or removed (``make asv-publish``'s ``asv_history.png`` and others stay).
+  replaced or removed (``make asv-publish``'s ``asv_history_<machine>.png`` and others stay).
 
     python -m suite.report                              # results/runs -> results/REPORT.md
     python -m suite.report --runs /tmp/runs --out /tmp/report
