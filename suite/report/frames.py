@@ -549,7 +549,8 @@ def other_settings_table(
 ) -> pd.DataFrame:
     """The ``other`` cells of :func:`select_cells`, one row per cell: experiment, method,
     sparsity, top-1 (mean ± std (n)), what differs from the tables (vs the tabled cell of the
-    same experiment, method and sparsity, else any tabled cell of the experiment) and files."""
+    same experiment, method and sparsity, else any tabled cell of the experiment) and files;
+    top-1 with the measured density (:func:`format_accuracy`)."""
     from suite.results import cell_config
 
     cols = ["experiment", "method", "sparsity", "top-1", "differs from the tables", "files"]
@@ -573,7 +574,12 @@ def other_settings_table(
                 "experiment": first["experiment"],
                 "method": first["method"],
                 "sparsity": sparsity_label(first["sparsity"]),
-                "top-1": format_mean_std(grp["top1"].mean(), grp["top1"].std(), len(grp)),
+                "top-1": format_accuracy(
+                    grp["top1"].mean(),
+                    grp["top1"].std(),
+                    len(grp),
+                    grp["density"].mean() if "density" in grp else None,
+                ),
                 "differs from the tables": diff,
                 "files": ", ".join(sorted(grp["file"])),
             }
