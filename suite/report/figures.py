@@ -39,8 +39,8 @@ def fitted_range(
     ``cells``: one row per plotted cell with columns mean, low, high (the 95% interval; NaN
     for one seed). The range covers the intervals (or means) of every cell whose mean is
     within ``span`` points of the panel's best mean, padded by ``pad`` of its height; cells
-    further below (a collapsed run at chance level) are drawn as labels at the bottom edge
-    instead of stretching the axis over them.
+    further below (a collapsed run at chance level) are named with their mean under the
+    x-axis instead of stretching the axis over them.
     """
     best = cells["mean"].max()
     shown = cells[cells["mean"] >= best - span]
@@ -63,7 +63,7 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
     """Top-1 accuracy vs sparsity, one panel per experiment, hue = method, error bars = 95%
     t-intervals of the mean over seeds (:func:`suite.report.claims.mean_interval`); the dense
     reference is a horizontal line with its interval as a band. Each panel's y-range is fitted
-    to its data (:func:`fitted_range`); cells far below it are named at the bottom edge."""
+    to its data (:func:`fitted_range`); cells far below it are named under their sparsity."""
     if train.empty:
         return None
     experiments = sorted(train["experiment"].dropna().unique())
@@ -102,26 +102,13 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
         bottom, top = fitted_range(cells)
         ax.set_ylim(bottom, top)
         below = cells[(cells["mean"] < bottom) & (cells["method"] != DENSE)]
-        for i, label in enumerate(order):
+        ticks = []
+        for label in order:
             hits = below[below["sparsity"].map(sparsity_label) == label]
-            if len(hits):
-                text = "\n".join(
-                    f"{m} {v:.1f}"
-                    for m, v in sorted(
-                        zip(hits["method"], hits["mean"]), key=lambda mv: method_sort_key(mv[0])
-                    )
-                )
-                ax.annotate(
-                    f"below: {text}",
-                    xy=(i, bottom),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    color="dimgrey",
-                    bbox={"facecolor": "white", "edgecolor": "lightgrey", "alpha": 0.9},
-                )
+            named = sorted(zip(hits["method"], hits["mean"]), key=lambda h: method_sort_key(h[0]))
+            ticks.append("\n".join([label] + [f"{m} {v:.1f} (below)" for m, v in named]))
+        if order:
+            ax.set_xticks(range(len(order)), labels=ticks, fontsize=8)
         ax.set_title(exp)
         ax.set_xlabel("sparsity")
         ax.set_ylabel("top-1 accuracy (%), 95% interval over seeds")

@@ -53,8 +53,9 @@ def test_the_y_range_is_fitted_to_the_data_not_10_to_100(axes):
     for ax in panels:
         low, high = ax.get_ylim()
         assert 90 < low < 94 and 97 < high < 102, ax.get_title()  # data: 93.6-99.0
-    texts = [t.get_text() for t in panels[0].texts]
-    assert any(t.startswith("below: rigl 10.") for t in texts)  # the collapsed cell, named
+    ticks = [t.get_text() for t in panels[0].get_xticklabels()]
+    assert ticks[0] == "90%" and ticks[1].startswith("99%\nrigl 10.")  # the collapsed cell
+    assert ticks[1].endswith("(below)")
 
 
 def test_error_bars_are_95_percent_t_intervals_over_seeds(axes):
