@@ -35,6 +35,8 @@ WORSE = "worse"
 NO_DIFFERENCE = "no measurable difference"
 TOO_FEW = "too few seeds"
 VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, TOO_FEW)
+# Two sparse methods whose measured densities differ by more than this (relative) are flagged.
+BUDGET_TOLERANCE = 0.01
 DENSE = "dense"
 # (first, second): the claim reads "first is <verdict> than second".
 COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -241,8 +243,26 @@ def claims_summary(claims: pd.DataFrame, level: float = LEVEL) -> str:
     counts = claims["verdict"].value_counts()
     tested = int(len(claims) - counts.get(TOO_FEW, 0))
     parts = [f"{int(counts[v])} {v}" for v in VERDICTS if counts.get(v, 0)]
-    return (
+    text = (
         f"{len(claims)} comparisons: {', '.join(parts)}. Each interval holds for its own "
         f"comparison: of {tested} with an interval, about {tested * (1 - level):.1f} would read "
         f"better or worse by chance alone if no method differed."
     )
+    apart = unequal_budgets(claims)
+    if apart:
+        text += (
+            f" In {apart} comparison(s) of two sparse methods the measured densities differ by "
+            f"more than {BUDGET_TOLERANCE:.0%} (relative; see the densities): there the "
+            f"difference mixes the method with its weight budget."
+        )
+    return text
+
+
+def unequal_budgets(claims: pd.DataFrame, tolerance: float | None = None) -> int:
+    """How many claims compare two sparse methods whose measured densities differ by more
+    than ``tolerance`` (relative to the larger; default :data:`BUDGET_TOLERANCE`)."""
+    tolerance = BUDGET_TOLERANCE if tolerance is None else tolerance
+    sparse = claims[claims["second"] != DENSE]
+    larger = np.maximum(sparse["density_first"], sparse["density_second"])
+    gap = (sparse["density_first"] - sparse["density_second"]).abs() / larger
+    return int((gap > tolerance).sum())

@@ -152,6 +152,19 @@ def test_claim_lines_group_sparsities_by_verdict():
     assert "; no measurable difference at 80% (+0.33 [" in line
     summary = cl.claims_summary(claims)
     assert summary.startswith("3 comparisons: 1 better, 1 worse, 1 no measurable difference.")
+    assert "densities differ" not in summary  # equal budgets: nothing to flag
+
+
+def test_the_summary_flags_comparisons_of_unequal_budgets():
+    rows = [("mlp", "rigl", 0.99, s, 90.0 + s, 0.0100) for s in range(3)]
+    rows += [("mlp", "srigl", 0.99, s, 91.0 + s, 0.0094) for s in range(3)]  # 6% fewer weights
+    rows += [("mlp", "dense", 0.0, s, 97.0 + s, 1.0) for s in range(3)]  # vs dense: never
+    claims = cl.claims_frame(_train_frame(rows))
+    assert cl.unequal_budgets(claims) == 1
+    assert "In 1 comparison(s) of two sparse methods the measured densities differ" in (
+        cl.claims_summary(claims)
+    )
+    assert cl.unequal_budgets(claims, tolerance=0.1) == 0
 
 
 # --------------------------------------------------------------------------- rendered claims
