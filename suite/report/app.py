@@ -42,6 +42,7 @@ import pandas as pd
 
 from backends.timing import AA_TOLERANCE
 from suite.cli import one_line_errors
+from suite.report import claims as cl
 from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import whole_model as wm
@@ -75,6 +76,7 @@ REPORT_FIGURES = (
 )
 REPORT_TABLES = (
     "accuracy_summary.csv",
+    "claims.csv",
     "ablation.csv",
     "ablation_curves.csv",
     "size.csv",
@@ -212,6 +214,21 @@ def accuracy_section(summary: pd.DataFrame, tabled: pd.DataFrame, out: _Outputs)
         "experiments": experiments,
         "figure": fig if experiments else None,
         "reference": rd.reference_table(reference),
+    }
+
+
+def claims_section(tabled: pd.DataFrame, out: _Outputs) -> dict[str, Any]:
+    """The computed claims (:mod:`suite.report.claims`): a paired difference over seeds with
+    its 95% interval and verdict per compared pair, experiment and sparsity; the prose lines
+    rendered from them, a sentence counting them, the table."""
+    claims = cl.claims_frame(tabled)
+    out.csv(claims, "claims.csv")
+    return {
+        "lines": cl.claim_lines(claims),
+        "summary": cl.claims_summary(claims),
+        "table": _or_none(cl.claims_table(claims)),
+        "comparisons": [f"`{a}` vs `{b}`" for a, b in cl.COMPARISONS],
+        "level": cl.LEVEL,
     }
 
 
@@ -436,6 +453,7 @@ def build_report(
                 runs_dir, len(train_all), tabled, other, n_bench, n_bench_dup, invalid
             ),
             "headline": headline_section(summary, bench),
+            "claims": claims_section(tabled, out),
             "accuracy": accuracy_section(summary, tabled, out),
             "ablation": ablation_section(records, tabled, out),
             "size": size_section(records, tabled, out),

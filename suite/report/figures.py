@@ -16,9 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from suite.report.claims import mean_interval  # noqa: E402
 from suite.report.frames import DENSE, method_sort_key, sparsity_label  # noqa: E402
 
 DPI = 110
+# Accuracy panels: the y-range covers the cells within this many points of the best one.
+FIT_SPAN = 20.0
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -28,19 +31,51 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def fitted_range(
+    cells: pd.DataFrame, span: float = FIT_SPAN, pad: float = 0.08
+) -> tuple[float, float]:
+    """The y-range of one accuracy panel, fitted to its data.
+
+    ``cells``: one row per plotted cell with columns mean, low, high (the 95% interval; NaN
+    for one seed). The range covers the intervals (or means) of every cell whose mean is
+    within ``span`` points of the panel's best mean, padded by ``pad`` of its height; cells
+    further below (a collapsed run at chance level) are named with their mean under the
+    x-axis instead of stretching the axis over them.
+    """
+    best = cells["mean"].max()
+    shown = cells[cells["mean"] >= best - span]
+    low = shown["low"].fillna(shown["mean"]).min()
+    high = shown["high"].fillna(shown["mean"]).max()
+    height = max(high - low, 1.0)
+    return (float(low - pad * height), float(high + pad * height))
+
+
+def _cell_intervals(data: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and 95% t-interval of top-1 per group of ``keys``."""
+    rows = []
+    for key, grp in data.groupby(keys, sort=False):
+        low, high = mean_interval(grp["top1"])
+        rows.append({**dict(zip(keys, key)), "mean": grp["top1"].mean(), "low": low, "high": high})
+    return pd.DataFrame(rows, columns=keys + ["mean", "low", "high"])
+
+
 def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
-    """Top-1 accuracy vs sparsity, one panel per experiment, hue = method, error bars = std
-    over seeds; the dense reference is a horizontal line with a ±std band."""
+    """Top-1 accuracy vs sparsity, one panel per experiment, hue = method, error bars = 95%
+    t-intervals of the mean over seeds (:func:`suite.report.claims.mean_interval`); the dense
+    reference is a horizontal line with its interval as a band. Each panel's y-range is fitted
+    to its data (:func:`fitted_range`); cells far below it are named under their sparsity."""
     if train.empty:
         return None
     experiments = sorted(train["experiment"].dropna().unique())
     fig, axes = plt.subplots(
-        1, len(experiments), figsize=(5.5 * len(experiments), 4.2), squeeze=False
+        1, len(experiments), figsize=(5.5 * len(experiments), 4.4), squeeze=False
     )
     for ax, exp in zip(axes[0], experiments):
         sub = train[train["experiment"] == exp]
         sparse = sub[sub["method"] != DENSE].copy()
         dense = sub[sub["method"] == DENSE]["top1"]
+        cells = _cell_intervals(sub, ["method", "sparsity"])
+        order: list[str] = []
         if not sparse.empty:
             sparse["at sparsity"] = sparse["sparsity"].map(sparsity_label)
             order = [sparsity_label(s) for s in sorted(sparse["sparsity"].unique())]
@@ -52,7 +87,7 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
                 hue="method",
                 hue_order=methods,
                 order=order,
-                errorbar="sd",
+                errorbar=mean_interval,
                 dodge=0.4 if len(methods) > 1 else False,
                 capsize=0.08,
                 linestyle="-",
@@ -60,13 +95,23 @@ def accuracy_vs_sparsity(train: pd.DataFrame, path: Path) -> Path | None:
                 ax=ax,
             )
         if not dense.empty:
-            mean, std = dense.mean(), dense.std()
-            ax.axhline(mean, color="black", linestyle="--", linewidth=1, label="dense")
+            low, high = mean_interval(dense)
+            ax.axhline(dense.mean(), color="black", linestyle="--", linewidth=1, label="dense")
             if len(dense) > 1:
-                ax.axhspan(mean - std, mean + std, color="grey", alpha=0.2)
+                ax.axhspan(low, high, color="grey", alpha=0.2)
+        bottom, top = fitted_range(cells)
+        ax.set_ylim(bottom, top)
+        below = cells[(cells["mean"] < bottom) & (cells["method"] != DENSE)]
+        ticks = []
+        for label in order:
+            hits = below[below["sparsity"].map(sparsity_label) == label]
+            named = sorted(zip(hits["method"], hits["mean"]), key=lambda h: method_sort_key(h[0]))
+            ticks.append("\n".join([label] + [f"{m} {v:.1f} (below)" for m, v in named]))
+        if order:
+            ax.set_xticks(range(len(order)), labels=ticks, fontsize=8)
         ax.set_title(exp)
         ax.set_xlabel("sparsity")
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel("top-1 accuracy (%), 95% interval over seeds")
         ax.grid(axis="y", alpha=0.3)
         if ax.get_legend() is not None:
             ax.get_legend().remove()

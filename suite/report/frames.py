@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.report import speed
+from suite.report import claims, speed
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 DENSE = "dense"
@@ -91,6 +91,15 @@ def sparsity_label(sparsity: float) -> str:
     return f"{sparsity * 100:g}%"
 
 
+def format_accuracy(mean: float, std: float, n: int, density: float | None = None) -> str:
+    """``"95.11 ± 0.12 (n=5), density 9.90%"``: :func:`format_mean_std` and the measured
+    density (mean over the seeds; left out where the records carry none)."""
+    text = format_mean_std(mean, std, n)
+    if text == "-" or density is None or (isinstance(density, float) and math.isnan(density)):
+        return text
+    return f"{text}, density {claims.format_density(density)}"
+
+
 def format_mean_std(mean: float, std: float, n: int) -> str:
     """``"95.11 ± 0.12 (n=5)"``; the std is left out when it is missing (one seed)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
@@ -108,8 +117,9 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
     Columns: ``record`` (position in ``records``), run_id, created (UTC timestamp),
     experiment, method, sparsity (float, 0 for dense), seed, dataset, model, top1, top5,
-    step_time_s, git_commit, cell_id, settings_id (:mod:`suite.results`), file (the record's
-    file name in its store).
+    density (the measured ``metrics.global_density`` of the sparse layers; NaN where the
+    record has none), step_time_s, git_commit, cell_id, settings_id (:mod:`suite.results`),
+    file (the record's file name in its store).
     """
     from suite.results import ResultStore, cell_id, settings_id
 
@@ -119,6 +129,7 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         if rec.get("kind") != "train":
             continue
         cfg, met = rec["config"], rec["metrics"]
+        density = met.get("global_density")
         method = _name_of(cfg.get("trainer"))
         sparsity = 0.0 if method == DENSE else float(cfg.get("sparsity") or 0.0)
         rows.append(
@@ -134,6 +145,7 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "model": _name_of(cfg.get("model")),
                 "top1": float(met["top1_accuracy"]),
                 "top5": met.get("top5_accuracy"),
+                "density": float(density) if isinstance(density, (int, float)) else math.nan,
                 "step_time_s": met.get("step_time_s"),
                 "git_commit": get_path(rec, "git.commit"),
                 "cell_id": cell_id(cfg),
@@ -153,6 +165,7 @@ def train_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "model",
         "top1",
         "top5",
+        "density",
         "step_time_s",
         "git_commit",
         "cell_id",
@@ -178,20 +191,29 @@ def dedupe_latest(frame: pd.DataFrame, key: Iterable[str]) -> tuple[pd.DataFrame
 
 
 def accuracy_summary(train: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1) and n of top-1 accuracy per (experiment, method, sparsity).
+    """Mean, std (ddof=1) and n of top-1 accuracy, and the mean measured density, per
+    (experiment, method, sparsity).
 
     Args:
         train: de-duplicated :func:`train_frame`.
 
     Returns:
-        Columns experiment, method, sparsity, mean, std, n; sorted by experiment, method order
-        and sparsity.
+        Columns experiment, method, sparsity, mean, std, n, density; sorted by experiment,
+        method order and sparsity.
     """
+    cols = ["experiment", "method", "sparsity", "mean", "std", "n", "density"]
     if train.empty:
-        return pd.DataFrame(columns=["experiment", "method", "sparsity", "mean", "std", "n"])
+        return pd.DataFrame(columns=cols)
+    if "density" not in train:
+        train = train.assign(density=math.nan)
     out = (
-        train.groupby(["experiment", "method", "sparsity"], dropna=False)["top1"]
-        .agg(mean="mean", std="std", n="count")
+        train.groupby(["experiment", "method", "sparsity"], dropna=False)
+        .agg(
+            mean=("top1", "mean"),
+            std=("top1", "std"),
+            n=("top1", "count"),
+            density=("density", "mean"),
+        )
         .reset_index()
     )
     return sort_methods(out)
@@ -217,8 +239,9 @@ def accuracy_table(
 ) -> pd.DataFrame:
     """Wide table of one experiment: a row per method, a column per sparsity.
 
-    Cells read ``"mean ± std (n=N)"``. Rows ``paper: <method>`` follow with the reference
-    figures when ``reference`` holds rows of the same experiment.
+    Cells read ``"mean ± std (n=N), density D%"`` (:func:`format_accuracy`). Rows
+    ``paper: <method>`` follow with the reference figures when ``reference`` holds rows of
+    the same experiment.
     """
     ours = summary[summary["experiment"] == experiment]
     ref = (
@@ -231,7 +254,7 @@ def accuracy_table(
     for method, grp in sort_methods(ours).groupby("method", sort=False):
         cells = {sparsity_label(s): "" for s in sparsities}
         for r in grp.itertuples():
-            cells[sparsity_label(r.sparsity)] = format_mean_std(r.mean, r.std, r.n)
+            cells[sparsity_label(r.sparsity)] = format_accuracy(r.mean, r.std, r.n, r.density)
         rows.append({"method": method, **cells})
     for method, grp in sort_methods(ref).groupby("method", sort=False):
         cells = {sparsity_label(s): "" for s in sparsities}
@@ -245,7 +268,8 @@ def headline_accuracy(
     summary: pd.DataFrame, methods: Sequence[str] = HEADLINE_METHODS
 ) -> pd.DataFrame:
     """SRigL vs RigL vs dense: a row per (experiment, sparsity), a column per method of
-    ``methods`` present (dense, the reference, repeated on every row); "mean ± std (n=N)"."""
+    ``methods`` present (dense, the reference, repeated on every row); cells
+    "mean ± std (n=N), density D%" (:func:`format_accuracy`)."""
     present = [m for m in methods if m in set(summary["method"])]
     rows = []
     for exp, grp in summary.groupby("experiment", sort=True):
@@ -259,9 +283,10 @@ def headline_accuracy(
                     if method == DENSE
                     else grp[(grp["method"] == method) & (grp["sparsity"] == sp)]
                 )
+                first = hit.iloc[0] if len(hit) else None
                 row[method] = (
-                    format_mean_std(hit["mean"].iloc[0], hit["std"].iloc[0], hit["n"].iloc[0])
-                    if len(hit)
+                    format_accuracy(first["mean"], first["std"], first["n"], first["density"])
+                    if first is not None
                     else "-"
                 )
             rows.append(row)
@@ -327,51 +352,58 @@ def ablation_table(
     """Does neuron ablation help? ``pair[0]`` vs ``pair[1]`` at sparsities >= ``min_sparsity``.
 
     The difference is taken per seed (seeds present for both methods), then summarised as
-    mean ± std (ddof=1) over those seeds. The verdict compares the mean difference with twice
-    its standard error.
+    mean ± std (ddof=1) over those seeds, with its 95% t-interval and the verdict of
+    :func:`suite.report.claims.paired_difference` (the same statistics as every claim).
 
     Returns:
-        Columns experiment, sparsity, <pair[0]>, <pair[1]>, difference, n_pairs, verdict
-        (text cells) plus the numeric diff_mean and diff_std.
+        Columns experiment, sparsity, <pair[0]>, <pair[1]> (top-1 with the measured density),
+        difference, 95% CI, n_pairs, verdict (text cells) plus the numeric diff_mean and
+        diff_std.
     """
     with_abl, without = pair
-    cols = ["experiment", "sparsity", with_abl, without, "difference", "n_pairs", "verdict"]
+    cols = [
+        "experiment",
+        "sparsity",
+        with_abl,
+        without,
+        "difference",
+        "95% CI",
+        "n_pairs",
+        "verdict",
+    ]
     sub = train[train["method"].isin(pair) & (train["sparsity"] >= min_sparsity - 1e-9)]
+    if "density" not in sub:
+        sub = sub.assign(density=math.nan)
     rows = []
     for (exp, sp), grp in sub.groupby(["experiment", "sparsity"]):
-        a = grp[grp["method"] == with_abl].set_index("seed")["top1"]
-        b = grp[grp["method"] == without].set_index("seed")["top1"]
+        a = grp[grp["method"] == with_abl].set_index("seed")
+        b = grp[grp["method"] == without].set_index("seed")
         if a.empty or b.empty:
             continue
-        common = sorted(set(a.index) & set(b.index), key=str)
-        diffs = np.array([a[s] - b[s] for s in common], dtype=float)
-        mean = float(diffs.mean()) if len(diffs) else math.nan
+        paired = claims.paired_difference(a["top1"], b["top1"])
+        common = a.index.intersection(b.index)
+        diffs = (a.loc[common, "top1"] - b.loc[common, "top1"]).to_numpy(dtype=float)
         std = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
+        interval = "-" if math.isnan(paired.low) else f"[{paired.low:+.2f}, {paired.high:+.2f}]"
         rows.append(
             {
                 "experiment": exp,
                 "sparsity": sparsity_label(sp),
-                with_abl: format_mean_std(a.mean(), a.std(), len(a)),
-                without: format_mean_std(b.mean(), b.std(), len(b)),
-                "difference": format_mean_std(mean, std, len(diffs)) if len(diffs) else "-",
-                "n_pairs": len(diffs),
-                "verdict": _verdict(mean, std, len(diffs)),
-                "diff_mean": mean,
+                with_abl: format_accuracy(
+                    a["top1"].mean(), a["top1"].std(), len(a), a["density"].mean()
+                ),
+                without: format_accuracy(
+                    b["top1"].mean(), b["top1"].std(), len(b), b["density"].mean()
+                ),
+                "difference": format_mean_std(paired.mean, std, paired.n) if paired.n else "-",
+                "95% CI": interval,
+                "n_pairs": paired.n,
+                "verdict": paired.verdict,
+                "diff_mean": paired.mean,
                 "diff_std": std,
             }
         )
     return pd.DataFrame(rows, columns=cols + ["diff_mean", "diff_std"])
-
-
-def _verdict(mean: float, std: float, n: int) -> str:
-    if n < 2 or math.isnan(std):
-        return "too few paired seeds"
-    sem = std / math.sqrt(n)
-    if mean - 2 * sem > 0:
-        return "ablation helps"
-    if mean + 2 * sem < 0:
-        return "ablation hurts"
-    return "within noise"
 
 
 def size_table(records: Sequence[Mapping[str, Any]], train: pd.DataFrame) -> pd.DataFrame:
@@ -517,7 +549,8 @@ def other_settings_table(
 ) -> pd.DataFrame:
     """The ``other`` cells of :func:`select_cells`, one row per cell: experiment, method,
     sparsity, top-1 (mean ± std (n)), what differs from the tables (vs the tabled cell of the
-    same experiment, method and sparsity, else any tabled cell of the experiment) and files."""
+    same experiment, method and sparsity, else any tabled cell of the experiment) and files;
+    top-1 with the measured density (:func:`format_accuracy`)."""
     from suite.results import cell_config
 
     cols = ["experiment", "method", "sparsity", "top-1", "differs from the tables", "files"]
@@ -541,7 +574,12 @@ def other_settings_table(
                 "experiment": first["experiment"],
                 "method": first["method"],
                 "sparsity": sparsity_label(first["sparsity"]),
-                "top-1": format_mean_std(grp["top1"].mean(), grp["top1"].std(), len(grp)),
+                "top-1": format_accuracy(
+                    grp["top1"].mean(),
+                    grp["top1"].std(),
+                    len(grp),
+                    grp["density"].mean() if "density" in grp else None,
+                ),
                 "differs from the tables": diff,
                 "files": ", ".join(sorted(grp["file"])),
             }

@@ -36,6 +36,11 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def _cell(values: list[float], density: float = 0.1) -> str:
+    """An accuracy cell: mean ± std (n) and the measured density (the fixtures' 0.1)."""
+    return f"{_fmt(values)}, density {density:.2%}"
+
+
 def _section(text: str, title: str) -> str:
     """The text of the Markdown section headed ``title`` (up to the next heading of any level)."""
     start = text.index(title)
@@ -124,14 +129,14 @@ def test_report_shows_mean_std_and_n_over_seeds_for_every_method_and_sparsity(bu
     for exp in EXPERIMENTS:
         section = _section(text, f"### {exp}")
         dense = _row(section, "dense")
-        assert _fmt(_accuracies(records, exp, "dense", None)) in dense
+        assert _cell(_accuracies(records, exp, "dense", None)) in dense
         for method in SPARSE_METHODS:
             cells = _row(section, method)
             for sp in SPARSITIES:
                 replace = None
                 if (exp, method, sp) == ("digits_mlp", "srigl", 0.99):
                     replace = {1: built["rerun"]["metrics"]["top1_accuracy"]}
-                assert _fmt(_accuracies(records, exp, method, sp, replace)) in cells, (exp, method)
+                assert _cell(_accuracies(records, exp, method, sp, replace)) in cells, (exp, method)
 
 
 def test_the_headline_compares_srigl_rigl_and_dense_at_every_sparsity(built):
@@ -142,9 +147,9 @@ def test_the_headline_compares_srigl_rigl_and_dense_at_every_sparsity(built):
         for sp in SPARSITIES:
             row = _row(section, exp, f"{sp:.0%}")
             replace = rerun if (exp, sp) == ("digits_mlp", 0.99) else None
-            assert _fmt(_accuracies(records, exp, "dense", None)) in row
-            assert _fmt(_accuracies(records, exp, "rigl", sp)) in row
-            assert _fmt(_accuracies(records, exp, "srigl", sp, replace)) in row
+            assert _cell(_accuracies(records, exp, "dense", None)) in row
+            assert _cell(_accuracies(records, exp, "rigl", sp)) in row
+            assert _cell(_accuracies(records, exp, "srigl", sp, replace)) in row
     # the fastest backend at 90%, batch 1 of the synthetic bench: fused, 4x vs dense, 2x vs csr
     fastest = next(r for r in _rows(section) if "fused" in r and "1" in r)
     assert fastest[-3:] == ["4.00 (no interval)", "4.00", "2.00"]  # vs dense, best dense, csr
@@ -162,11 +167,11 @@ def test_a_run_with_other_settings_never_replaces_a_cell_and_is_listed_with_its_
     # the issue's case: one newer smoke run (1 epoch, n=1) must not replace a published cell
     section = _section(built["text"], "### digits_mlp")
     srigl = _row(section, "srigl")
-    expected = _fmt(_accuracies(built["records"], "digits_mlp", "srigl", 0.9))
+    expected = _cell(_accuracies(built["records"], "digits_mlp", "srigl", 0.9))
     assert expected in srigl and "3.25" not in " ".join(srigl)
     other = _section(built["text"], "## Other settings")
     row = _row(other, "digits_mlp", "srigl", "90%")
-    assert row[3] == "3.25 (n=1)"
+    assert row[3] == "3.25 (n=1), density 10.00%"
     assert "training.epochs=1 (-)" in row[4]
     assert f"train-{built['smoke']['run_id']}.json" in row[5]
     assert "1 of other settings" in built["text"]
@@ -175,7 +180,7 @@ def test_a_run_with_other_settings_never_replaces_a_cell_and_is_listed_with_its_
 def test_dense_is_one_reference_per_seed_whatever_sparsity_its_config_carries(built):
     section = _section(built["text"], "### digits_cnn")
     dense = _row(section, "dense")
-    assert _fmt(_accuracies(built["records"], "digits_cnn", "dense", None)) in dense
+    assert _cell(_accuracies(built["records"], "digits_cnn", "dense", None)) in dense
     assert "3.00" not in " ".join(dense)  # the older dense run at 0.99 of seed 2 lost
 
 
@@ -188,7 +193,7 @@ def test_ablation_table_gives_the_per_seed_difference_with_its_std(built):
         without = _accuracies(records, exp, "srigl_no_ablation", 0.99)
         diffs = [a - b for a, b in zip(with_abl, without)]
         row = _row(section, exp, "99%")
-        assert _fmt(with_abl) in row and _fmt(without) in row and _fmt(diffs) in row
+        assert _cell(with_abl) in row and _cell(without) in row and _fmt(diffs) in row
         assert not any("90%" in r for r in _rows(section))  # only 95-99% answer this question
 
 

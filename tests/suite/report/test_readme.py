@@ -21,8 +21,9 @@ def block_of(text: str) -> str:
 
 
 def disagreements(readme_text: str, report_text: str) -> list[str]:
-    """Table lines of the README's block that REPORT.md does not hold, word for word."""
-    lines = [line for line in block_of(readme_text).splitlines() if line.startswith("|")]
+    """Table lines and claim lines (``- `srigl` vs ...``) of the README's block that REPORT.md
+    does not hold, word for word."""
+    lines = [line for line in block_of(readme_text).splitlines() if line.startswith(("|", "- `"))]
     report_lines = set(report_text.splitlines())
     return [line for line in lines if line not in report_lines]
 
@@ -45,6 +46,16 @@ def test_make_report_rewrites_the_block_from_the_reports_own_tables(project):
     assert disagreements(readme, rep.path.read_text()) == []
     build_report(project / "results" / "runs", project / "results")  # idempotent
     assert (project / "README.md").read_text() == readme
+
+
+def test_the_blocks_claims_are_the_reports(project):
+    rep = build_report(project / "results" / "runs", project / "results")
+    readme = (project / "README.md").read_text()
+    claims = [x for x in block_of(readme).splitlines() if x.startswith("- `srigl` vs `rigl`")]
+    assert len(claims) == 2  # one per experiment of the fixtures
+    assert disagreements(readme, rep.path.read_text()) == []
+    flipped = claims[0].replace("better", "worse") if "better" in claims[0] else "- `x`"
+    assert disagreements(readme.replace(claims[0], flipped), rep.path.read_text())
 
 
 def test_a_hand_edited_number_disagrees_with_the_report(project):
