@@ -7,6 +7,8 @@
 //        in-register permute per step instead of `lanes` gathers (batch 1-8).
 // tiled: x transposed into [in][T] tiles; per neuron NACC vector accumulators over T columns
 //        (T = NACC * vector width); each kept weight adds weight * one tile row (batch >= 16).
+// nm:    N:M layers: as rows, but each kept input is its group's base (implied by its position)
+//        plus a uint8 offset; SIMD: one gather of VL kept inputs per step, group-local.
 #include <stdint.h>
 #include <string.h>
 
@@ -327,6 +329,137 @@ void perm_any(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int6
   perm(L, xp, ldp, m0, m1, g0, g1, out, som, soj);
 }
 
+// ---------------------------------------------------------------- N:M kernel
+// Kept weight t of neuron j reads input (t / N) * M + nm_off[j, t]: the group base follows from
+// the position, the offset is one byte. Portable form (and the SIMD kernels' tail): NS partial
+// sums per row, one per group parity.
+template <int MR>
+void nm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
+                  int64_t j1, float* out, int64_t som, int64_t soj) {
+  const int64_t k = L.k, N = L.nm_n, M = L.nm_m, G = k / N;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* v = L.values + j * k;
+    const uint8_t* o = L.nm_off + j * k;
+    float sum[MR][2];
+    for (int r = 0; r < MR; ++r) sum[r][0] = sum[r][1] = 0.0f;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t base = g * M, t0 = g * N;
+      for (int64_t t = t0; t < t0 + N; ++t)
+        for (int r = 0; r < MR; ++r) sum[r][g & 1] += v[t] * xr[r][base + o[t]];
+    }
+    const int64_t c = col_of(L, j);
+    for (int r = 0; r < MR; ++r) out[(m0 + r) * som + c * soj] = sum[r][0] + sum[r][1] + L.bias[c];
+  }
+}
+
+#if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
+#if defined(SRIGL_ISA_AVX512)
+typedef __m512i vi;
+inline vi nm_offsets(const uint8_t* o) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)o));
+}
+inline vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
+inline vi vi_set1(int32_t a) { return _mm512_set1_epi32(a); }
+inline vi vi_lane_bases(int32_t n, int32_t m) {  // lane l: (l / n) * m
+  alignas(64) int32_t b[16];
+  for (int l = 0; l < 16; ++l) b[l] = l / n * m;
+  return _mm512_load_si512(b);
+}
+inline vf vgather(const float* base, vi idx) { return _mm512_i32gather_ps(idx, base, 4); }
+inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
+#else
+typedef __m256i vi;
+inline vi nm_offsets(const uint8_t* o) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)o));
+}
+inline vi vi_add(vi a, vi b) { return _mm256_add_epi32(a, b); }
+inline vi vi_set1(int32_t a) { return _mm256_set1_epi32(a); }
+inline vi vi_lane_bases(int32_t n, int32_t m) {
+  alignas(32) int32_t b[8];
+  for (int l = 0; l < 8; ++l) b[l] = l / n * m;
+  return _mm256_load_si256((const __m256i*)b);
+}
+inline vf vgather(const float* base, vi idx) { return _mm256_i32gather_ps(base, idx, 4); }
+inline float vsum(vf a) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 h = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
+// VL kept weights per step (N divides VL, so they cover VL / N whole groups): their inputs
+// are one gather at lane base + step base + offsets; two FMA chains per row at MR 1.
+template <int MR>
+void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
+                int64_t j1, float* out, int64_t som, int64_t soj) {
+  const int64_t k = L.k, N = L.nm_n, M = L.nm_m;
+  const int32_t stride = static_cast<int32_t>(VL / N * M);  // inputs a step advances
+  const vi lanes = vi_lane_bases(static_cast<int32_t>(N), static_cast<int32_t>(M));
+  constexpr int NA = MR == 1 ? 2 : 1;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* v = L.values + j * k;
+    const uint8_t* o = L.nm_off + j * k;
+    vf acc[MR][NA];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NA; ++q) acc[r][q] = vzero();
+    vi base = lanes;
+    int64_t t = 0;
+    for (; t + NA * VL <= k; t += NA * VL) {
+      for (int q = 0; q < NA; ++q) {
+        const vi idx = vi_add(base, nm_offsets(o + t + q * VL));
+        const vf w = vload(v + t + q * VL);
+        for (int r = 0; r < MR; ++r) acc[r][q] = vfma(w, vgather(xr[r], idx), acc[r][q]);
+        base = vi_add(base, vi_set1(stride));
+      }
+    }
+    for (; t + VL <= k; t += VL) {
+      const vi idx = vi_add(base, nm_offsets(o + t));
+      const vf w = vload(v + t);
+      for (int r = 0; r < MR; ++r) acc[r][0] = vfma(w, vgather(xr[r], idx), acc[r][0]);
+      base = vi_add(base, vi_set1(stride));
+    }
+    const int64_t c = col_of(L, j);
+    for (int r = 0; r < MR; ++r) {
+      for (int q = 1; q < NA; ++q) acc[r][0] = vadd(acc[r][0], acc[r][q]);
+      float total = vsum(acc[r][0]);
+      for (int64_t u = t; u < k; ++u) total += v[u] * xr[r][u / N * M + o[u]];
+      out[(m0 + r) * som + c * soj] = total + L.bias[c];
+    }
+  }
+}
+
+template <int MR>
+void nm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0, int64_t j1,
+             float* out, int64_t som, int64_t soj) {
+  // a gather of VL lanes needs whole groups per step and int32 input offsets
+  if (VL % L.nm_n == 0 && L.in < (int64_t(1) << 30))
+    nm_simd_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+  else
+    nm_scalar_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+}
+#else
+template <int MR>
+void nm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0, int64_t j1,
+             float* out, int64_t som, int64_t soj) {
+  nm_scalar_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+}
+#endif
+
+void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
+        int64_t j1, float* out, int64_t som, int64_t soj) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) nm_rows<4>(L, x, ldx, m, j0, j1, out, som, soj);
+  if (m + 2 <= m1) {
+    nm_rows<2>(L, x, ldx, m, j0, j1, out, som, soj);
+    m += 2;
+  }
+  if (m < m1) nm_rows<1>(L, x, ldx, m, j0, j1, out, som, soj);
+}
+
 // ---------------------------------------------------------------- tiled kernel
 constexpr int JB = 16;  // neurons per output block (their [JB][T] results stay in L1)
 
@@ -488,7 +621,7 @@ void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64
 extern const KernelTable SRIGL_TABLE = {
     SRIGL_TABLE_NAME,       SRIGL_NS::rows,       SRIGL_NS::perm_any,
     SRIGL_NS::perm_supports, SRIGL_NS::tile_width, SRIGL_NS::tiled,
-    SRIGL_NS::tiled_blocked,
+    SRIGL_NS::tiled_blocked, SRIGL_NS::nm,
 };
 
 }  // namespace srigl
