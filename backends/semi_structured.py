@@ -73,7 +73,10 @@ class SemiStructuredLinear(CondensedLinear):
             return False, f"torch {torch.__version__} has no torch.sparse.to_sparse_semi_structured"
         major, minor = torch.cuda.get_device_capability(dev)
         if major < 8:
-            return False, f"2:4 sparse tensor cores need compute capability 8.0+, got {major}.{minor}"
+            return (
+                False,
+                f"2:4 sparse tensor cores need compute capability 8.0+, not {major}.{minor}",
+            )
         return True, ""
 
     def _checked_mask(self, weight, mask, bias, **options: Any) -> torch.Tensor:
@@ -94,8 +97,9 @@ class SemiStructuredLinear(CondensedLinear):
         if self.n_active:
             dense[self.active] = dense[self.active].scatter(1, self.indices64, self.values)
         check_two_four(self._mask(), self.layer_name)  # a loaded state may be any mask
-        rows, cols = _round_up(self.out_features, ROW_MULTIPLE), _round_up(
-            self.in_features, COL_MULTIPLE
+        rows, cols = (
+            _round_up(self.out_features, ROW_MULTIPLE),
+            _round_up(self.in_features, COL_MULTIPLE),
         )
         padded = F.pad(dense, (0, cols - self.in_features, 0, rows - self.out_features))
         self._sparse = torch.sparse.to_sparse_semi_structured(padded)
@@ -105,9 +109,7 @@ class SemiStructuredLinear(CondensedLinear):
         """bool [out, in]: the kept positions of the condensed form."""
         mask = torch.zeros(self.out_features, self.in_features, dtype=torch.bool)
         if self.n_active:
-            mask[self.active.cpu()] = mask[self.active.cpu()].scatter(
-                1, self.indices64.cpu(), True
-            )
+            mask[self.active.cpu()] = mask[self.active.cpu()].scatter(1, self.indices64.cpu(), True)
         return mask
 
     def __getstate__(self):
