@@ -77,6 +77,22 @@ inline vf vadd(vf a, vf b) {
 #endif
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Rows [m0, m1) in blocks of 4, then 2, then 1 rows: f(RowBlock<MR>{}, first row) per block.
+template <int MR>
+struct RowBlock {
+  static constexpr int mr = MR;
+};
+template <typename F>
+void by_row_blocks(int64_t m0, int64_t m1, const F& f) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) f(RowBlock<4>{}, m);
+  if (m + 2 <= m1) {
+    f(RowBlock<2>{}, m);
+    m += 2;
+  }
+  if (m < m1) f(RowBlock<1>{}, m);
+}
 inline int64_t col_of(const LayerView& L, int64_t j) { return L.all_active ? j : L.active[j]; }
 
 // ---------------------------------------------------------------- rows (gather) kernel
@@ -121,13 +137,9 @@ void rows_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_
 template <typename IT>
 void rows_typed(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
                 int64_t j0, int64_t j1, float* out, int64_t som, int64_t soj) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) rows_mr<4, IT>(L, x, ldx, m, j0, j1, out, som, soj);
-  if (m + 2 <= m1) {
-    rows_mr<2, IT>(L, x, ldx, m, j0, j1, out, som, soj);
-    m += 2;
-  }
-  if (m < m1) rows_mr<1, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    rows_mr<decltype(rb)::mr, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+  });
 }
 
 void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
@@ -310,13 +322,9 @@ int perm_supports(int lanes, int block) {
 
 void perm(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t m1, int64_t g0,
           int64_t g1, float* out, int64_t som, int64_t soj) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) perm_rows<4>(L, xp, ldp, m, g0, g1, out, som, soj);
-  if (m + 2 <= m1) {
-    perm_rows<2>(L, xp, ldp, m, g0, g1, out, som, soj);
-    m += 2;
-  }
-  if (m < m1) perm_rows<1>(L, xp, ldp, m, g0, g1, out, som, soj);
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    perm_rows<decltype(rb)::mr>(L, xp, ldp, m, g0, g1, out, som, soj);
+  });
 }
 
 // A pack the SIMD registers do not fit runs through the portable emulation.
@@ -451,13 +459,9 @@ void nm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_
 
 void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
         int64_t j1, float* out, int64_t som, int64_t soj) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) nm_rows<4>(L, x, ldx, m, j0, j1, out, som, soj);
-  if (m + 2 <= m1) {
-    nm_rows<2>(L, x, ldx, m, j0, j1, out, som, soj);
-    m += 2;
-  }
-  if (m < m1) nm_rows<1>(L, x, ldx, m, j0, j1, out, som, soj);
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    nm_rows<decltype(rb)::mr>(L, x, ldx, m, j0, j1, out, som, soj);
+  });
 }
 
 // ---------------------------------------------------------------- tiled kernel
