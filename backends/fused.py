@@ -15,7 +15,7 @@ backend instead (same function, slower): never a cut graph.
 CPU kernel (``backends/kernels``): the layer is packed once when it is built or loaded (and
 again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, int16 indices
 (int32 from 32768 inputs), a permute pack for small batches and, where every active neuron's
-mask is N:M (M 2, 4, 8 or 16; :attr:`FusedLinear.nm_pattern`), uint8 in-group offsets for the
+mask is N:M (M 2, 4, 8 or 16; :attr:`FusedLinear.nm_pattern`), 4-bit in-group offsets for the
 ``nm`` variants. Which micro-kernel runs for a batch (gather rows, permute pack, tiled, nm;
 serial or OpenMP; AVX-512, AVX2 or generic) is read
 from the layer's variant table, which the autotuner (:mod:`backends.kernels.linear_tuner`)

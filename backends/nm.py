@@ -5,7 +5,7 @@ For a Linear weight [out, in] the groups run along ``in``; for a Conv2d weight
 ``weight.reshape(out, -1)`` lays it out), so a group crosses a channel boundary unless M
 divides kh * kw. N:M masks are constant fan-in (k = N * fan_in / M), so every condensed
 backend takes them; the ``fused`` CPU kernel detects the pattern when it packs a layer and adds
-its ``nm`` variant family (uint8 in-group offsets), and ``semi_structured`` runs 2:4 on CUDA.
+its ``nm`` variant family (4-bit in-group offsets), and ``semi_structured`` runs 2:4 on CUDA.
 
 An ablated neuron (no kept weight at all, as SRigL makes them) is allowed by :func:`is_nm`
 and :func:`detect_nm` unless ``allow_ablated=False``.

@@ -8,7 +8,7 @@ impossible, and remembers the outcome for the process.
 Variants: ``code = isa * 1000 + family * 100 + wide * 10 + parallel`` with isa 0 generic /
 1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) / 2 tiled / 3 tiledkb
 (tiled, input chunk by input chunk so that the tile's chunk stays in L1) / 4 nm (N:M layers
-only: the pack keeps, per kept weight, its uint8 offset within its group of M inputs, the group
+only: the pack keeps, per kept weight, its 4-bit offset within its group of M inputs, the group
 following from the position; SIMD levels gather a vector of kept inputs per step), ``wide``
 = tiled with twice the accumulators (T = 8 vectors instead of 4). :func:`encode` and
 :func:`decode` are the one Python place that knows this code (``csrc/fused_variant.h`` the

@@ -8,7 +8,7 @@
 // tiled: x transposed into [in][T] tiles; per neuron NACC vector accumulators over T columns
 //        (T = NACC * vector width); each kept weight adds weight * one tile row (batch >= 16).
 // nm:    N:M layers: as rows, but each kept input is its group's base (implied by its position)
-//        plus a uint8 offset; SIMD: one gather of VL kept inputs per step, group-local.
+//        plus a 4-bit offset; SIMD: one gather of VL kept inputs per step, group-local.
 #include <stdint.h>
 #include <string.h>
 
@@ -338,9 +338,13 @@ void perm_any(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int6
 }
 
 // ---------------------------------------------------------------- N:M kernel
-// Kept weight t of neuron j reads input (t / N) * M + nm_off[j, t]: the group base follows from
-// the position, the offset is one byte. Portable form (and the SIMD kernels' tail): NS partial
+// Kept weight t of neuron j reads input (t / N) * M + its offset: the group base follows from
+// the position, the offset (< M <= 16) is a nibble of the neuron's row of nm_off (t even: low
+// nibble of byte t / 2, t odd: high). Portable form (and the SIMD kernels' tail): two partial
 // sums per row, one per group parity.
+inline int64_t nm_row_bytes(int64_t k) { return (k + 1) / 2; }
+inline int64_t nm_offset(const uint8_t* o, int64_t t) { return (o[t >> 1] >> ((t & 1) * 4)) & 15; }
+
 template <int MR>
 void nm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
                   int64_t j1, float* out, int64_t som, int64_t soj) {
@@ -349,13 +353,13 @@ void nm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, i
   for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
   for (int64_t j = j0; j < j1; ++j) {
     const float* v = L.values + j * k;
-    const uint8_t* o = L.nm_off + j * k;
+    const uint8_t* o = L.nm_off + j * nm_row_bytes(k);
     float sum[MR][2];
     for (int r = 0; r < MR; ++r) sum[r][0] = sum[r][1] = 0.0f;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t base = g * M, t0 = g * N;
       for (int64_t t = t0; t < t0 + N; ++t)
-        for (int r = 0; r < MR; ++r) sum[r][g & 1] += v[t] * xr[r][base + o[t]];
+        for (int r = 0; r < MR; ++r) sum[r][g & 1] += v[t] * xr[r][base + nm_offset(o, t)];
     }
     const int64_t c = col_of(L, j);
     for (int r = 0; r < MR; ++r) out[(m0 + r) * som + c * soj] = sum[r][0] + sum[r][1] + L.bias[c];
@@ -363,10 +367,15 @@ void nm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, i
 }
 
 #if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
+// bytes b0 b1 .. (two nibbles each) -> bytes b0 & 15, b0 >> 4, b1 & 15, b1 >> 4, ..
+inline __m128i nibbles_to_bytes(__m128i x) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  return _mm_unpacklo_epi8(_mm_and_si128(x, lo4), _mm_and_si128(_mm_srli_epi16(x, 4), lo4));
+}
 #if defined(SRIGL_ISA_AVX512)
 typedef __m512i vi;
-inline vi nm_offsets(const uint8_t* o) {
-  return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)o));
+inline vi nm_offsets(const uint8_t* o) {  // 16 offsets from 8 bytes
+  return _mm512_cvtepu8_epi32(nibbles_to_bytes(_mm_loadl_epi64((const __m128i*)o)));
 }
 inline vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
 inline vi vi_set1(int32_t a) { return _mm512_set1_epi32(a); }
@@ -379,8 +388,10 @@ inline vf vgather(const float* base, vi idx) { return _mm512_i32gather_ps(idx, b
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
 #else
 typedef __m256i vi;
-inline vi nm_offsets(const uint8_t* o) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)o));
+inline vi nm_offsets(const uint8_t* o) {  // 8 offsets from 4 bytes
+  int32_t four;
+  memcpy(&four, o, 4);
+  return _mm256_cvtepu8_epi32(nibbles_to_bytes(_mm_cvtsi32_si128(four)));
 }
 inline vi vi_add(vi a, vi b) { return _mm256_add_epi32(a, b); }
 inline vi vi_set1(int32_t a) { return _mm256_set1_epi32(a); }
@@ -397,8 +408,9 @@ inline float vsum(vf a) {
 }
 #endif
 
-// VL kept weights per step (N divides VL, so they cover VL / N whole groups): their inputs
-// are one gather at lane base + step base + offsets; two FMA chains per row at MR 1.
+// VL kept weights per step (N divides VL, so they cover VL / N whole groups): their VL / 2
+// offset bytes widen to VL int32 offsets, and the inputs are one gather at lane base + step
+// base + offsets; two FMA chains per row at MR 1.
 template <int MR>
 void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
                 int64_t j1, float* out, int64_t som, int64_t soj) {
@@ -410,7 +422,7 @@ void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int
   for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
   for (int64_t j = j0; j < j1; ++j) {
     const float* v = L.values + j * k;
-    const uint8_t* o = L.nm_off + j * k;
+    const uint8_t* o = L.nm_off + j * nm_row_bytes(k);
     vf acc[MR][NA];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NA; ++q) acc[r][q] = vzero();
@@ -418,14 +430,14 @@ void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int
     int64_t t = 0;
     for (; t + NA * VL <= k; t += NA * VL) {
       for (int q = 0; q < NA; ++q) {
-        const vi idx = vi_add(base, nm_offsets(o + t + q * VL));
+        const vi idx = vi_add(base, nm_offsets(o + (t + q * VL) / 2));
         const vf w = vload(v + t + q * VL);
         for (int r = 0; r < MR; ++r) acc[r][q] = vfma(w, vgather(xr[r], idx), acc[r][q]);
         base = vi_add(base, vi_set1(stride));
       }
     }
     for (; t + VL <= k; t += VL) {
-      const vi idx = vi_add(base, nm_offsets(o + t));
+      const vi idx = vi_add(base, nm_offsets(o + t / 2));
       const vf w = vload(v + t);
       for (int r = 0; r < MR; ++r) acc[r][0] = vfma(w, vgather(xr[r], idx), acc[r][0]);
       base = vi_add(base, vi_set1(stride));
@@ -434,7 +446,7 @@ void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int
     for (int r = 0; r < MR; ++r) {
       for (int q = 1; q < NA; ++q) acc[r][0] = vadd(acc[r][0], acc[r][q]);
       float total = vsum(acc[r][0]);
-      for (int64_t u = t; u < k; ++u) total += v[u] * xr[r][u / N * M + o[u]];
+      for (int64_t u = t; u < k; ++u) total += v[u] * xr[r][u / N * M + nm_offset(o, u)];
       out[(m0 + r) * som + c * soj] = total + L.bias[c];
     }
   }

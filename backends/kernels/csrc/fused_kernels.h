@@ -37,9 +37,10 @@ struct LayerView {
   int64_t kb_chunk, kb_nchunks;
   const int32_t* kb_ptr;      // [n, kb_nchunks + 1]
   // N:M pack (nm_m 0: none): every active neuron keeps exactly nm_n of each group of nm_m
-  // consecutive inputs; its kept weight t (ascending) is input (t / nm_n) * nm_m + nm_off[j, t]
+  // consecutive inputs; its kept weight t (ascending) is input (t / nm_n) * nm_m + offset t,
+  // offset t = nibble t of the neuron's row of nm_off (even t: low nibble of byte t / 2)
   int32_t nm_n, nm_m;
-  const uint8_t* nm_off;      // [n, k]: offsets within the group, < nm_m
+  const uint8_t* nm_off;      // [n, (k + 1) / 2]: two 4-bit offsets within the group per byte
 };
 
 // Output element (m, neuron column c) lives at out[m * som + c * soj].
@@ -65,7 +66,7 @@ struct KernelTable {
                         int64_t j0, int64_t j1, int64_t m0, float* out, int64_t som,
                         int64_t soj);
   // the N:M pack (needs nm_m > 0): as rows, each group's inputs read at the group's base plus
-  // the uint8 offsets
+  // the 4-bit offsets
   void (*nm)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
              int64_t j1, float* out, int64_t som, int64_t soj);
 };

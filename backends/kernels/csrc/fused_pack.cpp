@@ -153,7 +153,7 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
       }
   const int64_t kb_nch = (in + kKbChunk - 1) / kKbChunk;
   const bool kb = sorted && n > 0 && k > 0 && n * (kb_nch + 1) <= (int64_t(1) << 26);
-  // N:M layers: per kept weight its uint8 offset within its group of M inputs
+  // N:M layers: per kept weight its 4-bit offset within its group of M inputs
   const auto nm = sorted ? nm_pattern(ix, n, k, in) : std::pair<int64_t, int64_t>{0, 0};
 
   int64_t off = kHeaderBytes;
@@ -191,7 +191,8 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   h[O_PSTEP] = take(nsteps * 4);
   h[H_NM_N] = nm.first;
   h[H_NM_M] = nm.second;
-  h[O_NMOFF] = take(nm.second ? n * k : 0);
+  const int64_t nm_row = (k + 1) / 2;  // two 4-bit offsets per byte (M <= 16)
+  h[O_NMOFF] = take(nm.second ? n * nm_row : 0);
   h[H_BYTES] = off;
 
   at::Tensor blob = at::zeros({off}, at::TensorOptions().dtype(at::kByte));
@@ -221,8 +222,11 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   }
   if (nm.second) {
     uint8_t* po = p + h[O_NMOFF];
-    for (int64_t i = 0; i < n * k; ++i)
-      po[i] = static_cast<uint8_t>(ix[i] - (i % k) / nm.first * nm.second);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t t = 0; t < k; ++t) {
+        const int64_t off = ix[j * k + t] - t / nm.first * nm.second;  // < M <= 16
+        po[j * nm_row + t / 2] |= static_cast<uint8_t>(off << (4 * (t & 1)));
+      }
   }
   if (lanes > 0) {
     std::memcpy(p + h[O_GRPBLK], grp_blk.data(), (ngroups + 1) * 4);
