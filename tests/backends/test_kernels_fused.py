@@ -306,3 +306,23 @@ def test_static_rule_never_picks_the_nm_family():
             for threads in (1, 2):
                 code = int(o.fused_resolve(blob, torch.empty(0, dtype=torch.int32), batch, threads))
                 assert ops.decode(code).family != NM_FAMILY, (geometry, batch, threads)
+
+
+@pytest.mark.parametrize("case", [NM_CASES[1], NM_CASES[2]], ids=NM_IDS[1:3])
+def test_nm_offsets_take_half_a_byte_per_kept_weight(case):
+    """An N:M pack adds n x ceil(k/2) bytes (64-byte aligned) to the blob of the same layer
+    shape without the pattern: 4 bits per kept weight, against 16 or 32 for an index."""
+    n, m, in_f, out_f, active = case
+    k = n * in_f // m
+    weight, mask, bias = nm_layer(case, 4)
+    g = torch.Generator().manual_seed(4)
+    plain = torch.zeros_like(mask)
+    for r in mask.any(dim=1).nonzero().flatten().tolist():
+        plain[r, torch.randperm(in_f, generator=g)[:k]] = True
+    o = ops.load()
+    sizes = []
+    for msk in (mask, plain):
+        info = list(o.fused_pack_info(_pack(weight, msk, bias, (0, 0))))
+        sizes.append(info[11])
+    assert info[13:15] == [0, 0]  # the random one has no pattern
+    assert sizes[0] - sizes[1] == (active * ((k + 1) // 2) + 63) // 64 * 64
