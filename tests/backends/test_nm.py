@@ -4,9 +4,11 @@ the constant fan-in cross-check uses."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
-from backend_cases import error_bound, skip_unless_supported
+from backend_cases import error_bound, run_under_triton_interpreter, skip_unless_supported
 from conv_cases import conv_error_bound
 
 import backends
@@ -143,4 +145,45 @@ def test_nm_conv_layer_equals_masked_dense_on_every_backend(name, geometry, n, m
     ref, bound = conv_error_bound(x, weight, mask, bias, args, n * fan_in // m)
     err = (y.double() - ref).abs()
     assert y.shape == ref.shape
+    assert bool((err <= bound).all()), f"max error {err.max().item():.3g}"
+
+
+INTERPRETED = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+import backends
+from backend_cases import error_bound
+from test_nm import PATTERNS, _linear
+for n, m in PATTERNS:
+    weight, mask, bias = _linear(n, m, 0, torch.float32)
+    layer = backends.create("fused_triton", weight, mask, bias)
+    x = torch.randn(5, 64)
+    ref, bound = error_bound(x, weight, mask, bias, n * 64 // m)
+    err = (layer(x).double() - ref).abs()
+    assert bool((err <= bound).all()), (n, m, err.max().item())
+    print("ok", n, m)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_nm_linear_layer_on_the_triton_kernel_under_the_interpreter():
+    proc = run_under_triton_interpreter(INTERPRETED, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok ") == len(PATTERNS), proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,m", PATTERNS, ids=PATTERN_IDS)
+@pytest.mark.parametrize("name", ["fused", "fused_triton", "naive", "csr", "semi_structured"])
+def test_nm_linear_layer_equals_masked_dense_on_cuda(name, n, m):
+    ok, why = backends.supports(name, "cuda", torch.float16)
+    if not ok:
+        pytest.skip(why)
+    if name == "semi_structured" and (n, m) != (2, 4):
+        pytest.skip("semi_structured takes 2:4 masks only")
+    weight, mask, bias = _linear(n, m, 0, torch.float16)
+    layer = backends.create(name, weight.cuda(), mask.cuda(), bias.cuda())
+    x = torch.randn(7, 64).half()
+    ref, bound = error_bound(x, weight, mask, bias, n * 64 // m)
+    err = (layer(x.cuda()).cpu().double() - ref).abs()
     assert bool((err <= bound).all()), f"max error {err.max().item():.3g}"
