@@ -14,8 +14,10 @@ backend instead (same function, slower): never a cut graph.
 
 CPU kernel (``backends/kernels``): the layer is packed once when it is built or loaded (and
 again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, int16 indices
-(int32 from 32768 inputs), and a permute pack for small batches. Which micro-kernel runs for a
-batch (gather rows, permute pack, tiled; serial or OpenMP; AVX-512, AVX2 or generic) is read
+(int32 from 32768 inputs), a permute pack for small batches and, where every active neuron's
+mask is N:M (M 2, 4, 8 or 16; :attr:`FusedLinear.nm_pattern`), 4-bit in-group offsets for the
+``nm`` variants. Which micro-kernel runs for a batch (gather rows, permute pack, tiled, nm;
+serial or OpenMP; AVX-512, AVX2 or generic) is read
 from the layer's variant table, which the autotuner (:mod:`backends.kernels.linear_tuner`)
 fills on the first call of each batch bucket and thread count (or ahead of time:
 :func:`backends.tune`).
@@ -91,6 +93,11 @@ class FusedLinear(CondensedLinear):
         """(lanes, block) of the permute pack; (0, 0): none."""
         return self._geometry
 
+    @property
+    def nm_pattern(self) -> tuple[int, int] | None:
+        """(N, M) when the C++ pack found the layer N:M (its ``nm`` variants run), else None."""
+        return self._nm
+
     def _pack(self, geometry: tuple[int, int]) -> torch.Tensor:
         lanes, block = geometry
         return ops.load().fused_pack(
@@ -103,6 +110,7 @@ class FusedLinear(CondensedLinear):
         self.register_buffer("kernel_indices", kidx, persistent=False)
         self._numba = None
         self._cpp = False
+        self._nm: tuple[int, int] | None = None
         self._tuned: set[tuple[int, int]] = set()  # (threads, bucket) installed
         self._seen: set[tuple[int, int]] = set()  # (threads, rows) seen by forward
         self.__dict__.setdefault("_perm_locked", False)
@@ -117,6 +125,8 @@ class FusedLinear(CondensedLinear):
                     geos = ops.perm_geometries(int(o.fused_isa()))
                     self._geometry = geos[0] if geos else (0, 0)
                 blob = self._pack(self._geometry)
+                info = list(o.fused_pack_info(blob))
+                self._nm = (int(info[13]), int(info[14])) if info[14] else None
                 overload = o.fused_linear.default
                 _OPS.setdefault("linear", getattr(overload, "_op", overload))
                 self._cpp = True

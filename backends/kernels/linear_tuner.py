@@ -3,7 +3,8 @@
 For a layer (shape, k, active neurons), a batch bucket (1, 2, 3-4, 5-8, ..., 129-256, 257-512,
 > 512 rows) and the thread count, :func:`tune_layer` times the candidate variants (serial /
 parallel; gather rows, permute pack with each pack geometry, tiled and chunk-blocked tiled with
-4 or 8 accumulators; each ISA level from AVX2 up that this CPU has) on a random input of that
+4 or 8 accumulators, and, for layers packed as N:M, the ``nm`` family up to 32 rows; each ISA
+level from AVX2 up that this CPU has) on a random input of that
 batch, interleaving the candidates over a few rounds so that load on a shared machine hits
 them alike, and keeps the one with the fastest call (other processes only ever add time, so
 on a shared machine the fastest call is the most repeatable statistic; a median of a few
@@ -67,7 +68,10 @@ def check_entry(entry: Any) -> str | None:
         return f"variant {code!r} is not a variant code (an int >= 0)"
     v = ops.decode(code)
     if v.isa >= len(ops.ISAS) or v.family >= len(ops.FAMILIES) or v.wide > 1 or v.parallel > 1:
-        return f"variant {code} is out of range (isa < {len(ops.ISAS)}, family < 4, 0/1 flags)"
+        return (
+            f"variant {code} is out of range "
+            f"(isa < {len(ops.ISAS)}, family < {len(ops.FAMILIES)}, 0/1 flags)"
+        )
     geo = entry.get("geometry")
     if not isinstance(geo, list) or (geo and tuple(geo) not in GEOMETRIES):
         return f"geometry {geo!r} is not [] or one of {sorted(map(list, GEOMETRIES))}"
@@ -127,10 +131,13 @@ def cached_entries(threads: int) -> dict[str, Any]:
 
 
 def layer_key(layer, bucket: int) -> str:
-    """The cache key of a layer and batch bucket (threads are in the file's machine key)."""
+    """The cache key of a layer and batch bucket (threads are in the file's machine key); an
+    N:M layer's key names its pattern (``:nm2of4``), as its candidates differ."""
+    nm = layer.nm_pattern
     return (
         f"{layer.in_features}x{layer.out_features}:n{layer.values.shape[0]}:"
         f"k{layer.values.shape[1]}:all{int(layer._all_active)}:b{bucket}"
+        + (f":nm{nm[0]}of{nm[1]}" if nm else "")
     )
 
 
@@ -144,6 +151,7 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
         for par in pars:
             if batch <= 32:
                 out.append((ops.encode(name, "rows", parallel=bool(par)), ()))
+                out.append((ops.encode(name, "nm", parallel=bool(par)), ()))  # N:M packs only
                 if lv == isa:
                     for geo in geometries:
                         if geo in ops.perm_geometries(lv):

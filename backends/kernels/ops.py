@@ -7,9 +7,12 @@ impossible, and remembers the outcome for the process.
 
 Variants: ``code = isa * 1000 + family * 100 + wide * 10 + parallel`` with isa 0 generic /
 1 avx2 / 2 avx512, family 0 rows (gathers) / 1 perm (permute pack) / 2 tiled / 3 tiledkb
-(tiled, input chunk by input chunk so that the tile's chunk stays in L1), ``wide`` = tiled with
-twice the accumulators (T = 8 vectors instead of 4). :func:`encode` and :func:`decode` are the
-one Python place that knows this code (``csrc/fused_variant.h`` the one C++ place).
+(tiled, input chunk by input chunk so that the tile's chunk stays in L1) / 4 nm (N:M layers
+only: the pack keeps, per kept weight, its 4-bit offset within its group of M inputs, the group
+following from the position; SIMD levels gather a vector of kept inputs per step), ``wide``
+= tiled with twice the accumulators (T = 8 vectors instead of 4). :func:`encode` and
+:func:`decode` are the one Python place that knows this code (``csrc/fused_variant.h`` the
+one C++ place).
 
 Autograd: ``srigl::fused_linear`` has a backward (registered with ``torch.library``, so
 ``torch.compile`` still sees one op): the gradient with respect to ``x`` is the transposed
@@ -47,7 +50,7 @@ SOURCES = [
 THREAD_SLOTS = 64
 BUCKETS = 11
 ISAS = ("generic", "avx2", "avx512")
-FAMILIES = ("rows", "perm", "tiled", "tiledkb")
+FAMILIES = ("rows", "perm", "tiled", "tiledkb", "nm")
 
 
 def _setup(ops) -> None:
@@ -99,12 +102,18 @@ def _self_check(o) -> None:
     idx = torch.stack([torch.randperm(in_f, generator=g)[:k].sort().values for _ in active])
     values = torch.randn(len(active), k, generator=g)
     bias = torch.randn(out_f, generator=g)
+    # an N:M layer (2:8, 80 inputs: 10 groups; k 20, so the SIMD steps leave a tail): nm runs
+    nm_in, nm_idx = 80, torch.rand(len(active), 10, 8, generator=g).argsort(-1)[..., :2]
+    nm_idx = (nm_idx.sort(-1).values + 8 * torch.arange(10)[:, None]).reshape(len(active), 20)
+    nm_values = torch.randn(len(active), 20, generator=g)
+    layers = [(values, idx, in_f), (nm_values, nm_idx, nm_in)]
     for level in range(int(o.fused_detected_isa()), 0, -1):
         bad = []
-        for geo in [(0, 0), *perm_geometries(level)]:
-            blob = o.fused_pack(values, idx.to(torch.int32), active, bias, in_f, *geo)
+        layer_geos = [(lay, geo) for lay in layers for geo in [(0, 0), *perm_geometries(level)]]
+        for (vals, ix, n_in), geo in layer_geos:
+            blob = o.fused_pack(vals, ix.to(torch.int32), active, bias, n_in, *geo)
             for batch in (1, 3, 6, 17, 70):
-                x = torch.randn(batch, in_f, generator=g)
+                x = torch.randn(batch, n_in, generator=g)
                 ref = o.fused_linear_variant(x, blob, 0, out_f, False)
                 for family in range(len(FAMILIES)):
                     for wide in (0, 1):
@@ -203,7 +212,8 @@ def is_perm(code: int) -> bool:
 
 
 def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
-    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiledkb32/ser``."""
+    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiledkb32/ser``,
+    ``avx512/nm/par``."""
     isa, family, wide, par = decode(code)
     fam = FAMILIES[family]
     if fam == "perm":

@@ -70,6 +70,33 @@ def test_fused_cpp_input_gradient_is_the_transposed_condensed_product(batch):
 
 
 @needs_cpp
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 8)], ids=["2of4", "1of8"])
+def test_fused_nm_layer_running_its_nm_variant_gives_the_dense_gradients(n, m):
+    """The nm forward variant, then the op's backward (the transposed condensed product, from
+    the same blob): the gradients of the dense layer."""
+    from backends.kernels import linear_tuner
+    from backends.nm import nm_mask
+
+    g = torch.Generator().manual_seed(n * 10 + m)
+    weight, bias = torch.randn(48, 48, generator=g), torch.randn(48, generator=g)
+    mask = nm_mask((48, 48), n, m, generator=g)
+    mask[5] = False  # an ablated neuron
+    layer = backends.create("fused", weight, mask, bias)
+    assert layer.nm_pattern == (n, m)
+    isa = ops.ISAS[int(ops.load().fused_isa())]
+    threads = torch.get_num_threads()
+    for batch in (1, 6):
+        bucket = linear_tuner.bucket_of(batch)
+        layer._install(threads, bucket, ops.encode(isa, "nm", parallel=False), ())
+        assert layer.variant_for(batch) == f"{isa}/nm/ser"
+    x = torch.randn(6, 48, requires_grad=True)
+    gy = torch.randn(6, 48)
+    layer(x).backward(gy)
+    torch.testing.assert_close(x.grad, gy @ (weight * mask), rtol=1e-5, atol=1e-5)
+    _assert_matches_dense((weight, mask, bias), torch.randn(6, 48))
+
+
+@needs_cpp
 def test_fused_values_that_require_grad_get_their_gradient():
     weight, mask, bias = constant_fan_in_layer(RESIDUAL, 2)
     layer = backends.create("fused", weight, mask, bias)

@@ -1,9 +1,9 @@
 """Every variant of the C++ fused kernel against a float64 reference, on odd shapes.
 
 Variants: each ISA level this CPU runs (generic, avx2, avx512) x gather rows / permute pack /
-tiled / chunk-blocked tiled (4 or 8 accumulators) x serial / OpenMP; permute packs of every
-geometry the SIMD kernels run, plus odd ones (and the AVX-512 geometries) through the portable
-emulation.
+tiled / chunk-blocked tiled (4 or 8 accumulators) / nm (N:M layers) x serial / OpenMP; permute
+packs of every geometry the SIMD kernels run, plus odd ones (and the AVX-512 geometries) through
+the portable emulation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from backend_cases import Case, constant_fan_in_layer, error_bound
 
 from backends.condensed import condense_layer
 from backends.kernels import ops
+from backends.nm import nm_mask
 
 OK, WHY = ops.available()
 pytestmark = pytest.mark.skipif(not OK, reason=f"C++ fused kernel unavailable: {WHY}")
@@ -49,7 +50,7 @@ def all_variants(blob: torch.Tensor) -> list[int]:
             for wide in (0, 1):
                 for par in (0, 1):
                     code = isa * 1000 + family * 100 + wide * 10 + par
-                    if (family >= 2 or wide == 0) and o.fused_runs_here(blob, code):
+                    if (family in (2, 3) or wide == 0) and o.fused_runs_here(blob, code):
                         codes.append(code)
     return codes
 
@@ -205,3 +206,123 @@ def test_self_check_switches_off_a_simd_level_whose_variants_disagree(monkeypatc
         f.startswith(ops.ISAS[top]) for f in ops.self_check_failures()
     )
     assert "disagree with the portable kernel" in caplog.text
+
+
+# (n, m, in, out, active): N dividing the SIMD width (gathers) and not (3:8: the scalar form),
+# k not a multiple of the vector width (tails), ablated neurons
+NM_CASES = [
+    (2, 4, 64, 23, 19),
+    (1, 4, 36, 17, 17),
+    (1, 8, 104, 13, 10),
+    (4, 8, 40, 9, 9),
+    (3, 8, 48, 11, 11),
+    (1, 16, 160, 7, 7),
+    (8, 16, 32, 5, 5),
+    (1, 2, 70, 9, 4),
+]
+NM_IDS = [f"{n}of{m}_in{i}" for n, m, i, _, _ in NM_CASES]
+NM_FAMILY = ops.FAMILIES.index("nm")
+
+
+def nm_layer(case, seed: int):
+    """(weight, mask, bias) of an N:M layer with ``active`` non-ablated neurons."""
+    n, m, in_f, out_f, active = case
+    g = torch.Generator().manual_seed(seed)
+    weight, bias = torch.randn(out_f, in_f, generator=g), torch.randn(out_f, generator=g)
+    mask = nm_mask((out_f, in_f), n, m, generator=g)
+    mask[torch.randperm(out_f, generator=g)[: out_f - active]] = False
+    return weight, mask, bias
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2, 5, 17, 70])
+@pytest.mark.parametrize("case", NM_CASES, ids=NM_IDS)
+def test_every_variant_matches_float64_reference_on_nm_layers(case, batch):
+    """The N:M pack is found and its nm variant of every ISA level runs, as every other variant
+    of the same blob, against float64."""
+    n, m, in_f, out_f, _ = case
+    weight, mask, bias = nm_layer(case, batch)
+    x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
+    o = ops.load()
+    for geometry in [(0, 0), *ops.perm_geometries(int(o.fused_isa()))]:
+        blob = _pack(weight, mask, bias, geometry)
+        assert list(o.fused_pack_info(blob))[13:15] == [n, m]
+        codes = all_variants(blob)
+        assert {ops.decode(c).isa for c in codes if ops.decode(c).family == NM_FAMILY} == set(
+            range(int(o.fused_isa()) + 1)
+        )
+        for code in codes:
+            what = f"{ops.variant_name(code, geometry[1], geometry[0])} pack {geometry}"
+            y = o.fused_linear_variant(x, blob, code, out_f, False)
+            _check(y, x, weight, mask, bias, n * in_f // m, what)
+            yt = o.fused_linear_variant(x.T.contiguous(), blob, code, out_f, True)
+            _check(yt.T, x, weight, mask, bias, n * in_f // m, what + " transposed")
+
+
+def test_nm_variants_run_only_on_nm_packs_and_strided_inputs_match():
+    o = ops.load()
+    weight, mask, bias = constant_fan_in_layer(CASES[5], 2)  # random constant fan-in
+    blob = _pack(weight, mask, bias, (0, 0))
+    assert list(o.fused_pack_info(blob))[13:15] == [0, 0]
+    nm_code = ops.encode("generic", "nm", parallel=False)
+    assert not o.fused_runs_here(blob, nm_code)
+    with pytest.raises(RuntimeError, match="cannot run here.*N:M 0:0"):
+        o.fused_linear_variant(torch.randn(2, 101), blob, nm_code, CASES[5].out_features, False)
+    case = NM_CASES[0]
+    weight, mask, bias = nm_layer(case, 0)
+    blob = _pack(weight, mask, bias, (0, 0))
+    assert not o.fused_runs_here(blob, ops.encode("generic", "nm", wide=True, parallel=False))
+    lead = torch.randn(2, 3, case[2])
+    strided = torch.randn(4, 2 * case[2])[:, ::2]
+    for code in all_variants(blob):
+        if ops.decode(code).family != NM_FAMILY:
+            continue
+        for x in (lead, strided):
+            y = o.fused_linear_variant(x, blob, code, case[3], False)
+            ref = o.fused_linear_variant(x.contiguous(), blob, 0, case[3], False)
+            torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_nm_pack_needs_ascending_rows_and_a_whole_pattern():
+    """Rows not ascending, or one row off the pattern: no N:M pack (the other families run)."""
+    o = ops.load()
+    weight, mask, bias = nm_layer(NM_CASES[0], 1)
+    parts = condense_layer(weight, mask, bias)
+    args = (parts["active"], parts["bias"], 64, 0, 0)
+    flipped = o.fused_pack(parts["values"].flip(1), parts["indices"].flip(1), *args)
+    assert list(o.fused_pack_info(flipped))[13:15] == [0, 0]
+    idx = parts["indices"].clone()
+    idx[0] = torch.arange(idx.shape[1])  # row 0 keeps the first half: no M of 2..16 fits
+    bad = o.fused_pack(parts["values"], idx, *args)
+    assert list(o.fused_pack_info(bad))[13:15] == [0, 0]
+
+
+def test_static_rule_never_picks_the_nm_family():
+    """SRIGL_TUNE=off or an untuned bucket: the documented static rule, as for any layer."""
+    o = ops.load()
+    weight, mask, bias = nm_layer(NM_CASES[0], 3)
+    for geometry in [(0, 0), *ops.perm_geometries(int(o.fused_isa()))]:
+        blob = _pack(weight, mask, bias, geometry)
+        for batch in (1, 4, 8, 9, 256):
+            for threads in (1, 2):
+                code = int(o.fused_resolve(blob, torch.empty(0, dtype=torch.int32), batch, threads))
+                assert ops.decode(code).family != NM_FAMILY, (geometry, batch, threads)
+
+
+@pytest.mark.parametrize("case", [NM_CASES[1], NM_CASES[2]], ids=NM_IDS[1:3])
+def test_nm_offsets_take_half_a_byte_per_kept_weight(case):
+    """An N:M pack adds n x ceil(k/2) bytes (64-byte aligned) to the blob of the same layer
+    shape without the pattern: 4 bits per kept weight, against 16 or 32 for an index."""
+    n, m, in_f, out_f, active = case
+    k = n * in_f // m
+    weight, mask, bias = nm_layer(case, 4)
+    g = torch.Generator().manual_seed(4)
+    plain = torch.zeros_like(mask)
+    for r in mask.any(dim=1).nonzero().flatten().tolist():
+        plain[r, torch.randperm(in_f, generator=g)[:k]] = True
+    o = ops.load()
+    sizes = []
+    for msk in (mask, plain):
+        info = list(o.fused_pack_info(_pack(weight, msk, bias, (0, 0))))
+        sizes.append(info[11])
+    assert info[13:15] == [0, 0]  # the random one has no pattern
+    assert sizes[0] - sizes[1] == (active * ((k + 1) // 2) + 63) // 64 * 64

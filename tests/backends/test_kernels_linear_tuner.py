@@ -202,3 +202,50 @@ def test_an_entry_that_does_not_run_here_is_dropped_when_installed_and_timed_aga
         layer.tune([1], threads=2)
     assert json.loads(path.read_text())["entries"][key]["variant"] != code
     assert layer.perm_geometry != (8, 8) or isa == 1  # the bad entry left the layer as it was
+
+
+def _nm_layer(n: int = 2, m: int = 4, in_f: int = 64, out_f: int = 24):
+    from backends.nm import nm_mask
+
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(out_f, in_f, generator=g), torch.randn(out_f, generator=g)
+    return backends.create("fused", weight, nm_mask((out_f, in_f), n, m, generator=g), bias)
+
+
+def test_nm_family_is_a_candidate_for_nm_layers_only_and_keyed_by_pattern(cache):
+    nm_family = ops.FAMILIES.index("nm")
+    layer = _nm_layer()
+    assert layer.nm_pattern == (2, 4)
+    assert tuner.layer_key(layer, 0).endswith(":nm2of4")
+    timed = tuner.measure(layer, 3, 1)
+    assert any(ops.decode(code).family == nm_family for code, _ in timed)
+    plain = _layer()
+    assert plain.nm_pattern is None and ":nm" not in tuner.layer_key(plain, 0)
+    assert not any(ops.decode(code).family == nm_family for code, _ in tuner.measure(plain, 3, 1))
+    layer.tune([3], threads=1)  # whatever wins is installed and written
+    entry = tuner.cached_entries(1)[tuner.layer_key(layer, tuner.bucket_of(3))]
+    assert any("/nm/" in name for name in entry["fastest_us"])
+
+
+def test_an_installed_nm_variant_runs_the_layer(cache):
+    layer = _nm_layer(1, 8)
+    isa = ops.ISAS[int(ops.load().fused_isa())]
+    layer._install(1, tuner.bucket_of(5), ops.encode(isa, "nm", parallel=False), ())
+    assert layer.variant_for(5, threads=1) == f"{isa}/nm/ser"
+    x = torch.randn(5, 64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            y = layer(x)
+    finally:
+        torch.set_num_threads(before)
+    dense = backends.create("naive", *_dense_args(layer))
+    torch.testing.assert_close(y, dense(x), rtol=1e-5, atol=1e-5)
+
+
+def _dense_args(layer):
+    """(weight, mask, bias) rebuilt from a condensed layer."""
+    weight = torch.zeros(layer.out_features, layer.in_features)
+    weight[layer.active] = weight[layer.active].scatter(1, layer.indices64, layer.values)
+    return weight, weight != 0, layer.bias

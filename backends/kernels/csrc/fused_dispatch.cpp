@@ -31,6 +31,8 @@ const KernelTable& table_for(int isa) {
 
 
 // ------------------------------------------------------------------ variants
+constexpr int kNm = 4;  // the N:M family (fused_variant.h)
+
 int bucket_of(int64_t m) {
   int b = 0;
   while (b < kBuckets - 1 && (int64_t(1) << b) < m) ++b;
@@ -39,11 +41,12 @@ int bucket_of(int64_t m) {
 
 
 bool runs_here(const Variant& v, const LayerView& L) {
-  if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > 3 || v.wide < 0 ||
+  if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > kNm || v.wide < 0 ||
       v.wide > 1 || v.par < 0 || v.par > 1)
     return false;
   if (v.family == 1) return L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block);
   if (v.family == 3) return L.kb_chunk > 0;
+  if (v.family == kNm) return L.nm_m > 0 && v.wide == 0;  // only layers packed as N:M
   return true;
 }
 
@@ -117,23 +120,23 @@ void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int6
   const bool perm = v.family == 1;
   const int64_t units = perm ? L.ngroups : L.n;
   if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
-  if (!v.par || units <= 1 || omp_get_max_threads() <= 1) {  // no team at all: no OpenMP cost
+  auto part = [&](int64_t lo, int64_t hi) {
     if (perm)
-      kt.perm(L, x, ldx, 0, m, 0, units, out, som, soj);
+      kt.perm(L, x, ldx, 0, m, lo, hi, out, som, soj);
+    else if (v.family == kNm)
+      kt.nm(L, x, ldx, 0, m, lo, hi, out, som, soj);
     else
-      kt.rows(L, x, ldx, 0, m, 0, units, out, som, soj);
+      kt.rows(L, x, ldx, 0, m, lo, hi, out, som, soj);
+  };
+  if (!v.par || units <= 1 || omp_get_max_threads() <= 1) {  // no team at all: no OpenMP cost
+    part(0, units);
     return;
   }
 #pragma omp parallel
   {
     int64_t lo, hi;
     split(units, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-    if (lo < hi) {
-      if (perm)
-        kt.perm(L, x, ldx, 0, m, lo, hi, out, som, soj);
-      else
-        kt.rows(L, x, ldx, 0, m, lo, hi, out, som, soj);
-    }
+    if (lo < hi) part(lo, hi);
   }
 }
 
@@ -228,11 +231,11 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
   if (forced) {
     TORCH_CHECK(runs_here(v, L), "srigl::fused: variant ", encode(v),
                 " cannot run here (CPU ISA level ", cpu_isa(), ", pack lanes ", L.lanes,
-                " block ", L.block, ")");
+                " block ", L.block, ", N:M ", L.nm_n, ":", L.nm_m, ")");
   }
   fill_bias(L, m, out, som, soj);
   if (L.n == 0) return y;
-  if (v.family >= 2) {
+  if (v.family == 2 || v.family == 3) {
     if (transposed) {
       x2 = x.stride(1) == 1 ? x : x.contiguous();
       run_tiled(v, L, x2.data_ptr<float>(), x2.stride(0), true, m, out, som, soj);

@@ -7,6 +7,8 @@
 //        in-register permute per step instead of `lanes` gathers (batch 1-8).
 // tiled: x transposed into [in][T] tiles; per neuron NACC vector accumulators over T columns
 //        (T = NACC * vector width); each kept weight adds weight * one tile row (batch >= 16).
+// nm:    N:M layers: as rows, but each kept input is its group's base (implied by its position)
+//        plus a 4-bit offset; SIMD: one gather of VL kept inputs per step, group-local.
 #include <stdint.h>
 #include <string.h>
 
@@ -75,6 +77,22 @@ inline vf vadd(vf a, vf b) {
 #endif
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Rows [m0, m1) in blocks of 4, then 2, then 1 rows: f(RowBlock<MR>{}, first row) per block.
+template <int MR>
+struct RowBlock {
+  static constexpr int mr = MR;
+};
+template <typename F>
+void by_row_blocks(int64_t m0, int64_t m1, const F& f) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) f(RowBlock<4>{}, m);
+  if (m + 2 <= m1) {
+    f(RowBlock<2>{}, m);
+    m += 2;
+  }
+  if (m < m1) f(RowBlock<1>{}, m);
+}
 inline int64_t col_of(const LayerView& L, int64_t j) { return L.all_active ? j : L.active[j]; }
 
 // ---------------------------------------------------------------- rows (gather) kernel
@@ -119,13 +137,9 @@ void rows_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_
 template <typename IT>
 void rows_typed(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
                 int64_t j0, int64_t j1, float* out, int64_t som, int64_t soj) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) rows_mr<4, IT>(L, x, ldx, m, j0, j1, out, som, soj);
-  if (m + 2 <= m1) {
-    rows_mr<2, IT>(L, x, ldx, m, j0, j1, out, som, soj);
-    m += 2;
-  }
-  if (m < m1) rows_mr<1, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    rows_mr<decltype(rb)::mr, IT>(L, x, ldx, m, j0, j1, out, som, soj);
+  });
 }
 
 void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
@@ -308,13 +322,9 @@ int perm_supports(int lanes, int block) {
 
 void perm(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t m1, int64_t g0,
           int64_t g1, float* out, int64_t som, int64_t soj) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) perm_rows<4>(L, xp, ldp, m, g0, g1, out, som, soj);
-  if (m + 2 <= m1) {
-    perm_rows<2>(L, xp, ldp, m, g0, g1, out, som, soj);
-    m += 2;
-  }
-  if (m < m1) perm_rows<1>(L, xp, ldp, m, g0, g1, out, som, soj);
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    perm_rows<decltype(rb)::mr>(L, xp, ldp, m, g0, g1, out, som, soj);
+  });
 }
 
 // A pack the SIMD registers do not fit runs through the portable emulation.
@@ -325,6 +335,145 @@ void perm_any(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int6
     return;
   }
   perm(L, xp, ldp, m0, m1, g0, g1, out, som, soj);
+}
+
+// ---------------------------------------------------------------- N:M kernel
+// Kept weight t of neuron j reads input (t / N) * M + its offset: the group base follows from
+// the position, the offset (< M <= 16) is a nibble of the neuron's row of nm_off (t even: low
+// nibble of byte t / 2, t odd: high). Portable form (and the SIMD kernels' tail): two partial
+// sums per row, one per group parity.
+inline int64_t nm_row_bytes(int64_t k) { return (k + 1) / 2; }
+inline int64_t nm_offset(const uint8_t* o, int64_t t) { return (o[t >> 1] >> ((t & 1) * 4)) & 15; }
+
+template <int MR>
+void nm_scalar_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
+                  int64_t j1, float* out, int64_t som, int64_t soj) {
+  const int64_t k = L.k, N = L.nm_n, M = L.nm_m, G = k / N;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* v = L.values + j * k;
+    const uint8_t* o = L.nm_off + j * nm_row_bytes(k);
+    float sum[MR][2];
+    for (int r = 0; r < MR; ++r) sum[r][0] = sum[r][1] = 0.0f;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t base = g * M, t0 = g * N;
+      for (int64_t t = t0; t < t0 + N; ++t)
+        for (int r = 0; r < MR; ++r) sum[r][g & 1] += v[t] * xr[r][base + nm_offset(o, t)];
+    }
+    const int64_t c = col_of(L, j);
+    for (int r = 0; r < MR; ++r) out[(m0 + r) * som + c * soj] = sum[r][0] + sum[r][1] + L.bias[c];
+  }
+}
+
+#if defined(SRIGL_ISA_AVX2) || defined(SRIGL_ISA_AVX512)
+// bytes b0 b1 .. (two nibbles each) -> bytes b0 & 15, b0 >> 4, b1 & 15, b1 >> 4, ..
+inline __m128i nibbles_to_bytes(__m128i x) {
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  return _mm_unpacklo_epi8(_mm_and_si128(x, lo4), _mm_and_si128(_mm_srli_epi16(x, 4), lo4));
+}
+#if defined(SRIGL_ISA_AVX512)
+typedef __m512i vi;
+inline vi nm_offsets(const uint8_t* o) {  // 16 offsets from 8 bytes
+  return _mm512_cvtepu8_epi32(nibbles_to_bytes(_mm_loadl_epi64((const __m128i*)o)));
+}
+inline vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
+inline vi vi_set1(int32_t a) { return _mm512_set1_epi32(a); }
+inline vi vi_lane_bases(int32_t n, int32_t m) {  // lane l: (l / n) * m
+  alignas(64) int32_t b[16];
+  for (int l = 0; l < 16; ++l) b[l] = l / n * m;
+  return _mm512_load_si512(b);
+}
+inline vf vgather(const float* base, vi idx) { return _mm512_i32gather_ps(idx, base, 4); }
+inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
+#else
+typedef __m256i vi;
+inline vi nm_offsets(const uint8_t* o) {  // 8 offsets from 4 bytes
+  int32_t four;
+  memcpy(&four, o, 4);
+  return _mm256_cvtepu8_epi32(nibbles_to_bytes(_mm_cvtsi32_si128(four)));
+}
+inline vi vi_add(vi a, vi b) { return _mm256_add_epi32(a, b); }
+inline vi vi_set1(int32_t a) { return _mm256_set1_epi32(a); }
+inline vi vi_lane_bases(int32_t n, int32_t m) {
+  alignas(32) int32_t b[8];
+  for (int l = 0; l < 8; ++l) b[l] = l / n * m;
+  return _mm256_load_si256((const __m256i*)b);
+}
+inline vf vgather(const float* base, vi idx) { return _mm256_i32gather_ps(base, idx, 4); }
+inline float vsum(vf a) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 h = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
+// VL kept weights per step (N divides VL, so they cover VL / N whole groups): their VL / 2
+// offset bytes widen to VL int32 offsets, and the inputs are one gather at lane base + step
+// base + offsets; two FMA chains per row at MR 1.
+template <int MR>
+void nm_simd_mr(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0,
+                int64_t j1, float* out, int64_t som, int64_t soj) {
+  const int64_t k = L.k, N = L.nm_n, M = L.nm_m;
+  const int32_t stride = static_cast<int32_t>(VL / N * M);  // inputs a step advances
+  const vi lanes = vi_lane_bases(static_cast<int32_t>(N), static_cast<int32_t>(M));
+  constexpr int NA = MR == 1 ? 2 : 1;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = x + (m0 + r) * ldx;
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* v = L.values + j * k;
+    const uint8_t* o = L.nm_off + j * nm_row_bytes(k);
+    vf acc[MR][NA];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NA; ++q) acc[r][q] = vzero();
+    vi base = lanes;
+    int64_t t = 0;
+    for (; t + NA * VL <= k; t += NA * VL) {
+      for (int q = 0; q < NA; ++q) {
+        const vi idx = vi_add(base, nm_offsets(o + (t + q * VL) / 2));
+        const vf w = vload(v + t + q * VL);
+        for (int r = 0; r < MR; ++r) acc[r][q] = vfma(w, vgather(xr[r], idx), acc[r][q]);
+        base = vi_add(base, vi_set1(stride));
+      }
+    }
+    for (; t + VL <= k; t += VL) {
+      const vi idx = vi_add(base, nm_offsets(o + t / 2));
+      const vf w = vload(v + t);
+      for (int r = 0; r < MR; ++r) acc[r][0] = vfma(w, vgather(xr[r], idx), acc[r][0]);
+      base = vi_add(base, vi_set1(stride));
+    }
+    const int64_t c = col_of(L, j);
+    for (int r = 0; r < MR; ++r) {
+      for (int q = 1; q < NA; ++q) acc[r][0] = vadd(acc[r][0], acc[r][q]);
+      float total = vsum(acc[r][0]);
+      for (int64_t u = t; u < k; ++u) total += v[u] * xr[r][u / N * M + nm_offset(o, u)];
+      out[(m0 + r) * som + c * soj] = total + L.bias[c];
+    }
+  }
+}
+
+template <int MR>
+void nm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0, int64_t j1,
+             float* out, int64_t som, int64_t soj) {
+  // a gather of VL lanes needs whole groups per step and int32 input offsets
+  if (VL % L.nm_n == 0 && L.in < (int64_t(1) << 30))
+    nm_simd_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+  else
+    nm_scalar_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+}
+#else
+template <int MR>
+void nm_rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t j0, int64_t j1,
+             float* out, int64_t som, int64_t soj) {
+  nm_scalar_mr<MR>(L, x, ldx, m0, j0, j1, out, som, soj);
+}
+#endif
+
+void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
+        int64_t j1, float* out, int64_t som, int64_t soj) {
+  by_row_blocks(m0, m1, [&](auto rb, int64_t m) {
+    nm_rows<decltype(rb)::mr>(L, x, ldx, m, j0, j1, out, som, soj);
+  });
 }
 
 // ---------------------------------------------------------------- tiled kernel
@@ -488,7 +637,7 @@ void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64
 extern const KernelTable SRIGL_TABLE = {
     SRIGL_TABLE_NAME,       SRIGL_NS::rows,       SRIGL_NS::perm_any,
     SRIGL_NS::perm_supports, SRIGL_NS::tile_width, SRIGL_NS::tiled,
-    SRIGL_NS::tiled_blocked,
+    SRIGL_NS::tiled_blocked, SRIGL_NS::nm,
 };
 
 }  // namespace srigl

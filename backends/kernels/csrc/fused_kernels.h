@@ -36,6 +36,11 @@ struct LayerView {
   // kb_ptr[j * (kb_nchunks + 1) + c] .. [.. + c + 1] in inputs [c * kb_chunk, (c + 1) * kb_chunk)
   int64_t kb_chunk, kb_nchunks;
   const int32_t* kb_ptr;      // [n, kb_nchunks + 1]
+  // N:M pack (nm_m 0: none): every active neuron keeps exactly nm_n of each group of nm_m
+  // consecutive inputs; its kept weight t (ascending) is input (t / nm_n) * nm_m + offset t,
+  // offset t = nibble t of the neuron's row of nm_off (even t: low nibble of byte t / 2)
+  int32_t nm_n, nm_m;
+  const uint8_t* nm_off;      // [n, (k + 1) / 2]: two 4-bit offsets within the group per byte
 };
 
 // Output element (m, neuron column c) lives at out[m * som + c * soj].
@@ -60,6 +65,10 @@ struct KernelTable {
   void (*tiled_blocked)(const LayerView&, int wide, const float* tile, int64_t ncols,
                         int64_t j0, int64_t j1, int64_t m0, float* out, int64_t som,
                         int64_t soj);
+  // the N:M pack (needs nm_m > 0): as rows, each group's inputs read at the group's base plus
+  // the 4-bit offsets
+  void (*nm)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
+             int64_t j1, float* out, int64_t som, int64_t soj);
 };
 
 extern const KernelTable kGeneric;

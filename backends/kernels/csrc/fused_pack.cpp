@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "fused_blob.h"
@@ -13,6 +14,22 @@ namespace srigl {
 namespace {
 
 int64_t align64(int64_t v) { return (v + 63) & ~int64_t(63); }
+
+// The N:M pattern of ascending rows ix [n, k] over `in` inputs: the smallest M of 2, 4, 8, 16
+// (dividing in) for which every row keeps exactly N = k / (in / M) < M inputs of each group of
+// M consecutive ones, i.e. its kept input t lies in group t / N; {0, 0} when there is none.
+std::pair<int64_t, int64_t> nm_pattern(const int64_t* ix, int64_t n, int64_t k, int64_t in) {
+  if (n == 0 || k == 0) return {0, 0};
+  for (int64_t M = 2; M <= 16; M *= 2) {
+    if (in % M != 0 || k % (in / M) != 0) continue;
+    const int64_t N = k / (in / M);
+    if (N >= M) continue;
+    bool ok = true;
+    for (int64_t i = 0; i < n * k && ok; ++i) ok = ix[i] / M == (i % k) / N;
+    if (ok) return {N, M};
+  }
+  return {0, 0};
+}
 
 }  // namespace
 
@@ -52,6 +69,9 @@ LayerView view_of(const at::Tensor& blob) {
   L.kb_nchunks = h[H_KB_NCH];
   L.kb_ptr = reinterpret_cast<const int32_t*>(base + h[O_KBPTR]);
   L.pstep_off = reinterpret_cast<const int32_t*>(base + h[O_PSTEP]);
+  L.nm_n = static_cast<int32_t>(h[H_NM_N]);
+  L.nm_m = static_cast<int32_t>(h[H_NM_M]);
+  L.nm_off = base + h[O_NMOFF];
   return L;
 }
 
@@ -133,6 +153,8 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
       }
   const int64_t kb_nch = (in + kKbChunk - 1) / kKbChunk;
   const bool kb = sorted && n > 0 && k > 0 && n * (kb_nch + 1) <= (int64_t(1) << 26);
+  // N:M layers: per kept weight its 4-bit offset within its group of M inputs
+  const auto nm = sorted ? nm_pattern(ix, n, k, in) : std::pair<int64_t, int64_t>{0, 0};
 
   int64_t off = kHeaderBytes;
   auto take = [&](int64_t bytes) {
@@ -167,6 +189,10 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   h[H_KB_NCH] = kb ? kb_nch : 0;
   h[O_KBPTR] = take(kb ? n * (kb_nch + 1) * 4 : 0);
   h[O_PSTEP] = take(nsteps * 4);
+  h[H_NM_N] = nm.first;
+  h[H_NM_M] = nm.second;
+  const int64_t nm_row = (k + 1) / 2;  // two 4-bit offsets per byte (M <= 16)
+  h[O_NMOFF] = take(nm.second ? n * nm_row : 0);
   h[H_BYTES] = off;
 
   at::Tensor blob = at::zeros({off}, at::TensorOptions().dtype(at::kByte));
@@ -193,6 +219,14 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
         row[c] = static_cast<int32_t>(t);
       }
     }
+  }
+  if (nm.second) {
+    uint8_t* po = p + h[O_NMOFF];
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t t = 0; t < k; ++t) {
+        const int64_t off = ix[j * k + t] - t / nm.first * nm.second;  // < M <= 16
+        po[j * nm_row + t / 2] |= static_cast<uint8_t>(off << (4 * (t & 1)));
+      }
   }
   if (lanes > 0) {
     std::memcpy(p + h[O_GRPBLK], grp_blk.data(), (ngroups + 1) * 4);
@@ -232,7 +266,8 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
 std::vector<int64_t> fused_pack_info(const at::Tensor& blob) {
   const int64_t* h = header(blob);
   return {h[H_IN], h[H_OUT], h[H_N], h[H_K], h[H_IDXB], h[H_ALL], h[H_LANES], h[H_BLOCK],
-          h[H_NGROUPS], h[H_NBLOCKS], h[H_NSTEPS], h[H_BYTES], h[H_KB_CHUNK]};
+          h[H_NGROUPS], h[H_NBLOCKS], h[H_NSTEPS], h[H_BYTES], h[H_KB_CHUNK], h[H_NM_N],
+          h[H_NM_M]};
 }
 
 }  // namespace srigl
