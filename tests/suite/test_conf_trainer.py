@@ -69,3 +69,18 @@ def test_an_option_outside_the_base_can_be_added_on_the_command_line():
     bad = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.grow_init=ones"])
     with pytest.raises(ValueError, match="grow_init='ones' is invalid"):
         check_run_config(bad)
+
+
+def test_n_m_and_fan_in_can_be_added_to_any_trainer_on_the_command_line():
+    nm = ["+trainer.n_m=[2,4]", "trainer.distribution=uniform", "sparsity=0.5"]
+    cfg = compose(["experiment=digits_mlp", "trainer=srigl", *nm])
+    check_run_config(cfg)
+    assert group_options(cfg.trainer, drop=("name", "label"))["n_m"] == [2, 4]
+    erk = compose(["experiment=digits_mlp", "trainer=srigl", "+trainer.n_m=[2,4]", "sparsity=0.5"])
+    with pytest.raises(ValueError, match="distribution='erk' is invalid with n_m"):
+        check_run_config(erk)
+    fan_in = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.fan_in={*:16}"])
+    check_run_config(fan_in)
+    bad = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.fan_in=0"])
+    with pytest.raises(ValueError, match="fan_in=0 is invalid"):
+        check_run_config(bad)
