@@ -322,3 +322,27 @@ def constant_fan_in_mask(
     if n_off:
         active[torch.randperm(out, generator=generator)[:n_off]] = False
     return random_fan_in_mask(shape, k, generator, active)
+
+
+def random_n_m_mask(
+    shape: tuple[int, ...], n: int, m: int, generator: torch.Generator
+) -> torch.Tensor:
+    """A bool N:M mask of ``shape``: each group of ``m`` consecutive positions of a row's
+    flattened fan-in holds exactly ``n`` True, chosen uniformly at random.
+
+    Args:
+        shape: (out, ...) weight shape; row i is flattened (for a Conv2d in (c, dy, dx)
+            order) and cut into consecutive groups of m, so the fan-in must be a multiple of m.
+        n, m: 0 <= n <= m.
+        generator: CPU generator; the mask is drawn on the CPU.
+
+    Raises:
+        ValueError: a fan-in that is not a multiple of m.
+    """
+    out, fan_in = shape[0], math.prod(shape[1:])
+    if fan_in % m:
+        raise ValueError(f"fan-in {fan_in} of shape {list(shape)} is not a multiple of M = {m}")
+    scores = torch.rand(out * fan_in // m, m, generator=generator)
+    mask = torch.zeros(out * fan_in // m, m, dtype=torch.bool)
+    mask.scatter_(1, scores.topk(n, dim=1).indices, True)
+    return mask.view(shape)

@@ -233,3 +233,54 @@ def neurons_to_keep(counts: torch.Tensor, tau: int, min_active: int) -> torch.Te
 def min_active_neurons(budget: int, fan_in: int) -> int:
     """ceil(budget / fan_in): the fewest neurons that can hold ``budget`` weights."""
     return max(1, math.ceil(budget / fan_in))
+
+
+def group_view(x: torch.Tensor, m: int) -> torch.Tensor:
+    """View a [out, F] tensor as its groups of ``m`` consecutive inputs, [out * F / m, m].
+
+    Group g of neuron i holds columns g*m .. g*m + m - 1 of row i (F must be a multiple of m).
+    """
+    return x.reshape(-1, m)
+
+
+def drop_grow_n_m(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    grow_score: torch.Tensor,
+    active: torch.Tensor,
+    n_keep: int,
+    n: int,
+    m: int,
+    kept: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """N:M drop and grow: every group of ``m`` consecutive inputs of an active row ends with
+    exactly ``n`` non-zeros, every inactive row with none.
+
+    Drop: keep the layer-wide top ``n_keep`` by |W| among the active weights of active rows
+    (RigL's magnitude drop, so the lowest magnitudes of the layer go). Grow: each group of an
+    active row grows ``n - kept_g`` of its positions not kept, the highest ``grow_score``
+    within the group (a just-dropped position may come back, as in RigL).
+
+    Args:
+        weight: float [out, F]; mask: bool [out, F] with at most n per group; grow_score: float
+        [out, F], higher is better, no NaN; active: bool [out]; n_keep: >= 0; 1 <= n < m,
+        F a multiple of m; kept: the layer-wide top-n_keep selection if the caller has it.
+
+    Returns:
+        (kept, new_mask), bool [out, F].
+    """
+    rows, fan_in = mask.shape
+    if kept is None:
+        kept = top_n_mask(masked_score(weight), n_keep, within=mask & active.view(-1, 1))
+    groups_kept = group_view(kept, m)
+    per_group = row_count(groups_kept)
+    if bool((per_group > n).any()):  # a mask that broke the rule: keep each group's n largest
+        groups_kept = groups_kept & row_top_mask(
+            group_view(masked_score(weight), m).masked_fill(~groups_kept, NEG_INF), n
+        )
+        per_group = row_count(groups_kept)
+        kept = groups_kept.view(rows, fan_in)
+    group_active = active.view(-1, 1).expand(rows, fan_in // m).reshape(-1)
+    need = (n - per_group) * group_active.long()
+    grow = row_top_mask(group_view(grow_score.masked_fill(kept, NEG_INF), m), need)
+    return kept, kept | grow.view(rows, fan_in)

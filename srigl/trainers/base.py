@@ -46,7 +46,7 @@ from srigl import distributed
 from srigl.errors import SparsityConfigError
 from srigl.masks import eligible_parameters
 from srigl.schedule import UpdateSchedule
-from srigl.topology import count, drop_grow_fan_in, drop_grow_unstructured
+from srigl.topology import count, drop_grow_fan_in, drop_grow_n_m, drop_grow_unstructured
 from srigl.trainers.config import SparseConfig, check_sparsity_range
 from srigl.trainers.gradients import GradientTracking
 from srigl.trainers.layers import Kept, Layer, build_layers
@@ -130,7 +130,11 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
             ablate_classifier=config.ablate_classifier,
             erk_power=config.erk_power,
             sparse_attention=config.sparse_attention,
+            fan_in=config.fan_in,
+            n_m=config.n_m,
         )
+        if config.fan_in is not None or config.n_m is not None:
+            self.sparsity = self._fixed_fan_in_sparsity(config)
         self._check_optimizer()
         self._claim_parameters()
         try:
@@ -199,11 +203,16 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
     def _set_state(self, config: SparseConfig) -> None:
         """The attributes every trainer has, from ``config``, before any layer is built."""
         self.config = config
-        self.sparsity = float(config.sparsity)
+        # None only with fan_in / n_m: set from the layers' budgets once they are built
+        self.sparsity = float("nan") if config.sparsity is None else float(config.sparsity)
         self.distribution = config.distribution
         self.gamma_sal = float(config.gamma_sal)
         self.ablation = bool(config.ablation)
-        self.constant_fan_in = bool(config.constant_fan_in)
+        self.n_m = config.n_m
+        self.fan_in = config.fan_in
+        # a fixed fan-in or N:M is constant fan-in whatever constant_fan_in says
+        fixed = config.fan_in is not None or config.n_m is not None
+        self.constant_fan_in = bool(config.constant_fan_in) or fixed
         self.sparse_init = bool(config.sparse_init)
         # every rank draws the same random choices (masks, SET regrowth): rank 0's seed
         seed = int(config.seed)
@@ -225,6 +234,38 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         self._off: dict[str, torch.Tensor] = {}
         self.layers: dict[str, Layer] = {}
         self.schedule: UpdateSchedule | None = None
+
+    def _fixed_fan_in_sparsity(self, config: SparseConfig) -> float:
+        """The global sparsity the ``fan_in`` / ``n_m`` budgets give (forced-dense layers count
+        in full); a given ``sparsity`` must agree with it within half a weight per sparse neuron
+        (or, with ``n_m``, be 1 - N/M).
+
+        Raises:
+            SparsityConfigError: naming both when they disagree, or when no layer is sparse.
+        """
+        total = self._eligible_numel
+        sparse_numel = sum(layer.param.numel() for layer in self.layers.values())
+        nnz = sum(layer.budget for layer in self.layers.values()) + total - sparse_numel
+        implied = 1.0 - nnz / total
+        option = f"n_m={config.n_m}" if config.n_m is not None else f"fan_in={config.fan_in!r}"
+        if not self.layers:
+            raise SparsityConfigError(
+                f"{option} leaves no sparse layer (every fan-in is the dense one, or every layer "
+                "is kept dense); allowed: a smaller fan-in or fewer dense layers"
+            )
+        given = config.sparsity
+        if given is None:
+            return implied
+        tolerance = 0.5 * sum(layer.out_features for layer in self.layers.values()) / total
+        per_layer = 1.0 - config.n_m[0] / config.n_m[1] if config.n_m is not None else None
+        if abs(float(given) - implied) <= tolerance or (
+            per_layer is not None and math.isclose(float(given), per_layer, abs_tol=1e-9)
+        ):
+            return implied
+        raise SparsityConfigError(
+            f"sparsity={given!r} disagrees with {option}, which gives sparsity {implied:.6f} on "
+            f"this model; allowed: omit sparsity, or within {tolerance:.2g} of {implied:.6f}"
+        )
 
     def _make_schedule(self, config: SparseConfig) -> UpdateSchedule:
         """The update schedule of a dynamic trainer; warns when it leaves no update."""
@@ -360,7 +401,8 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         """Magnitude drop of floor(f * nnz) weights, regrowth ranked by |grow_score|.
 
         Unstructured (nnz constant over the layer), or with ``constant_fan_in`` each active
-        neuron regrows back to the layer's fan-in floor(B / n_active) (no ablation).
+        neuron regrows back to the layer's fan-in (its fixed fan-in, else floor(B / n_active);
+        no ablation), or under ``n_m`` each group regrows back to N (:func:`drop_grow_n_m`).
 
         Args:
             weight, grow_score: float [out, F]; mask: bool [out, F]; drop_fraction: f(t).
@@ -373,7 +415,10 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         if not self.constant_fan_in:
             return drop_grow_unstructured(weight, mask, grow_score, n_drop)
         active = mask.any(1)
-        k = layer.budget // count(active)
+        if layer.n_m is not None:
+            n, m = layer.n_m
+            return drop_grow_n_m(weight, mask, grow_score, active, n_on - n_drop, n, m)
+        k = layer.fixed_fan_in or layer.budget // count(active)
         return drop_grow_fan_in(weight, mask, grow_score, active, n_on - n_drop, k)
 
     def close(self) -> None:

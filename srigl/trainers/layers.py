@@ -7,13 +7,13 @@ SRigL may ablate its neurons.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from srigl.distributions import layer_densities
-from srigl.errors import EmptyLayerError
+from srigl.errors import EmptyLayerError, SparsityConfigError
 from srigl.masks import SparseParam, check_globs, forced_dense_names, layer_budget, matches_any
 
 #: what a trainer's rule returns for one layer: (kept, new_mask), both bool [out, F]
@@ -28,6 +28,11 @@ class Layer:
         name: unwrapped parameter name; param: the weight; density: its target density;
         budget: B_l = floor(numel * density); may_ablate: SRigL may switch its neurons off;
         is_classifier: the last eligible layer of the model.
+        fixed_fan_in: the fan-in every active neuron keeps whatever the number of active
+            neurons (options ``fan_in`` / ``n_m``: budget = fixed_fan_in * out), or None (the
+            constant fan-in is then floor(budget / n_active)).
+        n_m: (N, M): every group of M consecutive inputs of an active neuron holds exactly N
+            non-zeros (its flattened fan-in is a multiple of M); None without that constraint.
     """
 
     name: str
@@ -36,6 +41,8 @@ class Layer:
     budget: int
     may_ablate: bool
     is_classifier: bool
+    fixed_fan_in: int | None = None
+    n_m: tuple[int, int] | None = None
 
     @property
     def out_features(self) -> int:
@@ -61,10 +68,14 @@ def build_layers(
     ablate_classifier: bool,
     erk_power: float,
     sparse_attention: bool = True,
+    fan_in: int | tuple[tuple[str, int], ...] | None = None,
+    n_m: tuple[int, int] | None = None,
 ) -> dict[str, Layer]:
     """The sparse layers among ``eligible`` (in order), keyed by parameter name.
 
-    Layers whose density is 1 (forced dense or by the distribution) are left out.
+    Layers whose density is 1 (forced dense or by the distribution) are left out. With
+    ``fan_in`` or ``n_m`` the budgets follow from them (:func:`fixed_fan_in_layers`) and
+    ``sparsity`` / ``distribution`` are not used.
 
     Raises:
         ValueError: a ``no_ablation`` glob that matches nothing. EmptyLayerError: a layer
@@ -73,26 +84,20 @@ def build_layers(
     forced = forced_dense_names(
         eligible, dense_layers, dense_first_layer, dense_classifier, sparse_attention
     )
+    if fan_in is not None or n_m is not None:
+        return fixed_fan_in_layers(eligible, forced, fan_in, n_m, no_ablation, ablate_classifier)
     shapes = {p.name: p.shape for p in eligible}
     kwargs = {} if distribution == "uniform" else {"power": erk_power}
     densities = layer_densities(distribution, shapes, 1.0 - sparsity, dense=forced, **kwargs)
+    may_ablate = _ablation_rule(eligible, no_ablation, ablate_classifier)
     classifier = eligible[-1].name
-    no_ablation = list(no_ablation)
-    check_globs(
-        "no_ablation",
-        no_ablation,
-        [p.name for p in eligible] + [p.module_name for p in eligible],
-    )
     layers: dict[str, Layer] = {}
     for p in eligible:
         density = densities[p.name]
         if density >= 1.0:
             continue
         budget = layer_budget(p.numel, density)
-        # like dense_layers, a glob may name the parameter or its module ("head")
-        protected = matches_any(p.name, no_ablation) or matches_any(p.module_name, no_ablation)
-        may_ablate = not protected and (p.name != classifier or ablate_classifier)
-        layer = Layer(p.name, p.param, density, budget, may_ablate, p.name == classifier)
+        layer = Layer(p.name, p.param, density, budget, may_ablate(p), p.name == classifier)
         per_neuron = budget // layer.out_features if constant_fan_in else budget
         if per_neuron == 0:
             what = "fan-in k = floor(B_l / out)" if constant_fan_in else "budget B_l"
@@ -103,4 +108,102 @@ def build_layers(
                 "another distribution"
             )
         layers[p.name] = layer
+    return layers
+
+
+def _ablation_rule(
+    eligible: list[SparseParam], no_ablation: Iterable[str], ablate_classifier: bool
+) -> Callable[[SparseParam], bool]:
+    """Whether SRigL may ablate a layer's neurons: not a ``no_ablation`` match (parameter or
+    module name, each glob checked to match), and not the classifier unless allowed."""
+    globs = list(no_ablation)
+    check_globs(
+        "no_ablation", globs, [p.name for p in eligible] + [p.module_name for p in eligible]
+    )
+    classifier = eligible[-1].name
+
+    def may_ablate(p: SparseParam) -> bool:
+        protected = matches_any(p.name, globs) or matches_any(p.module_name, globs)
+        return not protected and (p.name != classifier or ablate_classifier)
+
+    return may_ablate
+
+
+def layer_fan_in(p: SparseParam, fan_in: int | tuple[tuple[str, int], ...]) -> int:
+    """The fixed fan-in option's value for layer ``p``: the int, or the first glob matching
+    its parameter or module name.
+
+    Raises:
+        SparsityConfigError: no glob matches the layer.
+    """
+    if isinstance(fan_in, int):
+        return fan_in
+    for glob, k in fan_in:
+        if matches_any(p.name, [glob]) or matches_any(p.module_name, [glob]):
+            return k
+    raise SparsityConfigError(
+        f"sparse layer {p.name!r} matches no fan_in glob {[g for g, _ in fan_in]}; allowed: a "
+        f"glob for every sparse layer, or keep it dense with dense_layers=[{p.name!r}]"
+    )
+
+
+def fixed_fan_in_layers(
+    eligible: list[SparseParam],
+    forced: set[str],
+    fan_in: int | tuple[tuple[str, int], ...] | None,
+    n_m: tuple[int, int] | None,
+    no_ablation: Iterable[str],
+    ablate_classifier: bool,
+) -> dict[str, Layer]:
+    """The sparse layers under a fixed fan-in (``fan_in``) or N:M (``n_m``) constraint.
+
+    Every eligible weight not in ``forced`` is sparse with k = its fan-in option (or
+    fan_in_l * N / M) non-zeros per neuron and budget B = k * out; a k equal to the dense
+    fan-in leaves the layer dense (left out).
+
+    Raises:
+        SparsityConfigError: a fan-in above the layer's, a layer not matched by any ``fan_in``
+            glob or a glob matching no layer, a fan-in not a multiple of M (each names the
+            layer and what is allowed).
+    """
+    may_ablate = _ablation_rule(eligible, no_ablation, ablate_classifier)
+    if isinstance(fan_in, tuple):
+        names = [p.name for p in eligible] + [p.module_name for p in eligible]
+        check_globs("fan_in", [g for g, _ in fan_in], names)
+    classifier = eligible[-1].name
+    layers: dict[str, Layer] = {}
+    for p in eligible:
+        if p.name in forced:
+            continue
+        if n_m is not None:
+            n, m = n_m
+            if p.fan_in % m:
+                raise SparsityConfigError(
+                    f"layer {p.name!r} has fan-in {p.fan_in}, not a multiple of M = {m} "
+                    f"(n_m={n_m}); allowed: fan-ins divisible by M, or keep it dense with "
+                    f"dense_layers=[{p.name!r}]"
+                )
+            k = p.fan_in // m * n
+        else:
+            assert fan_in is not None
+            k = layer_fan_in(p, fan_in)
+            if k > p.fan_in:
+                raise SparsityConfigError(
+                    f"fan_in={k} is larger than layer {p.name!r}'s fan-in {p.fan_in} (shape "
+                    f"{tuple(p.shape)}); allowed: 1 <= fan_in <= {p.fan_in}, or keep it dense "
+                    f"with dense_layers=[{p.name!r}]"
+                )
+        if k == p.fan_in:
+            continue
+        budget = k * p.out_features
+        layers[p.name] = Layer(
+            p.name,
+            p.param,
+            budget / p.numel,
+            budget,
+            may_ablate(p),
+            p.name == classifier,
+            fixed_fan_in=k,
+            n_m=n_m,
+        )
     return layers

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from srigl import distributed
-from srigl.masks import random_fan_in_mask, random_unstructured_mask
+from srigl.masks import random_fan_in_mask, random_n_m_mask, random_unstructured_mask
 from srigl.topology import row_count
 from srigl.trainers.layers import Layer
 
@@ -28,6 +28,7 @@ class MaskBookkeeping:
     generator: torch.Generator
     constant_fan_in: bool
     sparse_init: bool
+    n_m: tuple[int, int] | None
     _eligible_numel: int
     _step: int
     history: list[dict[str, Any]]
@@ -36,7 +37,9 @@ class MaskBookkeeping:
         with torch.no_grad():
             for name, layer in self.layers.items():
                 shape = tuple(layer.param.shape)
-                if self.constant_fan_in:
+                if layer.n_m is not None:
+                    mask = random_n_m_mask(shape, *layer.n_m, self.generator)
+                elif self.constant_fan_in:
                     k = layer.budget // layer.out_features
                     mask = random_fan_in_mask(shape, k, self.generator)
                 else:
@@ -136,10 +139,12 @@ class MaskBookkeeping:
 
         Returns:
             {'step', 'updates', 'global_density', 'layers': {name: {'density', 'nnz',
-            'fan_in', 'n_active', 'n_ablated'}}}. ``fan_in`` is the non-zeros per active
-            neuron (an int when it is constant, else their mean as a float); a neuron with no
-            non-zero is ablated. Forced-dense layers are not listed but count as dense in
-            ``global_density`` (non-zeros of the mask, over all sparse-eligible weights).
+            'fan_in', 'n_active', 'n_ablated'}}, 'n_m'}. ``fan_in`` is the non-zeros per active
+            neuron (an int when it is constant, else their mean as a float; with the ``fan_in``
+            option, that option's value for the layer); a neuron with no non-zero is ablated.
+            ``n_m`` is [N, M] of the ``n_m`` option, or None. Forced-dense layers are not
+            listed but count as dense in ``global_density`` (non-zeros of the mask, over all
+            sparse-eligible weights).
         """
         layers = {name: self._layer_info(mask) for name, mask in self.masks.items()}
         masked_numel = sum(m.numel() for m in self.masks.values())
@@ -151,4 +156,5 @@ class MaskBookkeeping:
             "updates": len(self.history),
             "global_density": density,
             "layers": layers,
+            "n_m": list(self.n_m) if self.n_m is not None else None,
         }

@@ -14,6 +14,11 @@ Per layer, at an update with drop fraction f (SPEC.md section 2):
    keeping more than k' keeps its k' largest.
 5. Grow: each active neuron grows k' - kept_i positions by |grad| within its row; new weights
    start at 0.
+
+With a fixed fan-in (``fan_in``) k' stays the given fan-in (an ablated neuron's budget is not
+redistributed, and any number of neurons may survive); with ``n_m`` steps 4-5 run per group of
+M inputs: the layer-wide magnitude drop, then each group of an active neuron regrows to N by
+|grad| within the group (``srigl.topology.drop_grow_n_m``); an ablated neuron has no weights.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from srigl.errors import SparsityConfigError
 from srigl.topology import (
     count,
     drop_grow_fan_in,
+    drop_grow_n_m,
     masked_score,
     min_active_neurons,
     neurons_to_keep,
@@ -70,12 +76,17 @@ class SRigLTrainer(SparseTrainer):
             counts = salient_counts(w, mask, grad_score, n_keep, n_drop, by_weight=by_weight)
             k0 = layer.budget // layer.out_features
             tau = max(1, math.floor(self.gamma_sal * k0))
-            active = neurons_to_keep(counts, tau, min_active_neurons(layer.budget, layer.fan_in))
+            # a fixed fan-in fits any number of neurons; else B / n_active must fit the fan-in
+            fewest = 1 if layer.fixed_fan_in else min_active_neurons(layer.budget, layer.fan_in)
+            active = neurons_to_keep(counts, tau, fewest)
         else:
             active = torch.ones(layer.out_features, dtype=torch.bool, device=mask.device)
         # step 4's selection equals the salient-by-|W| set unless a neuron holding weights
         # was just ablated; then it is recomputed over the surviving neurons
         lost = bool((mask.any(1) & ~active).any())
         kept = None if lost else by_weight
-        k = layer.budget // count(active)
+        if layer.n_m is not None:
+            n, m = layer.n_m
+            return drop_grow_n_m(w, mask, grad_score, active, n_keep, n, m, kept=kept)
+        k = layer.fixed_fan_in or layer.budget // count(active)
         return drop_grow_fan_in(w, mask, grad_score, active, n_keep, k, kept=kept)

@@ -97,9 +97,9 @@ class TrainerState:
 
     def _check_loaded_mask(self, name: str, mask: torch.Tensor) -> None:
         """Refuse a loaded mask that breaks this trainer's invariants (SPEC.md sections 1-2):
-        bool (or 0/1) values; constant fan-in k = floor(B / n_active) in every active neuron
-        and B - n_active < nnz <= B (no ablated neuron where ablation is off); or, unstructured,
-        exactly B non-zeros."""
+        bool (or 0/1) values; constant fan-in k = floor(B / n_active) (or the layer's fixed
+        fan-in) in every active neuron, exactly N per group of M with ``n_m``, no ablated
+        neuron where ablation is off; or, unstructured, exactly B non-zeros."""
         layer = self.layers[name]
         where = f"mask {name!r} (shape {tuple(mask.shape)}, budget B = {layer.budget})"
         if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
@@ -114,13 +114,23 @@ class TrainerState:
         n_active = int(active.sum())
         if n_active == 0:
             raise StateDictError(f"{where} has no active neuron; allowed: at least one")
-        k = layer.budget // n_active
+        k = layer.fixed_fan_in or layer.budget // n_active
         lo, hi = int(rows[active].min()), int(rows[active].max())
         if lo != k or hi != k:
+            rule = "the fixed fan-in" if layer.fixed_fan_in else "floor(B / n_active)"
             raise StateDictError(
                 f"{where}: its {n_active} active neurons keep {lo}..{hi} non-zeros; allowed: "
-                f"exactly k = floor(B / n_active) = {k} each (constant fan-in)"
+                f"exactly k = {rule} = {k} each (constant fan-in)"
             )
+        if layer.n_m is not None:
+            n, m = layer.n_m
+            groups = mask.reshape(layer.out_features, -1, m).to(torch.bool).sum(2)[active]
+            if bool((groups != n).any()):
+                raise StateDictError(
+                    f"{where}: groups of M = {m} inputs of active neurons keep "
+                    f"{int(groups.min())}..{int(groups.max())} non-zeros; allowed: exactly N = {n} "
+                    f"each (n_m={layer.n_m})"
+                )
         can_ablate = self.ablation and layer.may_ablate and type(self).ablates
         if n_active < layer.out_features and not can_ablate:
             raise StateDictError(

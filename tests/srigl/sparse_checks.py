@@ -45,15 +45,29 @@ def assert_masked_entries_zero(trainer) -> None:
 
 
 def assert_constant_fan_in(trainer) -> None:
-    """Every active neuron has k = floor(B / n_active) non-zeros; B - n_active < nnz <= B."""
+    """Every active neuron has k = floor(B / n_active) non-zeros, B - n_active < nnz <= B; or,
+    with a fixed fan-in (``fan_in`` / ``n_m``), k = that fan-in and nnz = k * n_active."""
     for name, layer in trainer.layers.items():
         rows = trainer.masks[name].reshape(layer.out_features, -1).sum(1)
         active = rows > 0
         n_active = int(active.sum())
-        k = layer.budget // n_active
+        k = layer.fixed_fan_in or layer.budget // n_active
         assert torch.all(rows[active] == k), f"{name}: fan-in {rows.unique().tolist()} != {k}"
         nnz = int(rows.sum())
-        assert layer.budget - n_active < nnz <= layer.budget, name
+        if layer.fixed_fan_in:
+            assert nnz == k * n_active <= layer.budget, name
+        else:
+            assert layer.budget - n_active < nnz <= layer.budget, name
+
+
+def assert_n_m(trainer) -> None:
+    """Every group of M consecutive inputs (flattened fan-in) of an active neuron holds exactly
+    N non-zeros; an ablated neuron holds none."""
+    for name, layer in trainer.layers.items():
+        n, m = layer.n_m
+        groups = trainer.masks[name].reshape(layer.out_features, -1, m).sum(2)
+        active = groups.sum(1) > 0
+        assert torch.all(groups[active] == n), f"{name}: {groups.unique().tolist()} per group"
 
 
 def assert_unstructured_budget(trainer) -> None:
@@ -67,5 +81,7 @@ def assert_invariants(trainer) -> None:
     assert_masked_entries_zero(trainer)
     if trainer.constant_fan_in:
         assert_constant_fan_in(trainer)
+        if trainer.n_m is not None:
+            assert_n_m(trainer)
     else:
         assert_unstructured_budget(trainer)

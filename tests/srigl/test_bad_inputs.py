@@ -96,7 +96,7 @@ def test_all_input_errors_are_value_errors():
     "kwargs,match",
     [
         ({"sparsity": "abc"}, r"sparsity='abc' is not a number; allowed: 0 < sparsity < 1"),
-        ({"sparsity": None}, r"sparsity=None is not a number"),
+        ({"sparsity": True}, r"sparsity=True is not a number"),
         ({"gamma_sal": float("nan")}, r"gamma_sal=nan is not finite; allowed: a finite"),
         ({"gamma_sal": float("inf")}, r"gamma_sal=inf is not finite"),
         ({"gamma_sal": "0.3"}, r"gamma_sal='0.3' is not a number"),

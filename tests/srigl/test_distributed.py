@@ -33,11 +33,15 @@ def _data():
     ]  # fmt: skip
 
 
-def _train(model, rank: int, world: int, record):
+#: the topology options the DDP test runs with: the plain budget, N:M and a fixed fan-in
+TOPOLOGIES = {"sparsity": {"sparsity": 0.8}, "n_m": {"n_m": (2, 4)}, "fan_in": {"fan_in": 6}}
+
+
+def _train(model, rank: int, world: int, record, topology: str = "sparsity"):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    trainer = srigl.create_trainer("srigl", model, opt, sparsity=0.8, total_steps=20, delta_t=3,
+    trainer = srigl.create_trainer("srigl", model, opt, total_steps=20, delta_t=3,
                                    grad_accumulation_n=2, gamma_sal=0.5, seed=4,
-                                   sparse_init=False)  # fmt: skip
+                                   sparse_init=False, **TOPOLOGIES[topology])  # fmt: skip
     record(0, trainer)
     per_rank = GLOBAL_BATCH // world
     for step, (x, y) in enumerate(_data(), start=1):
@@ -63,7 +67,7 @@ def _gloo_ddp(rank: int, world: int, port: int):
         dist.destroy_process_group()
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, topology: str) -> None:
     with _gloo_ddp(rank, world, port) as (model, ddp):
         with torch.no_grad():  # ranks now differ in their weights; only the trainer re-syncs
             torch.manual_seed(100 + rank)
@@ -74,7 +78,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         def record(step, trainer):
             snapshots[step] = {n: m.clone() for n, m in trainer.masks.items()}
 
-        _train(ddp, rank, world, record)
+        _train(ddp, rank, world, record, topology)
         torch.save({"masks": snapshots, "weights": model.state_dict()}, f"{out}/rank{rank}.pt")
 
 
@@ -85,9 +89,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.distributed
-def test_two_gloo_ranks_keep_identical_masks_equal_to_a_single_process_run(tmp_path):
+@pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
+def test_two_gloo_ranks_keep_identical_masks_equal_to_a_single_process_run(tmp_path, topology):
     world = 2
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    args = (world, _free_port(), str(tmp_path), topology)
+    mp.spawn(_worker, args=args, nprocs=world, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
     single = {}
@@ -96,7 +102,7 @@ def test_two_gloo_ranks_keep_identical_masks_equal_to_a_single_process_run(tmp_p
         single[step] = {n: m.clone() for n, m in trainer.masks.items()}
 
     model = _model()
-    _train(model, 0, 1, record)
+    _train(model, 0, 1, record, topology)
 
     assert sorted(single) == [0, 3, 6, 9, 12]
     for step, masks in single.items():

@@ -13,6 +13,7 @@ from srigl.masks import (
     eligible_parameters,
     forced_dense_names,
     random_fan_in_mask,
+    random_n_m_mask,
     random_unstructured_mask,
     unwrap_model,
 )
@@ -149,3 +150,11 @@ def test_constant_fan_in_mask_refuses_k_zero_naming_the_layer():
 
     with pytest.raises(SparsityTooHighError, match="fc9.*k = 0"):
         constant_fan_in_mask((10, 10), 0.995, torch.Generator(), name="fc9")
+
+
+def test_random_n_m_mask_has_exactly_n_in_every_group_of_m_consecutive_inputs():
+    mask = random_n_m_mask((6, 4, 2, 2), 1, 4, torch.Generator().manual_seed(0))
+    assert mask.shape == (6, 4, 2, 2) and mask.dtype == torch.bool
+    assert torch.all(mask.reshape(6, -1, 4).sum(2) == 1)  # (c, dy, dx) order: one per channel
+    with pytest.raises(ValueError, match=r"fan-in 9 of shape \[2, 1, 3, 3\] is not a multiple"):
+        random_n_m_mask((2, 1, 3, 3), 2, 4, torch.Generator())

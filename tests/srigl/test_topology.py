@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from srigl.topology import (
     drop_grow_fan_in,
+    drop_grow_n_m,
     drop_grow_unstructured,
     neurons_to_keep,
     row_top_mask,
@@ -124,3 +125,23 @@ def test_salience_counts_an_overlapping_position_once():
     grad = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
     # weight set {(0,0), (0,1)}; grad set {(0,0)}: row 0 holds 2 salient positions, not 3
     assert salient_counts(weight, mask, grad, n_keep=2, n_drop=1).tolist() == [2, 0]
+
+
+def test_n_m_drop_takes_the_layers_lowest_magnitudes_and_each_group_regrows_to_n_by_gradient():
+    # one neuron, two groups of 4: [a b . .] [c d . .] with |W| 4 3 | 1 2; drop 1 -> c goes
+    w = torch.tensor([[4.0, 3.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]])
+    mask = w != 0
+    grad = torch.tensor([[0.0, 0.0, 9.0, 1.0, 0.0, 0.0, 1.0, 5.0]])
+    kept, new = drop_grow_n_m(w, mask, grad.abs(), torch.tensor([True]), 3, 2, 4)
+    assert kept.tolist() == [[True, True, False, False, False, True, False, False]]
+    # the first group is full; the second regrows its best gradient position (column 7)
+    assert new.tolist() == [[True, True, False, False, False, True, False, True]]
+
+
+def test_n_m_update_empties_an_inactive_row_and_trims_a_group_holding_more_than_n():
+    w = torch.arange(1.0, 17.0).view(2, 8)
+    mask = torch.ones(2, 8, dtype=torch.bool)  # 4 per group: more than n = 2
+    kept, new = drop_grow_n_m(w, mask, torch.zeros(2, 8), torch.tensor([True, False]), 16, 2, 4)
+    assert new[1].sum() == 0
+    assert new[0].view(2, 4).sum(1).tolist() == [2, 2]
+    assert new[0].tolist() == [False, False, True, True, False, False, True, True]

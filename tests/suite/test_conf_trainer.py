@@ -25,7 +25,13 @@ NOT_IN_BASE = {
     "erk_power",
     "check_finite",
     "grow_init",
+    "fan_in",
+    "n_m",
 }
+#: topology options a method file may add beyond the base (srigl_fan_in, nm_*)
+ADDED_KEYS = ("fan_in", "n_m")
+#: method files in the global package: they also set the run's sparsity (N:M: 1 - N/M)
+GLOBAL = {"nm_1_4": 0.75, "nm_1_8": 0.875, "nm_2_4": 0.5}
 
 
 def test_every_base_key_but_name_and_label_is_a_sparse_config_option():
@@ -38,12 +44,21 @@ def test_every_base_key_but_name_and_label_is_a_sparse_config_option():
 def test_a_method_file_lists_only_its_differences_from_the_base(method):
     own = OmegaConf.load(GROUP / f"{method}.yaml")
     base = OmegaConf.load(GROUP / "_base.yaml")
-    assert list(own.defaults) == ["_base", "_self_"]
+    if method in GLOBAL:
+        assert list(own.defaults) == ["/trainer/_base@trainer", "_self_"]
+        assert set(own) == {"defaults", "trainer", "sparsity"}
+        assert own.sparsity == GLOBAL[method] == compose([f"trainer={method}"]).sparsity
+        own = own.trainer
+    else:
+        assert list(own.defaults) == ["_base", "_self_"]
     overrides = {k: own[k] for k in own if k != "defaults"}
     assert {"name", "label"} <= set(overrides)
-    assert not [k for k, v in overrides.items() if k not in ("name", "label") and base[k] == v]
+    added = [k for k in ADDED_KEYS if k in overrides]
+    assert not [
+        k for k, v in overrides.items() if k not in ("name", "label", *added) and base[k] == v
+    ]
     composed = compose([f"trainer={method}"]).trainer
-    assert list(composed) == list(base)  # every key, in the base's order
+    assert list(composed) == list(base) + added  # every key, in the base's order
     assert all(composed[k] == v for k, v in overrides.items())
 
 
@@ -53,4 +68,19 @@ def test_an_option_outside_the_base_can_be_added_on_the_command_line():
     assert group_options(cfg.trainer, drop=("name", "label"))["grow_init"] == "small_random"
     bad = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.grow_init=ones"])
     with pytest.raises(ValueError, match="grow_init='ones' is invalid"):
+        check_run_config(bad)
+
+
+def test_n_m_and_fan_in_can_be_added_to_any_trainer_on_the_command_line():
+    nm = ["+trainer.n_m=[2,4]", "trainer.distribution=uniform", "sparsity=0.5"]
+    cfg = compose(["experiment=digits_mlp", "trainer=srigl", *nm])
+    check_run_config(cfg)
+    assert group_options(cfg.trainer, drop=("name", "label"))["n_m"] == [2, 4]
+    erk = compose(["experiment=digits_mlp", "trainer=srigl", "+trainer.n_m=[2,4]", "sparsity=0.5"])
+    with pytest.raises(ValueError, match="distribution='erk' is invalid with n_m"):
+        check_run_config(erk)
+    fan_in = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.fan_in={*:16}"])
+    check_run_config(fan_in)
+    bad = compose(["experiment=digits_mlp", "trainer=rigl", "+trainer.fan_in=0"])
+    with pytest.raises(ValueError, match="fan_in=0 is invalid"):
         check_run_config(bad)
