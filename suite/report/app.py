@@ -45,6 +45,7 @@ from suite.cli import one_line_errors
 from suite.report import claims as cl
 from suite.report import figures, speed
 from suite.report import frames as rd
+from suite.report import nm_accuracy as nma
 from suite.report import whole_model as wm
 from suite.report.render import render
 from suite.results import (
@@ -77,6 +78,7 @@ REPORT_FIGURES = (
 REPORT_TABLES = (
     "accuracy_summary.csv",
     "claims.csv",
+    "nm_accuracy_claims.csv",
     "ablation.csv",
     "ablation_curves.csv",
     "size.csv",
@@ -230,6 +232,15 @@ def claims_section(tabled: pd.DataFrame, out: _Outputs) -> dict[str, Any]:
         "comparisons": [f"`{a}` vs `{b}`" for a, b in cl.COMPARISONS],
         "level": cl.LEVEL,
     }
+
+
+def nm_accuracy_section(summary: pd.DataFrame, tabled: pd.DataFrame, out: _Outputs) -> dict:
+    """N:M vs uniform SRigL and RigL at the same sparsity (:mod:`suite.report.nm_accuracy`):
+    a table per experiment with the paired verdicts; empty without N:M records."""
+    section = nma.nm_accuracy_section(summary, tabled)
+    if section["experiments"]:
+        out.csv(section["claims"], "nm_accuracy_claims.csv")
+    return section
 
 
 def ablation_section(
@@ -455,6 +466,7 @@ def build_report(
             "headline": headline_section(summary, bench),
             "claims": claims_section(tabled, out),
             "accuracy": accuracy_section(summary, tabled, out),
+            "nm_accuracy": nm_accuracy_section(summary, tabled, out),
             "ablation": ablation_section(records, tabled, out),
             "size": size_section(records, tabled, out),
             "backends": backends_section(records, bench, out),

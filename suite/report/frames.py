@@ -38,6 +38,12 @@ METHOD_ORDER = (
     "rigl_sparse_init",
     "srigl",
     "srigl_no_ablation",
+    "rigl_uniform",
+    "srigl_uniform",
+    "srigl_fan_in",
+    "nm_2_4_rigl",
+    "nm_1_4_rigl",
+    "nm_1_8_rigl",
 )
 BENCH_KEY = (
     "device",
@@ -274,7 +280,10 @@ def headline_accuracy(
     rows = []
     for exp, grp in summary.groupby("experiment", sort=True):
         dense = grp[grp["method"] == DENSE]
-        sparsities = sorted(set(grp.loc[grp["method"] != DENSE, "sparsity"]))
+        # the sparsities of the headline's own sparse methods (other methods' sparsities, e.g.
+        # N:M's 50%, would only add rows of dashes)
+        shown = grp["method"].isin(present) & (grp["method"] != DENSE)
+        sparsities = sorted(set(grp.loc[shown, "sparsity"]))
         for sp in sparsities:
             row: dict[str, Any] = {"experiment": exp, "sparsity": sparsity_label(sp)}
             for method in present:

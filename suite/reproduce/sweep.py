@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,33 +36,190 @@ def _sweep_value(values: Sequence[Any]) -> str:
     return ",".join(str(v) for v in values)
 
 
-def sweep_grids(cfg: DictConfig) -> list[dict[str, str]]:
-    """The profile's grid as the ``grids`` sweeper's list: the sparse methods at every
-    sparsity, and dense once per seed (``sparsity=dense_sparsity``); seed first, so a stopped
-    sweep holds whole seeds.
+#: the keys of one entry of ``train.extra_grids`` (seeds are the profile's ``train.seeds``)
+EXTRA_GRID_KEYS = ("experiments", "methods", "sparsities", "overrides")
+#: the axes every grid sets itself: an extra grid's ``overrides`` may not set them
+GRID_AXES = ("seed", "experiment", "trainer", "sparsity")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One Cartesian grid of the sweep: ``experiments x methods x sparsities`` (dense once, at
+    the reproduce config's ``dense_sparsity``) for every seed of the profile, each job with the
+    grid's own ``overrides`` (``key -> value``, e.g. ``trainer.dense_first_layer -> "true"``)."""
+
+    where: str
+    experiments: tuple[str, ...]
+    methods: tuple[str, ...]
+    sparsities: tuple[Any, ...]
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sparse(self) -> list[str]:
+        """The grid's methods other than dense."""
+        return [m for m in self.methods if m != DENSE]
+
+    def jobs_per_seed(self) -> int:
+        """How many jobs the grid runs for one seed."""
+        per_experiment = len(self.sparse) * len(self.sparsities) + (DENSE in self.methods)
+        return len(self.experiments) * per_experiment
+
+
+def _override_value(name: Any, where: str, key: str, value: Any) -> str:
+    """A grid override's value as its Hydra text; one value, never a sweep.
 
     Raises:
-        ReproduceError: an empty grid axis (naming it and the profile).
+        ReproduceError: a list, mapping or null value, or a text with a comma (a sweep).
     """
-    grid = cfg.profile.train
-    name = cfg.profile.get("name")
-    for axis in ("experiments", "methods", "seeds"):
-        if not grid.get(axis):
-            raise ReproduceError(f"profile {name!r}: train.{axis} is empty; give at least one")
-    sparse = [m for m in grid.methods if m != DENSE]
-    if sparse and not grid.get("sparsities"):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str) and value and "," not in value:
+        return value
+    raise ReproduceError(
+        f"profile {name!r}: {where}.overrides.{key}={value!r} is invalid; allowed: one "
+        "number, true/false or a text without commas (a grid value is never a sweep)"
+    )
+
+
+def _extra_grid(name: Any, i: int, entry: Any) -> Grid:
+    """Entry ``i`` of ``train.extra_grids`` as a :class:`Grid`.
+
+    Raises:
+        ReproduceError: naming the profile and the bad entry (not a mapping, an unknown key,
+            an empty axis, missing sparsities, a bad override).
+    """
+    where = f"train.extra_grids[{i}]"
+    if not isinstance(entry, Mapping):
         raise ReproduceError(
-            f"profile {name!r}: train.sparsities is empty but methods {sparse} need one"
+            f"profile {name!r}: {where}={entry!r} is not a mapping; allowed keys: "
+            f"{', '.join(EXTRA_GRID_KEYS)}"
         )
-    common = {"seed": _sweep_value(grid.seeds), "experiment": _sweep_value(grid.experiments)}
-    grids = []
-    if sparse:
-        grids.append(
-            {**common, "trainer": _sweep_value(sparse), "sparsity": _sweep_value(grid.sparsities)}
+    unknown = sorted(str(k) for k in entry if k not in EXTRA_GRID_KEYS)
+    if unknown:
+        raise ReproduceError(
+            f"profile {name!r}: {where} has unknown key(s) {unknown}; allowed: "
+            f"{', '.join(EXTRA_GRID_KEYS)} (seeds are train.seeds)"
         )
-    if DENSE in grid.methods:
-        grids.append({**common, "trainer": DENSE, "sparsity": str(cfg.dense_sparsity)})
+    axes = {}
+    for axis in ("experiments", "methods", "sparsities"):
+        values = entry.get(axis) or []
+        if isinstance(values, (str, Mapping)) or not isinstance(values, Sequence):
+            raise ReproduceError(
+                f"profile {name!r}: {where}.{axis}={values!r} is not a list; give a list"
+            )
+        axes[axis] = tuple(values)
+    overrides = entry.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ReproduceError(
+            f"profile {name!r}: {where}.overrides={overrides!r} is not a mapping of "
+            "config keys to values"
+        )
+    pairs = []
+    for key, value in overrides.items():
+        bare = str(key).lstrip("+~")
+        if bare in GRID_AXES or not bare or "=" in bare or " " in bare:
+            raise ReproduceError(
+                f"profile {name!r}: {where}.overrides key {key!r} is invalid; allowed: a "
+                f"config key other than the grid's axes {', '.join(GRID_AXES)}"
+            )
+        pairs.append((str(key), _override_value(name, where, str(key), value)))
+    grid = Grid(where, axes["experiments"], axes["methods"], axes["sparsities"], tuple(pairs))
+    _check_axes(name, grid)
+    return grid
+
+
+def _check_axes(name: Any, grid: Grid) -> None:
+    """Refuse an empty axis of ``grid``, or no sparsity for its sparse methods."""
+    for axis in ("experiments", "methods"):
+        if not getattr(grid, axis):
+            raise ReproduceError(
+                f"profile {name!r}: {grid.where}.{axis} is empty; give at least one"
+            )
+    if grid.sparse and not grid.sparsities:
+        raise ReproduceError(
+            f"profile {name!r}: {grid.where}.sparsities is empty but methods {grid.sparse} need one"
+        )
+
+
+def _job_keys(grid: Grid, seeds: Sequence[Any], dense_sparsity: Any) -> set[tuple[Any, ...]]:
+    """Every job of ``grid`` as a comparable key (seed, experiment, method, sparsity, overrides)."""
+    keys = set()
+    for seed in seeds:
+        for exp in grid.experiments:
+            for method in grid.methods:
+                for sp in [dense_sparsity] if method == DENSE else grid.sparsities:
+                    keys.add((str(seed), str(exp), str(method), float(sp), grid.overrides))
+    return keys
+
+
+def profile_grids(cfg: DictConfig) -> list[Grid]:
+    """The profile's grids, checked: ``train`` itself, then every ``train.extra_grids`` entry.
+
+    Raises:
+        ReproduceError: an empty axis, a bad extra grid, or an extra grid that repeats a job
+            of an earlier grid (naming the profile and the entry).
+    """
+    train = cfg.profile.train
+    name = cfg.profile.get("name")
+    if not train.get("seeds"):
+        raise ReproduceError(f"profile {name!r}: train.seeds is empty; give at least one")
+    main = Grid(
+        "train",
+        tuple(train.get("experiments") or ()),
+        tuple(train.get("methods") or ()),
+        tuple(train.get("sparsities") or ()),
+    )
+    _check_axes(name, main)
+    extra = train.get("extra_grids") or []
+    if OmegaConf.is_config(extra):
+        extra = OmegaConf.to_container(extra, resolve=True)
+    if not isinstance(extra, list):
+        raise ReproduceError(
+            f"profile {name!r}: train.extra_grids={extra!r} is not a list of grids"
+        )
+    grids = [main] + [_extra_grid(name, i, entry) for i, entry in enumerate(extra)]
+    seen: set[tuple[Any, ...]] = set()
+    for grid in grids:
+        keys = _job_keys(grid, list(train.seeds), cfg.dense_sparsity)
+        repeated = keys & seen
+        if repeated:
+            _, exp, method, sp, _ = sorted(repeated)[0]
+            raise ReproduceError(
+                f"profile {name!r}: {grid.where} repeats {len(repeated)} job(s) of an earlier "
+                f"grid (e.g. {exp} {method} sparsity={sp}); give each job once"
+            )
+        seen |= keys
     return grids
+
+
+def sweep_grids(cfg: DictConfig) -> list[dict[str, str]]:
+    """The profile's grids as the ``grids`` sweeper's list: per grid (``train``, then each
+    ``train.extra_grids`` entry with its ``overrides``), the sparse methods at every sparsity,
+    and dense once per seed (``sparsity=dense_sparsity``); seed first in each, so a stopped
+    grid holds whole seeds.
+
+    Raises:
+        ReproduceError: a bad grid (see :func:`profile_grids`).
+    """
+    seeds = _sweep_value(cfg.profile.train.seeds)
+    out = []
+    for grid in profile_grids(cfg):
+        common = {"seed": seeds, "experiment": _sweep_value(grid.experiments)}
+        extra = dict(grid.overrides)
+        if grid.sparse:
+            out.append(
+                {
+                    **common,
+                    "trainer": _sweep_value(grid.sparse),
+                    "sparsity": _sweep_value(grid.sparsities),
+                    **extra,
+                }
+            )
+        if DENSE in grid.methods:
+            out.append({**common, "trainer": DENSE, "sparsity": str(cfg.dense_sparsity), **extra})
+    return out
 
 
 def grids_override(grids: Sequence[Mapping[str, str]]) -> str:
@@ -108,12 +266,9 @@ def sweep_command(cfg: DictConfig) -> list[str]:
 
 
 def expected_jobs(cfg: DictConfig) -> int:
-    """How many train jobs the sweep has."""
-    grid = cfg.profile.train
-    sparse = [m for m in grid.methods if m != DENSE]
-    per_seed = len(grid.experiments) * (len(sparse) * len(grid.sparsities or []))
-    per_seed += len(grid.experiments) * (DENSE in grid.methods)
-    return per_seed * len(grid.seeds)
+    """How many train jobs the sweep has (every grid, extra grids included)."""
+    per_seed = sum(grid.jobs_per_seed() for grid in profile_grids(cfg))
+    return per_seed * len(cfg.profile.train.seeds)
 
 
 def bench_runs(cfg: DictConfig) -> list[list[str]]:

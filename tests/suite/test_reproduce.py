@@ -44,13 +44,20 @@ def _paths(tmp_path: Path) -> list[str]:
 
 
 def _expected_grid(profile: str) -> set[tuple]:
+    """The jobs the profile's YAML asks for, read without the code under test (its own
+    defaults list aside): the train grid and every extra grid with its overrides."""
     grid = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text())["train"]
+    grids = [{**grid, "overrides": {}}] + list(grid.get("extra_grids") or [])
     expected = set()
-    for exp in grid["experiments"]:
-        for seed in grid["seeds"]:
-            for method in grid["methods"]:
-                for sp in [0.0] if method == "dense" else grid["sparsities"]:
-                    expected.add((exp, method, float(sp), seed))
+    for g in grids:
+        overrides = tuple(
+            sorted((k, str(v).lower()) for k, v in (g.get("overrides") or {}).items())
+        )
+        for exp in g["experiments"]:
+            for seed in grid["seeds"]:
+                for method in g["methods"]:
+                    for sp in [0.0] if method == "dense" else g["sparsities"]:
+                        expected.add((exp, method, float(sp), seed, overrides))
     return expected
 
 
@@ -59,7 +66,10 @@ def _swept_jobs(cfg) -> list[tuple]:
     out = []
     for job in jobs:
         kv = dict(o.split("=", 1) for o in job)
-        out.append((kv["experiment"], kv["trainer"], float(kv["sparsity"]), int(kv["seed"])))
+        axes = (kv.pop("experiment"), kv.pop("trainer"), float(kv.pop("sparsity")))
+        seed = int(kv.pop("seed"))
+        rest = tuple(sorted((k, v.lower()) for k, v in kv.items()))  # Hydra: True == true
+        out.append((*axes, seed, rest))
     return out
 
 
@@ -81,6 +91,98 @@ def test_the_sweep_is_exactly_the_profile_grid_with_dense_once_per_seed(profile,
 def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds():
     cfg = reproduce.compose(["profile=default"])
     assert reproduce.expected_jobs(cfg) == 2 * 5 * (1 + 6 * 4)  # dense once per seed
+
+
+def _seed_order(jobs: list[tuple]) -> list[int]:
+    return [job[3] for job in jobs]
+
+
+def test_the_nm_profile_runs_nm_beside_uniform_srigl_and_rigl_at_equal_sparsity():
+    cfg = reproduce.compose(["profile=nm"])
+    jobs = _swept_jobs(cfg)
+    # per seed: srigl_fan_in on the MLP, and on each of 2 experiments 3 N:M + 2 x 3 uniform
+    assert reproduce.expected_jobs(cfg) == len(jobs) == 5 * (1 + 2 * (3 + 2 * 3))
+    cnn = [j for j in jobs if j[0] == "digits_cnn"]
+    assert cnn and all(("trainer.dense_first_layer", "true") in j[4] for j in cnn)
+    for method, label in (("srigl", "srigl_uniform"), ("rigl", "rigl_uniform")):
+        runs = [j for j in jobs if j[1] == method]
+        assert {j[2] for j in runs} == {0.5, 0.75, 0.875}
+        assert all(
+            {("trainer.distribution", "uniform"), ("trainer.label", label)} <= set(j[4])
+            for j in runs
+        )
+    assert {(j[1], j[2]) for j in jobs if j[1].startswith("nm_")} == {
+        ("nm_2_4", 0.5),
+        ("nm_1_4", 0.75),
+        ("nm_1_8", 0.875),
+    }
+    assert reproduce.bench_runs(cfg) == []  # accuracy only
+
+
+def test_each_grid_keeps_seed_first_order():
+    cfg = reproduce.compose(["profile=nm"])
+    jobs, start = _swept_jobs(cfg), 0
+    for grid in reproduce.sweep_grids(cfg):
+        n = 5 * math.prod(len(grid[k].split(",")) for k in ("experiment", "trainer", "sparsity"))
+        seeds = _seed_order(jobs[start : start + n])
+        assert seeds == sorted(seeds) and len(set(seeds)) == 5, grid
+        start += n
+    assert start == len(jobs)
+
+
+def _nm_with(extra: str) -> list[str]:
+    return ["profile=nm", f"profile.train.extra_grids={extra}"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[3]", r"train.extra_grids\[0\]=3 is not a mapping"),
+        (
+            "[{experiments:[digits_mlp],methods:[rigl],sparsities:[0.5],seeds:[1]}]",
+            r"train.extra_grids\[0\] has unknown key\(s\) \['seeds'\]",
+        ),
+        (
+            "[{experiments:[],methods:[rigl],sparsities:[0.5]}]",
+            r"train.extra_grids\[0\].experiments is empty",
+        ),
+        (
+            "[{experiments:[digits_mlp],methods:[rigl]}]",
+            r"train.extra_grids\[0\].sparsities is empty but methods \['rigl'\]",
+        ),
+        (
+            "[{experiments:[digits_mlp],methods:[rigl],sparsities:[0.5],overrides:{sparsity:0.9}}]",
+            r"train.extra_grids\[0\].overrides key 'sparsity' is invalid",
+        ),
+        (
+            "[{experiments:[digits_mlp],methods:[rigl],sparsities:[0.5],overrides:{a.b:'x,y'}}]",
+            r"train.extra_grids\[0\].overrides.a.b='x,y' is invalid",
+        ),
+        (
+            "[{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]}]",
+            r"train.extra_grids\[0\] repeats 5 job\(s\) of an earlier grid",
+        ),
+    ],
+)
+def test_a_bad_extra_grid_is_a_one_line_error_naming_the_profile_and_the_entry(extra, message):
+    cfg = reproduce.compose(_nm_with(extra))
+    for call in (reproduce.sweep_grids, reproduce.expected_jobs):
+        with pytest.raises(reproduce.ReproduceError, match=message) as info:
+            call(cfg)
+        assert str(info.value).startswith("profile 'nm': ") and "\n" not in str(info.value)
+
+
+def test_extra_grids_with_dense_run_dense_once_per_seed_with_their_overrides():
+    cfg = reproduce.compose(
+        _nm_with(
+            "[{experiments:[digits_cnn],methods:[dense,rigl],sparsities:[0.5],"
+            "overrides:{trainer.dense_first_layer:true}}]"
+        )
+    )
+    jobs = _swept_jobs(cfg)
+    assert len(jobs) == reproduce.expected_jobs(cfg) == 5 * (1 + 2)
+    dense = [j for j in jobs if j[1] == "dense"]
+    assert len(dense) == 5 and all(j[4] == (("trainer.dense_first_layer", "true"),) for j in dense)
 
 
 def test_local_profiles_run_2_workers_x_1_thread_and_the_paper_profiles_go_to_slurm():
