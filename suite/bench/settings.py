@@ -6,13 +6,16 @@ Top-level keys (``shapes``, ``sparsities``, ``batches``, ``backends``, ``min_run
 ``pairs`` is the number of ABBA block pairs of every paired measurement (default 20; see
 :func:`backends.timing.paired_ratio`); ``rounds`` is its old name and is read when ``pairs``
 is not given.
+``nm_patterns`` (e.g. ``["2:4", "1:4", "1:8"]``, default ``[]``) adds the N:M comparison of
+:mod:`suite.bench.nm`: every shape with an N:M mask next to a constant fan-in mask at the same
+sparsity (1 - N/M), in the same cases.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ __all__ = [
     "BenchRun",
     "BenchSettings",
     "DEFAULT_PAIRS",
+    "parse_nm_pattern",
     "plain",
     "resolve_settings",
     "usable_backends",
@@ -65,6 +69,7 @@ class BenchSettings:
     seed: int
     ablate: float
     rounds: int
+    nm_patterns: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def pairs(self) -> int:
@@ -134,6 +139,45 @@ def _check_grid(values: dict[str, Any]) -> list[tuple[int, int]]:
     return shapes
 
 
+NM_ALLOWED = "strings 'N:M' with integers 1 <= N < M (quoted in YAML: \"2:4\")"
+
+
+def parse_nm_pattern(text: Any) -> tuple[int, int]:
+    """``"N:M"`` -> ``(N, M)`` with 1 <= N < M.
+
+    Raises:
+        BenchConfigError: anything else (names the value and the allowed form; an unquoted YAML
+            ``2:4`` arrives as the sexagesimal int 124 and is refused too).
+    """
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise BenchConfigError(f"nm_patterns entry {text!r} is invalid; allowed: {NM_ALLOWED}")
+    n, m = int(parts[0]), int(parts[1])
+    if not 1 <= n < m:
+        raise BenchConfigError(f"nm_patterns entry {text!r} is invalid; allowed: {NM_ALLOWED}")
+    return n, m
+
+
+def _check_nm_patterns(raw: Any, shapes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The checked ``(N, M)`` of ``nm_patterns``: a list of 'N:M' strings whose M divides every
+    shape's in_features (each group of M inputs holds N weights)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)):
+        raise BenchConfigError(f"nm_patterns={raw!r} is invalid; allowed: a list of {NM_ALLOWED}")
+    patterns = [parse_nm_pattern(p) for p in raw]
+    for (_, m), text in zip(patterns, raw):
+        for in_f, out_f in shapes:
+            if in_f % m:
+                raise BenchConfigError(
+                    f"nm_patterns entry {text!r}: shape [{in_f}, {out_f}] has in_features {in_f}, "
+                    f"not a multiple of M = {m}; allowed: shapes whose in_features M divides"
+                )
+    if len(set(patterns)) != len(patterns):
+        raise BenchConfigError(f"nm_patterns={list(raw)!r} repeats a pattern; allowed: each once")
+    return patterns
+
+
 def _check_timing(cfg: Any, values: dict[str, Any]) -> tuple[int | None, float, int]:
     """``(threads or None, min_run_time, pairs)``, checked."""
     threads = cfg.get("threads")
@@ -162,11 +206,13 @@ def resolve_settings(cfg: Any) -> BenchSettings:
 
     Raises:
         BenchConfigError: an unknown mode / dtype / device, an empty or malformed list, a batch
-            below 1, a sparsity outside [0, 1), fewer than 2 pairs, a time <= 0.
+            below 1, a sparsity outside [0, 1), fewer than 2 pairs, a time <= 0, an N:M pattern
+            that is not 'N:M' with 1 <= N < M or whose M does not divide a shape's in_features.
         UnknownNameError: an unknown backend name (lists the known ones).
     """
     values = {k: plain(_pick(cfg, k)) for k in PROFILE_KEYS}
     shapes = _check_grid(values)
+    nm_patterns = _check_nm_patterns(plain(cfg.get("nm_patterns")), shapes)
     names = values["backends"] or backends.names()
     wm = cfg.get("whole_model_options") or {}
     for n in [*names, *(plain(wm.get("backends")) or [])]:
@@ -197,6 +243,7 @@ def resolve_settings(cfg: Any) -> BenchSettings:
         seed=int(cfg.get("seed") or 0),
         ablate=float(cfg.get("ablate") or 0.0),
         rounds=pairs,
+        nm_patterns=nm_patterns,
     )
 
 
