@@ -8,7 +8,8 @@ Top-level keys (``shapes``, ``sparsities``, ``batches``, ``backends``, ``min_run
 is not given.
 ``nm_patterns`` (e.g. ``["2:4", "1:4", "1:8"]``, default ``[]``) adds the N:M comparison of
 :mod:`suite.bench.nm`: every shape with an N:M mask next to a constant fan-in mask at the same
-sparsity (1 - N/M), in the same cases.
+sparsity (1 - N/M), in the same cases; with it, ``sparsities`` may be ``[]`` (the run then times
+only that comparison).
 """
 
 from __future__ import annotations
@@ -111,10 +112,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_grid(values: dict[str, Any]) -> list[tuple[int, int]]:
-    """The shapes; every list non-empty, batches integers >= 1, sparsities in [0, 1)."""
+def _check_grid(values: dict[str, Any], nm_only: bool = False) -> list[tuple[int, int]]:
+    """The shapes; every list non-empty (``sparsities`` may be empty when ``nm_only``: the run
+    times only the N:M comparison), batches integers >= 1, sparsities in [0, 1)."""
     for key in ("shapes", "sparsities", "batches"):
-        if not isinstance(values[key], (list, tuple)) or not values[key]:
+        empty_ok = nm_only and key == "sparsities" and isinstance(values[key], (list, tuple))
+        if not isinstance(values[key], (list, tuple)) or not (values[key] or empty_ok):
             raise BenchConfigError(f"{key} must be a non-empty list, got {values[key]!r}")
     for b in values["batches"]:
         if not _is_int(b) or b < 1:
@@ -211,8 +214,9 @@ def resolve_settings(cfg: Any) -> BenchSettings:
         UnknownNameError: an unknown backend name (lists the known ones).
     """
     values = {k: plain(_pick(cfg, k)) for k in PROFILE_KEYS}
-    shapes = _check_grid(values)
-    nm_patterns = _check_nm_patterns(plain(cfg.get("nm_patterns")), shapes)
+    raw_nm = plain(cfg.get("nm_patterns"))
+    shapes = _check_grid(values, nm_only=bool(raw_nm) and isinstance(raw_nm, (list, tuple)))
+    nm_patterns = _check_nm_patterns(raw_nm, shapes)
     names = values["backends"] or backends.names()
     wm = cfg.get("whole_model_options") or {}
     for n in [*names, *(plain(wm.get("backends")) or [])]:

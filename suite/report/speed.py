@@ -286,7 +286,10 @@ def layer_text(rows: Sequence[Mapping[str, Any]], machine: str = "this machine")
             parts.append(
                 f"A/A control (noisy beyond +-{AA_TOLERANCE:.0%}):\n" + markdown_table(entry["aa"])
             )
-        parts.append("speed-up vs dense F.linear [95% CI]:\n" + markdown_table(entry["vs_dense"]))
+        if len(entry["vs_dense"]):
+            parts.append(
+                "speed-up vs dense F.linear [95% CI]:\n" + markdown_table(entry["vs_dense"])
+            )
         for key, title in (
             ("vs_best_dense", f"speed-up vs the best dense baseline ({entry['best_dense']})"),
             ("vs_csr", "speed-up vs csr"),

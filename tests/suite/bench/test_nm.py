@@ -42,13 +42,22 @@ def test_nm_patterns_default_to_none_and_parse_to_pairs(tmp_path):
     assert parse_nm_pattern("1:4") == (1, 4)
 
 
+def test_an_empty_sparsity_grid_is_allowed_only_beside_nm_patterns(tmp_path):
+    with pytest.raises(BenchConfigError, match=r"sparsities must be a non-empty list, got \[\]"):
+        resolve_settings(bench_cfg(tmp_path, "sparsities=[]"))
+    settings = resolve_settings(bench_cfg(tmp_path, *NM, "sparsities=[]", "nm_patterns=[1:4]"))
+    assert settings.sparsities == [] and settings.nm_patterns == [(1, 4)]
+
+
 def test_default_run_has_no_nm_rows_and_grid_rows_are_fan_in(tmp_path):
     record, _ = run_bench(bench_cfg(tmp_path, "shapes=[[24,16]]", "sparsities=[0.5]"))
     rows = record["metrics"]["rows"]
     assert all(r["pattern"] == "fan_in" and "nm_pair" not in r for r in rows)
 
 
-def test_nm_run_times_exact_nm_masks_beside_fan_in_at_the_same_sparsity(tmp_path, monkeypatch):
+def test_nm_run_times_exact_nm_masks_beside_fan_in_at_the_same_sparsity(
+    tmp_path, monkeypatch, caplog
+):
     masks = []
     real = bench_nm.layer_setup
 
@@ -57,8 +66,12 @@ def test_nm_run_times_exact_nm_masks_beside_fan_in_at_the_same_sparsity(tmp_path
         return real(weight, mask, *args, **kwargs)
 
     monkeypatch.setattr(bench_nm, "layer_setup", spy)
-    cfg = bench_cfg(tmp_path, *NM, "nm_patterns=[2:4,1:8]", "backends=[dense,naive,csr]")
+    caplog.set_level("INFO", logger="suite.bench.app")
+    cfg = bench_cfg(
+        tmp_path, *NM, "sparsities=[]", "nm_patterns=[2:4,1:8]", "backends=[dense,naive,csr]"
+    )
     record, _ = run_bench(cfg)
+    assert "N:M vs constant fan-in [95% CI]" in caplog.text  # the run's log shows the table
     # masks: per shape x pattern, the N:M one (exact N per group) and its fan-in partner
     assert [p for p, _ in masks] == ["2:4", "fan_in", "1:8", "fan_in"] * 2
     for (pattern, mask), (_, partner) in zip(masks[::2], masks[1::2]):
@@ -68,7 +81,8 @@ def test_nm_run_times_exact_nm_masks_beside_fan_in_at_the_same_sparsity(tmp_path
         k = mask.shape[1] * n // m
         assert (mask.sum(1) == k).all() and (partner.sum(1) == k).all()
 
-    rows = [r for r in record["metrics"]["rows"] if r.get("nm_pair")]
+    assert all(r.get("nm_pair") for r in record["metrics"]["rows"])  # sparsities=[]: no grid
+    rows = record["metrics"]["rows"]
     # 2 shapes x 2 patterns x 2 batches x (A/A + 2 layers x 3 backends x 2 modes)
     assert len(rows) == 2 * 2 * 2 * (1 + 2 * 3 * 2)
     for r in rows:

@@ -100,3 +100,10 @@ def test_the_report_leaves_the_nm_section_out_without_nm_rows(tmp_path):
     write_store(tmp_path / "runs", [_record(_grid()), _record(old)])
     text = build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "N:M vs constant fan-in" not in text and "3.10 [2.90, 3.30]" in text
+
+
+def test_a_record_of_only_the_nm_comparison_renders_without_an_empty_grid(tmp_path):
+    write_store(tmp_path / "runs", [_record(_nm_case(1))])
+    text = build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
+    assert "Only the N:M comparison was timed on this machine" in text
+    assert "**vs dense `F.linear`**" not in text and "1.25 [1.10, 1.40]" in text
