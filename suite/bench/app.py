@@ -6,6 +6,7 @@
     python -m suite.bench profile=default 'sparsities=[0.8,0.9]' 'batches=[1,256]'
     python -m suite.bench 'backends=[dense,csr,fused]' threads=2 min_run_time=0.5 pairs=20
     python -m suite.bench whole_model=true                  # + every experiment's whole model
+    python -m suite.bench 'nm_patterns=[2:4,1:4,1:8]' 'sparsities=[]'   # N:M vs constant fan-in
     python -m suite.bench checkpoint=checkpoints/<run>/checkpoint.pt   # a trained model's layers
 
 The parts: :mod:`suite.bench.settings` (the config -> checked settings, before any compute),
