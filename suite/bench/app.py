@@ -6,11 +6,13 @@
     python -m suite.bench profile=default 'sparsities=[0.8,0.9]' 'batches=[1,256]'
     python -m suite.bench 'backends=[dense,csr,fused]' threads=2 min_run_time=0.5 pairs=20
     python -m suite.bench whole_model=true                  # + every experiment's whole model
+    python -m suite.bench 'nm_patterns=[2:4,1:4,1:8]' 'sparsities=[]'   # N:M vs constant fan-in
     python -m suite.bench checkpoint=checkpoints/<run>/checkpoint.pt   # a trained model's layers
 
 The parts: :mod:`suite.bench.settings` (the config -> checked settings, before any compute),
 :mod:`suite.bench.layers` (the layer grid: every backend paired against dense ``F.linear``,
 plus the A/A control ``dense_aa``; the row fields are listed there),
+:mod:`suite.bench.nm` (N:M masks vs constant fan-in at the same sparsity, ``nm_patterns``),
 :mod:`suite.bench.whole_model` (whole condensed models), and this module (the run and its
 record). Every speed-up comes from one protocol (:func:`backends.timing.paired_ratio`: ABBA
 blocks in this process, a 95% bootstrap interval over the pairs, the per-block samples kept).
@@ -187,7 +189,8 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
     names, skipped = usable_backends(settings.backends, settings.device, settings.dtype)
     for name, why in skipped.items():
         log.warning("skipping backend %r: %s", name, why)
-    n_cases = len(names) * len(settings.batches) * len(settings.shapes) * len(settings.sparsities)
+    layers_per_shape = len(settings.sparsities) + 2 * len(settings.nm_patterns)
+    n_cases = len(names) * len(settings.batches) * len(settings.shapes) * layers_per_shape
     bar = tqdm(
         total=None if cfg.get("checkpoint") else n_cases,
         desc="bench",

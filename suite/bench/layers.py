@@ -23,13 +23,17 @@ Row fields (one row per backend x batch x mode; :data:`suite.results.BENCH_ROW_K
   baseline backend measured: :func:`suite.bench.settings.dense_baselines`) and
   ``speedup_vs_best_dense``, each with ``_ci_low`` / ``_ci_high``
   (:func:`backends.timing.quotient_interval`);
-- the machine-limit fields of :func:`suite.bench.roofline.roofline_fields` (CPU rows).
+- the machine-limit fields of :func:`suite.bench.roofline.roofline_fields` (CPU rows);
+- ``pattern``: ``"fan_in"`` (constant fan-in masks of the grid) or ``"N:M"``, with the N:M
+  comparison's fields (``nm_pair``, ``speedup_vs_fan_in``...: :mod:`suite.bench.nm`);
+  checkpoint rows and rows of older records have none.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -44,9 +48,22 @@ from suite.bench.roofline import machine_probe, roofline_fields
 from suite.bench.settings import BenchRun, BenchSettings, dense_baselines
 from suite.bench.timing import check_linear
 
-__all__ = ["AA_BACKEND", "bench_layer", "kernel_variant", "layer_grid", "paired_fields"]
+__all__ = [
+    "AA_BACKEND",
+    "FAN_IN",
+    "LayerSetup",
+    "bench_layer",
+    "case_rows",
+    "kernel_variant",
+    "layer_grid",
+    "layer_setup",
+    "paired_fields",
+    "quotient_fields",
+]
 
 AA_BACKEND = "dense_aa"
+#: the ``pattern`` of rows with constant fan-in masks (N:M rows carry ``"N:M"``)
+FAN_IN = "fan_in"
 
 
 def _layer_bytes(layer: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -160,12 +177,14 @@ def _compare_in_run(rows: list[dict[str, Any]], baselines: Sequence[str]) -> Non
         best = max(dense, key=lambda r: r["speedup"]) if dense else None
         for r in same:
             r["csr_median_s"] = csr["median_s"] if csr else None
-            r.update(_quotient(r, csr, "speedup_vs_csr"))
+            r.update(quotient_fields(r, csr, "speedup_vs_csr"))
             r["best_dense"] = best["backend"] if best else None
-            r.update(_quotient(r, best, "speedup_vs_best_dense"))
+            r.update(quotient_fields(r, best, "speedup_vs_best_dense"))
 
 
-def _quotient(row: Mapping[str, Any], other: Mapping[str, Any] | None, key: str) -> dict:
+def quotient_fields(
+    row: Mapping[str, Any], other: Mapping[str, Any] | None, key: str
+) -> dict[str, Any]:
     """``key`` (row's speed-up / other's, both over the same dense layer in this run) and its
     interval (:func:`backends.timing.quotient_interval`); None without ``other``."""
     if other is None:
@@ -174,6 +193,79 @@ def _quotient(row: Mapping[str, Any], other: Mapping[str, Any] | None, key: str)
         (row["dense_samples_s"], row["samples_s"]), (other["dense_samples_s"], other["samples_s"])
     )
     return {key: est, f"{key}_ci_low": low, f"{key}_ci_high": high}
+
+
+@dataclass
+class LayerSetup:
+    """One masked layer ready for timing: its backends' layers, masked weight and bias, the
+    fields every row of it shares (``common``, ``extra``) and the dense baselines among them."""
+
+    layers: dict[str, torch.nn.Module]
+    masked: torch.Tensor
+    bias: torch.Tensor | None
+    label: str
+    common: dict[str, Any]
+    extra: dict[str, Any]
+    baselines: list[str]
+
+
+def layer_setup(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None,
+    backend_names: Sequence[str],
+    settings: BenchSettings,
+    *,
+    layer_name: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    skipped: dict[str, str] | None = None,
+) -> LayerSetup:
+    """Build every backend's layer for ``weight * mask`` (weight [out, in], mask bool [out, in],
+    bias [out] or None); backends that reject it go to ``skipped`` as
+    ``"<backend>@<layer>": reason``."""
+    out_f, in_f = weight.shape
+    label = layer_name or f"{in_f}->{out_f}"
+    skipped = skipped if skipped is not None else {}
+    layers = _create_layers(weight, mask, bias, backend_names, layer_name, label, skipped)
+    counts = mask.sum(dim=1)
+    n_active = int((counts > 0).sum())
+    common = {
+        "in_features": int(in_f),
+        "out_features": int(out_f),
+        "sparsity": round(1.0 - float(mask.float().mean()), 6),
+        "dtype": str(settings.dtype).removeprefix("torch."),
+        "threads": settings.threads,
+        "device": settings.device.type,
+        "k": int(counts.max()) if n_active else 0,
+        "n_active": n_active,
+    }
+    return LayerSetup(
+        layers, weight * mask, bias, label, common, dict(extra or {}), dense_baselines(list(layers))
+    )
+
+
+def case_rows(
+    setup: LayerSetup,
+    settings: BenchSettings,
+    x: torch.Tensor,
+    *,
+    aa: bool = True,
+    tick: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One case (``setup``'s layer on the input ``x`` [batch, in]): the A/A control (when
+    ``aa``) and every backend's paired rows, with the in-run comparisons and roofline fields."""
+    batch = int(x.shape[0])
+    case = _Case(
+        settings, x, setup.masked, setup.bias, setup.label,
+        {**setup.common, "batch": batch}, setup.extra,
+    )  # fmt: skip
+    rows = [case.aa_row()] if aa else []
+    for name, layer in setup.layers.items():
+        rows += case.backend_rows(name, layer)
+        if tick:
+            tick(f"{name} {setup.label} b={batch}")
+    _compare_in_run([r for r in rows if r["backend"] != AA_BACKEND], setup.baselines)
+    return [{**r, **_roofline(r, setup.baselines)} for r in rows]
 
 
 def bench_layer(
@@ -206,36 +298,15 @@ def bench_layer(
     Raises:
         BenchMismatchError: a backend's output differs from ``F.linear`` (never timed then).
     """
-    out_f, in_f = weight.shape
-    label = layer_name or f"{in_f}->{out_f}"
-    skipped = skipped if skipped is not None else {}
-    masked = weight * mask
-    layers = _create_layers(weight, mask, bias, backend_names, layer_name, label, skipped)
-    counts = mask.sum(dim=1)
-    n_active = int((counts > 0).sum())
-    common = {
-        "in_features": int(in_f),
-        "out_features": int(out_f),
-        "sparsity": round(1.0 - float(mask.float().mean()), 6),
-        "dtype": str(settings.dtype).removeprefix("torch."),
-        "threads": settings.threads,
-        "device": settings.device.type,
-        "k": int(counts.max()) if n_active else 0,
-        "n_active": n_active,
-    }
-    baselines = dense_baselines(list(layers))
+    setup = layer_setup(
+        weight, mask, bias, backend_names, settings,
+        layer_name=layer_name, extra=extra, skipped=skipped,
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(settings.seed)
     rows: list[dict[str, Any]] = []
     for batch in settings.batches:
-        x = torch.randn(batch, in_f, generator=gen).to(settings.device, settings.dtype)
-        case = _Case(settings, x, masked, bias, label, {**common, "batch": int(batch)}, extra)
-        case_rows = [case.aa_row()]
-        for name, layer in layers.items():
-            case_rows += case.backend_rows(name, layer)
-            if tick:
-                tick(f"{name} {label} b={batch}")
-        _compare_in_run([r for r in case_rows if r["backend"] != AA_BACKEND], baselines)
-        rows.extend({**r, **_roofline(r, baselines)} for r in case_rows)
+        x = torch.randn(batch, weight.shape[1], generator=gen).to(settings.device, settings.dtype)
+        rows += case_rows(setup, settings, x, tick=tick)
     return rows
 
 
@@ -319,7 +390,11 @@ class _Case:
 
 
 def layer_grid(run: BenchRun) -> list[dict[str, Any]]:
-    """The synthetic grid: random weights with constant fan-in masks per shape x sparsity."""
+    """The synthetic grid: random weights with constant fan-in masks per shape x sparsity
+    (rows with ``pattern: "fan_in"``), then per shape the N:M comparison of
+    ``settings.nm_patterns`` (:func:`suite.bench.nm.nm_rows`)."""
+    from suite.bench.nm import nm_rows
+
     settings = run.settings
     gen = torch.Generator().manual_seed(settings.seed)
     rows = []
@@ -336,8 +411,11 @@ def layer_grid(run: BenchRun) -> list[dict[str, Any]]:
                 b,
                 settings,
                 run.names,
-                extra={"sparsity": sp},  # nominal; the mask's is 1 - k/in, within 1/in of it
+                # nominal sparsity; the mask's is 1 - k/in, within 1/in of it
+                extra={"sparsity": sp, "pattern": FAN_IN},
                 skipped=run.skipped,
                 tick=run.tick,
             )
+        for n, m in settings.nm_patterns:
+            rows += nm_rows(w, b, (n, m), run, gen)
     return rows

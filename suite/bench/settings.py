@@ -6,13 +6,17 @@ Top-level keys (``shapes``, ``sparsities``, ``batches``, ``backends``, ``min_run
 ``pairs`` is the number of ABBA block pairs of every paired measurement (default 20; see
 :func:`backends.timing.paired_ratio`); ``rounds`` is its old name and is read when ``pairs``
 is not given.
+``nm_patterns`` (e.g. ``["2:4", "1:4", "1:8"]``, default ``[]``) adds the N:M comparison of
+:mod:`suite.bench.nm`: every shape with an N:M mask next to a constant fan-in mask at the same
+sparsity (1 - N/M), in the same cases; with it, ``sparsities`` may be ``[]`` (the run then times
+only that comparison).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ __all__ = [
     "BenchRun",
     "BenchSettings",
     "DEFAULT_PAIRS",
+    "parse_nm_pattern",
     "plain",
     "resolve_settings",
     "usable_backends",
@@ -65,6 +70,7 @@ class BenchSettings:
     seed: int
     ablate: float
     rounds: int
+    nm_patterns: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def pairs(self) -> int:
@@ -106,10 +112,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_grid(values: dict[str, Any]) -> list[tuple[int, int]]:
-    """The shapes; every list non-empty, batches integers >= 1, sparsities in [0, 1)."""
+def _check_grid(values: dict[str, Any], nm_only: bool = False) -> list[tuple[int, int]]:
+    """The shapes; every list non-empty (``sparsities`` may be empty when ``nm_only``: the run
+    times only the N:M comparison), batches integers >= 1, sparsities in [0, 1)."""
     for key in ("shapes", "sparsities", "batches"):
-        if not isinstance(values[key], (list, tuple)) or not values[key]:
+        empty_ok = nm_only and key == "sparsities" and isinstance(values[key], (list, tuple))
+        if not isinstance(values[key], (list, tuple)) or not (values[key] or empty_ok):
             raise BenchConfigError(f"{key} must be a non-empty list, got {values[key]!r}")
     for b in values["batches"]:
         if not _is_int(b) or b < 1:
@@ -132,6 +140,45 @@ def _check_grid(values: dict[str, Any]) -> list[tuple[int, int]]:
             raise BenchConfigError(f"a shape is [in_features, out_features] >= 1, got {s!r}")
         shapes.append((int(s[0]), int(s[1])))
     return shapes
+
+
+NM_ALLOWED = "strings 'N:M' with integers 1 <= N < M (quoted in YAML: \"2:4\")"
+
+
+def parse_nm_pattern(text: Any) -> tuple[int, int]:
+    """``"N:M"`` -> ``(N, M)`` with 1 <= N < M.
+
+    Raises:
+        BenchConfigError: anything else (names the value and the allowed form; an unquoted YAML
+            ``2:4`` arrives as the sexagesimal int 124 and is refused too).
+    """
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise BenchConfigError(f"nm_patterns entry {text!r} is invalid; allowed: {NM_ALLOWED}")
+    n, m = int(parts[0]), int(parts[1])
+    if not 1 <= n < m:
+        raise BenchConfigError(f"nm_patterns entry {text!r} is invalid; allowed: {NM_ALLOWED}")
+    return n, m
+
+
+def _check_nm_patterns(raw: Any, shapes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The checked ``(N, M)`` of ``nm_patterns``: a list of 'N:M' strings whose M divides every
+    shape's in_features (each group of M inputs holds N weights)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)):
+        raise BenchConfigError(f"nm_patterns={raw!r} is invalid; allowed: a list of {NM_ALLOWED}")
+    patterns = [parse_nm_pattern(p) for p in raw]
+    for (_, m), text in zip(patterns, raw):
+        for in_f, out_f in shapes:
+            if in_f % m:
+                raise BenchConfigError(
+                    f"nm_patterns entry {text!r}: shape [{in_f}, {out_f}] has in_features {in_f}, "
+                    f"not a multiple of M = {m}; allowed: shapes whose in_features M divides"
+                )
+    if len(set(patterns)) != len(patterns):
+        raise BenchConfigError(f"nm_patterns={list(raw)!r} repeats a pattern; allowed: each once")
+    return patterns
 
 
 def _check_timing(cfg: Any, values: dict[str, Any]) -> tuple[int | None, float, int]:
@@ -162,11 +209,14 @@ def resolve_settings(cfg: Any) -> BenchSettings:
 
     Raises:
         BenchConfigError: an unknown mode / dtype / device, an empty or malformed list, a batch
-            below 1, a sparsity outside [0, 1), fewer than 2 pairs, a time <= 0.
+            below 1, a sparsity outside [0, 1), fewer than 2 pairs, a time <= 0, an N:M pattern
+            that is not 'N:M' with 1 <= N < M or whose M does not divide a shape's in_features.
         UnknownNameError: an unknown backend name (lists the known ones).
     """
     values = {k: plain(_pick(cfg, k)) for k in PROFILE_KEYS}
-    shapes = _check_grid(values)
+    raw_nm = plain(cfg.get("nm_patterns"))
+    shapes = _check_grid(values, nm_only=bool(raw_nm) and isinstance(raw_nm, (list, tuple)))
+    nm_patterns = _check_nm_patterns(raw_nm, shapes)
     names = values["backends"] or backends.names()
     wm = cfg.get("whole_model_options") or {}
     for n in [*names, *(plain(wm.get("backends")) or [])]:
@@ -197,6 +247,7 @@ def resolve_settings(cfg: Any) -> BenchSettings:
         seed=int(cfg.get("seed") or 0),
         ablate=float(cfg.get("ablate") or 0.0),
         rounds=pairs,
+        nm_patterns=nm_patterns,
     )
 
 

@@ -626,7 +626,14 @@ def bench_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int
         return pd.DataFrame(), 0
     frame = pd.DataFrame(rows)
     frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
-    frame, dropped = dedupe_latest(frame, ("machine", *BENCH_KEY))
+    # an N:M row and its constant fan-in partner share the BENCH_KEY: the pair and the row's
+    # pattern tell them apart (None for every other row, old records included)
+    frame["nm_key"] = None
+    if "nm_pair" in frame:
+        nm = frame["nm_pair"]
+        frame["nm_key"] = nm.where(nm.isna(), nm.astype(str) + "/" + frame["pattern"].astype(str))
+    frame, dropped = dedupe_latest(frame, ("machine", *BENCH_KEY, "nm_key"))
+    frame = frame.drop(columns="nm_key")
     frame = frame.reset_index(drop=True)
     frame["shape"] = frame["in_features"].astype(str) + "->" + frame["out_features"].astype(str)
     return speed.add_speedups(frame), dropped

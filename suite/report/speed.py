@@ -9,6 +9,9 @@ A cell reads ``2.31 [2.20, 2.45]``; a speed-up whose interval holds 1.0 reads ``
 difference [0.95, 1.08]``; a row of an older record, without an interval, reads
 ``2.31 (no interval)``. Records of different machine classes (``host.asv_name``, else the CPU
 name and core count) never share a table.
+
+Rows of the N:M comparison (``nm_pair`` set: :mod:`suite.bench.nm`) stay out of the layer grids
+and make their own table, "N:M vs constant fan-in" (:func:`nm_table`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = [
     "layer_text",
     "machine_label",
     "machine_tables",
+    "nm_rows",
+    "nm_table",
     "plain_ratio",
     "speedup_cell",
     "speedup_grid",
@@ -189,16 +194,67 @@ def aa_table(bench: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def nm_rows(bench: pd.DataFrame) -> pd.Series:
+    """bool per row of ``bench``: the row belongs to an N:M comparison (``nm_pair`` set)."""
+    if "nm_pair" not in bench:
+        return pd.Series(False, index=bench.index)
+    return bench["nm_pair"].notna()
+
+
+def nm_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """The N:M comparison of one machine's rows: a row per (run, mode, shape, pattern, batch,
+    threads, backend) with the N:M layer's speed-up over dense ``F.linear``, its constant fan-in
+    partner's, and N:M over constant fan-in (the quotient of the two paired speed-ups of the
+    same record and case), each with its 95% interval (:func:`speedup_cell`: "no measurable
+    difference" where the interval holds 1.0). Empty without N:M rows."""
+    if bench.empty or "pattern" not in bench:
+        return pd.DataFrame()
+    rows = bench[nm_rows(bench) & (bench["pattern"] == bench.get("nm_pair"))]
+    rows = rows[rows["backend"] != AA_BACKEND]
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for r in rows.to_dict("records"):
+        out.append(
+            {
+                "mode": r.get("mode"),
+                "shape": f"{r['in_features']}->{r['out_features']}",
+                "pattern": f"{r['pattern']} ({float(r['sparsity']):.1%})",
+                "batch": int(r["batch"]),
+                "threads": r.get("threads"),
+                "backend": r["backend"],
+                "N:M vs dense": _cell(r, "speedup"),
+                "fan-in vs dense": _cell(r, "fan_in_speedup"),
+                "N:M vs fan-in": _cell(r, "speedup_vs_fan_in"),
+                "run": r.get("run_id"),
+            }
+        )
+    table = pd.DataFrame(out)
+    keys = ["mode", "shape", "pattern", "batch", "threads", "backend", "run"]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]`` with its ``_ci_low`` / ``_ci_high`` as a cell (``-`` where missing)."""
+    return speedup_cell(row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high"))
+
+
 def machine_tables(bench: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per machine class in ``bench`` (a frame with a ``machine`` column): ``machine``,
-    ``aa`` (:func:`aa_table` or None), ``noisy`` (count of noisy A/A rows), ``vs_dense``,
-    ``vs_best_dense`` and ``vs_csr`` (:func:`speedup_grid`, None where not measured)."""
+    ``aa`` (:func:`aa_table` or None, the N:M cases' A/A rows included), ``noisy`` (count of
+    noisy A/A rows), ``vs_dense``, ``vs_best_dense`` and ``vs_csr`` (:func:`speedup_grid` of the
+    rows outside the N:M comparison, None where not measured), ``nm`` (:func:`nm_table` or
+    None) and ``has_nm`` (whether it is a table)."""
     out = []
-    for machine, group in bench.groupby("machine", sort=True):
-        aa = aa_table(group)
+    for machine, everything in bench.groupby("machine", sort=True):
+        aa = aa_table(everything)
         noisy = int(aa["status"].str.startswith("noisy").sum()) if not aa.empty else 0
         entry: dict[str, Any] = {"machine": machine, "aa": None if aa.empty else aa}
         entry["noisy"] = noisy
+        nm = nm_table(everything)
+        entry["nm"] = None if nm.empty else nm
+        entry["has_nm"] = not nm.empty
+        group = everything[~nm_rows(everything)]
         entry["vs_dense"] = speedup_grid(group)
         for key, col in (("vs_best_dense", "speedup_vs_best_dense"), ("vs_csr", "speedup_vs_csr")):
             has = group[col].notna().any() if col in group else False
@@ -230,11 +286,16 @@ def layer_text(rows: Sequence[Mapping[str, Any]], machine: str = "this machine")
             parts.append(
                 f"A/A control (noisy beyond +-{AA_TOLERANCE:.0%}):\n" + markdown_table(entry["aa"])
             )
-        parts.append("speed-up vs dense F.linear [95% CI]:\n" + markdown_table(entry["vs_dense"]))
+        if len(entry["vs_dense"]):
+            parts.append(
+                "speed-up vs dense F.linear [95% CI]:\n" + markdown_table(entry["vs_dense"])
+            )
         for key, title in (
             ("vs_best_dense", f"speed-up vs the best dense baseline ({entry['best_dense']})"),
             ("vs_csr", "speed-up vs csr"),
         ):
             if entry[key] is not None:
                 parts.append(f"{title}:\n" + markdown_table(entry[key]))
+        if entry["nm"] is not None:
+            parts.append("N:M vs constant fan-in [95% CI]:\n" + markdown_table(entry["nm"]))
     return "\n\n".join(parts)
