@@ -288,7 +288,7 @@ def backends_section(
     if not bench.empty:
         out.csv(bench.drop(columns=["created"]), "bench_rows.csv")
         section["machines"] = speed.machine_tables(bench)
-        plotted = bench[bench["backend"] != speed.AA_BACKEND]
+        plotted = bench[(bench["backend"] != speed.AA_BACKEND) & ~speed.nm_rows(bench)]
         for make, name, title in (
             (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
             (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),

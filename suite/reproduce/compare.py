@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from suite.report import frames as rd
+from suite.report.speed import nm_rows
 from suite.results import cell_config
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,9 @@ def compare_bench(
     frames = []
     new_b, _ = rd.bench_frame(reproduced)
     old_b, _ = rd.bench_frame(published)
+    # N:M comparison rows share BENCH_KEY with their constant fan-in partners: not compared here
+    new_b = new_b[~nm_rows(new_b)] if not new_b.empty else new_b
+    old_b = old_b[~nm_rows(old_b)] if not old_b.empty else old_b
     if not new_b.empty:
         new_l = new_b[keys + ["speedup_vs_dense"]].assign(kind="layer", what=new_b["shape"])
         old_l = old_b[keys + ["speedup_vs_dense"]] if not old_b.empty else None
