@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.timing import aa_noise
 from suite import machine
-from suite.bench.layers import AA_BACKEND, bench_layer, layer_grid
+from suite.bench.grid import layer_grid
+from suite.bench.layers import AA_BACKEND, bench_layer
 from suite.bench.settings import (
     CONF_DIR,
     BenchConfigError,

@@ -31,7 +31,6 @@ Row fields (one row per backend x batch x mode; :data:`suite.results.BENCH_ROW_K
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -43,9 +42,8 @@ import torch.nn.functional as F
 import backends
 from backends.condensed import CondensedLinear
 from backends.timing import PairedRatio, paired_ratio, quotient_interval, verdict
-from srigl.masks import constant_fan_in_mask
 from suite.bench.roofline import machine_probe, roofline_fields
-from suite.bench.settings import BenchRun, BenchSettings, dense_baselines
+from suite.bench.settings import BenchSettings, dense_baselines
 from suite.bench.timing import check_linear
 
 __all__ = [
@@ -55,7 +53,6 @@ __all__ = [
     "bench_layer",
     "case_rows",
     "kernel_variant",
-    "layer_grid",
     "layer_setup",
     "paired_fields",
     "quotient_fields",
@@ -387,35 +384,3 @@ class _Case:
                 )
             )
         return rows
-
-
-def layer_grid(run: BenchRun) -> list[dict[str, Any]]:
-    """The synthetic grid: random weights with constant fan-in masks per shape x sparsity
-    (rows with ``pattern: "fan_in"``), then per shape the N:M comparison of
-    ``settings.nm_patterns`` (:func:`suite.bench.nm.nm_rows`)."""
-    from suite.bench.nm import nm_rows
-
-    settings = run.settings
-    gen = torch.Generator().manual_seed(settings.seed)
-    rows = []
-    for in_f, out_f in settings.shapes:
-        w = (torch.randn(out_f, in_f, generator=gen) / math.sqrt(in_f)).to(
-            settings.device, settings.dtype
-        )
-        b = (torch.randn(out_f, generator=gen) * 0.1).to(settings.device, settings.dtype)
-        for sp in settings.sparsities:
-            mask = constant_fan_in_mask((out_f, in_f), sp, gen, settings.ablate)
-            rows += bench_layer(
-                w,
-                mask.to(settings.device),
-                b,
-                settings,
-                run.names,
-                # nominal sparsity; the mask's is 1 - k/in, within 1/in of it
-                extra={"sparsity": sp, "pattern": FAN_IN},
-                skipped=run.skipped,
-                tick=run.tick,
-            )
-        for n, m in settings.nm_patterns:
-            rows += nm_rows(w, b, (n, m), run, gen)
-    return rows

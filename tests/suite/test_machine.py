@@ -33,7 +33,7 @@ def test_steal_fraction_between_two_snapshots():
 
 def test_every_record_carries_identity_and_load_at_start_and_end_beside_the_old_keys():
     start = machine.mark_start()
-    record = make_record("train", {"x": 1}, {"top1_accuracy": 50.0})
+    record = make_record("train", {"trainer": {"name": "srigl"}}, {"top1_accuracy": 50.0})
     host = record["host"]
     for old in ("hostname", "platform", "cpu", "cpu_count", "threads", "gpu"):
         assert old in host

@@ -7,6 +7,7 @@ import inspect
 import itertools
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -102,23 +103,20 @@ def test_benchmark_layers_have_the_constant_fan_in_of_the_spec(shape, sparsity):
     assert torch.all(mask.sum(dim=1) == k)
 
 
-def test_the_ratio_is_the_layers_fastest_time_over_the_baselines_from_one_interleaved_run(
-    monkeypatch,
-):
-    """No timing in a unit test: the suite's timer is replaced by one that calls each function
-    once and reports fixed fastest times."""
-    from suite.bench import timing
+def test_the_ratio_is_the_layers_time_over_the_baselines_from_one_paired_run(monkeypatch):
+    """No timing in a unit test: the one paired timer is replaced by one that calls each
+    function once and reports a fixed speed-up; the tracked ratio is its inverse (asv flags
+    increases, so it tracks the number that should go down)."""
+    import backends.timing as timing
 
     seen = []
 
-    def fake_measure(fns, threads, min_run_time, rounds):
-        assert threads == bench_backends.THREADS and rounds == 4
-        for fn in fns.values():
-            fn()
-        fastest = {"baseline": 0.001, "layer": 0.004}
-        return {k: timing.Timing(1.0, 0.0, 1, fastest[k]) for k in fns}
+    def fake_paired_ratio(candidate, baseline, *, pairs, block_seconds, threads):
+        assert threads == bench_backends.THREADS and pairs == 10 and block_seconds > 0
+        candidate(), baseline()
+        return types.SimpleNamespace(speedup=0.25)
 
-    monkeypatch.setattr(timing, "measure_interleaved", fake_measure)
+    monkeypatch.setattr(timing, "paired_ratio", fake_paired_ratio)
     layer, baseline = (lambda x: seen.append(("layer", x))), (lambda x: seen.append(("base", x)))
     assert bench_backends.best_time_ratio(layer, baseline, "x", 0.05) == 4.0
     assert sorted(seen) == [("base", "x"), ("layer", "x")]
