@@ -1,5 +1,5 @@
 """Make ``asv publish``'s site work offline: copy the vendored JavaScript/CSS
-(``suite/asv_www_vendor/``) into the site and point ``index.html`` at it::
+(``suite/asv_www/vendor/``) into the site and point ``index.html`` at it::
 
     python -m suite.asv_offline results/asv/html
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-VENDOR_DIR = Path(__file__).with_name("asv_www_vendor")
+VENDOR_DIR = Path(__file__).parent / "asv_www" / "vendor"
 SITE_VENDOR = "vendor"  # the folder inside the site
 
-#: CDN URL (as asv 0.6.6 writes it) -> path under suite/asv_www_vendor/
+#: CDN URL (as asv 0.6.6 writes it) -> path under suite/asv_www/vendor/
 CDN_FILES: dict[str, str] = {
     "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1/jquery.min.js",
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": (
