@@ -292,6 +292,7 @@ def backends_section(
         for make, name, title in (
             (figures.speedup_vs_sparsity, "speedup_vs_sparsity.png", "speed-up vs sparsity"),
             (figures.speedup_vs_batch, "speedup_vs_batch.png", "speed-up vs batch size"),
+            (figures.roofline, "roofline.png", "every backend on the machine's roofline"),
         ):
             path = out.figure(make, plotted, name)
             if path:

@@ -243,6 +243,40 @@ def speedup_vs_batch(bench: pd.DataFrame, path: Path) -> Path | None:
     return _save(grid.figure, path)
 
 
+def roofline(bench: pd.DataFrame, path: Path) -> Path | None:
+    """Every backend on its machine's roofline: arithmetic intensity (FLOP/byte, log x) vs
+    achieved GFLOP/s (log y), hue = backend, style = batch; one panel per machine class with
+    the compute roof (the FMA peak: the highest ``limit_gflops`` of its rows) as a dashed line.
+    Rows without roofline fields (older records) are left out; ``None`` when none has them."""
+    cols = {"intensity_flop_per_byte", "gflops", "limit_gflops", "machine"}
+    if bench.empty or not cols <= set(bench.columns):
+        return None
+    data = bench.dropna(subset=["intensity_flop_per_byte", "gflops"])
+    data = data[(data["backend"] != "dense_aa") & (data["mode"] == "kernel")].copy()
+    if data.empty:
+        return None
+    data["batch "] = data["batch"].astype(str)
+    grid = sns.relplot(
+        data=data,
+        x="intensity_flop_per_byte",
+        y="gflops",
+        hue="backend",
+        style="batch ",
+        col="machine",
+        kind="scatter",
+        s=60,
+        height=4.0,
+        aspect=1.3,
+    )
+    grid.set(xscale="log", yscale="log")
+    for (machine,), panel in data.groupby(["machine"]):
+        ax = grid.axes_dict.get(machine)
+        if ax is not None:
+            ax.axhline(panel["limit_gflops"].max(), color="black", linestyle="--", linewidth=0.8)
+    grid.set_axis_labels("arithmetic intensity (FLOP / byte read or written)", "GFLOP/s achieved")
+    return _save(grid.figure, path)
+
+
 def reproduction_accuracy(cells: pd.DataFrame, path: Path) -> Path | None:
     """Published vs reproduced top-1 per cell (mean ± std over seeds), one panel per
     experiment, colour = verdict, the diagonal = reproduced exactly. ``cells``: the frame of

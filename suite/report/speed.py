@@ -164,6 +164,23 @@ def speedup_grid(bench: pd.DataFrame, value: str = "speedup") -> pd.DataFrame:
     return wide.fillna("-")
 
 
+def limit_grid(bench: pd.DataFrame) -> pd.DataFrame:
+    """Wide table of one machine's rows: achieved GFLOP/s and the percentage of the machine's
+    limit (:mod:`suite.bench.roofline`: the FMA peak, or bandwidth x arithmetic intensity of the
+    cache level the call's bytes fit in) per (device, mode, shape, dtype, threads, batch,
+    sparsity) and backend, as ``"<GFLOP/s> (<pct>%)"``. Empty when no row has the fields
+    (records from before the machine probe)."""
+    if "pct_of_limit" not in bench or not bench["pct_of_limit"].notna().any():
+        return pd.DataFrame()
+    rows = bench[bench["pct_of_limit"].notna() & (bench["backend"] != AA_BACKEND)].copy()
+    rows["cell"] = [f"{g:.1f} ({p:.0f}%)" for g, p in zip(rows["gflops"], rows["pct_of_limit"])]
+    wide = rows.pivot_table(index=GRID_INDEX, columns="backend", values="cell", aggfunc="first")
+    wide.columns.name = None
+    wide = wide.reset_index()
+    wide["sparsity"] = wide["sparsity"].map(lambda s: f"{float(s):.0%}")
+    return wide.fillna("-")
+
+
 def plain_ratio(value: Any) -> str:
     """A ratio without an interval as text (two decimals; ``-`` when missing)."""
     number = _number(value)
@@ -243,8 +260,8 @@ def machine_tables(bench: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per machine class in ``bench`` (a frame with a ``machine`` column): ``machine``,
     ``aa`` (:func:`aa_table` or None, the N:M cases' A/A rows included), ``noisy`` (count of
     noisy A/A rows), ``vs_dense``, ``vs_best_dense`` and ``vs_csr`` (:func:`speedup_grid` of the
-    rows outside the N:M comparison, None where not measured), ``nm`` (:func:`nm_table` or
-    None) and ``has_nm`` (whether it is a table)."""
+    rows outside the N:M comparison, None where not measured), ``limits`` (:func:`limit_grid`
+    or None), ``nm`` (:func:`nm_table` or None) and ``has_nm`` (whether it is a table)."""
     out = []
     for machine, everything in bench.groupby("machine", sort=True):
         aa = aa_table(everything)
@@ -256,6 +273,8 @@ def machine_tables(bench: pd.DataFrame) -> list[dict[str, Any]]:
         entry["has_nm"] = not nm.empty
         group = everything[~nm_rows(everything)]
         entry["vs_dense"] = speedup_grid(group)
+        limits = limit_grid(group)
+        entry["limits"] = None if limits.empty else limits
         for key, col in (("vs_best_dense", "speedup_vs_best_dense"), ("vs_csr", "speedup_vs_csr")):
             has = group[col].notna().any() if col in group else False
             entry[key] = speedup_grid(group, col) if has else None
