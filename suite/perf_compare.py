@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -134,12 +135,42 @@ def count_revision(
     return {**result, "sha": sha}
 
 
+def wall_revision(
+    repo: Path, rev: str, cases: Sequence[str], python: str = sys.executable
+) -> dict[str, Any]:
+    """Wall-time speed-ups of ``rev``'s layer cases over their masked dense ``F.linear`` with
+    the suite's paired protocol (:func:`ic.wall_ratios`, one thread, run in a temporary
+    worktree of ``rev``, never cached: a wall time is not a property of the tree).
+
+    Returns ``{"wall": {case: [speedup, low, high]}, "wall_skipped": {case: reason}}``; a run
+    that fails gives every case the reason instead of stopping the comparison.
+    """
+    cases = [c for c in cases if ic.layer_case(c) is not None]
+    if not cases:
+        return {"wall": {}, "wall_skipped": {}}
+    sha = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}")
+    with tempfile.TemporaryDirectory(prefix="srigl-wall-") as tmp:
+        tree_dir, out = Path(tmp) / "tree", Path(tmp) / "wall.json"
+        _git(repo, "worktree", "add", "--detach", "--quiet", str(tree_dir), sha)
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SRIGL_TUNE="off")
+        env["PYTHONPATH"] = os.pathsep.join([str(tree_dir), env.get("PYTHONPATH", "")])
+        cmd = [python, str(Path(ic.__file__).resolve()), "--wall", str(out), *cases]
+        try:
+            proc = subprocess.run(cmd, cwd=tree_dir, env=env, capture_output=True, text=True)
+            if proc.returncode == 0 and out.is_file():
+                return json.loads(out.read_text(encoding="utf-8"))
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        finally:
+            _git(repo, "worktree", "remove", "--force", str(tree_dir))
+    return {"wall": {}, "wall_skipped": {c: f"wall timing failed: {why}" for c in cases}}
+
+
 def wall_ratios(result: Mapping[str, Any]) -> dict[str, Interval]:
     """Wall-time ratio intervals (case -> (ratio, low, high)) of one side.
 
-    This is the place for the suite's paired-ratio timer (ABBA blocks, bootstrap interval):
-    until its results are part of a counting run, no case has interval data and the table says
-    "n/a". Results that carry ``"wall": {case: [ratio, low, high]}`` are used as they are.
+    ``result["wall"]`` as :func:`wall_revision` writes it (speed-up over masked dense
+    ``F.linear`` with its 95% interval, the suite's paired ABBA protocol); cases without one
+    (steps, updates, ``--no-wall``) print "n/a".
     """
     return {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in result.get("wall", {}).items()}
 
@@ -198,11 +229,13 @@ def run(
     python: str = sys.executable,
     use_cache: bool = True,
     case_list: Sequence[str] = (),
+    wall: bool = True,
 ) -> tuple[int, str]:
     """Count ``base`` and ``head`` of ``repo``; returns (exit status, report text).
 
     ``cases``: a regex over case names (HEAD's list); ``case_list``: case names as they are
-    (e.g. ``probe/<module>:<function>``); neither: every case.
+    (e.g. ``probe/<module>:<function>``); neither: every case. ``wall``: also time the layer
+    cases of both sides (:func:`wall_revision`; the gate itself is the counts).
 
     Raises:
         CompareError: a revision is unknown, counting failed, or ``cases`` selects nothing.
@@ -222,6 +255,9 @@ def run(
             raise CompareError(f"--cases {cases!r} selects no case of {ic.case_names([])}")
     base_res = count_revision(repo, base, names, python, use_cache)
     head_res = count_revision(repo, head, names, python, use_cache)
+    if wall:
+        for rev, res in ((base, base_res), (head, head_res)):
+            res.update(wall_revision(repo, rev, list(res["counts"]), python))
     rows = compare(base_res, head_res)
     regressions = [r for r in rows if r.regressed(threshold)]
     text = (
@@ -255,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repo", type=Path, default=Path("."), help="git repository")
     parser.add_argument("--no-cache", action="store_true", help="count again even if cached")
+    parser.add_argument(
+        "--no-wall", action="store_true", help="skip the wall-time ratios beside the counts"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -266,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.cases,
             use_cache=not args.no_cache,
             case_list=args.case,
+            wall=not args.no_wall,
         )
     except (CompareError, ValueError) as err:
         log.error("error: %s", err)

@@ -99,9 +99,13 @@ def case_names(backend_names: Sequence[str]) -> list[str]:
     ]
 
 
-def _layer_call(backend: str, in_f: int, out_f: int, sparsity: float, batch: int) -> Callable:
-    """One forward of ``backend`` on a constant fan-in layer [out_f, in_f] (seeded)."""
+def _layer_calls(
+    backend: str, in_f: int, out_f: int, sparsity: float, batch: int
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One forward of ``backend`` on a constant fan-in layer [out_f, in_f] (seeded), and one of
+    the masked dense ``F.linear`` of the same layer and input (the wall-time baseline)."""
     import torch
+    import torch.nn.functional as F
 
     torch.set_num_threads(1)
     backends = importlib.import_module("backends")
@@ -115,12 +119,61 @@ def _layer_call(backend: str, in_f: int, out_f: int, sparsity: float, batch: int
     bias = torch.randn(out_f, generator=gen) * 0.01
     layer = backends.create(backend, weight, mask, bias, layer_name=f"{in_f}x{out_f}")
     x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(1))
+    masked = weight * mask
 
     def call() -> None:
         with torch.inference_mode():
             layer(x)
 
-    return call
+    def dense() -> None:
+        with torch.inference_mode():
+            F.linear(x, masked, bias)
+
+    return call, dense
+
+
+def _layer_call(backend: str, in_f: int, out_f: int, sparsity: float, batch: int) -> Callable:
+    """One forward of ``backend`` on a constant fan-in layer [out_f, in_f] (seeded)."""
+    return _layer_calls(backend, in_f, out_f, sparsity, batch)[0]
+
+
+def layer_case(name: str) -> tuple[str, int, int, float, int] | None:
+    """(backend, in, out, sparsity, batch) of a layer case (``fused/...``, ``backend/...``)."""
+    parts = name.split("/")
+    if parts[0] == "fused" and len(parts) == 4:
+        return ("fused", *FUSED_SHAPES[parts[1]], float(parts[2]), int(parts[3][1:]))
+    if parts[0] == "backend" and len(parts) == 5:
+        return (parts[1], *FUSED_SHAPES[parts[2]], float(parts[3]), int(parts[4][1:]))
+    return None
+
+
+def wall_ratios(names: Sequence[str], pairs: int = 10, block_seconds: float = 0.02) -> dict:
+    """Speed-up of each layer case over its masked dense ``F.linear`` (one thread), from the
+    suite's one paired protocol (:func:`backends.timing.paired_ratio` of the code under test):
+    ``{"wall": {case: [speedup, ci_low, ci_high]}, "wall_skipped": {case: reason}}``. Cases
+    that are no layer call (steps, updates) are left out; a tree without the paired timer gives
+    every layer case a reason instead."""
+    out: dict[str, dict] = {"wall": {}, "wall_skipped": {}}
+    try:
+        timing = importlib.import_module("backends.timing")
+    except ImportError as err:
+        why = f"no paired timer at this commit ({err})"
+        out["wall_skipped"] = {n: why for n in names if layer_case(n)}
+        return out
+    for name in names:
+        spec = layer_case(name)
+        if spec is None:
+            continue
+        try:
+            call, dense = _layer_calls(*spec)
+        except NotImplementedError as err:
+            out["wall_skipped"][name] = str(err)
+            continue
+        ratio = timing.paired_ratio(
+            call, dense, pairs=pairs, block_seconds=block_seconds, threads=1
+        )
+        out["wall"][name] = [ratio.speedup, ratio.ci_low, ratio.ci_high]
+    return out
 
 
 def _digits_step(trainer_name: str, delta_t: int, count_update_only: bool) -> Callable:
@@ -197,12 +250,9 @@ def build_case(name: str) -> Callable[[], None]:
     parts = name.split("/")
     if name == "smoke":
         return _layer_call("dense", 64, 32, 0.5, 1)
-    if parts[0] == "fused" and len(parts) == 4:
-        in_f, out_f = FUSED_SHAPES[parts[1]]
-        return _layer_call("fused", in_f, out_f, float(parts[2]), int(parts[3][1:]))
-    if parts[0] == "backend" and len(parts) == 5:
-        in_f, out_f = FUSED_SHAPES[parts[2]]
-        return _layer_call(parts[1], in_f, out_f, float(parts[3]), int(parts[4][1:]))
+    layer = layer_case(name)
+    if layer is not None:
+        return _layer_call(*layer)
     if parts[0] == "step" and len(parts) == 2:
         return _digits_step(parts[1], NEVER, count_update_only=False)
     if parts[0] == "update" and len(parts) == 2:
@@ -378,10 +428,15 @@ def available_backend_names() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Script entry (under valgrind): ``instruction_counts.py OUT_DIR [CASE ...]``; no cases
-    means every case of :func:`case_names`."""
+    means every case of :func:`case_names`. ``instruction_counts.py --wall OUT_JSON CASE ...``
+    (no valgrind) writes :func:`wall_ratios` of the cases instead."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--wall"] and len(args) >= 2:
+        result = wall_ratios(args[2:])
+        Path(args[1]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        return 0
     if not args:
-        print("usage: instruction_counts.py OUT_DIR [CASE ...]", file=sys.stderr)
+        print("usage: instruction_counts.py [--wall OUT_JSON] OUT_DIR [CASE ...]", file=sys.stderr)
         return 2
     out_dir, names = Path(args[0]), args[1:] or case_names(available_backend_names())
     count_cases(names, out_dir)

@@ -142,3 +142,21 @@ def test_the_same_commit_counted_twice_gives_the_same_counts():
     assert status == 0, text
     rows = [line for line in text.splitlines() if line.startswith(("| fused/", "| step/"))]
     assert len(rows) == 2 and all("| +0.00 |" in row for row in rows), text
+
+
+def test_wall_ratios_time_layer_cases_with_the_paired_protocol_and_skip_the_rest():
+    """Structure only (no speed is asserted): a layer case gets a speed-up inside its 95%
+    interval from the paired timer; a training step is no layer call and gets nothing."""
+    from suite.asv_benchmarks import instruction_counts as ic
+
+    out = ic.wall_ratios(["backend/dense/fc1/0.9/b1", "step/dense"], pairs=3, block_seconds=0.002)
+    speedup, low, high = out["wall"]["backend/dense/fc1/0.9/b1"]
+    assert 0 < low <= speedup <= high
+    assert "step/dense" not in out["wall"] and not out["wall_skipped"]
+
+
+def test_no_layer_case_means_no_wall_timing_run(tmp_path):
+    assert pc.wall_revision(tmp_path, "HEAD", ["step/dense", "probe/x:y"]) == {
+        "wall": {},
+        "wall_skipped": {},
+    }
