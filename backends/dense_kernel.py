@@ -45,6 +45,7 @@ from backends.base import Backend, BadInputError
 from backends.conv import declare_no_conv
 from backends.dense import MaskedDenseForm
 from backends.kernels.build import Extension, KernelUnavailableError
+from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
     TuneCache,
     bucket_of,
@@ -63,6 +64,7 @@ SOURCES = [
     CSRC / "dense_avx512.cpp",
     CSRC / "dense_impl.h",
     CSRC / "dense_kernels.h",
+    CSRC / "simd.h",
     CSRC / "cpu_isa.h",
 ]
 ISAS = ("generic", "avx2", "avx512")
@@ -187,7 +189,8 @@ def _self_check(ops: Any) -> None:
     w = torch.randn(out_f, in_f, generator=g)
     b = torch.randn(out_f, generator=g)
     pack = ops.dense_pack(w, b)
-    for level in range(int(ops.dense_detected_isa()), 0, -1):
+
+    def disagreeing(level: int) -> list[str]:
         bad = []
         for batch in (1, 2, 3, 5, 13, 29):
             x = torch.randn(batch, in_f, generator=g)
@@ -198,16 +201,18 @@ def _self_check(ops: Any) -> None:
                     y = ops.dense_linear_variant(x, pack, out_f, code)
                     if not torch.allclose(y, ref, rtol=1e-4, atol=1e-3):
                         bad.append(f"{variant_name(code)} batch {batch}")
-        if not bad:
-            return
-        _failures.extend(bad)
-        ops.dense_cap_isa(level - 1)
-        log.warning(
-            "dense C++ kernel: %s variants disagree with F.linear (%s); running %s",
-            ISAS[level],
-            ", ".join(bad[:4]),
-            ISAS[level - 1],
-        )
+        return bad
+
+    check_isa_levels(
+        int(ops.dense_detected_isa()),
+        disagreeing,
+        ops.dense_cap_isa,
+        _failures,
+        ISAS,
+        "dense",
+        "F.linear",
+        log,
+    )
 
 
 def _register_fakes() -> None:

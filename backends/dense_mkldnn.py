@@ -41,8 +41,21 @@ def _mkldnn_ops_missing(
     return ""
 
 
+class _PackedWeights:
+    """Mixin for the oneDNN backends: ``_packs`` (the packed weights, by input size) starts
+    empty on load and is left out of pickles (opaque oneDNN tensors: rebuilt on use)."""
+
+    def _after_load(self) -> None:
+        self._packs = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_packs", None)
+        return state
+
+
 @BACKENDS.register("dense_mkldnn")
-class DenseMkldnnLinear(MaskedDenseForm, Backend):
+class DenseMkldnnLinear(_PackedWeights, MaskedDenseForm, Backend):
     """``weight * mask`` as a oneDNN-prepacked weight per batch bucket (module docstring);
     float32 on CPU. forward: x [..., in] float32 -> [..., out] float32."""
 
@@ -60,14 +73,6 @@ class DenseMkldnnLinear(MaskedDenseForm, Backend):
             return ok, why
         missing = _mkldnn_ops_missing()
         return (not missing), missing
-
-    def _after_load(self) -> None:
-        self._packs = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_packs", None)  # opaque oneDNN tensors: rebuilt on use
-        return state
 
     def packed_weight(self, batch: int) -> torch.Tensor:
         """The oneDNN-packed weight for ``batch`` rows of x (packed on first use per bucket)."""
@@ -95,7 +100,7 @@ class DenseMkldnnLinear(MaskedDenseForm, Backend):
 
 
 @register_conv("dense_mkldnn")
-class DenseMkldnnConv2d(MaskedDenseForm, ConvBackend):
+class DenseMkldnnConv2d(_PackedWeights, MaskedDenseForm, ConvBackend):
     """Conv2d through oneDNN with a prepacked weight: ``torch._C._nn.mkldnn_reorder_conv2d_weight``
     of the masked weight (as a ``to_mkldnn()`` tensor) for the input size at hand, then
     ``torch.ops.mkldnn._convolution_pointwise`` (what inductor's freezing emits for a frozen
@@ -119,14 +124,6 @@ class DenseMkldnnConv2d(MaskedDenseForm, ConvBackend):
         if not missing and not hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"):
             missing = f"torch {torch.__version__} has no mkldnn_reorder_conv2d_weight"
         return (not missing), missing
-
-    def _after_load(self) -> None:
-        self._packs = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_packs", None)  # opaque oneDNN tensors: rebuilt on use
-        return state
 
     def packed_weight(self, n: int, height: int, width: int) -> torch.Tensor:
         """The oneDNN-packed weight for inputs [n, in, height, width] (per batch bucket)."""

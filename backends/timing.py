@@ -49,6 +49,7 @@ __all__ = [
     "aa_noise",
     "calls_per_block",
     "fastest_call_block",
+    "fastest_of",
     "interleaved_blocks",
     "mean_block",
     "paired_ratio",
@@ -87,14 +88,19 @@ def mean_block(fn: Callable[[], object], calls: int) -> float:
     return (_clock() - start) / calls
 
 
-def fastest_call_block(fn: Callable[[], object], calls: int) -> float:
-    """The fastest single call of ``calls`` calls of ``fn``, in seconds (wall time)."""
+def fastest_of(fn: Callable[[], object], calls: int, clock: Callable[[], float]) -> float:
+    """The fastest single call of ``calls`` calls of ``fn``, in seconds of ``clock``."""
     best = math.inf
     for _ in range(calls):
-        start = _clock()
+        start = clock()
         fn()
-        best = min(best, _clock() - start)
+        best = min(best, clock() - start)
     return best
+
+
+def fastest_call_block(fn: Callable[[], object], calls: int) -> float:
+    """The fastest single call of ``calls`` calls of ``fn``, in seconds (wall time)."""
+    return fastest_of(fn, calls, _clock)
 
 
 def calls_per_block(
@@ -357,16 +363,7 @@ def paired_ratios(
 
 
 def paired_ratio(
-    candidate: Callable[[], object],
-    baseline: Callable[[], object],
-    *,
-    pairs: int = 20,
-    block_seconds: float = 0.01,
-    threads: int | None = None,
-    inference: bool = True,
-    block: BlockTimer = mean_block,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
+    candidate: Callable[[], object], baseline: Callable[[], object], **options: Any
 ) -> PairedRatio:
     """Speed-up of ``candidate`` over ``baseline`` (baseline time / candidate time), ABBA.
 
@@ -375,17 +372,7 @@ def paired_ratio(
     as :func:`paired_ratios`; e.g. ``paired_ratio(lambda: layer(x), lambda: F.linear(x, w),
     pairs=20, block_seconds=0.01, threads=2).speedup``.
     """
-    return paired_ratios(
-        baseline,
-        {"candidate": candidate},
-        pairs=pairs,
-        block_seconds=block_seconds,
-        threads=threads,
-        inference=inference,
-        block=block,
-        confidence=confidence,
-        seed=seed,
-    )["candidate"]
+    return paired_ratios(baseline, {"candidate": candidate}, **options)["candidate"]
 
 
 #: an A/A interval (a callable against an identical copy of itself) wider than this either side

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from backends.kernels.build import Extension, KernelUnavailableError
+from backends.kernels.selfcheck import check_isa_levels
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ SOURCES = [
     CSRC / "fused_variant.h",
     CSRC / "fused_impl.h",
     CSRC / "fused_kernels.h",
+    CSRC / "simd.h",
     CSRC / "cpu_isa.h",
 ]
 THREAD_SLOTS = 64
@@ -107,7 +109,8 @@ def _self_check(o) -> None:
     nm_idx = (nm_idx.sort(-1).values + 8 * torch.arange(10)[:, None]).reshape(len(active), 20)
     nm_values = torch.randn(len(active), 20, generator=g)
     layers = [(values, idx, in_f), (nm_values, nm_idx, nm_in)]
-    for level in range(int(o.fused_detected_isa()), 0, -1):
+
+    def disagreeing(level: int) -> list[str]:
         bad = []
         layer_geos = [(lay, geo) for lay in layers for geo in [(0, 0), *perm_geometries(level)]]
         for (vals, ix, n_in), geo in layer_geos:
@@ -123,16 +126,18 @@ def _self_check(o) -> None:
                         y = o.fused_linear_variant(x, blob, code, out_f, False)
                         if not torch.allclose(y, ref, rtol=1e-4, atol=1e-4):
                             bad.append(variant_name(code, geo[1], geo[0]) + f" batch {batch}")
-        if not bad:
-            return
-        _failures.extend(bad)
-        o.fused_cap_isa(level - 1)
-        log.warning(
-            "fused C++ kernel: %s variants disagree with the portable kernel (%s); running %s",
-            ISAS[level],
-            ", ".join(bad[:4]),
-            ISAS[level - 1],
-        )
+        return bad
+
+    check_isa_levels(
+        int(o.fused_detected_isa()),
+        disagreeing,
+        o.fused_cap_isa,
+        _failures,
+        ISAS,
+        "fused",
+        "the portable kernel",
+        log,
+    )
 
 
 def _register_fakes() -> None:

@@ -31,7 +31,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from backends.kernels.build import cache_dir, cpu_model
-from backends.timing import calls_per_block, fastest_call_block, interleaved_blocks
+from backends.timing import calls_per_block, fastest_call_block, fastest_of, interleaved_blocks
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,7 @@ def fastest_call(
 ) -> float:
     """The fastest of ``calls`` calls of ``fn`` in seconds of ``clock`` (default: wall time,
     ``time.perf_counter``; ``time.thread_time`` counts this thread's CPU time only)."""
-    clock = clock or time.perf_counter
-    best = float("inf")
-    for _ in range(calls):
-        t0 = clock()
-        fn()
-        best = min(best, clock() - t0)
-    return best
+    return fastest_of(fn, calls, clock or time.perf_counter)
 
 
 def fastest_interleaved(

@@ -106,6 +106,25 @@ def bench_row(backend: str, sparsity: float, batch: int, median_s: float, **kw) 
     return row
 
 
+def paired_row(
+    backend: str, sparsity: float, batch: int, speedup: float, low: float, high: float, **kw
+) -> dict:
+    """A paired row: its speed-up and interval over dense (times consistent with them)."""
+    dense = 2e-4
+    return bench_row(
+        backend,
+        sparsity,
+        batch,
+        dense / speedup,
+        dense_median_s=dense,
+        speedup=speedup,
+        speedup_ci_low=low,
+        speedup_ci_high=high,
+        n_pairs=20,
+        **kw,
+    )
+
+
 def whole_model_row(median_s: float = 0.01, dense_median_s: float = 0.03, **kw) -> dict:
     """One whole-model measurement (a condensed ViT-B/16 vs dense, batch 1)."""
     row = dict(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asv
 import pytest
+from repo_fixtures import first_parent_shas
 
 from suite import asv_offline
 
@@ -87,15 +88,7 @@ def _wait_for(port: int, seconds: float = 30.0) -> None:
 
 def _publish_tiny_site(tmp_path: Path) -> Path:
     """asv publish of one benchmark with values at three commits of this repository."""
-    shas = subprocess.run(
-        ["git", "rev-list", "--first-parent", "-n", "3", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if len(shas) < 3:
-        pytest.skip("needs a clone with at least three commits")
+    shas = first_parent_shas(3)
     conf = json.loads((ROOT / "asv.conf.json").read_text())
     results, html = tmp_path / "results", tmp_path / "html"
     conf.update(repo=str(ROOT), results_dir=str(results), html_dir=str(html), branches=["HEAD"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from repo_fixtures import first_parent_shas
 
 from suite import asv_summary
 
@@ -120,15 +121,7 @@ def test_the_newest_commits_are_shown_oldest_left(results, tmp_path):
 
 
 def test_commits_of_one_second_keep_their_git_order():
-    shas = subprocess.run(
-        ["git", "rev-list", "--first-parent", "-n", "2", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if len(shas) < 2:
-        pytest.skip("needs a clone with at least two commits")
+    shas = first_parent_shas(2)
     new, old = shas
     df = pd.DataFrame({"commit": [new, old], "date": [5, 5]})
     assert asv_summary.commit_order(df, ROOT) == [old, new]

@@ -3,6 +3,9 @@
 // the lower paths, odd CPUs).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -30,5 +33,30 @@ inline int detected_isa() {
   static const int isa = detect_isa();
   return isa;
 }
+
+// The ISA level one extension runs at: detected_isa(), unless a failed self-check lowered the
+// cap for this process (0 generic, 1 avx2, 2 avx512).
+class IsaCap {
+ public:
+  int level() const { return std::min(detected_isa(), cap_.load(std::memory_order_relaxed)); }
+  // Never run levels above `cap` (clamped to 0 .. 2) from now on; the level now.
+  int lower_to(int64_t cap) {
+    cap_.store(static_cast<int>(cap < 0 ? 0 : cap > 2 ? 2 : cap));
+    return level();
+  }
+
+ private:
+  std::atomic<int> cap_{2};
+};
+
+// One object per ISA level, e.g. an extension's kernel tables: at(isa) for 0 generic, 1 avx2,
+// 2 (or more) avx512.
+template <typename T>
+struct PerIsa {
+  const T& generic;
+  const T& avx2;
+  const T& avx512;
+  const T& at(int isa) const { return isa >= 2 ? avx512 : isa == 1 ? avx2 : generic; }
+};
 
 }  // namespace srigl_isa

@@ -27,61 +27,16 @@ namespace SRIGL_DENSE_NS {
 namespace {
 
 // ---------------------------------------------------------------- vector abstraction
+#include "simd.h"
+
+// register blocking per ISA (see the layout above)
 #if defined(SRIGL_DENSE_AVX512)
-constexpr int VL = 16;
-typedef __m512 vf;
-inline vf vzero() { return _mm512_setzero_ps(); }
-inline vf vbcast(float a) { return _mm512_set1_ps(a); }
-inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstore(float* p, vf a) { _mm512_storeu_ps(p, a); }
-inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 constexpr int NVS_G = 2, CG = 4, NVS_T = 2, CT = 12, FMA_CHAINS = 12;
 constexpr int gemv_unroll(int c) { return c == 1 ? 4 : c <= 3 ? 2 : 1; }
 #elif defined(SRIGL_DENSE_AVX2)
-constexpr int VL = 8;
-typedef __m256 vf;
-inline vf vzero() { return _mm256_setzero_ps(); }
-inline vf vbcast(float a) { return _mm256_set1_ps(a); }
-inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, vf a) { _mm256_storeu_ps(p, a); }
-inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 constexpr int NVS_G = 4, CG = 2, NVS_T = 2, CT = 6, FMA_CHAINS = 10;
 constexpr int gemv_unroll(int c) { return c == 1 ? 2 : 1; }
 #else
-constexpr int VL = 8;
-struct vf {
-  float v[VL];
-};
-inline vf vzero() {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = 0.0f;
-  return r;
-}
-inline vf vbcast(float a) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a;
-  return r;
-}
-inline vf vload(const float* p) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = p[i];
-  return r;
-}
-inline void vstore(float* p, vf a) {
-  for (int i = 0; i < VL; ++i) p[i] = a.v[i];
-}
-inline vf vfma(vf a, vf b, vf c) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
-  return r;
-}
-inline vf vadd(vf a, vf b) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] + b.v[i];
-  return r;
-}
 constexpr int NVS_G = 4, CG = 2, NVS_T = 2, CT = 4, FMA_CHAINS = 8;
 constexpr int gemv_unroll(int) { return 1; }
 #endif

@@ -10,7 +10,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <vector>
 
 #include "cpu_isa.h"
@@ -19,15 +18,11 @@
 namespace srigl_dense {
 namespace {
 
-std::atomic<int> g_isa_cap{2};  // lowered by dense_cap_isa (a failed self-check)
+srigl_isa::IsaCap g_isa;  // lowered by dense_cap_isa (a failed self-check)
 
-int cpu_isa() {
-  return std::min(srigl_isa::detected_isa(), g_isa_cap.load(std::memory_order_relaxed));
-}
+int cpu_isa() { return g_isa.level(); }
 
-const DenseTable& table_for(int isa) {
-  return isa >= 2 ? kDenseAvx512 : isa == 1 ? kDenseAvx2 : kDenseGeneric;
-}
+const srigl_isa::PerIsa<DenseTable> kTables{kDenseGeneric, kDenseAvx2, kDenseAvx512};
 
 void split(int64_t n, int nt, int tid, int64_t* lo, int64_t* hi) {
   const int64_t base = n / nt, rem = n % nt;
@@ -70,8 +65,7 @@ int64_t dense_detected_isa() { return srigl_isa::detected_isa(); }
 
 // Never run ISA levels above `cap` in this process (0 generic, 1 avx2, 2 avx512).
 int64_t dense_cap_isa(int64_t cap) {
-  g_isa_cap.store(static_cast<int>(cap < 0 ? 0 : cap > 2 ? 2 : cap));
-  return cpu_isa();
+  return g_isa.lower_to(cap);
 }
 
 int64_t dense_runs_here(int64_t variant) {
@@ -107,7 +101,7 @@ at::Tensor dense_linear_variant(const at::Tensor& x, const at::Tensor& pack, int
   shape.push_back(out_features);
   at::Tensor out = at::empty(shape, x.options());
   if (B == 0 || out_features == 0) return out;
-  const DenseTable& t = table_for(static_cast<int>(variant / 1000));
+  const DenseTable& t = kTables.at(static_cast<int>(variant / 1000));
   const int family = static_cast<int>(variant / 100 % 10);
   const float* xp = x2.data_ptr<float>();
   const int64_t ldx = x2.stride(0);
@@ -135,11 +129,11 @@ at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& pack, int64_t out
 
 // ------------------------------------------------------------------ machine probes
 // FLOPs one thread does per iteration of dense_probe_fma at the current ISA level.
-int64_t dense_probe_fma_flops_per_iter() { return table_for(cpu_isa()).fma_flops_per_iter(); }
+int64_t dense_probe_fma_flops_per_iter() { return kTables.at(cpu_isa()).fma_flops_per_iter(); }
 
 // `threads` threads each run `iters` iterations of independent FMA chains; returns a checksum.
 double dense_probe_fma(int64_t iters, int64_t threads) {
-  const DenseTable& t = table_for(cpu_isa());
+  const DenseTable& t = kTables.at(cpu_isa());
   TORCH_CHECK(iters >= 0 && threads >= 1, "srigl_dense::dense_probe_fma: iters >= 0 and "
               "threads >= 1 required, got ", iters, ", ", threads);
   double total = 0.0;
@@ -155,7 +149,7 @@ double dense_probe_read(const at::Tensor& buf, int64_t reps, int64_t threads) {
               "srigl_dense::dense_probe_read: buf must be a contiguous float32 CPU tensor");
   TORCH_CHECK(reps >= 0 && threads >= 1, "srigl_dense::dense_probe_read: reps >= 0 and "
               "threads >= 1 required, got ", reps, ", ", threads);
-  const DenseTable& t = table_for(cpu_isa());
+  const DenseTable& t = kTables.at(cpu_isa());
   const float* p = buf.data_ptr<float>();
   const int64_t n = buf.numel();
   double total = 0.0;

@@ -5,7 +5,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -19,15 +18,11 @@ namespace srigl {
 namespace {
 
 // ------------------------------------------------------------------ CPU features
-std::atomic<int> g_isa_cap{2};  // lowered by fused_cap_isa (a failed self-check)
+srigl_isa::IsaCap g_isa;  // lowered by fused_cap_isa (a failed self-check)
 
-int cpu_isa() {
-  return std::min(srigl_isa::detected_isa(), g_isa_cap.load(std::memory_order_relaxed));
-}
+int cpu_isa() { return g_isa.level(); }
 
-const KernelTable& table_for(int isa) {
-  return isa >= 2 ? kAvx512 : isa == 1 ? kAvx2 : kGeneric;
-}
+const srigl_isa::PerIsa<KernelTable> kTables{kGeneric, kAvx2, kAvx512};
 
 
 // ------------------------------------------------------------------ variants
@@ -44,7 +39,7 @@ bool runs_here(const Variant& v, const LayerView& L) {
   if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > kNm || v.wide < 0 ||
       v.wide > 1 || v.par < 0 || v.par > 1)
     return false;
-  if (v.family == 1) return L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block);
+  if (v.family == 1) return L.lanes > 0 && kTables.at(v.isa).perm_supports(L.lanes, L.block);
   if (v.family == 3) return L.kb_chunk > 0;
   if (v.family == kNm) return L.nm_m > 0 && v.wide == 0;  // only layers packed as N:M
   return true;
@@ -57,7 +52,7 @@ bool runs_here(const Variant& v, const LayerView& L) {
 Variant static_rule(const LayerView& L, int64_t m, int threads) {
   Variant v{cpu_isa(), L.kb_chunk > 0 ? 3 : 2, 0, threads > 1 ? 1 : 0};
   if (m <= 8) {
-    v.family = (L.lanes > 0 && table_for(v.isa).perm_supports(L.lanes, L.block)) ? 1 : 0;
+    v.family = (L.lanes > 0 && kTables.at(v.isa).perm_supports(L.lanes, L.block)) ? 1 : 0;
     if (v.family == 1 && v.isa == 0) v.family = 0;  // the scalar emulation is for tests
   }
   return v;
@@ -116,7 +111,7 @@ const float* pad_blocks(const LayerView& L, const float* x, int64_t ldx, int64_t
 
 void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                       int64_t m, float* out, int64_t som, int64_t soj) {
-  const KernelTable& kt = table_for(v.isa);
+  const KernelTable& kt = kTables.at(v.isa);
   const bool perm = v.family == 1;
   const int64_t units = perm ? L.ngroups : L.n;
   if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
@@ -144,7 +139,7 @@ void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int6
 // ldx) -> zero-padded [in][T] tiles, then (tile, neuron block) work items.
 void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj) {
-  const KernelTable& kt = table_for(v.isa);
+  const KernelTable& kt = kTables.at(v.isa);
   const int64_t T = kt.tile_width(v.wide), in = L.in;
   const int64_t ntiles = (m + T - 1) / T;
   static thread_local std::vector<float> buf;
@@ -303,8 +298,7 @@ int64_t fused_detected_isa() { return srigl_isa::detected_isa(); }
 
 // Never run ISA levels above `cap` in this process (0 generic, 1 avx2, 2 avx512).
 int64_t fused_cap_isa(int64_t cap) {
-  g_isa_cap.store(static_cast<int>(cap < 0 ? 0 : cap > 2 ? 2 : cap));
-  return cpu_isa();
+  return g_isa.lower_to(cap);
 }
 
 at::Tensor fused_linear_backward(const at::Tensor& grad, const at::Tensor& blob,

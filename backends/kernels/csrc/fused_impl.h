@@ -23,58 +23,7 @@ namespace SRIGL_NS {
 namespace {
 
 // ---------------------------------------------------------------- vector abstraction
-#if defined(SRIGL_ISA_AVX512)
-constexpr int VL = 16;
-typedef __m512 vf;
-inline vf vzero() { return _mm512_setzero_ps(); }
-inline vf vbcast(float a) { return _mm512_set1_ps(a); }
-inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstore(float* p, vf a) { _mm512_storeu_ps(p, a); }
-inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
-#elif defined(SRIGL_ISA_AVX2)
-constexpr int VL = 8;
-typedef __m256 vf;
-inline vf vzero() { return _mm256_setzero_ps(); }
-inline vf vbcast(float a) { return _mm256_set1_ps(a); }
-inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, vf a) { _mm256_storeu_ps(p, a); }
-inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
-#else
-constexpr int VL = 8;
-struct vf {
-  float v[VL];
-};
-inline vf vzero() {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = 0.0f;
-  return r;
-}
-inline vf vbcast(float a) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a;
-  return r;
-}
-inline vf vload(const float* p) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = p[i];
-  return r;
-}
-inline void vstore(float* p, vf a) {
-  for (int i = 0; i < VL; ++i) p[i] = a.v[i];
-}
-inline vf vfma(vf a, vf b, vf c) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
-  return r;
-}
-inline vf vadd(vf a, vf b) {
-  vf r;
-  for (int i = 0; i < VL; ++i) r.v[i] = a.v[i] + b.v[i];
-  return r;
-}
-#endif
+#include "simd.h"
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 

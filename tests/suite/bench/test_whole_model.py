@@ -14,6 +14,25 @@ from suite.bench.whole_model import EXPERIMENTS, bench_whole_model, experiment_m
 from .test_app import bench_cfg
 
 
+def _bench_cpu_batch_1(name, model, masks, input_shape, backend_names, **kw):
+    """:func:`bench_whole_model` at batch 1 on one CPU thread, unstructured at 90%, float32."""
+    return bench_whole_model(
+        name,
+        model,
+        masks,
+        input_shape,
+        [1],
+        backend_names,
+        structured=False,
+        sparsity=0.9,
+        threads=1,
+        min_run_time=0.01,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        **kw,
+    )
+
+
 def test_experiment_model_uses_the_experiments_input_size_and_srigl_masks():
     setup = experiment_model("cifar10_resnet18", 0.9, seed=0)
     assert setup.model_name == "resnet18_cifar" and setup.input_shape == (3, 32, 32)
@@ -45,19 +64,12 @@ def test_every_paper_pair_is_covered_by_default(tmp_path):
 def test_whole_cnn_is_timed_against_dense_eval_and_bn_folded_dense():
     setup = experiment_model("cifar10_resnet18", 0.9, seed=0)
     skipped: dict[str, str] = {}
-    results = bench_whole_model(
+    results = _bench_cpu_batch_1(
         setup.model_name,
         setup.model,
         setup.masks,
         setup.input_shape,
-        [1],
         ["fused", "no_such_backend_is_skipped"],
-        structured=False,
-        sparsity=0.9,
-        threads=1,
-        min_run_time=0.01,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
         rounds=2,
         skipped=skipped,
         experiment=setup.experiment,
@@ -123,18 +135,4 @@ def test_fewer_than_two_rounds_is_an_error_before_any_model_is_built():
     from backends.timing import TimingError
 
     with pytest.raises(TimingError, match="rounds=1 is invalid; allowed: an integer >= 2"):
-        bench_whole_model(
-            "never_built",
-            None,
-            {},
-            (1,),
-            [1],
-            ["dense"],
-            structured=False,
-            sparsity=0.9,
-            threads=1,
-            min_run_time=0.01,
-            device=torch.device("cpu"),
-            dtype=torch.float32,
-            rounds=1,
-        )
+        _bench_cpu_batch_1("never_built", None, {}, (1,), ["dense"], rounds=1)

@@ -5,7 +5,7 @@ the layer grids, and is left out of the report when no record has N:M rows."""
 from __future__ import annotations
 
 import pandas as pd
-from report_fixtures import bench_row, write_store
+from report_fixtures import paired_row, write_store
 
 from suite.report import speed
 from suite.report.app import build_report
@@ -14,20 +14,8 @@ from suite.results import make_record
 
 def _row(backend, pattern, batch, speedup, low, high, sparsity=0.5, **kw):
     """A paired row (times consistent with its speed-up)."""
-    dense = 2e-4
-    return bench_row(
-        backend,
-        sparsity,
-        batch,
-        dense / speedup,
-        dense_median_s=dense,
-        speedup=speedup,
-        speedup_ci_low=low,
-        speedup_ci_high=high,
-        n_pairs=20,
-        mode="kernel",
-        pattern=pattern,
-        **kw,
+    return paired_row(
+        backend, sparsity, batch, speedup, low, high, mode="kernel", pattern=pattern, **kw
     )
 
 

@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from report_fixtures import bench_row, write_store
+from report_fixtures import bench_row, paired_row, write_store
 
 from suite.report import frames as rd
 from suite.report import speed
@@ -18,20 +18,7 @@ from suite.results import make_record
 
 def _paired(backend, sparsity, batch, speedup, low, high, **kw):
     """A new-format row: its paired speed-up and interval (times consistent with them)."""
-    dense = 2e-4
-    return bench_row(
-        backend,
-        sparsity,
-        batch,
-        dense / speedup,
-        dense_median_s=dense,
-        speedup=speedup,
-        speedup_ci_low=low,
-        speedup_ci_high=high,
-        n_pairs=20,
-        mode="end_to_end",
-        **kw,
-    )
+    return paired_row(backend, sparsity, batch, speedup, low, high, mode="end_to_end", **kw)
 
 
 def _record(rows, asv_name="amd-f25m1-avx2-2c", cpu="AMD EPYC 7B13", run="x"):

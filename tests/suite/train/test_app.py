@@ -17,6 +17,7 @@ from suite import models, train
 from suite.checkpointing import REQUIRED_KEYS, CheckpointError, load_checkpoint
 from suite.config import DATASET_SHAPES, PAPER_EXPERIMENTS, experiment_names
 from suite.data import names as dataset_names
+from suite.report.frames import METHOD_ORDER
 from suite.results import InvalidRecordError, ResultStore, validate_record
 from suite.train import compose, load_trained, run, run_id
 from suite.train.loop import NonFiniteLossError
@@ -126,15 +127,7 @@ def test_experiment_carries_the_reference_hyperparameters(name):
 
 
 #: the seven methods of the default profile
-PROFILE_METHODS = [
-    "dense",
-    "static",
-    "set",
-    "rigl",
-    "rigl_sparse_init",
-    "srigl",
-    "srigl_no_ablation",
-]
+PROFILE_METHODS = list(METHOD_ORDER[:7])
 #: topology-constrained methods (issue 21), not yet in a profile: N:M runs RigL (label says so)
 CONSTRAINED = {"nm_1_4": "nm_1_4_rigl", "nm_1_8": "nm_1_8_rigl", "nm_2_4": "nm_2_4_rigl"}
 
