@@ -203,15 +203,9 @@ def _self_check(ops: Any) -> None:
                         bad.append(f"{variant_name(code)} batch {batch}")
         return bad
 
+    named = {"isas": ISAS, "kernel": "dense", "reference": "F.linear", "log": log}
     check_isa_levels(
-        int(ops.dense_detected_isa()),
-        disagreeing,
-        ops.dense_cap_isa,
-        _failures,
-        ISAS,
-        "dense",
-        "F.linear",
-        log,
+        int(ops.dense_detected_isa()), disagreeing, ops.dense_cap_isa, _failures, **named
     )
 
 

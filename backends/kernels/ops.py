@@ -128,16 +128,8 @@ def _self_check(o) -> None:
                             bad.append(variant_name(code, geo[1], geo[0]) + f" batch {batch}")
         return bad
 
-    check_isa_levels(
-        int(o.fused_detected_isa()),
-        disagreeing,
-        o.fused_cap_isa,
-        _failures,
-        ISAS,
-        "fused",
-        "the portable kernel",
-        log,
-    )
+    named = {"isas": ISAS, "kernel": "fused", "reference": "the portable kernel", "log": log}
+    check_isa_levels(int(o.fused_detected_isa()), disagreeing, o.fused_cap_isa, _failures, **named)
 
 
 def _register_fakes() -> None:

@@ -255,26 +255,19 @@ def roofline(bench: pd.DataFrame, path: Path) -> Path | None:
     data = data[(data["backend"] != "dense_aa") & (data["mode"] == "kernel")].copy()
     if data.empty:
         return None
-    data["batch "] = data["batch"].astype(str)
-    grid = sns.relplot(
-        data=data,
-        x="intensity_flop_per_byte",
-        y="gflops",
-        hue="backend",
-        style="batch ",
-        col="machine",
-        kind="scatter",
-        s=60,
-        height=4.0,
-        aspect=1.3,
-    )
-    grid.set(xscale="log", yscale="log")
-    for (machine,), panel in data.groupby(["machine"]):
-        ax = grid.axes_dict.get(machine)
-        if ax is not None:
-            ax.axhline(panel["limit_gflops"].max(), color="black", linestyle="--", linewidth=0.8)
-    grid.set_axis_labels("arithmetic intensity (FLOP / byte read or written)", "GFLOP/s achieved")
-    return _save(grid.figure, path)
+    machines = sorted(data["machine"].unique())
+    fig, axes = plt.subplots(1, len(machines), figsize=(6.5 * len(machines), 4.2), squeeze=False)
+    for ax, machine in zip(axes[0], machines):
+        panel = data[data["machine"] == machine]
+        sns.scatterplot(
+            panel, x="intensity_flop_per_byte", y="gflops", hue="backend", ax=ax,
+            style=panel["batch"].astype(str).rename("batch"), s=60,
+        )  # fmt: skip
+        ax.axhline(panel["limit_gflops"].max(), color="black", linestyle="--", linewidth=0.8)
+        ax.set(xscale="log", yscale="log", title=str(machine))
+        ax.set(xlabel="arithmetic intensity (FLOP / byte read or written)")
+        ax.set(ylabel="GFLOP/s achieved (dashed: FMA peak)")
+    return _save(fig, path)
 
 
 def reproduction_accuracy(cells: pd.DataFrame, path: Path) -> Path | None:
