@@ -38,6 +38,7 @@ from backends.timing import aa_noise
 from suite import machine
 from suite.bench.grid import layer_grid
 from suite.bench.layers import AA_BACKEND, bench_layer
+from suite.bench.load import check_load, cpu_load
 from suite.bench.settings import (
     CONF_DIR,
     BenchConfigError,
@@ -184,6 +185,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
     from suite.results import ResultStore, make_record
 
     settings = resolve_settings(cfg)
+    load = check_load(cfg.get("load", 0) or 0)
     machine.mark_start()
     thread_info = set_threads(settings.threads)
     policy_start = thread_policy()
@@ -204,7 +206,8 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         bar.update(1)
 
     try:
-        rows, whole, extra = _measure(cfg, BenchRun(settings, names, skipped, tick))
+        with cpu_load(load):
+            rows, whole, extra = _measure(cfg, BenchRun(settings, names, skipped, tick))
     finally:
         bar.close()
     for what, why in skipped.items():
@@ -226,6 +229,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         "noisy": bool(reasons),
         "noisy_reasons": reasons,
         "pairs": settings.pairs,
+        "load_processes": load,  # busy processes that ran beside the measurements
         **thread_info,
         # threads, OMP_WAIT_POLICY and the 1-minute load average (at the end; and at the start)
         **thread_policy(),

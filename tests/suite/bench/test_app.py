@@ -380,3 +380,16 @@ def test_python_m_suite_bench_runs_from_the_command_line(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(ResultStore(tmp_path).read(kind="bench")) == 1
+
+
+def test_a_run_with_background_load_records_how_many_busy_processes_ran(tmp_path):
+    record, _ = run_bench(
+        bench_cfg(tmp_path, "backends=[dense]", "batches=[1]", "modes=[end_to_end]", "load=1")
+    )
+    assert record["metrics"]["load_processes"] == 1
+
+
+def test_a_bad_load_is_refused_before_anything_is_timed(tmp_path):
+    with pytest.raises(BenchConfigError, match="load=-2 is invalid"):
+        run_bench(bench_cfg(tmp_path, "backends=[dense]", "load=-2"))
+    assert not list(tmp_path.rglob("*.json"))
