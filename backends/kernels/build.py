@@ -240,11 +240,14 @@ def _build_folders(name: str, key: str) -> list[pathlib.Path]:
 
 def _fresh_folder(root: pathlib.Path, name: str, key: str) -> pathlib.Path:
     """The first of ``<name>-<key>``, ``<name>-<key>.1``, ... under ``root`` that holds no
-    library (a damaged one is left where it is: a process may have it mapped)."""
+    finished build: no library, or a library without its ``BUILD_OK`` (a build in progress in
+    another process, whose lock :func:`_build` then waits for, or one that died half-way).
+    A finished build that is damaged or unverifiable is left where it is: a process may have
+    it mapped."""
     n = 0
     while True:
         folder = root / (f"{name}-{key}" if n == 0 else f"{name}-{key}.{n}")
-        if not _library_path(folder, name).exists():
+        if not _library_path(folder, name).exists() or not (folder / "BUILD_OK").exists():
             return folder
         n += 1
 

@@ -224,3 +224,20 @@ def test_a_failed_build_on_a_nearly_full_disk_says_so(tmp_path, monkeypatch):
     assert reason == f"the disk holding {tmp_path} is full (No space left on device; 1.0 MiB free)"
     monkeypatch.setattr(build.shutil, "disk_usage", lambda path: type("U", (), {"free": 1 << 40}))
     assert build.disk_full_reason("error: ld returned 1", RuntimeError(), tmp_path) is None
+
+
+@needs_compiler
+def test_a_library_without_its_build_marker_is_built_over_in_its_own_folder(tmp_path, monkeypatch):
+    """A library with no BUILD_OK is a build in progress in another process (or one that died
+    half-way): a second process waits for that folder's lock instead of building a copy
+    into ``<name>-<key>.1`` (two processes building at once once loaded two libraries)."""
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path / "cache"))
+    src = _source(tmp_path, PROBE)
+    first = pathlib.Path(load_extension("srigl_probe_d", [src]).__file__)
+    (first.parent / "BUILD_OK").unlink()
+    assert (
+        build._fresh_folder(
+            first.parent.parent, "srigl_probe_d", first.parent.name.split("-", 1)[1]
+        )
+        == first.parent
+    )
