@@ -180,7 +180,7 @@ def condensable_linears(model: nn.Module, masks: Mapping[str, Any]) -> list[str]
 
     ``masks`` maps parameter names (prefixes ``module.``/``_orig_mod.`` allowed) to masks.
     """
-    keys = set(_normalise_names(model, masks))
+    keys = set(_normalise_names(model, masks).values())
     model = unwrap_model(model)
     skipped = _skipped_linears(model)
     return [

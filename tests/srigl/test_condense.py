@@ -435,3 +435,15 @@ def test_a_wrapper_prefix_is_removed_only_where_the_model_is_wrapped():
     small = srigl.condense(wrapped.eval(), {f"module.{k}": v for k, v in masks.items()}, "naive")
     assert isinstance(small.module, backends.get("naive"))
     assert_same_outputs(model, masks, small, (5, 20))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_condensable_linears_accepts_masks_saved_from_a_wrapped_model(prefix):
+    """Masks keyed as DDP (``module.``) or torch.compile (``_orig_mod.``) saved them name the
+    same layers as the bare keys."""
+    build, _ = MODELS[next(iter(MODELS))]
+    model = build()
+    masks = fan_in_masks(model)
+    wrapped_keys = {prefix + name: mask for name, mask in masks.items()}
+    assert condensable_linears(model, wrapped_keys) == condensable_linears(model, masks)
+    assert condensable_linears(model, masks)
