@@ -42,7 +42,7 @@ import torch.nn.functional as F
 import backends
 from backends.condensed import CondensedLinear
 from backends.timing import PairedRatio, paired_ratio, quotient_interval, verdict
-from suite.bench.roofline import machine_probe, roofline_fields
+from suite.bench.roofline import MachineProbe, machine_probe, roofline_fields
 from suite.bench.settings import BenchSettings, dense_baselines
 from suite.bench.timing import check_linear
 
@@ -119,16 +119,18 @@ def paired_fields(ratio: PairedRatio) -> dict[str, Any]:
     }
 
 
-def _roofline(row: Mapping[str, Any], dense_names: Sequence[str]) -> dict[str, Any]:
+def _roofline(
+    row: Mapping[str, Any], dense_names: Sequence[str], probe: MachineProbe
+) -> dict[str, Any]:
     """Where the row's call stands on this machine's roofline
-    (:func:`suite.bench.roofline.roofline_fields` on the cached machine probe of the row's
-    thread count): achieved GFLOP/s, bytes per call, the limit and ``pct_of_limit``.
+    (:func:`suite.bench.roofline.roofline_fields` on ``probe``, the machine probe of the
+    case's thread count): achieved GFLOP/s, bytes per call, the limit and ``pct_of_limit``.
 
     Dense baselines (``dense_names``, the A/A row) multiply every weight; ``structured`` every
     weight of its active neurons; the other backends k weights of each active neuron. CPU rows
     only (the probe measures this CPU); others get no fields.
     """
-    if row.get("device") != "cpu" or not row.get("median_s"):
+    if not row.get("median_s"):
         return {}
     backend = row["backend"]
     in_f, out_f = int(row["in_features"]), int(row["out_features"])
@@ -139,7 +141,6 @@ def _roofline(row: Mapping[str, Any], dense_names: Sequence[str]) -> dict[str, A
         out, density = active, 1.0
     else:
         out, density = active, max(int(row.get("k") or 1), 1) / max(in_f, 1)
-    probe = machine_probe(int(row["threads"]))
     return roofline_fields(
         in_f, out, int(row["batch"]), min(density, 1.0), float(row["median_s"]), probe
     )
@@ -262,7 +263,10 @@ def case_rows(
         if tick:
             tick(f"{name} {setup.label} b={batch}")
     _compare_in_run([r for r in rows if r["backend"] != AA_BACKEND], setup.baselines)
-    return [{**r, **_roofline(r, setup.baselines)} for r in rows]
+    if settings.device.type != "cpu":
+        return rows
+    probe = machine_probe(settings.threads)  # once per case: a cache-file read, not per row
+    return [{**r, **_roofline(r, setup.baselines, probe)} for r in rows]
 
 
 def bench_layer(

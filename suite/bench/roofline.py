@@ -35,6 +35,7 @@ import torch
 
 from backends.kernels.build import cache_dir
 from backends.kernels.tune_cache import fastest_call
+from suite.machine import ISA_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def probe_machine(
 
     threads = int(threads or torch.get_num_threads())
     ops = ops if ops is not None else _dense_ops()
-    isa = ("generic", "avx2", "avx512")[int(ops.dense_isa())] if ops is not None else ""
+    isa = ISA_LEVELS[int(ops.dense_isa())] if ops is not None else ""
     if ops is not None:
         per_iter = float(ops.dense_probe_fma_flops_per_iter()) * threads
         flops = best_rate(
