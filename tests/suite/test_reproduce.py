@@ -44,10 +44,17 @@ def _paths(tmp_path: Path) -> list[str]:
 
 
 def _expected_grid(profile: str) -> set[tuple]:
-    """The jobs the profile's YAML asks for, read without the code under test (its own
-    defaults list aside): the train grid and every extra grid with its overrides."""
-    grid = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text())["train"]
-    grids = [{**grid, "overrides": {}}] + list(grid.get("extra_grids") or [])
+    """The jobs the profile's YAML asks for, read without the code under test: the train grid
+    (none where its methods are empty), then every extra grid with its overrides, those of the
+    shared grid files its defaults list names (``grids@train: <name>``) first."""
+    text = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text())
+    grid = text["train"]
+    grids = [{**grid, "overrides": {}}] if grid.get("methods") else []
+    for entry in text.get("defaults", []):
+        if isinstance(entry, dict) and "grids@train" in entry:
+            shared = PROFILE_DIR / "grids" / f"{entry['grids@train']}.yaml"
+            grids += yaml.safe_load(shared.read_text())["extra_grids"]
+    grids += list(grid.get("extra_grids") or [])
     expected = set()
     for g in grids:
         overrides = tuple(
@@ -88,9 +95,21 @@ def test_the_sweep_is_exactly_the_profile_grid_with_dense_once_per_seed(profile,
     assert "skip_existing=true" in cmd and "resume=false" in cmd
 
 
-def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds():
+def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds_plus_the_nm_grids():
     cfg = reproduce.compose(["profile=default"])
-    assert reproduce.expected_jobs(cfg) == 2 * 5 * (1 + 6 * 4)  # dense once per seed
+    main = 2 * 5 * (1 + 6 * 4)  # dense once per seed
+    nm = reproduce.compose(["profile=nm"])
+    assert reproduce.expected_jobs(nm) == 95
+    assert reproduce.expected_jobs(cfg) == main + 95 == 345  # issue 21 item 3
+    # the N:M grids are the nm profile's, not a copy: the same jobs, the same overrides
+    assert set(_swept_jobs(nm)) <= set(_swept_jobs(cfg))
+    assert cfg.profile.train.extra_grids == nm.profile.train.extra_grids
+
+
+def test_a_main_grid_with_one_axis_empty_is_still_an_error_beside_extra_grids(tmp_path):
+    cfg = reproduce.compose(["profile=nm", "profile.train.methods=[srigl]", *_paths(tmp_path)])
+    with pytest.raises(reproduce.ReproduceError, match="train.experiments is empty"):
+        reproduce.sweep_grids(cfg)
 
 
 def _seed_order(jobs: list[tuple]) -> list[int]:
@@ -159,8 +178,9 @@ def _nm_with(extra: str) -> list[str]:
             r"train.extra_grids\[0\].overrides.a.b='x,y' is invalid",
         ),
         (
-            "[{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]}]",
-            r"train.extra_grids\[0\] repeats 5 job\(s\) of an earlier grid",
+            "[{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]},"
+            "{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]}]",
+            r"train.extra_grids\[1\] repeats 5 job\(s\) of an earlier grid",
         ),
     ],
 )
@@ -180,7 +200,7 @@ def test_extra_grids_with_dense_run_dense_once_per_seed_with_their_overrides():
         )
     )
     jobs = _swept_jobs(cfg)
-    assert len(jobs) == reproduce.expected_jobs(cfg) == 5 * (1 + 2)
+    assert len(jobs) == reproduce.expected_jobs(cfg) == 5 * 2  # nm has no main grid
     dense = [j for j in jobs if j[1] == "dense"]
     assert len(dense) == 5 and all(j[4] == (("trainer.dense_first_layer", "true"),) for j in dense)
 
@@ -214,7 +234,8 @@ def test_a_reproduction_runs_the_bench_again_with_whole_models_for_the_default_p
 def test_dry_run_lists_the_sweep_and_the_bench_and_runs_nothing(tmp_path, caplog):
     caplog.set_level("INFO")
     assert reproduce.main(["profile=default", "dry_run=1", *_paths(tmp_path)]) == 0
-    assert "250 train jobs" in caplog.text
+    assert "345 train jobs" in caplog.text
+    assert 'trainer:"nm_2_4"' in caplog.text and "srigl_uniform" in caplog.text  # N:M grids
     assert "train: python -m suite.train -m hydra/launcher=pool" in caplog.text
     assert caplog.text.count("bench: python -m suite.bench") == 2
     assert not any(tmp_path.iterdir())  # ran nothing, wrote nothing
