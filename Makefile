@@ -18,6 +18,7 @@ help:
 	@echo "                 (PROFILE=quick|default|nm|cifar10|imagenet, RESUME=1 continues, DRY_RUN=1 lists;"
 	@echo "                 default: 345 jobs, the N:M grids included; nm: those 95 alone)"
 	@echo "make publish     copy the reproduction of PROFILE into results/runs and regenerate the report"
+	@echo "                 (a replaced record is kept in results/superseded/; prints added/replaced/unchanged)"
 	@echo "make report      results/REPORT.md from the published records (results/runs)"
 	@echo "make lint        ruff check + format check"
 	@echo "make test-all    also the slow tests"

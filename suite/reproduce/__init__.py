@@ -32,7 +32,10 @@ Reproduction, not regeneration. For the profile ``suite/conf/profile/<name>.yaml
 Exit status: 0 reproduced, 1 a cell differs or a step failed, 2 could not start.
 ``publish=1`` (``make publish``) copies the reproduction into ``published_dir`` and regenerates
 the report: replacing the published results is explicit, never a side effect; records made
-from a dirty working tree (``git.dirty`` true) are refused. ``dry_run=1``
+from a dirty working tree (``git.dirty`` true) are refused. A published record with the same
+run id and other content is replaced, the old file moved to ``superseded_dir``
+(``results/superseded/``) first; it prints how many records were added, replaced and
+unchanged. ``dry_run=1``
 prints the sweep and the bench commands and runs nothing.
 
 Config: ``suite/conf/reproduce.yaml``; any key can be overridden on the command line, e.g.

@@ -67,8 +67,8 @@ def _machines(pub_hosts: Mapping[Any, Any], new_hosts: Mapping[Any, Any]) -> dic
     (name)``, ``unknown class`` or ``mixed: ...`` where the published seeds of the cell came
     from several machine classes)."""
     seeds = [s for s in new_hosts if s in pub_hosts] or list(new_hosts)
-    new_any = next(iter(new_hosts.values()), {})
-    rel = {s: relation(pub_hosts.get(s), new_hosts.get(s, new_any)) for s in seeds}
+    pub_any = next(iter(pub_hosts.values()), {})  # no seed in common: the cell's first
+    rel = {s: relation(pub_hosts.get(s, pub_any), new_hosts[s]) for s in seeds}
     used = [pub_hosts[s] for s in seeds if s in pub_hosts] or list(pub_hosts.values())
     classes: dict[str, int] = {}
     for host in used:

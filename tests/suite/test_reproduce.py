@@ -41,6 +41,7 @@ def _paths(tmp_path: Path) -> list[str]:
         f"out={tmp_path / 'REPRODUCTION.md'}",
         f"figure={tmp_path / 'figures' / 'reproduction.png'}",
         f"report_out={tmp_path / 'report'}",
+        f"superseded_dir={tmp_path / 'superseded'}",
     ]
 
 
@@ -330,6 +331,44 @@ def test_publish_refuses_records_made_from_a_dirty_working_tree_naming_them(tmp_
     assert paths[1].name in message and paths[0].name not in message and "\n" not in message
     assert not (tmp_path / "published").exists()  # nothing copied
     assert reproduce.main([*TINY, *_paths(tmp_path), "publish=1"]) == 2
+
+
+def test_publish_replaces_a_published_run_id_keeping_the_old_record_and_counts_what_it_did(
+    tmp_path, caplog
+):
+    # after a change of the training algorithm: the same run ids, other numbers
+    caplog.set_level("INFO")
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean = {"commit": "a" * 40, "dirty": False}
+    old, same = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 1, 91.0)
+    new, added = _rec("rigl", 0.9, 0, 92.0, state="t"), _rec("rigl", 0.9, 2, 93.0)
+    for rec in (old, same, new, added):
+        rec["git"] = clean
+    assert new["run_id"] == old["run_id"] and new["metrics"] != old["metrics"]
+    published = ResultStore(tmp_path / "published")
+    old_path, same_path = published.write(old), published.write(same)
+    old_bytes, same_bytes = old_path.read_bytes(), same_path.read_bytes()
+    same_mtime = same_path.stat().st_mtime_ns
+    _finished_store(cfg, [new, same, added])
+    counts = reproduce.publish(cfg)
+    assert counts == {"added": 1, "replaced": 1, "other_metrics": 1, "unchanged": 1}
+    assert json.loads(old_path.read_text())["metrics"] == new["metrics"]  # replaced
+    kept = list((tmp_path / "superseded").glob("*.json"))
+    assert [p.read_bytes() for p in kept] == [old_bytes]  # the old one recoverable
+    assert kept[0].name.startswith(old_path.stem + ".")
+    assert same_path.read_bytes() == same_bytes and same_path.stat().st_mtime_ns == same_mtime
+    assert len(published.files()) == 3
+    assert (
+        "1 added, 1 replaced (1 with other metrics" in caplog.text and "1 unchanged" in caplog.text
+    )
+    # publishing again: everything unchanged, nothing more kept
+    assert reproduce.publish(cfg) == {
+        "added": 0,
+        "replaced": 0,
+        "other_metrics": 0,
+        "unchanged": 3,
+    }
+    assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
 
 
 # --------------------------------------------------------------------------- the comparison
