@@ -284,6 +284,7 @@ def reproduction_accuracy(cells: pd.DataFrame, path: Path) -> Path | None:
         1, len(experiments), figsize=(5 * len(experiments), 4.6), squeeze=False
     )
     colours = {"identical": "tab:green", "within noise": "tab:blue", "differs": "tab:red"}
+    colours["not bitwise"] = "tab:orange"  # same machine class, hashes differ: investigate
     for ax, exp in zip(axes[0], experiments):
         sub = data[data["experiment"] == exp]
         for verdict, grp in sub.groupby("verdict"):

@@ -1,5 +1,5 @@
 """N:M vs constant fan-in, the accuracy side: N:M trainers beside SRigL and RigL at the same
-sparsity (``make reproduce PROFILE=nm``).
+sparsity (``make reproduce``; ``PROFILE=nm`` alone).
 
 An N:M trainer keeps exactly N of every M consecutive inputs of a neuron, so its sparsity is
 1 - N/M and its layer densities are uniform. It is compared with SRigL and RigL run with the

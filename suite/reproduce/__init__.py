@@ -16,17 +16,26 @@ Reproduction, not regeneration. For the profile ``suite/conf/profile/<name>.yaml
 4. **compare** with the published records (``published_dir``, ``results/runs``): per cell
    (experiment, method, sparsity: one experiment-defining config) the published and the new
    mean ± std and n, how many seeds are bitwise identical (``metrics.hashes`` of both records
-   equal), and a verdict: ``identical`` (every reproduced seed bitwise identical), ``within
-   noise`` (|difference of means| <= ``noise_se`` standard errors of the difference) or
-   ``differs``. Bench speed-ups are compared with a tolerance (``bench.tolerance``) and
-   reported; timings move between machines, so they never fail the run. Writes
-   ``results/REPRODUCTION.md`` and ``results/figures/reproduction.png``; the last line printed is
+   equal), where the published seeds were made (``machine``: the same machine class as this
+   run, another, unknown for records older than the machine identity, or mixed), and a
+   verdict: ``identical`` (every reproduced seed bitwise identical), ``differs`` (|difference of
+   means| > ``noise_se`` standard errors of the difference), ``not bitwise`` (within noise, but
+   a seed published from this machine class hashes differently: bitwise identity was expected,
+   a difference to investigate, listed, not a failure) or ``within noise``. Bench speed-ups
+   are compared with a tolerance (``bench.tolerance``) and reported; timings move between
+   machines, so they never fail the run. Writes
+   ``results/REPRODUCTION.md`` and ``results/figures/reproduction.png``; the machine headline
+   (e.g. ``same machine class (amd-f25m17-avx512-2c): N/M cells bitwise identical``, or the
+   within-noise expectation naming both classes) is printed, and the last line is
    ``reproduced N/M cells (K bitwise identical)``.
 
 Exit status: 0 reproduced, 1 a cell differs or a step failed, 2 could not start.
 ``publish=1`` (``make publish``) copies the reproduction into ``published_dir`` and regenerates
 the report: replacing the published results is explicit, never a side effect; records made
-from a dirty working tree (``git.dirty`` true) are refused. ``dry_run=1``
+from a dirty working tree (``git.dirty`` true) are refused. A published record with the same
+run id and other content is replaced, the old file moved to ``superseded_dir``
+(``results/superseded/``) first; it prints how many records were added, replaced and
+unchanged. ``dry_run=1``
 prints the sweep and the bench commands and runs nothing.
 
 Config: ``suite/conf/reproduce.yaml``; any key can be overridden on the command line, e.g.
@@ -49,6 +58,8 @@ from suite.reproduce.compare import (
     compare_bench,
     compare_cells,
     difference_se,
+    machine_class,
+    relation,
     verdict,
 )
 from suite.reproduce.document import SHOWN_COLUMNS, write_document
@@ -89,10 +100,12 @@ __all__ = [
     "difference_se",
     "expected_jobs",
     "grids_override",
+    "machine_class",
     "main",
     "prepare_store",
     "publish",
     "read_marker",
+    "relation",
     "run",
     "run_bench",
     "run_sweep",

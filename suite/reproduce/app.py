@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from suite import machine
 from suite.cli import exit_on_sigterm, one_line_errors
 from suite.report import frames as rd
 from suite.reproduce import sweep
-from suite.reproduce.compare import Outcome, compare_bench, compare_cells
+from suite.reproduce.compare import Outcome, compare_bench, compare_cells, machine_class
 from suite.reproduce.document import fmt_seconds, write_document
 from suite.reproduce.publish import publish
 from suite.reproduce.store import prepare_store, write_marker
@@ -52,6 +53,16 @@ def run_bench(cfg: DictConfig, marker: dict[str, Any]) -> list[str]:
     return failed
 
 
+def this_machine(reproduced: Sequence[dict[str, Any]]) -> str | None:
+    """The machine class of the reproduction: the most common class of its train records
+    (they say where they were made), else this machine's (:func:`suite.machine.identity`)."""
+    names = [machine_class(r.get("host")) for r in reproduced if r.get("kind") == "train"]
+    names = [n for n in names if n is not None]
+    if names:
+        return max(sorted(set(names)), key=names.count)
+    return machine_class(machine.identity())
+
+
 def compare(cfg: DictConfig, outcome: Outcome) -> Outcome:
     """Compare the store with the published records; write REPRODUCTION.md and the figure."""
     published, bad_pub = ResultStore(cfg.published_dir).read_with_errors()
@@ -61,6 +72,7 @@ def compare(cfg: DictConfig, outcome: Outcome) -> Outcome:
     if not published:
         log.warning(f"no published records in {cfg.published_dir}: nothing to compare with")
     outcome.cells = compare_cells(published, reproduced, float(cfg.noise_se))
+    outcome.machine = this_machine(reproduced)
     outcome.bench = compare_bench(published, reproduced, float(cfg.bench.tolerance))
     write_document(cfg, outcome, published, reproduced)
     return outcome
@@ -107,6 +119,12 @@ def run(cfg: DictConfig) -> Outcome:
     return outcome
 
 
+def cells_of(outcome: Outcome, verdict: str) -> pd.DataFrame:
+    """The compared cells of one verdict (``differs``, ``not bitwise``)."""
+    cells = outcome.compared
+    return cells[cells["verdict"] == verdict] if len(cells) else cells
+
+
 @one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: Hydra-style overrides of ``suite/conf/reproduce.yaml``.
@@ -139,17 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for step in outcome.failed_steps:
         log.error(f"FAILED {step}")
-    differs = (
-        outcome.compared[outcome.compared["verdict"] == "differs"]
-        if len(outcome.compared)
-        else outcome.compared
-    )
-    for r in differs.itertuples():
+    for r in cells_of(outcome, "differs").itertuples():
         log.error(
             f"DIFFERS {r.experiment} {r.method} {rd.sparsity_label(r.sparsity)}: published "
             f"{r.published}, reproduced {r.reproduced}"
         )
+    for r in cells_of(outcome, "not bitwise").itertuples():
+        log.warning(
+            f"INVESTIGATE {r.experiment} {r.method} {rd.sparsity_label(r.sparsity)}: seed(s) "
+            f"{r.investigate} not bitwise identical to their published runs of the same "
+            f"machine class ({outcome.machine})"
+        )
     times = ", ".join(f"{k} {fmt_seconds(v)}" for k, v in outcome.seconds.items())
     log.info(f"wrote {cfg.out} ({times})")
+    log.info(outcome.headline())
     log.info(outcome.last_line())
     return 0 if outcome.ok else 1

@@ -1,5 +1,13 @@
 """The comparison of a reproduction with the published records: accuracy cells (mean, spread,
-bitwise-identical seeds, a verdict) and bench speed-ups (within a tolerance or moved)."""
+bitwise-identical seeds, a verdict) and bench speed-ups (within a tolerance or moved).
+
+What a cell may expect depends on the machines (issue 22 item 4): a reproduced seed whose
+published run came from the same machine class (:func:`suite.machine.same_class` of the two
+records' ``host``) is expected to be bitwise identical, so differing hashes there are a
+difference to investigate (verdict ``not bitwise``); a published run from another class, or
+one recorded before records carried the machine identity (class unknown), is expected only
+within noise.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +19,16 @@ from typing import Any
 
 import pandas as pd
 
+from suite import machine
 from suite.report import frames as rd
 from suite.report.speed import nm_rows
 from suite.results import cell_config
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("identical", "within noise", "differs", "not published")
+VERDICTS = ("identical", "within noise", "not bitwise", "differs", "not published")
+#: how a published run's machine relates to its reproduction's (:func:`relation`)
+SAME, OTHER, UNKNOWN = "same class", "other class", "unknown class"
 
 
 def _hashes(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[Any, Any]:
@@ -26,6 +37,50 @@ def _hashes(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[A
         h = records[int(r.record)]["metrics"].get("hashes")
         out[r.seed] = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else None
     return out
+
+
+def _hosts(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[Any, Any]:
+    return {r.seed: records[int(r.record)].get("host") or {} for r in frame.itertuples()}
+
+
+def machine_class(host: Mapping[str, Any] | None) -> str | None:
+    """A record's machine class name (``asv_name``, e.g. ``amd-f25m17-avx512-2c``), None where
+    the record predates the machine identity (no vendor/family/model/ISA/cores)."""
+    host = host or {}
+    if not machine.same_class(host, host):  # an identity is the same class as itself
+        return None
+    return str(host.get("asv_name") or machine.asv_machine_name(host))
+
+
+def relation(published: Mapping[str, Any] | None, reproduced: Mapping[str, Any] | None) -> str:
+    """How a published record's ``host`` relates to its reproduction's: ``same class``
+    (bitwise identity expected), ``other class`` or ``unknown class`` (either side without a
+    machine identity): within noise expected."""
+    if machine_class(published) is None or machine_class(reproduced) is None:
+        return UNKNOWN
+    return SAME if machine.same_class(published, reproduced) else OTHER
+
+
+def _machines(pub_hosts: Mapping[Any, Any], new_hosts: Mapping[Any, Any]) -> dict[str, Any]:
+    """The machine side of a cell: per compared seed its :func:`relation`, the published
+    classes (name or ``unknown``: count) and the shown text (``same class``, ``other class
+    (name)``, ``unknown class`` or ``mixed: ...`` where the published seeds of the cell came
+    from several machine classes)."""
+    seeds = [s for s in new_hosts if s in pub_hosts] or list(new_hosts)
+    pub_any = next(iter(pub_hosts.values()), {})  # no seed in common: the cell's first
+    rel = {s: relation(pub_hosts.get(s, pub_any), new_hosts[s]) for s in seeds}
+    used = [pub_hosts[s] for s in seeds if s in pub_hosts] or list(pub_hosts.values())
+    classes: dict[str, int] = {}
+    for host in used:
+        name = machine_class(host) or "unknown"
+        classes[name] = classes.get(name, 0) + 1
+    if len(classes) > 1:
+        text = "mixed: " + ", ".join(f"{k} ({v})" for k, v in sorted(classes.items()))
+    elif set(rel.values()) == {OTHER}:
+        text = f"{OTHER} ({next(iter(classes))})"
+    else:
+        text = next(iter(set(rel.values()))) if len(set(rel.values())) == 1 else UNKNOWN
+    return {"relation": rel, "classes": classes, "text": text}
 
 
 def _stats(values: pd.Series) -> tuple[float, float, int]:
@@ -44,15 +99,23 @@ def difference_se(std_a: float, n_a: int, std_b: float, n_b: int) -> float:
     return math.sqrt(a * a / n_a + b * b / n_b)
 
 
-def verdict(diff: float, se: float, n_identical: int, n_new: int, noise_se: float = 2.0) -> str:
-    """``identical`` when every reproduced seed is bitwise identical to its published run,
-    ``within noise`` when |diff| <= noise_se * se (a zero difference is always within noise),
-    else ``differs``."""
+def verdict(
+    diff: float,
+    se: float,
+    n_identical: int,
+    n_new: int,
+    noise_se: float = 2.0,
+    n_investigate: int = 0,
+) -> str:
+    """``identical`` when every reproduced seed is bitwise identical to its published run;
+    else ``differs`` when |diff| > noise_se * se (a zero difference is always within noise);
+    else ``not bitwise`` when ``n_investigate`` seeds, published from this machine class,
+    hash differently (a difference to investigate); else ``within noise``."""
     if n_new and n_identical == n_new:
         return "identical"
-    if diff == 0 or (not math.isnan(se) and abs(diff) <= noise_se * se):
-        return "within noise"
-    return "differs"
+    if not (diff == 0 or (not math.isnan(se) and abs(diff) <= noise_se * se)):
+        return "differs"
+    return "not bitwise" if n_investigate else "within noise"
 
 
 def _new_side(grp: pd.DataFrame) -> dict[str, Any]:
@@ -68,6 +131,10 @@ def _new_side(grp: pd.DataFrame) -> dict[str, Any]:
         "new_std": new_std,
         "new_n": new_n,
         "note": "",
+        "machine": "-",
+        "investigate": "",
+        "n_investigate": 0,
+        "pub_classes": {},
     }
 
 
@@ -106,7 +173,10 @@ def _cell_row(
     pub_mean, pub_std, pub_n = _stats(old["top1"])
     h_old, h_new = _hashes(published, old), _hashes(reproduced, grp)
     common = [s for s in h_new if s in h_old]
-    n_identical = sum(1 for s in common if h_new[s] is not None and h_new[s] == h_old[s])
+    same = [s for s in common if h_new[s] is not None and h_new[s] == h_old[s]]
+    n_identical = len(same)
+    mach = _machines(_hosts(published, old), _hosts(reproduced, grp))
+    investigate = [s for s in common if s not in same and mach["relation"].get(s) == SAME]
     if len(common) == new_n:  # every reproduced seed was published: compare those seeds
         same_mean = float(old[old["seed"].isin(common)]["top1"].mean())
         diff = new_mean - same_mean
@@ -122,7 +192,11 @@ def _cell_row(
             "difference": f"{diff:+.2f}",
             "2 SE": f"{noise_se * se:.2f}" if not math.isnan(se) else "-",
             "bitwise": f"{n_identical}/{new_n}",
-            "verdict": verdict(diff, se, n_identical, new_n, noise_se),
+            "verdict": verdict(diff, se, n_identical, new_n, noise_se, len(investigate)),
+            "machine": mach["text"],
+            "investigate": ", ".join(str(x) for x in investigate),
+            "n_investigate": len(investigate),
+            "pub_classes": mach["classes"],
             "pub_mean": pub_mean,
             "pub_std": pub_std,
             "pub_n": pub_n,
@@ -131,8 +205,15 @@ def _cell_row(
             "n_identical": n_identical,
         }
     )
-    if not common:
-        row["note"] = "no seed in common with the published cell"
+    notes = ["no seed in common with the published cell"] if not common else []
+    if investigate:
+        notes.append(
+            f"seed(s) {row['investigate']} not bitwise identical on the same machine class: "
+            "a difference to investigate"
+        )
+    if len(mach["classes"]) > 1:
+        notes.append("published seeds from several machine classes")
+    row["note"] = "; ".join(notes)
     return row
 
 
@@ -149,10 +230,16 @@ def compare_cells(
     taken against the published runs of those seeds, its standard error from the published
     cell's seed-to-seed spread; otherwise against the whole published cell.
 
+    Each seed's expectation follows the machines (see the module doc): ``machine`` says how
+    the cell's published seeds relate to this machine (``same class``, ``other class (name)``,
+    ``unknown class``, ``mixed: ...``), ``investigate`` lists the seeds published from this
+    machine class whose hashes differ.
+
     Returns:
         Columns experiment, method, sparsity, published, reproduced, difference, bitwise,
-        verdict, note (text) and pub_mean, pub_std, pub_n, new_mean, new_std, new_n, diff,
-        se, n_identical (numbers).
+        machine, verdict, note, investigate (text), pub_mean, pub_std, pub_n, new_mean,
+        new_std, new_n, diff, se, n_identical, n_investigate (numbers) and pub_classes
+        (published machine class -> seeds compared).
     """
     pub = rd.dedupe_latest(rd.train_frame(published), ("cell_id", "seed"))[0]
     new = rd.dedupe_latest(rd.train_frame(reproduced), ("cell_id", "seed"))[0]
@@ -165,8 +252,9 @@ def compare_cells(
             rows.append(_cell_row(grp, old, published, reproduced, noise_se))
     cols = ["experiment", "method", "sparsity", "published", "published, same seeds"]
     cols += ["reproduced", "difference", "2 SE"]
-    cols += ["bitwise", "verdict", "note", "pub_mean", "pub_std", "pub_n", "new_mean"]
-    cols += ["new_std", "new_n", "diff", "se", "n_identical"]
+    cols += ["bitwise", "machine", "verdict", "note", "pub_mean", "pub_std", "pub_n", "new_mean"]
+    cols += ["new_std", "new_n", "diff", "se", "n_identical", "n_investigate", "investigate"]
+    cols += ["pub_classes"]
     frame = pd.DataFrame(rows, columns=cols)
     if frame.empty:
         return frame
@@ -245,12 +333,14 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Outcome:
-    """What a reproduction found (``cells`` and ``bench`` from the compare functions)."""
+    """What a reproduction found (``cells`` and ``bench`` from the compare functions;
+    ``machine``: this machine's class name, :func:`machine_class`, None where unknown)."""
 
     cells: pd.DataFrame
     bench: pd.DataFrame
     failed_steps: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    machine: str | None = None
 
     @property
     def compared(self) -> pd.DataFrame:
@@ -259,25 +349,87 @@ class Outcome:
             return self.cells
         return self.cells[self.cells["verdict"] != "not published"]
 
+    def _count(self, *verdicts: str) -> int:
+        return int(self.compared["verdict"].isin(verdicts).sum()) if len(self.compared) else 0
+
     @property
     def n_reproduced(self) -> int:
-        return int(self.compared["verdict"].isin(["identical", "within noise"]).sum())
+        """Cells whose numbers agree: identical, within noise, or not bitwise (within noise,
+        though the same machine class expected bitwise identity)."""
+        return self._count("identical", "within noise", "not bitwise")
 
     @property
     def n_identical(self) -> int:
-        return int((self.compared["verdict"] == "identical").sum()) if len(self.compared) else 0
+        return self._count("identical")
+
+    @property
+    def n_investigate(self) -> int:
+        """Cells with a seed published from this machine class that is not bitwise identical
+        and no difference beyond noise (verdict ``not bitwise``)."""
+        return self._count("not bitwise")
 
     @property
     def n_differs(self) -> int:
-        return int((self.compared["verdict"] == "differs").sum()) if len(self.compared) else 0
+        return self._count("differs")
 
     @property
     def ok(self) -> bool:
+        """No cell differs beyond noise and no step failed (``not bitwise`` cells are listed
+        as differences to investigate; they do not fail the run)."""
         return self.n_differs == 0 and not self.failed_steps
 
+    def published_classes(self) -> dict[str, int]:
+        """Machine class of the compared published seeds (``unknown``: recorded before the
+        machine identity) -> how many."""
+        out: dict[str, int] = {}
+        for classes in self.compared["pub_classes"] if "pub_classes" in self.compared else []:
+            for name, n in (classes or {}).items():
+                out[name] = out.get(name, 0) + int(n)
+        return out
+
+    def headline(self) -> str:
+        """What the machines let the reader expect, and what came of it, e.g. ``same machine
+        class (amd-f25m17-avx512-2c): 24/25 cells bitwise identical, 1 not bitwise (a
+        difference to investigate)``; for another or an unknown class, the within-noise rule
+        naming both classes."""
+        here = self.machine or "unknown"
+        total = len(self.compared)
+        classes = self.published_classes()
+        if not total:
+            return f"no published cell to compare with (this machine: {here})"
+        investigate = (
+            f", {self.n_investigate} not bitwise (a difference to investigate)"
+            if self.n_investigate
+            else ""
+        )
+        if list(classes) == [here] and self.machine is not None:
+            bitwise = f"{self.n_identical}/{total} cells bitwise identical"
+            return f"same machine class ({here}): {bitwise}{investigate}"
+        counts = f"{self.n_reproduced}/{total} cells within noise "
+        counts += f"({self.n_identical} bitwise identical{investigate})"
+        if len(classes) > 1:
+            named = ", ".join(f"{k} ({v} seeds)" for k, v in sorted(classes.items()))
+            return (
+                f"published records from several machine classes ({named}), this machine "
+                f"{here}: bitwise identity expected only for seeds of {here}, within noise for "
+                f"the others: {counts}"
+            )
+        (only,) = classes
+        if only == "unknown":
+            return (
+                f"machine class of the published records unknown (recorded before the machine "
+                f"identity), this machine {here}: within noise is the expectation: {counts}"
+            )
+        return (
+            f"other machine class: published on {only}, reproduced on {here}: within noise is "
+            f"the expectation: {counts}"
+        )
+
     def last_line(self) -> str:
-        """``reproduced N/M cells (K bitwise identical)``."""
+        """``reproduced N/M cells (K bitwise identical)``, and ``, D not bitwise: to
+        investigate`` where cells of this machine class are not bitwise identical."""
+        tail = f", {self.n_investigate} not bitwise: to investigate" if self.n_investigate else ""
         return (
             f"reproduced {self.n_reproduced}/{len(self.compared)} cells "
-            f"({self.n_identical} bitwise identical)"
+            f"({self.n_identical} bitwise identical{tail})"
         )

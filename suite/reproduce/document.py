@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from suite.report import frames as rd
-from suite.reproduce.compare import VERDICTS, Outcome, bench_summary
+from suite.reproduce.compare import VERDICTS, Outcome, bench_summary, machine_class
 from suite.reproduce.sweep import bench_command, bench_runs, shell_line, sweep_command
 from suite.results import atomic_write_bytes
 
@@ -29,6 +29,7 @@ SHOWN_COLUMNS = (
     "difference",
     "2 SE",
     "bitwise",
+    "machine",
     "verdict",
     "note",
 )
@@ -47,6 +48,24 @@ def _sides(published: Sequence[Mapping], reproduced: Sequence[Mapping]) -> list:
     ):
         out.append((title, [("published", table(published)), ("reproduction", table(reproduced))]))
     return out
+
+
+def machine_classes(
+    outcome: Outcome, published: Sequence[Mapping], reproduced: Sequence[Mapping]
+) -> pd.DataFrame:
+    """The machine class of this run and of the published records: one row per (side, class)
+    with its train-record count (``unknown``: records older than the machine identity)."""
+    rows = [{"side": "this run", "machine class": outcome.machine or "unknown", "records": "-"}]
+    for side, records in (("reproduction", reproduced), ("published", published)):
+        counts: dict[str, int] = {}
+        for rec in records:
+            if rec.get("kind") == "train":
+                name = machine_class(rec.get("host")) or "unknown"
+                counts[name] = counts.get(name, 0) + 1
+        rows += [
+            {"side": side, "machine class": k, "records": v} for k, v in sorted(counts.items())
+        ]
+    return pd.DataFrame(rows)
 
 
 def write_document(
@@ -90,6 +109,8 @@ def write_document(
             failed_steps=outcome.failed_steps,
             sides=_sides(published, reproduced),
             last_line=outcome.last_line(),
+            headline=outcome.headline(),
+            machines=machine_classes(outcome, published, reproduced),
         )
         if made:
             fig.parent.mkdir(parents=True, exist_ok=True)

@@ -156,6 +156,8 @@ def _job_keys(grid: Grid, seeds: Sequence[Any], dense_sparsity: Any) -> set[tupl
 
 def profile_grids(cfg: DictConfig) -> list[Grid]:
     """The profile's grids, checked: ``train`` itself, then every ``train.extra_grids`` entry.
+    A profile of extra grids only leaves the main grid's experiments, methods and sparsities
+    all empty (profile=nm); one of them empty alone is an error.
 
     Raises:
         ReproduceError: an empty axis, a bad extra grid, or an extra grid that repeats a job
@@ -171,7 +173,6 @@ def profile_grids(cfg: DictConfig) -> list[Grid]:
         tuple(train.get("methods") or ()),
         tuple(train.get("sparsities") or ()),
     )
-    _check_axes(name, main)
     extra = train.get("extra_grids") or []
     if OmegaConf.is_config(extra):
         extra = OmegaConf.to_container(extra, resolve=True)
@@ -179,7 +180,10 @@ def profile_grids(cfg: DictConfig) -> list[Grid]:
         raise ReproduceError(
             f"profile {name!r}: train.extra_grids={extra!r} is not a list of grids"
         )
-    grids = [main] + [_extra_grid(name, i, entry) for i, entry in enumerate(extra)]
+    grids = [_extra_grid(name, i, entry) for i, entry in enumerate(extra)]
+    if main.experiments or main.methods or main.sparsities or not grids:
+        _check_axes(name, main)  # else no main grid: the profile is its extra grids (nm)
+        grids.insert(0, main)
     seen: set[tuple[Any, ...]] = set()
     for grid in grids:
         keys = _job_keys(grid, list(train.seeds), cfg.dense_sparsity)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from report_fixtures import bench_row, train_config, train_metrics, whole_model_row
 
 from hydra_plugins.srigl_bench_plugins.grids_sweeper import expand_grids
-from suite import reproduce
+from suite import machine, reproduce
 from suite.results import ResultStore, make_record
 
 PROFILE_DIR = Path(reproduce.CONF_DIR) / "profile"
@@ -40,14 +41,22 @@ def _paths(tmp_path: Path) -> list[str]:
         f"out={tmp_path / 'REPRODUCTION.md'}",
         f"figure={tmp_path / 'figures' / 'reproduction.png'}",
         f"report_out={tmp_path / 'report'}",
+        f"superseded_dir={tmp_path / 'superseded'}",
     ]
 
 
 def _expected_grid(profile: str) -> set[tuple]:
-    """The jobs the profile's YAML asks for, read without the code under test (its own
-    defaults list aside): the train grid and every extra grid with its overrides."""
-    grid = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text())["train"]
-    grids = [{**grid, "overrides": {}}] + list(grid.get("extra_grids") or [])
+    """The jobs the profile's YAML asks for, read without the code under test: the train grid
+    (none where its methods are empty), then every extra grid with its overrides, those of the
+    shared grid files its defaults list names (``grids@train: <name>``) first."""
+    text = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text())
+    grid = text["train"]
+    grids = [{**grid, "overrides": {}}] if grid.get("methods") else []
+    for entry in text.get("defaults", []):
+        if isinstance(entry, dict) and "grids@train" in entry:
+            shared = PROFILE_DIR / "grids" / f"{entry['grids@train']}.yaml"
+            grids += yaml.safe_load(shared.read_text())["extra_grids"]
+    grids += list(grid.get("extra_grids") or [])
     expected = set()
     for g in grids:
         overrides = tuple(
@@ -88,9 +97,21 @@ def test_the_sweep_is_exactly_the_profile_grid_with_dense_once_per_seed(profile,
     assert "skip_existing=true" in cmd and "resume=false" in cmd
 
 
-def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds():
+def test_the_default_grid_is_2_experiments_7_methods_4_sparsities_5_seeds_plus_the_nm_grids():
     cfg = reproduce.compose(["profile=default"])
-    assert reproduce.expected_jobs(cfg) == 2 * 5 * (1 + 6 * 4)  # dense once per seed
+    main = 2 * 5 * (1 + 6 * 4)  # dense once per seed
+    nm = reproduce.compose(["profile=nm"])
+    assert reproduce.expected_jobs(nm) == 95
+    assert reproduce.expected_jobs(cfg) == main + 95 == 345  # issue 21 item 3
+    # the N:M grids are the nm profile's, not a copy: the same jobs, the same overrides
+    assert set(_swept_jobs(nm)) <= set(_swept_jobs(cfg))
+    assert cfg.profile.train.extra_grids == nm.profile.train.extra_grids
+
+
+def test_a_main_grid_with_one_axis_empty_is_still_an_error_beside_extra_grids(tmp_path):
+    cfg = reproduce.compose(["profile=nm", "profile.train.methods=[srigl]", *_paths(tmp_path)])
+    with pytest.raises(reproduce.ReproduceError, match="train.experiments is empty"):
+        reproduce.sweep_grids(cfg)
 
 
 def _seed_order(jobs: list[tuple]) -> list[int]:
@@ -159,8 +180,9 @@ def _nm_with(extra: str) -> list[str]:
             r"train.extra_grids\[0\].overrides.a.b='x,y' is invalid",
         ),
         (
-            "[{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]}]",
-            r"train.extra_grids\[0\] repeats 5 job\(s\) of an earlier grid",
+            "[{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]},"
+            "{experiments:[digits_mlp],methods:[srigl_fan_in],sparsities:[0.9]}]",
+            r"train.extra_grids\[1\] repeats 5 job\(s\) of an earlier grid",
         ),
     ],
 )
@@ -180,7 +202,7 @@ def test_extra_grids_with_dense_run_dense_once_per_seed_with_their_overrides():
         )
     )
     jobs = _swept_jobs(cfg)
-    assert len(jobs) == reproduce.expected_jobs(cfg) == 5 * (1 + 2)
+    assert len(jobs) == reproduce.expected_jobs(cfg) == 5 * 2  # nm has no main grid
     dense = [j for j in jobs if j[1] == "dense"]
     assert len(dense) == 5 and all(j[4] == (("trainer.dense_first_layer", "true"),) for j in dense)
 
@@ -214,7 +236,8 @@ def test_a_reproduction_runs_the_bench_again_with_whole_models_for_the_default_p
 def test_dry_run_lists_the_sweep_and_the_bench_and_runs_nothing(tmp_path, caplog):
     caplog.set_level("INFO")
     assert reproduce.main(["profile=default", "dry_run=1", *_paths(tmp_path)]) == 0
-    assert "250 train jobs" in caplog.text
+    assert "345 train jobs" in caplog.text
+    assert 'trainer:"nm_2_4"' in caplog.text and "srigl_uniform" in caplog.text  # N:M grids
     assert "train: python -m suite.train -m hydra/launcher=pool" in caplog.text
     assert caplog.text.count("bench: python -m suite.bench") == 2
     assert not any(tmp_path.iterdir())  # ran nothing, wrote nothing
@@ -310,6 +333,44 @@ def test_publish_refuses_records_made_from_a_dirty_working_tree_naming_them(tmp_
     assert reproduce.main([*TINY, *_paths(tmp_path), "publish=1"]) == 2
 
 
+def test_publish_replaces_a_published_run_id_keeping_the_old_record_and_counts_what_it_did(
+    tmp_path, caplog
+):
+    # after a change of the training algorithm: the same run ids, other numbers
+    caplog.set_level("INFO")
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean = {"commit": "a" * 40, "dirty": False}
+    old, same = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 1, 91.0)
+    new, added = _rec("rigl", 0.9, 0, 92.0, state="t"), _rec("rigl", 0.9, 2, 93.0)
+    for rec in (old, same, new, added):
+        rec["git"] = clean
+    assert new["run_id"] == old["run_id"] and new["metrics"] != old["metrics"]
+    published = ResultStore(tmp_path / "published")
+    old_path, same_path = published.write(old), published.write(same)
+    old_bytes, same_bytes = old_path.read_bytes(), same_path.read_bytes()
+    same_mtime = same_path.stat().st_mtime_ns
+    _finished_store(cfg, [new, same, added])
+    counts = reproduce.publish(cfg)
+    assert counts == {"added": 1, "replaced": 1, "other_metrics": 1, "unchanged": 1}
+    assert json.loads(old_path.read_text())["metrics"] == new["metrics"]  # replaced
+    kept = list((tmp_path / "superseded").glob("*.json"))
+    assert [p.read_bytes() for p in kept] == [old_bytes]  # the old one recoverable
+    assert kept[0].name.startswith(old_path.stem + ".")
+    assert same_path.read_bytes() == same_bytes and same_path.stat().st_mtime_ns == same_mtime
+    assert len(published.files()) == 3
+    assert (
+        "1 added, 1 replaced (1 with other metrics" in caplog.text and "1 unchanged" in caplog.text
+    )
+    # publishing again: everything unchanged, nothing more kept
+    assert reproduce.publish(cfg) == {
+        "added": 0,
+        "replaced": 0,
+        "other_metrics": 0,
+        "unchanged": 3,
+    }
+    assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -321,11 +382,37 @@ def _rec(method, sparsity, seed, top1, state="s", **extra):
     )
 
 
+OTHER = {"vendor": "GenuineIntel", "family": 6, "model": 143, "isa": "avx512", "cores": 8}
+
+
+def _on(records: list[dict], **identity) -> list[dict]:
+    """``records`` as if made on another machine: ``host`` with ``identity`` (its asv_name
+    derived as suite.machine does), or without any identity (``old=True``: a record older than
+    the machine identity, only the old host keys)."""
+    out, old = [], identity.pop("old", False)
+    for rec in records:
+        rec = json.loads(json.dumps(rec))
+        if old:
+            keep = ("hostname", "platform", "cpu", "cpu_count", "threads", "gpu")
+            rec["host"] = {k: v for k, v in rec["host"].items() if k in keep}
+        else:
+            rec["host"].update(identity)
+            rec["host"]["asv_name"] = machine.asv_machine_name(rec["host"])
+        out.append(rec)
+    return out
+
+
+HERE = machine.identity()["asv_name"]
+THERE = machine.asv_machine_name(OTHER)
+
+
 def test_verdicts_identical_within_noise_differs_and_not_published():
+    # published on another machine class: within noise is the expectation
     published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
     published += [_rec("set", 0.9, s, 80.0 + s) for s in range(3)]
     published += [_rec("static", 0.9, s, 70.0 + s) for s in range(3)]
     published += [_rec("srigl", 0.9, s, 50.0, training={"epochs": 1}) for s in range(3)]
+    published = _on(published, **OTHER)
     reproduced = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]  # bitwise the same
     reproduced += [_rec("set", 0.9, s, 80.5 + s, state="t") for s in range(3)]  # +0.5, sd 1
     reproduced += [_rec("static", 0.9, s, 75.0 + s, state="t") for s in range(3)]  # +5
@@ -338,14 +425,99 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
     assert cells.loc["srigl", "verdict"] == "not published"  # a 1-epoch cell never stands in
     assert "training.epochs=1" in cells.loc["srigl", "note"]
     assert cells.loc["rigl", "published"] == "91.00 ± 1.00 (n=3)"
-    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=pd.DataFrame())
+    assert set(cells["machine"].drop("srigl")) == {f"other class ({THERE})"}
+    outcome = reproduce.Outcome(cells=cells.reset_index(), bench=pd.DataFrame(), machine=HERE)
     assert outcome.last_line() == "reproduced 2/3 cells (1 bitwise identical)"
+    assert outcome.headline() == (
+        f"other machine class: published on {THERE}, reproduced on {HERE}: within noise is the "
+        "expectation: 2/3 cells within noise (1 bitwise identical)"
+    )
     assert not outcome.ok  # a cell differs: exit status 1
+
+
+# --------------------------------------------------------------------------- the machines
+
+
+def _outcome(published: list[dict], reproduced: list[dict]) -> reproduce.Outcome:
+    cells = reproduce.compare_cells(published, reproduced)
+    return reproduce.Outcome(cells=cells, bench=pd.DataFrame(), machine=HERE)
+
+
+def test_the_same_machine_class_and_identical_hashes_is_identical():
+    published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    outcome = _outcome(published, [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)])
+    cell = outcome.cells.iloc[0]
+    assert (cell["verdict"], cell["machine"], cell["investigate"]) == (
+        "identical",
+        "same class",
+        "",
+    )
+    assert outcome.headline() == f"same machine class ({HERE}): 1/1 cells bitwise identical"
+    assert outcome.ok
+
+
+def test_the_same_machine_class_and_a_changed_hash_is_a_difference_to_investigate():
+    published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    published += [_rec("set", 0.9, s, 80.0 + s) for s in range(3)]
+    reproduced = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    reproduced += [_rec("set", 0.9, s, 80.0 + s) for s in (0, 2)]
+    reproduced += [_rec("set", 0.9, 1, 81.0, state="t")]  # seed 1: same accuracy, other weights
+    outcome = _outcome(published, reproduced)
+    cells = outcome.cells.set_index("method")
+    assert cells.loc["set", "verdict"] == "not bitwise" and cells.loc["set", "bitwise"] == "2/3"
+    assert cells.loc["set", "investigate"] == "1" and cells.loc["set", "n_investigate"] == 1
+    assert "seed(s) 1 not bitwise identical on the same machine class" in cells.loc["set", "note"]
+    assert outcome.headline() == (
+        f"same machine class ({HERE}): 1/2 cells bitwise identical, 1 not bitwise (a difference "
+        "to investigate)"
+    )
+    assert outcome.last_line() == (
+        "reproduced 2/2 cells (1 bitwise identical, 1 not bitwise: to investigate)"
+    )
+    assert outcome.ok  # listed, not a failure; a difference beyond noise still differs:
+    far = [_rec("set", 0.9, s, 70.0 + s, state="t") for s in range(3)]
+    assert _outcome(published, far).cells.iloc[0]["verdict"] == "differs"
+
+
+def test_another_machine_class_expects_within_noise_and_names_both_classes():
+    published = _on([_rec("set", 0.9, s, 80.0 + s) for s in range(3)], **OTHER)
+    outcome = _outcome(published, [_rec("set", 0.9, s, 80.5 + s, state="t") for s in range(3)])
+    cell = outcome.cells.iloc[0]
+    assert cell["verdict"] == "within noise" and cell["n_investigate"] == 0
+    assert cell["machine"] == f"other class ({THERE})"
+    assert THERE in outcome.headline() and HERE in outcome.headline()
+    assert "within noise is the expectation" in outcome.headline()
+
+
+def test_records_without_a_machine_identity_are_of_unknown_class():
+    published = _on([_rec("set", 0.9, s, 80.0 + s) for s in range(3)], old=True)
+    assert reproduce.machine_class(published[0]["host"]) is None
+    outcome = _outcome(published, [_rec("set", 0.9, s, 80.5 + s, state="t") for s in range(3)])
+    cell = outcome.cells.iloc[0]
+    assert (cell["verdict"], cell["machine"]) == ("within noise", "unknown class")
+    assert outcome.headline().startswith(
+        "machine class of the published records unknown (recorded before the machine identity), "
+        f"this machine {HERE}: within noise is the expectation"
+    )
+
+
+def test_a_cell_published_from_several_machine_classes_says_so():
+    published = [_rec("set", 0.9, 0, 80.0)] + _on([_rec("set", 0.9, 1, 81.0)], **OTHER)
+    published += _on([_rec("set", 0.9, 2, 82.0)], old=True)
+    reproduced = [_rec("set", 0.9, s, 80.0 + s, state="t") for s in range(3)]
+    outcome = _outcome(published, reproduced)
+    cell = outcome.cells.iloc[0]
+    assert cell["machine"] == f"mixed: {HERE} (1), {THERE} (1), unknown (1)"
+    assert "several machine classes" in cell["note"]
+    assert cell["investigate"] == "0"  # only the seed published from this class is expected bitwise
+    assert cell["verdict"] == "not bitwise"
+    assert outcome.headline().startswith("published records from several machine classes (")
 
 
 def test_a_profile_with_fewer_seeds_is_compared_with_the_published_runs_of_those_seeds():
     # published seeds 0..4 spread widely; the reproduction has seed 0 only, 0.5 below it
     published = [_rec("set", 0.9, s, v) for s, v in enumerate([90.0, 94.0, 95.0, 96.0, 97.0])]
+    published = _on(published, **OTHER)  # within noise expected
     reproduced = [_rec("set", 0.9, 0, 89.5, state="t")]
     cell = reproduce.compare_cells(published, reproduced).iloc[0]
     assert cell["published, same seeds"] == "90.00" and cell["difference"] == "-0.50"
@@ -422,6 +594,11 @@ def test_a_tiny_reproduction_is_bitwise_identical_resumes_and_flags_a_changed_ce
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert text.rstrip().endswith("reproduced 2/2 cells (2 bitwise identical)")
     assert "| identical" in text and (tmp_path / "figures" / "reproduction.png").is_file()
+    # trained here and published here: the same machine class, bitwise identity expected
+    headline = f"same machine class ({HERE}): 2/2 cells bitwise identical"
+    assert caplog.records[-2].getMessage() == headline and f"**Machines: {headline}.**" in text
+    assert re.search(rf"\| this run +\| {HERE} +\|", text)
+    assert re.search(rf"\| published +\| {HERE} +\| 2 +\|", text)
     reproduced = _files(tmp_path / "store")
     assert len(reproduced) == 2
 

@@ -40,6 +40,20 @@ def test_make_record_fills_metadata_and_validates():
     assert rec["versions"]["torch"]
 
 
+def test_train_records_carry_the_machine_identity_bench_records_carry_outside_the_run_id():
+    # issue 22 item 4: a reproduction knows which machine class made the published records
+    from suite import machine
+
+    train = make_record("train", {"trainer": "srigl", "sparsity": 0.9}, {"top1_accuracy": 95.0})
+    bench = make_record("bench", {"profile": {"name": "quick"}}, {"rows": [_bench_row()]})
+    ident = machine.identity()
+    keys = ("vendor", "family", "model", "stepping", "isa", "cores", "asv_name")
+    for rec in (train, bench):
+        assert {k: rec["host"][k] for k in keys} == {k: ident[k] for k in keys}
+        assert machine.same_class(rec["host"], ident)
+    assert train["run_id"] == config_hash({"sparsity": 0.9, "trainer": "srigl"})  # config only
+
+
 def test_invalid_records_are_rejected_with_the_reason():
     with pytest.raises(InvalidRecordError, match="top1_accuracy"):
         make_record("train", _train_config(), {"top1_accuracy": 140.0})
