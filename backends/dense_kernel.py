@@ -7,8 +7,8 @@ weight packed once, when the layer is built or loaded, into panels of 32 output 
 ([ceil(out / 32), in + 1, 32] float32, the bias last), and computes 32-row vectors of the
 output for a few batch rows at a time, so the weights stream contiguously and no horizontal
 sums are needed. Micro-kernels for generic x86-64, AVX2+FMA and AVX-512F, chosen at run time
-for the CPU at hand (``SRIGL_ISA=generic|avx2`` caps it, as for ``fused``); OpenMP threads
-(torch's pool and thread count) split the output panels:
+for the CPU at hand (``SRIGL_ISA=generic|avx2`` caps it, as for ``fused``); the extension's
+work-claiming pool (``csrc/work_pool.h``, torch's thread count) splits the output panels:
 
 - ``gemv`` (batch 1-2; AVX-512 1-4): the whole panel for up to 2 (4) batch rows per pass,
   with 2-4 accumulator sets over consecutive inputs (8 independent FMA chains at batch 1);
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 CSRC = pathlib.Path(__file__).with_name("kernels") / "csrc"
 SOURCES = [
     CSRC / "dense_op.cpp",
+    CSRC / "work_pool.cpp",
     CSRC / "dense_generic.cpp",
     CSRC / "dense_avx2.cpp",
     CSRC / "dense_avx512.cpp",
@@ -66,6 +67,7 @@ SOURCES = [
     CSRC / "dense_kernels.h",
     CSRC / "simd.h",
     CSRC / "cpu_isa.h",
+    CSRC / "work_pool.h",
 ]
 ISAS = ("generic", "avx2", "avx512")
 FAMILIES = ("gemv", "tile", "tilekb")

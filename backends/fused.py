@@ -17,7 +17,7 @@ again after ``to()``, ``deepcopy``, ``load_state_dict``) into one blob: values, 
 (int32 from 32768 inputs), a permute pack for small batches and, where every active neuron's
 mask is N:M (M 2, 4, 8 or 16; :attr:`FusedLinear.nm_pattern`), 4-bit in-group offsets for the
 ``nm`` variants. Which micro-kernel runs for a batch (gather rows, permute pack, tiled, nm;
-serial or OpenMP; AVX-512, AVX2 or generic) is read
+serial or on the work pool; AVX-512, AVX2 or generic) is read
 from the layer's variant table, which the autotuner (:mod:`backends.kernels.linear_tuner`)
 fills on the first call of each batch bucket and thread count (or ahead of time:
 :func:`backends.tune`).

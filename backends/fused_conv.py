@@ -38,12 +38,14 @@ log = logging.getLogger(__name__)
 CSRC = Path(__file__).with_name("kernels") / "csrc"
 SOURCES = [
     CSRC / "conv_op.cpp",
+    CSRC / "work_pool.cpp",
     CSRC / "conv_generic.cpp",
     CSRC / "conv_avx2.cpp",
     CSRC / "conv_avx512.cpp",
     CSRC / "conv_impl.h",
     CSRC / "conv_kernels.h",
     CSRC / "cpu_isa.h",
+    CSRC / "work_pool.h",
 ]
 # Variant code of the dense fallback: F.conv2d (oneDNN) on the rebuilt masked weight. The tuner
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK

@@ -38,6 +38,7 @@ SOURCES = [
     CSRC / "fused_pack.cpp",
     CSRC / "fused_dispatch.cpp",
     CSRC / "fused_register.cpp",
+    CSRC / "work_pool.cpp",
     CSRC / "fused_generic.cpp",
     CSRC / "fused_avx2.cpp",
     CSRC / "fused_avx512.cpp",
@@ -48,6 +49,7 @@ SOURCES = [
     CSRC / "fused_kernels.h",
     CSRC / "simd.h",
     CSRC / "cpu_isa.h",
+    CSRC / "work_pool.h",
 ]
 THREAD_SLOTS = 64
 BUCKETS = 11

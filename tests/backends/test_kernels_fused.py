@@ -1,7 +1,7 @@
 """Every variant of the C++ fused kernel against a float64 reference, on odd shapes.
 
 Variants: each ISA level this CPU runs (generic, avx2, avx512) x gather rows / permute pack /
-tiled / chunk-blocked tiled (4 or 8 accumulators) / nm (N:M layers) x serial / OpenMP; permute
+tiled / chunk-blocked tiled (4 or 8 accumulators) / nm (N:M layers) x serial / parallel; permute
 packs of every geometry the SIMD kernels run, plus odd ones (and the AVX-512 geometries) through
 the portable emulation.
 """
@@ -81,7 +81,7 @@ def test_every_variant_matches_float64_reference(case, batch):
     for geometry in geometries:
         blob = _pack(weight, mask, bias, geometry)
         for code in all_variants(blob):
-            # the OpenMP split is the same for every pack: parallel on the first two only
+            # the pool split is the same for every pack: parallel on the first two only
             if code % 10 == 1 and geometry not in geometries[:2]:
                 continue
             what = f"{ops.variant_name(code, geometry[1], geometry[0])} pack {geometry}"

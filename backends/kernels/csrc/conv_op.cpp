@@ -1,13 +1,13 @@
 // srigl_conv::* operators: the direct condensed Conv2d of the `fused` backend on CPU (float32,
 // NCHW). `conv_planes` builds the zero-padded (stride 1) or phase-split (stride > 1) planes of
 // the input, `conv_direct` runs a micro-kernel variant over them (or over the input itself for
-// stride 1 without padding), split over (image, tile, channel block) work items on torch's
-// intra-op threads. No im2col copy is made (see conv_impl.h).
+// stride 1 without padding), split over (image, tile, channel block) work items on the
+// extension's work-claiming pool (work_pool.h, torch's thread count). No im2col copy is made
+// (see conv_impl.h).
 //
 // Variant code: isa * 100 + v (isa 0 generic, 1 avx2, 2 avx512; v indexes the (vectors per
 // channel, channels per tile) table of conv_impl.h); -1 = the default (best ISA, v = 0).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 
 #include "conv_kernels.h"
 #include "cpu_isa.h"
+#include "work_pool.h"
 
 namespace srigl_conv {
 namespace {
@@ -44,7 +45,7 @@ at::Tensor conv_planes(const at::Tensor& x_in, int64_t sh, int64_t sw, int64_t p
   float* dst = buf.data_ptr<float>();
   const float* src = x.data_ptr<float>();
   std::fill(dst + N * per_img, dst + N * per_img + kSlack, 0.f);
-  at::parallel_for(0, N * C, 1, [&](int64_t lo, int64_t hi) {
+  srigl_pool::parallel_ranges(N * C, true, [&](int64_t lo, int64_t hi) {
     for (int64_t nc = lo; nc < hi; ++nc) {
       const float* xs = src + nc * H * W;
       for (int64_t a = 0; a < sh; ++a)
@@ -127,7 +128,8 @@ at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
   // last partial tile is computed scalar
   task.full_end = padded ? task.ntiles * TILE : (task.L / TILE) * TILE;
   const int64_t items = n_img * task.ntiles * task.nblocks;
-  at::parallel_for(0, items, 1, [&](int64_t lo, int64_t hi) { table.run(task, v, lo, hi); });
+  srigl_pool::parallel_ranges(items, true,
+                              [&](int64_t lo, int64_t hi) { table.run(task, v, lo, hi); });
   return out;
 }
 

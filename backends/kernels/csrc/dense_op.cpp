@@ -1,7 +1,8 @@
 // srigl_dense::* operators: a hand-written dense Linear kernel (the strong dense baseline of
 // the `dense_kernel` backend) and the machine probes of suite/bench/roofline.py (FMA peak,
-// read bandwidth). Per-ISA micro-kernels in dense_impl.h; OpenMP threads (torch's own libgomp
-// pool, same thread count as torch) split the output rows by panels of kDensePanel rows.
+// read bandwidth). Per-ISA micro-kernels in dense_impl.h; the extension's work-claiming pool
+// (work_pool.h, same thread count as torch) splits the output rows by panels of kDensePanel
+// rows; the probes use OpenMP teams of the thread count asked for.
 //
 // Variant code: isa * 1000 + family * 100 + parallel
 //   isa 0 generic, 1 avx2, 2 avx512; family 0 gemv, 1 tile, 2 tile over input chunks.
@@ -14,6 +15,7 @@
 
 #include "cpu_isa.h"
 #include "dense_kernels.h"
+#include "work_pool.h"
 
 namespace srigl_dense {
 namespace {
@@ -24,11 +26,7 @@ int cpu_isa() { return g_isa.level(); }
 
 const srigl_isa::PerIsa<DenseTable> kTables{kDenseGeneric, kDenseAvx2, kDenseAvx512};
 
-void split(int64_t n, int nt, int tid, int64_t* lo, int64_t* hi) {
-  const int64_t base = n / nt, rem = n % nt;
-  *lo = tid * base + std::min<int64_t>(tid, rem);
-  *hi = *lo + base + (tid < rem ? 1 : 0);
-}
+using srigl_pool::split;
 
 int64_t npanels_of(int64_t out_f) { return (out_f + kDensePanel - 1) / kDensePanel; }
 
@@ -80,7 +78,7 @@ int64_t dense_static_variant(int64_t batch, int64_t in) {
   const int isa = cpu_isa();
   const int64_t gemv_rows = isa == 2 ? 4 : 2;
   const int64_t family = batch <= gemv_rows ? 0 : in > 2 * kDenseChunk ? 2 : 1;
-  return isa * 1000 + family * 100 + (omp_get_max_threads() > 1 ? 1 : 0);
+  return isa * 1000 + family * 100 + (srigl_pool::threads() > 1 ? 1 : 0);
 }
 
 // x [..., in] float32 (any leading dims, unit column stride or copied), pack of dense_pack
@@ -108,16 +106,9 @@ at::Tensor dense_linear_variant(const at::Tensor& x, const at::Tensor& pack, int
   const float* pp = pack.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t np = pack.size(0);
-  if (variant % 10 == 0 || np <= 1 || omp_get_max_threads() <= 1) {  // no team: no OpenMP cost
-    t.panels(family, xp, ldx, B, in, pp, 0, np, out_features, op, out_features);
-    return out;
-  }
-#pragma omp parallel
-  {
-    int64_t lo, hi;
-    split(np, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-    if (lo < hi) t.panels(family, xp, ldx, B, in, pp, lo, hi, out_features, op, out_features);
-  }
+  srigl_pool::parallel_ranges(np, variant % 10 != 0, [&](int64_t lo, int64_t hi) {
+    t.panels(family, xp, ldx, B, in, pp, lo, hi, out_features, op, out_features);
+  });
   return out;
 }
 

@@ -1,8 +1,8 @@
 // Running a packed fused layer: which micro-kernel variant runs (per batch bucket and thread
 // count, from the table the autotuner fills; else the static rule), and the drivers that run
-// it serially or with OpenMP (torch's own libgomp pool: same thread count as torch).
+// it serially or on the extension's work-claiming pool (work_pool.h: same thread count as
+// torch; the caller never waits for a helper that has not started).
 #include <ATen/ATen.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -13,6 +13,7 @@
 #include "fused_kernels.h"
 #include "fused_ops.h"
 #include "fused_variant.h"
+#include "work_pool.h"
 
 namespace srigl {
 namespace {
@@ -76,12 +77,6 @@ Variant resolve(const LayerView& L, const at::Tensor& table, int64_t m, int thre
 }
 
 // ------------------------------------------------------------------ drivers
-void split(int64_t total, int parts, int part, int64_t* lo, int64_t* hi) {
-  const int64_t q = total / parts, r = total % parts;
-  *lo = part * q + (part < r ? part : r);
-  *hi = *lo + q + (part < r ? 1 : 0);
-}
-
 void fill_bias(const LayerView& L, int64_t m, float* out, int64_t som, int64_t soj) {
   if (L.all_active) return;
   for (int64_t r = 0; r < m; ++r)
@@ -123,20 +118,33 @@ void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int6
     else
       kt.rows(L, x, ldx, 0, m, lo, hi, out, som, soj);
   };
-  if (!v.par || units <= 1 || omp_get_max_threads() <= 1) {  // no team at all: no OpenMP cost
-    part(0, units);
+  srigl_pool::parallel_ranges(units, v.par != 0, part);
+}
+
+// Inputs [i0, i1) of x rows m0 .. m0 + nc - 1 (or, if x_transposed, of xt [in, M], row stride
+// ldx) -> rows i0 .. i1 - 1 of the zero-padded tile [in][T].
+void fill_tile(const float* x, int64_t ldx, bool x_transposed, int64_t m0, int64_t nc,
+               int64_t T, int64_t i0, int64_t i1, float* tile) {
+  if (x_transposed) {
+    for (int64_t i = i0; i < i1; ++i) {
+      std::memcpy(tile + i * T, x + i * ldx + m0, nc * sizeof(float));
+      if (nc < T) std::memset(tile + i * T + nc, 0, (T - nc) * sizeof(float));
+    }
     return;
   }
-#pragma omp parallel
-  {
-    int64_t lo, hi;
-    split(units, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-    if (lo < hi) part(lo, hi);
+  for (int64_t c = 0; c < T; ++c) {
+    if (c < nc) {
+      const float* src = x + (m0 + c) * ldx;
+      for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = src[i];
+    } else {
+      for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = 0.0f;
+    }
   }
 }
 
 // x rows (unit column stride, row stride ldx) or, if x_transposed, xt [in, M] (row stride
-// ldx) -> zero-padded [in][T] tiles, then (tile, neuron block) work items.
+// ldx) -> zero-padded [in][T] tiles (one pool job of (tile, input block) items), then a second
+// job of (tile, neuron block) items: no step waits for a thread that has not started.
 void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj) {
   const KernelTable& kt = kTables.at(v.isa);
@@ -149,34 +157,15 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
   constexpr int64_t IB = 16;  // inputs per transpose block
   const int64_t nib = (in + IB - 1) / IB;
   const int64_t njb = (L.n + 63) / 64;  // neuron chunks per tile (64 neurons each)
-  const bool par = v.par != 0;
-#pragma omp parallel if (par && ntiles * njb > 1)
-  {
-    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    int64_t lo, hi;
-    split(ntiles * nib, nt, tid, &lo, &hi);
+  const bool par = v.par != 0 && ntiles * njb > 1;
+  srigl_pool::parallel_ranges(ntiles * nib, par, [&](int64_t lo, int64_t hi) {
     for (int64_t item = lo; item < hi; ++item) {
-      const int64_t tix = item / nib, i0 = (item % nib) * IB, i1 = std::min(i0 + IB, in);
-      const int64_t m0 = tix * T, nc = std::min(T, m - m0);
-      float* tile = tiles + tix * in * T;
-      if (x_transposed) {
-        for (int64_t i = i0; i < i1; ++i) {
-          std::memcpy(tile + i * T, x + i * ldx + m0, nc * sizeof(float));
-          if (nc < T) std::memset(tile + i * T + nc, 0, (T - nc) * sizeof(float));
-        }
-      } else {
-        for (int64_t c = 0; c < T; ++c) {
-          if (c < nc) {
-            const float* src = x + (m0 + c) * ldx;
-            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = src[i];
-          } else {
-            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = 0.0f;
-          }
-        }
-      }
+      const int64_t tix = item / nib, i0 = (item % nib) * IB, m0 = tix * T;
+      fill_tile(x, ldx, x_transposed, m0, std::min(T, m - m0), T, i0, std::min(i0 + IB, in),
+                tiles + tix * in * T);
     }
-#pragma omp barrier
-    split(ntiles * njb, nt, tid, &lo, &hi);
+  });
+  srigl_pool::parallel_ranges(ntiles * njb, par, [&](int64_t lo, int64_t hi) {
     for (int64_t item = lo; item < hi; ++item) {
       const int64_t tix = item / njb, j0 = (item % njb) * 64, j1 = std::min(j0 + 64, L.n);
       const int64_t m0 = tix * T, nc = std::min(T, m - m0);
@@ -185,7 +174,7 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
       else
         kt.tiled(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
     }
-  }
+  });
 }
 
 at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* forced,
@@ -196,7 +185,7 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
               "srigl::fused: expected a float32 CPU input, got ", x.scalar_type(), " on ",
               x.device());
-  const int threads = omp_get_max_threads();
+  const int threads = srigl_pool::threads();
   at::Tensor x2;
   at::Tensor y;
   int64_t m, ldx, som, soj;
@@ -252,21 +241,22 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
 void run_backward(const LayerView& L, const float* gy, int64_t ldg, int64_t m, float* gx) {
   const int16_t* i16 = static_cast<const int16_t*>(L.indices);
   const int32_t* i32 = static_cast<const int32_t*>(L.indices);
-#pragma omp parallel for if (m > 1 && m * L.n * L.k > 32768)
-  for (int64_t r = 0; r < m; ++r) {
-    float* dst = gx + r * L.in;
-    std::memset(dst, 0, L.in * sizeof(float));
-    const float* g = gy + r * ldg;
-    for (int64_t j = 0; j < L.n; ++j) {
-      const float gj = g[L.active[j]];
-      if (gj == 0.0f) continue;
-      const float* vals = L.values + j * L.k;
-      for (int64_t t = 0; t < L.k; ++t) {
-        const int64_t c = L.idx_bytes == 2 ? i16[j * L.k + t] : i32[j * L.k + t];
-        dst[c] += gj * vals[t];
+  srigl_pool::parallel_ranges(m, m * L.n * L.k > 32768, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      float* dst = gx + r * L.in;
+      std::memset(dst, 0, L.in * sizeof(float));
+      const float* g = gy + r * ldg;
+      for (int64_t j = 0; j < L.n; ++j) {
+        const float gj = g[L.active[j]];
+        if (gj == 0.0f) continue;
+        const float* vals = L.values + j * L.k;
+        for (int64_t t = 0; t < L.k; ++t) {
+          const int64_t c = L.idx_bytes == 2 ? i16[j * L.k + t] : i32[j * L.k + t];
+          dst[c] += gj * vals[t];
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace

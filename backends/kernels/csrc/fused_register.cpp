@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "fused_ops.h"
+#include "work_pool.h"
 
 TORCH_LIBRARY(srigl, m) {
   m.def("fused_linear(Tensor x, Tensor blob, Tensor table, int out_features, bool transposed) "
@@ -21,6 +22,9 @@ TORCH_LIBRARY(srigl, m) {
   m.def("fused_isa() -> int", &srigl::fused_isa);
   m.def("fused_detected_isa() -> int", &srigl::fused_detected_isa);
   m.def("fused_cap_isa(int cap) -> int", &srigl::fused_cap_isa);
+  // the work pool (work_pool.h) of this extension: test and measurement hooks
+  m.def("pool_stats() -> int[]", &srigl_pool::stats);
+  m.def("pool_set_helper_delay(int us) -> int", &srigl_pool::set_helper_delay_us);
 }
 
 TORCH_LIBRARY_IMPL(srigl, CPU, m) {

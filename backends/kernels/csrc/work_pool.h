@@ -1,0 +1,71 @@
+// A small work-claiming parallel-for for the kernels of this extension (used instead of
+// `#pragma omp parallel`, whose end barrier makes the caller wait for every team thread: on a
+// loaded machine a helper the OS has not scheduled costs the caller a time slice per call).
+//
+// Persistent helper threads (torch's intra-op thread count - 1) and the calling thread claim
+// the chunks of a job from one atomic counter. The caller runs chunks itself and at the end
+// waits only for chunks a helper has already claimed (in progress); a helper that wakes late
+// finds no chunk left and goes back to sleep, so a job completes on the caller alone when no
+// helper comes. Helpers spin briefly after a job, then block. The pool is resized when torch's
+// thread count changes, a second concurrent caller (another Python thread) runs its job
+// serially, and a forked child starts with a fresh pool.
+//
+// Each extension that compiles work_pool.cpp has its own pool (hidden symbols).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace srigl_pool __attribute__((visibility("hidden"))) {
+
+// Chunks per thread of a parallel loop: enough that the caller finishes the job alone with
+// small steps when a helper never comes, few enough that claiming costs nothing.
+constexpr int64_t kChunksPerThread = 4;
+
+// Part `part` of [0, total) cut into `parts` near-equal contiguous parts: [*lo, *hi).
+inline void split(int64_t total, int64_t parts, int64_t part, int64_t* lo, int64_t* hi) {
+  const int64_t q = total / parts, r = total % parts;
+  *lo = part * q + (part < r ? part : r);
+  *hi = *lo + q + (part < r ? 1 : 0);
+}
+
+// The intra-op thread count of the calling thread (torch's, at::get_num_threads()).
+int threads();
+
+// Runs fn(ctx, c) once for every c in [0, nchunks), on the caller and the pool's helpers;
+// returns when all have run. fn must not throw. Serial when nchunks <= 1, torch has one
+// thread, or another thread's job holds the pool.
+void run_chunks(int64_t nchunks, void (*fn)(void* ctx, int64_t chunk), void* ctx);
+
+// body(lo, hi) over [0, units) in contiguous ranges: one range (serial, no pool) unless
+// `parallel` and torch has more than one thread; else min(units, kChunksPerThread * threads)
+// chunks run by the pool.
+template <class Body>
+void parallel_ranges(int64_t units, bool parallel, const Body& body) {
+  if (units <= 0) return;
+  const int nt = parallel ? threads() : 1;
+  const int64_t nchunks = nt > 1 ? std::min<int64_t>(units, kChunksPerThread * nt) : 1;
+  if (nchunks <= 1) {
+    body(int64_t(0), units);
+    return;
+  }
+  struct Ctx {
+    const Body* body;
+    int64_t units, nchunks;
+  } ctx{&body, units, nchunks};
+  run_chunks(nchunks, [](void* p, int64_t c) {
+    const Ctx& s = *static_cast<const Ctx*>(p);
+    int64_t lo, hi;
+    split(s.units, s.nchunks, c, &lo, &hi);
+    (*s.body)(lo, hi);
+  }, &ctx);
+}
+
+// Test and measurement hooks. Stats of this process's pool since it was made:
+// {helpers, parallel jobs, serial jobs (busy pool or one thread), chunks run by helpers}.
+std::vector<int64_t> stats();
+// Helpers sleep `us` microseconds after waking for a job, before claiming (tests: the caller
+// must finish alone); returns the previous value.
+int64_t set_helper_delay_us(int64_t us);
+
+}  // namespace srigl_pool

@@ -1,0 +1,182 @@
+"""The kernels' work-claiming pool (backends/kernels/csrc/work_pool.h): the parallel variants of
+the fused and dense kernels give the serial results bit for bit with 1 and 2 threads, from
+several Python threads at once, in a forked child, and when the helper thread never comes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import pytest
+import torch
+from backend_cases import Case, constant_fan_in_layer
+
+from backends import dense_kernel
+from backends.condensed import condense_layer
+from backends.kernels import ops
+
+OK, WHY = ops.available()
+pytestmark = pytest.mark.skipif(not OK, reason=f"C++ fused kernel unavailable: {WHY}")
+
+CASE = Case("pool", 301, 203, 29, 190, ())
+BATCHES = [0, 1, 7, 256]
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _layer():
+    weight, mask, bias = constant_fan_in_layer(CASE, 5)
+    parts = condense_layer(weight, mask, bias)
+    o = ops.load()
+    geo = ops.perm_geometries(int(o.fused_isa()))[:1] or [(5, 7)]
+    blobs = [
+        o.fused_pack(parts["values"], parts["indices"], parts["active"], parts["bias"], 301, *g)
+        for g in [(0, 0), *geo]
+    ]
+    return weight * mask, bias, blobs
+
+
+def _parallel_codes(blob) -> list[int]:
+    """Every parallel fused variant of the best ISA level that runs on this pack."""
+    o = ops.load()
+    isa = int(o.fused_isa())
+    codes = [isa * 1000 + f * 100 + w * 10 + 1 for f in range(5) for w in (0, 1)]
+    return [
+        c
+        for c in codes
+        if (c // 100 % 10 in (2, 3) or c // 10 % 10 == 0) and o.fused_runs_here(blob, c)
+    ]
+
+
+def _calls(xs, transposed: bool = True) -> list:
+    """Zero-argument calls of every parallel fused variant (plain and, if ``transposed``,
+    transposed input), the fused backward and the parallel dense variants on each input: only
+    this project's operators run in them (torch's own OpenMP regions hang in a forked child)."""
+    o = ops.load()
+    weight, bias, blobs = _layer()
+    calls = []
+    for x in xs:
+        xt = x.T.contiguous()
+        grad = torch.linspace(-1, 1, x.shape[0] * CASE.out_features)
+        grad = grad.reshape(x.shape[0], CASE.out_features)
+        for blob in blobs:
+            for code in _parallel_codes(blob):
+                calls.append(
+                    lambda x=x, b=blob, c=code: o.fused_linear_variant(
+                        x, b, c, CASE.out_features, False
+                    )
+                )
+                if transposed:
+                    calls.append(
+                        lambda x=xt, b=blob, c=code: o.fused_linear_variant(
+                            x, b, c, CASE.out_features, True
+                        )
+                    )
+            calls.append(
+                lambda g=grad, b=blob: o.fused_linear_backward(g, b, CASE.in_features, False)
+            )
+    ok, _ = dense_kernel.EXTENSION.available()
+    if ok:
+        d = dense_kernel.load()
+        pack, isa = d.dense_pack(weight, bias), int(d.dense_isa())
+        for x in xs:
+            for f in range(3):
+                calls.append(
+                    lambda x=x, c=isa * 1000 + f * 100 + 1: d.dense_linear_variant(
+                        x, pack, CASE.out_features, c
+                    )
+                )
+    return calls
+
+
+def _all_results(xs, transposed: bool = True) -> list[torch.Tensor]:
+    return [call() for call in _calls(xs, transposed)]
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(b, CASE.in_features, generator=g) for b in BATCHES]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor], what: str) -> None:
+    assert len(a) == len(b), what
+    for i, (u, v) in enumerate(zip(a, b)):
+        assert torch.equal(u, v), f"{what}: result {i} differs"
+
+
+def test_parallel_variants_give_the_same_bits_with_one_and_two_threads(two_threads):
+    xs = _inputs()
+    o = ops.load()
+    jobs_before = o.pool_stats()[1]
+    two = _all_results(xs)
+    assert o.pool_stats()[1] > jobs_before, "two threads: the pool ran no parallel job"
+    torch.set_num_threads(1)
+    one = _all_results(xs)
+    torch.set_num_threads(2)  # the pool grows its helper back
+    again = _all_results(xs)
+    _same(two, one, "2 threads vs 1")
+    _same(again, one, "2 threads after 1 vs 1")
+
+
+def test_concurrent_calls_from_four_python_threads_are_correct(two_threads):
+    xs = _inputs()
+    want = _all_results(xs)
+    errors: list[str] = []
+
+    def worker(tid: int) -> None:
+        try:
+            torch.set_num_threads(2)
+            for rep in range(5):
+                _same(_all_results(xs), want, f"thread {tid} rep {rep}")
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_a_forked_child_runs_the_parallel_kernels_correctly(two_threads):
+    xs = _inputs()
+    calls = _calls(xs, transposed=False)  # transposed rows inputs copy with torch's OpenMP
+    want = [call().numpy().tobytes() for call in calls]  # the parent's pool has its helper
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if every result matches
+        code = 1
+        try:
+            got = [call().numpy().tobytes() for call in calls]
+            code = 0 if got == want else 2
+            code = code if ops.load().pool_stats()[1] > 0 else 3  # the child's own pool ran
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_caller_finishes_alone_when_the_helper_never_comes(two_threads):
+    o = ops.load()
+    xs = _inputs()
+    want = _all_results(xs)
+    o.pool_set_helper_delay(2_000_000)  # helpers sleep 2 s after waking, then find no chunk
+    try:
+        before = o.pool_stats()
+        got = _all_results(xs)
+        after = o.pool_stats()
+    finally:
+        o.pool_set_helper_delay(0)
+    _same(got, want, "helper delayed")
+    assert after[1] > before[1], "no parallel job ran"
+    assert after[3] == before[3], "a delayed helper claimed a chunk"
+    _same(_all_results(xs), want, "after the late helper woke")
