@@ -15,7 +15,7 @@ help:
 	@echo "make test        install into $(VENV) if needed, run the CPU test-suite"
 	@echo "make reproduce   install, retrain the profile into results/reproduction/, compare with the"
 	@echo "                 published results/runs: results/REPRODUCTION.md, exit 1 if a cell differs"
-	@echo "                 (PROFILE=quick|default|cifar10|imagenet, RESUME=1 continues, DRY_RUN=1 lists)"
+	@echo "                 (PROFILE=quick|default|nm|transformer|cifar10|imagenet, RESUME=1 continues, DRY_RUN=1 lists)"
 	@echo "make publish     copy the reproduction of PROFILE into results/runs and regenerate the report"
 	@echo "make report      results/REPORT.md from the published records (results/runs)"
 	@echo "make lint        ruff check + format check"
