@@ -112,7 +112,9 @@ def transformer_section(summary: pd.DataFrame, tabled: pd.DataFrame) -> dict[str
         ``has_runs``: whether the store holds :data:`EXPERIMENT` records; ``table``: the
         accuracy table (:func:`accuracy_table`; the paper's rows alone without runs);
         ``verdicts``: :func:`verdict_table`; ``claims``: the claims frame; ``lines``: their
-        prose (:func:`suite.report.claims.claim_lines`); ``experiment``, ``paper_experiment``,
+        prose (:func:`suite.report.claims.claim_lines`); ``summary``: the sentence counting
+        them, flagging unequal measured densities (:func:`suite.report.claims.claims_summary`:
+        ablation can leave part of a layer's budget unspent); ``experiment``, ``paper_experiment``,
         ``profile``, ``comparisons`` and ``level``.
     """
     reference = rd.load_reference("accuracy.csv")
@@ -125,6 +127,7 @@ def transformer_section(summary: pd.DataFrame, tabled: pd.DataFrame) -> dict[str
         "verdicts": verdict_table(claims, reference) if has_runs else pd.DataFrame(),
         "claims": claims,
         "lines": cl.claim_lines(claims) if has_runs and not claims.empty else [],
+        "summary": cl.claims_summary(claims) if has_runs else "",
         "experiment": EXPERIMENT,
         "paper_experiment": PAPER_EXPERIMENT,
         "profile": PROFILE,

@@ -129,6 +129,7 @@ def test_the_report_renders_the_section_from_records(tmp_path: Path):
     assert re.search(r"\| paper: srigl_no_ablation +\|", section)
     assert "- `srigl` vs `srigl_no_ablation`, digits_vit: better at 80% (+3." in section
     assert "make reproduce PROFILE=transformer" not in section
+    assert "8 comparisons: " in section  # the claims' count sentence
     assert (tmp_path / "out" / "tables" / "transformer_claims.csv").is_file()
 
 
