@@ -94,18 +94,29 @@ def _shape(name: str, shape: Callable[..., tuple[tuple[int, ...], int]]) -> Call
 @DATASETS.register("digits")
 @_shape("digits", lambda **_: ((1, 8, 8), 10))
 def digits(
-    seed: int = 0, test_fraction: float = 0.2, root: str | None = None, **_: object
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    root: str | None = None,
+    val_fraction: float = 0.0,
+    **_: object,
 ) -> DataBundle:
     """scikit-learn's 8x8 digits (1797 images, 10 classes; ships with scikit-learn, offline).
 
     The split is a stratified shuffle fixed by ``seed``; pixels are standardised per position
     with the training split's mean and standard deviation. Inputs are float32 [1, 8, 8].
+
+    ``val_fraction`` > 0 is for tuning hyperparameters: that fraction of the training split
+    (stratified, fixed by ``seed``) is held out and returned as the bundle's ``test`` split,
+    the rest as ``train``; the test split proper is never read (``+dataset.val_fraction=0.2``
+    on the command line; 0, the default, trains on the whole training split).
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"digits: test_fraction {test_fraction!r} must be in (0, 1)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"digits: val_fraction {val_fraction!r} must be in [0, 1)")
     data = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(
         data.data.astype(np.float32),
@@ -114,6 +125,10 @@ def digits(
         random_state=seed,
         stratify=data.target,
     )
+    if val_fraction > 0.0:  # the held-out part of the training split replaces the test split
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x_tr, y_tr, test_size=val_fraction, random_state=seed, stratify=y_tr
+        )
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std[std < 1e-6] = 1.0

@@ -222,3 +222,50 @@ def vit_b16(
         dropout=float(dropout),
         attention_dropout=float(attention_dropout),
     )
+
+
+# --------------------------------------------------------------------------- digits transformer
+
+
+@MODELS.register("vit_digits")
+def vit_digits(
+    num_classes: int,
+    input_shape: Sequence[int],
+    patch_size: int = 2,
+    embed_dim: int = 128,
+    depth: int = 2,
+    num_heads: int = 4,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.0,
+) -> nn.Module:
+    """A small timm ``VisionTransformer`` for 8x8 digits: 2x2 patches of the raw input.
+
+    Inputs [B, C, H, W] (digits: [B, 1, 8, 8] -> 16 patch tokens and a class token), logits
+    [B, num_classes]. The sparse-eligible weights are the patch-embedding conv
+    (``patch_embed.proj``, fan-in C * patch_size**2: 4 on digits), every block's attention
+    projections (``attn.qkv``, ``attn.proj``: fan-in ``embed_dim``) and MLP linears
+    (``mlp.fc1``: fan-in ``embed_dim``, ``mlp.fc2``: ``embed_dim * mlp_ratio``) and the
+    ``head``. ``embed_dim`` 128 is the smallest width that keeps a constant fan-in k >= 1 in
+    every sparse layer at 99% uniform sparsity (k = floor(0.0090 * 128) = 1 with the
+    patch-embedding conv dense).
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    c_in, h, w = (int(s) for s in input_shape)
+    patch = int(patch_size)
+    if h % patch or w % patch:
+        raise ValueError(
+            f"vit_digits: patch_size {patch} must divide the input's height and width "
+            f"({h}x{w}); allowed: a common divisor of {h} and {w}"
+        )
+    return VisionTransformer(
+        img_size=(h, w),
+        patch_size=patch,
+        in_chans=c_in,
+        num_classes=num_classes,
+        embed_dim=int(embed_dim),
+        depth=int(depth),
+        num_heads=int(num_heads),
+        mlp_ratio=float(mlp_ratio),
+        drop_path_rate=float(drop_path_rate),
+    )

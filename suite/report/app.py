@@ -46,6 +46,7 @@ from suite.report import claims as cl
 from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import nm_accuracy as nma
+from suite.report import transformer_ablation as tra
 from suite.report import whole_model as wm
 from suite.report.render import render
 from suite.results import (
@@ -79,6 +80,7 @@ REPORT_TABLES = (
     "accuracy_summary.csv",
     "claims.csv",
     "nm_accuracy_claims.csv",
+    "transformer_claims.csv",
     "ablation.csv",
     "ablation_curves.csv",
     "size.csv",
@@ -240,6 +242,15 @@ def nm_accuracy_section(summary: pd.DataFrame, tabled: pd.DataFrame, out: _Outpu
     section = nma.nm_accuracy_section(summary, tabled)
     if section["experiments"]:
         out.csv(section["claims"], "nm_accuracy_claims.csv")
+    return section
+
+
+def transformer_section(summary: pd.DataFrame, tabled: pd.DataFrame, out: _Outputs) -> dict:
+    """Neuron ablation on the digits ViT beside the paper's ViT-B/16
+    (:mod:`suite.report.transformer_ablation`); says how to produce the runs when absent."""
+    section = tra.transformer_section(summary, tabled)
+    if section["has_runs"]:
+        out.csv(section["claims"], "transformer_claims.csv")
     return section
 
 
@@ -469,6 +480,7 @@ def build_report(
             "accuracy": accuracy_section(summary, tabled, out),
             "nm_accuracy": nm_accuracy_section(summary, tabled, out),
             "ablation": ablation_section(records, tabled, out),
+            "transformer": transformer_section(summary, tabled, out),
             "size": size_section(records, tabled, out),
             "backends": backends_section(records, bench, out),
             "whole_model": whole_model_section(records, out),

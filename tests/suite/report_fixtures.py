@@ -14,9 +14,11 @@ SEEDS = (0, 1, 2)
 
 def train_config(experiment: str, method: str, sparsity: float, seed: int, **extra) -> dict:
     """A train config shaped like suite.train's (only the keys the report reads)."""
-    model, dataset = {"digits_mlp": ("mlp", "digits"), "digits_cnn": ("small_cnn", "digits")}[
-        experiment
-    ]
+    model, dataset = {
+        "digits_mlp": ("mlp", "digits"),
+        "digits_cnn": ("small_cnn", "digits"),
+        "digits_vit": ("vit_digits", "digits"),
+    }[experiment]
     return {
         "experiment": experiment,
         "sparsity": sparsity,

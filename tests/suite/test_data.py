@@ -4,6 +4,7 @@ small files written in their real formats, missing-data errors, and the batch lo
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def test_digits_split_is_fixed_by_the_seed():
 def test_digits_rejects_a_test_fraction_outside_zero_one():
     with pytest.raises(ValueError, match="test_fraction"):
         create_dataset("digits", test_fraction=1.5)
+
+
+def test_digits_val_fraction_holds_out_part_of_the_training_split_and_never_the_test_split():
+    full = create_dataset("digits", seed=0)
+    tuning = create_dataset("digits", seed=0, val_fraction=0.2)
+    assert len(tuning.train) + len(tuning.test) == len(full.train)  # the test split unread
+    assert len(tuning.test) == math.ceil(0.2 * len(full.train))  # scikit-learn rounds up
+    labels = torch.cat([tuning.train.tensors[1], tuning.test.tensors[1]])
+    assert torch.equal(labels.bincount(), full.train.tensors[1].bincount())
+
+
+def test_digits_rejects_a_val_fraction_outside_zero_one():
+    with pytest.raises(ValueError, match=r"val_fraction 1\.0 must be in \[0, 1\)"):
+        create_dataset("digits", val_fraction=1.0)
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -95,11 +95,14 @@ def test_vit_b16_rejects_an_image_size_that_is_not_a_multiple_of_16():
 
 
 def _grid():
-    profile = OmegaConf.load(CONF / "profile" / "default.yaml").train
-    for experiment in profile.experiments:
-        for method in profile.methods:
-            for sparsity in profile.sparsities:
-                yield str(experiment), str(method), float(sparsity)
+    """(experiment, method, sparsity) of the train grids of the default and transformer
+    profiles (their own grids; extra grids aside)."""
+    for name in ("default", "transformer"):
+        profile = OmegaConf.load(CONF / "profile" / f"{name}.yaml").train
+        for experiment in profile.experiments:
+            for method in profile.methods:
+                for sparsity in profile.sparsities:
+                    yield str(experiment), str(method), float(sparsity)
 
 
 @pytest.mark.parametrize("experiment", sorted({e for e, _, _ in _grid()}))

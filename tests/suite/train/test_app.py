@@ -53,7 +53,7 @@ METRIC_KEYS = (
 def test_the_eight_reference_experiments_exist():
     assert len(PAPER_EXPERIMENTS) == 6  # the six model/dataset pairs of the paper
     assert {"cifar10_resnet18", "imagenet_vit_b16"} <= set(PAPER_EXPERIMENTS)
-    assert set(EXPERIMENTS) == {*PAPER_EXPERIMENTS, "digits_mlp", "digits_cnn"}
+    assert set(EXPERIMENTS) == {*PAPER_EXPERIMENTS, "digits_mlp", "digits_cnn", "digits_vit"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
