@@ -305,7 +305,11 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         full only where the quick test fails, plain references, the variant of (threads, rows)
         from a dict, the raw operator below the autograd key (x needs no gradient).
         """
-        if not (self._runs and x.dtype == torch.float32 and x.is_cpu):
+        try:
+            runs = self._runs and x.dtype == torch.float32 and x.is_cpu
+        except AttributeError:  # not a tensor: check_input names it (a try costs nothing)
+            runs = False
+        if not runs:
             self._refuse(x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             self.check_input(x)

@@ -208,12 +208,12 @@ class FusedLinear(CondensedLinear):
         # float32 CPU on the C++ operator unless the values need a gradient (it differentiates
         # x only): the lean eager path (backends.hot_path); the values are looked up in grad
         # mode only
-        if (
-            self._cpp
-            and x.dtype == torch.float32
-            and x.is_cpu
-            and not (torch.is_grad_enabled() and self.values.requires_grad)
-        ):
+        try:
+            cpp = self._cpp and x.dtype == torch.float32 and x.is_cpu
+        except AttributeError:  # not a tensor: check_input names it (a try costs nothing)
+            self.check_input(x)
+            raise
+        if cpp and not (torch.is_grad_enabled() and self.values.requires_grad):
             if x.dim() == 0 or x.shape[-1] != self.in_features:
                 self.check_input(x)
             if torch.compiler.is_compiling():  # buffers: what compile and export trace
