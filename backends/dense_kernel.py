@@ -34,7 +34,6 @@ with the reason. The extension also holds the machine probes of ``suite/bench/ro
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 from typing import Any, ClassVar
 
@@ -44,13 +43,16 @@ from backends import BACKENDS
 from backends.base import Backend, BadInputError
 from backends.conv import declare_no_conv
 from backends.dense import MaskedDenseForm
+from backends.hot_path import call_op, raw_op
 from backends.kernels.build import Extension, KernelUnavailableError
 from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
     TuneCache,
     bucket_of,
     fastest_interleaved,
+    load_average,
     machine_key,
+    tuned_under_load,
     tuning_enabled,
 )
 
@@ -80,6 +82,7 @@ _TUNE_CACHE = TuneCache("dense", TUNE_SCHEMA, "dense-kernel tuning")
 _TUNE = [tuning_enabled()]  # SRIGL_TUNE, read at import (refresh_tuning reads it again)
 
 _failures: list[str] = []
+_OPS: dict = {}  # "variant": torch.ops.srigl_dense.dense_linear_variant (the raw operator)
 
 
 def _setup(ops: Any) -> None:
@@ -155,7 +158,10 @@ def tune_variant(
 ) -> int:
     """The fastest variant for a layer ``in_features -> out_features`` (its ``pack``) at
     ``batch`` rows on ``threads`` threads: from this machine's cache, else timed (the
-    candidates interleaved over rounds, fastest call) and cached."""
+    candidates interleaved over rounds, fastest call) and cached. As in the fused tuner
+    (:mod:`backends.kernels.linear_tuner`), an entry timed on a machine busier than its cores is
+    timed again when it is quiet (:func:`backends.kernels.tune_cache.tuned_under_load`), and
+    one whose variant is not a candidate here is dropped with a warning."""
     ops = load()
     cands = candidates(threads)
     machine = machine_key(ISAS[int(ops.dense_isa())], threads)
@@ -163,7 +169,9 @@ def tune_variant(
     with _TUNE_CACHE.lock:
         _, entries = _TUNE_CACHE.entries(machine)
         hit = entries.get(key)
-        if isinstance(hit, dict) and hit.get("variant") in cands:
+        if hit is not None and not (isinstance(hit, dict) and hit.get("variant") in cands):
+            _TUNE_CACHE.drop(machine, key, f"entry {hit!r} names no variant of {cands}")
+        elif hit is not None and not tuned_under_load(hit):
             return int(hit["variant"])
     x = torch.randn(max(batch, 1), in_features)
     fns = {c: (lambda c=c: ops.dense_linear_variant(x, pack, out_features, c)) for c in cands}
@@ -176,7 +184,7 @@ def tune_variant(
             "variant": code,
             "name": variant_name(code),
             "seconds": best[code],
-            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "load_avg_1m": load_average(),
         }
         _TUNE_CACHE.save(machine)
     return code
@@ -257,10 +265,19 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         weight, bias = self._buffers["weight"], self._buffers["bias"]
         if weight.device.type == "cpu" and weight.dtype == torch.float32:
             packed = pack_weight(weight, bias)
+            _OPS.setdefault("variant", raw_op(load().dense_linear_variant.default))
         else:  # moved to a device/dtype the kernel does not run: forward refuses
             packed = weight.new_empty(0)
         self.register_buffer("pack", packed, persistent=False)
+        self._pack = packed  # the same tensor, for the eager hot path
+        self._runs = packed.dim() == 3
         self._variants: dict[tuple[int, int], int] = {}  # (threads, bucket) -> variant code
+        self._codes: dict[tuple[int, int], int] = {}  # (threads, rows) -> variant code
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_pack", None)
+        return state
 
     def variant_code(self, batch: int, threads: int | None = None) -> int:
         """The variant code run for ``batch`` rows on ``threads`` threads (default: torch's):
@@ -284,18 +301,46 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         return variant_name(self.variant_code(batch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x float32 [..., in] (any strides) -> float32 [..., out]."""
-        self.check_input(x)
-        if self.pack.dim() != 3:
-            raise BadInputError(
-                f"layer {self.layer_name!r}: dense_kernel runs float32 on cpu, the layer is "
-                f"{self.dtype} on {self.device}"
-            )
+        """x float32 [..., in] (any strides) -> float32 [..., out].
+
+        The lean eager path of :mod:`backends.hot_path`, as for ``fused``: the input checked in
+        full only where the quick test fails, plain references, the variant of (threads, rows)
+        from a dict, the raw operator below the autograd key (x needs no gradient).
+        """
+        try:
+            runs = self._runs and x.dtype == torch.float32 and x.is_cpu
+        except AttributeError:  # not a tensor: check_input names it (a try costs nothing)
+            runs = False
+        if not runs:
+            self._refuse(x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            self.check_input(x)
         if torch.compiler.is_compiling():  # one op in the graph: the static rule
             return torch.ops.srigl_dense.dense_linear(x, self.pack, self.out_features)
-        batch = x.numel() // self.in_features if self.in_features else 0
-        code = self.variant_code(batch)
-        return torch.ops.srigl_dense.dense_linear_variant(x, self.pack, self.out_features, code)
+        rows = x.shape[0] if x.dim() == 2 else x.numel() // max(self.in_features, 1)
+        code = self._codes.get((torch.get_num_threads(), rows))
+        if code is None:
+            code = self._first_use(rows)
+        return call_op(_OPS["variant"], x, self._pack, self.out_features, code)
+
+    def _first_use(self, rows: int) -> int:
+        """The variant code for ``rows`` rows on torch's threads (:meth:`variant_code`),
+        remembered per (threads, rows) for the hot path."""
+        threads = torch.get_num_threads()
+        code = self.variant_code(rows, threads)
+        if len(self._codes) > 4096:  # many distinct batch sizes: forget, stay small
+            self._codes.clear()
+        self._codes[(threads, rows)] = code
+        return code
+
+    def _refuse(self, x: torch.Tensor) -> None:
+        """Raise :class:`BadInputError` for an input the kernel does not run: x not a float32
+        CPU tensor of the layer's shape, or a layer not float32 on CPU."""
+        self.check_input(x)
+        raise BadInputError(
+            f"layer {self.layer_name!r}: dense_kernel runs float32 on cpu, the layer is "
+            f"{self.dtype} on {self.device}"
+        )
 
 
 declare_no_conv("dense_kernel", "the hand-written dense kernel is Linear only")

@@ -40,14 +40,13 @@ from backends.base import BadInputError
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
+from backends.hot_path import call_op, grad_needed, raw_op
 from backends.kernels import linear_tuner, ops
 from backends.kernels.build import KernelUnavailableError
 from backends.naive import gather_linear
 
 log = logging.getLogger(__name__)
 _OPS: dict = {}  # "linear": torch.ops.srigl.fused_linear.default (no overload lookup per call)
-# what torch.library's autograd formulas use to call an op without recording a gradient
-_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def cpp_available() -> tuple[bool, str]:
@@ -127,8 +126,7 @@ class FusedLinear(CondensedLinear):
                 blob = self._pack(self._geometry)
                 info = list(o.fused_pack_info(blob))
                 self._nm = (int(info[13]), int(info[14])) if info[14] else None
-                overload = o.fused_linear.default
-                _OPS.setdefault("linear", getattr(overload, "_op", overload))
+                _OPS.setdefault("linear", raw_op(o.fused_linear.default))
                 self._cpp = True
             except KernelUnavailableError:
                 self._numba = NumbaCondensed(
@@ -204,18 +202,18 @@ class FusedLinear(CondensedLinear):
                 self._tune_first_use(threads, rows)
         return x
 
-    def _values_need_grad(self) -> bool:
-        """The values require grad here (the C++ operator differentiates x only)."""
-        return self.values.requires_grad and torch.is_grad_enabled()
-
-    def _grad_needed(self, x: torch.Tensor) -> bool:
-        """A gradient is needed (of x or the values): the numba and Triton kernels give none."""
-        return torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, weight * mask, bias)`` for x [..., in] -> [..., out], x.dtype;
         differentiable with respect to x (and to the values where they require grad)."""
-        if self._cpp and x.dtype == torch.float32 and x.is_cpu and not self._values_need_grad():
+        # float32 CPU on the C++ operator unless the values need a gradient (it differentiates
+        # x only): the lean eager path (backends.hot_path); the values are looked up in grad
+        # mode only
+        try:
+            cpp = self._cpp and x.dtype == torch.float32 and x.is_cpu
+        except AttributeError:  # not a tensor: check_input names it (a try costs nothing)
+            self.check_input(x)
+            raise
+        if cpp and not (torch.is_grad_enabled() and self.values.requires_grad):
             if x.dim() == 0 or x.shape[-1] != self.in_features:
                 self.check_input(x)
             if torch.compiler.is_compiling():  # buffers: what compile and export trace
@@ -224,20 +222,15 @@ class FusedLinear(CondensedLinear):
                 )
             rows = x.shape[0] if x.dim() == 2 else x.numel() // self.in_features
             x = self._cpu_ready(x, rows)
-            # eager hot path: plain references to the buffers, the operator itself; without a
-            # gradient to record, below the autograd key (its Python formula is not entered)
-            if x.requires_grad and torch.is_grad_enabled():
-                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
-            with _BELOW_AUTOGRAD():
-                return _OPS["linear"](x, self._blob, self._table, self.out_features, False)
-        if x.dim() == 2 and self._numba is not None and not self._grad_needed(x):
+            return call_op(_OPS["linear"], x, self._blob, self._table, self.out_features, False)
+        if x.dim() == 2 and self._numba is not None and not grad_needed(x, self.values):
             if x.shape[1] != self.in_features or x.dtype != torch.float32 or not x.is_cpu:
                 self.check_input(x)
             return self._numba.linear(x)
         return super().forward(x)
 
     def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
-        if self._grad_needed(x):  # the differentiable gather form
+        if grad_needed(x, self.values):  # the differentiable gather form
             return self.scatter_active(gather_linear(x, self.values, self.indices64))
         if x.is_cuda:
             return triton_linear(
@@ -266,7 +259,8 @@ class FusedLinear(CondensedLinear):
                 f"got shape {list(xt.shape)}"
             )
         self.check_input(xt.t())
-        if self._grad_needed(xt) and (not self._cpp or xt.is_cuda or self.values.requires_grad):
+        no_backward = not self._cpp or xt.is_cuda or self.values.requires_grad
+        if no_backward and grad_needed(xt, self.values):
             return self._forward_2d(xt.t()).t()  # the differentiable gather form
         if xt.is_cuda:
             return triton_linear(

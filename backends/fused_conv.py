@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
+from backends.hot_path import grad_needed
 from backends.kernels.build import Extension
 from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
 
@@ -197,7 +198,7 @@ class FusedConv2d(CondensedConv2d):
         with the plan made for that shape: the per-call Python work stays small.
         """
         if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.is_cpu:
-            if self._grad_needed(x):  # the C++ kernel has no backward
+            if grad_needed(x, self.values):  # the C++ kernel has no backward
                 return super().forward(x)
             key = (x.shape, torch.get_num_threads())
             plan = self._plans.get(key)
@@ -205,9 +206,6 @@ class FusedConv2d(CondensedConv2d):
                 self._plans.move_to_end(key)
                 return self._execute(x, plan[0], plan[1])
         return super().forward(x)
-
-    def _grad_needed(self, x: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad)
 
     def _differentiable_conv(self, x: torch.Tensor) -> torch.Tensor:
         """``F.conv2d`` on the masked weight rebuilt from the values (not cached), so the
@@ -220,7 +218,7 @@ class FusedConv2d(CondensedConv2d):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
             return self._inner(x)
-        if self._grad_needed(x):
+        if grad_needed(x, self.values):
             return self._differentiable_conv(x)
         if self.dtype != torch.float32:
             raise BadInputError(

@@ -17,6 +17,7 @@ import torch
 from backends import BACKENDS
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import kernel_index_dtype
+from backends.hot_path import grad_needed
 
 
 def interpreting() -> bool:
@@ -112,7 +113,7 @@ class FusedTritonLinear(CondensedLinear):
     def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, in] -> [M, out]; where a gradient is needed (the Triton kernel has no
         backward), the differentiable gather form of the ``naive`` backend runs instead."""
-        if torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad):
+        if grad_needed(x, self.values):
             from backends.naive import gather_linear
 
             return self.scatter_active(gather_linear(x, self.values, self.indices64))

@@ -282,21 +282,14 @@ class PairedRatio:
         """Number of block pairs the ratio was estimated from."""
         return len(self.candidate_s)
 
-    def contains(self, value: float = 1.0) -> bool:
-        """Whether ``value`` lies in the interval (1.0: no measurable difference)."""
-        return self.ci_low <= value <= self.ci_high
-
-    def fields(self, prefix: str = "speedup") -> dict[str, Any]:
-        """The record fields: ``<prefix>``, ``<prefix>_ci_low``, ``<prefix>_ci_high`` (and, for
-        the main ``speedup``, ``n_pairs``)."""
-        out: dict[str, Any] = {
-            prefix: self.speedup,
-            f"{prefix}_ci_low": self.ci_low,
-            f"{prefix}_ci_high": self.ci_high,
+    def fields(self) -> dict[str, Any]:
+        """The record fields: ``speedup``, ``speedup_ci_low``, ``speedup_ci_high``, ``n_pairs``."""
+        return {
+            "speedup": self.speedup,
+            "speedup_ci_low": self.ci_low,
+            "speedup_ci_high": self.ci_high,
+            "n_pairs": self.n_pairs,
         }
-        if prefix == "speedup":
-            out["n_pairs"] = self.n_pairs
-        return out
 
 
 def _check_pairs(pairs: int, block_seconds: float) -> None:

@@ -29,7 +29,6 @@ one thread).
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import time
 from typing import Any
@@ -41,6 +40,8 @@ from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
     fastest_interleaved,
+    load_average,
+    tuned_under_load,
     tuning_enabled,
 )
 from backends.kernels.tune_cache import bucket_of as _bucket_of
@@ -197,23 +198,6 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
         torch.set_num_threads(before)
 
 
-def load_average() -> float | None:
-    """The machine's 1-minute load average (None where the OS has none)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def _tuned_under_load(entry: dict[str, Any]) -> bool:
-    """An entry timed while the machine was busier than its cores, and it is quiet now (load
-    at most half the cores): such a winner was chosen for a loaded machine."""
-    then, now, cores = entry.get("load_avg_1m"), load_average(), os.cpu_count() or 1
-    if not isinstance(then, (int, float)) or now is None:
-        return False
-    return then > cores and now <= cores / 2
-
-
 def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
     """Time the candidates for ``batch`` rows; the cache entry of the winner."""
     timed = measure(layer, batch, threads)
@@ -260,7 +244,7 @@ def tune_layer(
             bucket = bucket_of(batch)
             key = layer_key(layer, bucket)
             entry = entries.get(key)
-            if entry is not None and measure_missing and _tuned_under_load(entry):
+            if entry is not None and measure_missing and tuned_under_load(entry):
                 entry = None  # timed on a loaded machine, now it is quiet: time again
             if entry is None and not measure_missing:
                 continue

@@ -63,6 +63,25 @@ def machine_key(isa: str, threads: int) -> dict[str, Any]:
     }
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average, rounded to 0.01 (None where the OS has none):
+    what a tuner's cache entry records as ``load_avg_1m``."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def tuned_under_load(entry: Mapping[str, Any]) -> bool:
+    """A cache entry timed while the machine was busier than its cores (its ``load_avg_1m``),
+    and the machine is quiet now (load at most half the cores): such a winner was chosen for a
+    loaded machine, and is timed again."""
+    then, now, cores = entry.get("load_avg_1m"), load_average(), os.cpu_count() or 1
+    if not isinstance(then, (int, float)) or now is None:
+        return False
+    return then > cores and now <= cores / 2
+
+
 def fastest_call(
     fn: Callable[[], object], calls: int, clock: Callable[[], float] | None = None
 ) -> float:

@@ -7,19 +7,23 @@
     python -m suite.bench 'backends=[dense,csr,fused]' threads=2 min_run_time=0.5 pairs=20
     python -m suite.bench whole_model=true                  # + every experiment's whole model
     python -m suite.bench 'nm_patterns=[2:4,1:4,1:8]' 'sparsities=[]'   # N:M vs constant fan-in
+    python -m suite.bench profile=nm                        # + whole models, N:M vs fan-in
     python -m suite.bench checkpoint=checkpoints/<run>/checkpoint.pt   # a trained model's layers
 
 The parts: :mod:`suite.bench.settings` (the config -> checked settings, before any compute),
 :mod:`suite.bench.layers` (the layer grid: every backend paired against dense ``F.linear``,
 plus the A/A control ``dense_aa``; the row fields are listed there),
 :mod:`suite.bench.nm` (N:M masks vs constant fan-in at the same sparsity, ``nm_patterns``),
-:mod:`suite.bench.whole_model` (whole condensed models), and this module (the run and its
-record). Every speed-up comes from one protocol (:func:`backends.timing.paired_ratio`: ABBA
-blocks in this process, a 95% bootstrap interval over the pairs, the per-block samples kept).
+:mod:`suite.bench.whole_model` (whole condensed models), :mod:`suite.bench.nm_whole_model`
+(whole models condensed with N:M vs constant fan-in masks, ``nm_whole_model``), and this
+module (the run and its record). Every speed-up comes from one protocol
+(:func:`backends.timing.paired_ratio`: ABBA blocks in this process, a 95% bootstrap interval
+over the pairs, the per-block samples kept).
 The tables in the log are rendered by the report package (:mod:`suite.report.speed`,
 :func:`suite.report.whole_model.whole_model_speedups`).
 
-The record's metrics hold ``rows``, ``whole_model``, ``skipped`` ({what: reason}), the thread
+The record's metrics hold ``rows``, ``whole_model``, ``nm_whole_model`` (with
+``nm_whole_model=true``), ``skipped`` ({what: reason}), the thread
 settings, ``noisy`` (True when an A/A interval misses 1.0 or reaches beyond +-10%) with
 ``noisy_reasons``, and the load at start and end (also in the record's ``host``, with the
 machine identity: :func:`suite.results.host_info`).
@@ -166,6 +170,10 @@ def _measure(cfg: Any, run: BenchRun) -> tuple[list, list, dict[str, Any]]:
             from suite.bench.whole_model import run_whole_models
 
             whole = run_whole_models(cfg, run)
+        if run.settings.nm_whole_model:
+            from suite.bench.nm_whole_model import run_nm_whole_models
+
+            extra["nm_whole_model"] = run_nm_whole_models(cfg, run)
     return rows, whole, extra
 
 
@@ -219,7 +227,7 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
             f"(skipped: {skipped})"
         )
     _log_tables(rows, whole)
-    reasons = noise_check([*rows, *whole])
+    reasons = noise_check([*rows, *whole, *extra.get("nm_whole_model", ())])
     for why in reasons:
         log.warning("noisy run: %s", why)
     metrics = {

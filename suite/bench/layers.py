@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 import backends
 from backends.condensed import CondensedLinear
+from backends.fused_cpu import kernel_index_dtype
 from backends.timing import PairedRatio, paired_ratio, quotient_interval, verdict
 from suite.bench.roofline import MachineProbe, machine_probe, roofline_fields
 from suite.bench.settings import BenchSettings, dense_baselines
@@ -68,7 +69,7 @@ def _layer_bytes(layer: torch.nn.Module, dtype: torch.dtype) -> int:
     layers (values + int16/int32 indices + bias), else its stored state."""
     elem = torch.empty((), dtype=dtype).element_size()
     if isinstance(layer, CondensedLinear):
-        idx = 2 if layer.in_features < 32768 else 4
+        idx = kernel_index_dtype(layer.in_features).itemsize
         return layer.values.numel() * (elem + idx) + layer.out_features * elem
     return sum(
         t.numel() * t.element_size()

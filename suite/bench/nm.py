@@ -26,30 +26,16 @@ from typing import Any
 import torch
 
 from backends.nm import nm_mask
+from srigl.masks import random_fan_in_mask
 from suite.bench.layers import AA_BACKEND, FAN_IN, case_rows, layer_setup, quotient_fields
 from suite.bench.settings import BenchRun
 
-__all__ = ["fan_in_mask", "nm_label", "nm_rows", "pair_with_fan_in"]
+__all__ = ["nm_label", "nm_rows", "pair_with_fan_in"]
 
 
 def nm_label(n: int, m: int) -> str:
     """The ``pattern`` of an N:M row: ``"N:M"``."""
     return f"{n}:{m}"
-
-
-def fan_in_mask(shape: tuple[int, int], k: int, generator: torch.Generator) -> torch.Tensor:
-    """bool [out, in] on the CPU: exactly ``k`` kept inputs per neuron, uniformly at random.
-
-    Raises:
-        ValueError: ``k`` outside [1, in].
-    """
-    out_f, in_f = shape
-    if not 1 <= k <= in_f:
-        raise ValueError(f"fan-in k={k} is invalid for in_features {in_f}; allowed: 1 <= k <= in")
-    keep = torch.rand(out_f, in_f, generator=generator).argsort(dim=1)[:, :k]
-    mask = torch.zeros(out_f, in_f, dtype=torch.bool)
-    mask.scatter_(1, keep, True)
-    return mask
 
 
 def pair_with_fan_in(
@@ -94,7 +80,7 @@ def nm_rows(
     sparsity = 1.0 - n / m
     masks = {
         name: nm_mask((out_f, in_f), n, m, generator),
-        FAN_IN: fan_in_mask((out_f, in_f), in_f * n // m, generator),
+        FAN_IN: random_fan_in_mask((out_f, in_f), in_f * n // m, generator),
     }
     setups = {
         kind: layer_setup(

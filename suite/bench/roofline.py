@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from backends.fused_cpu import kernel_index_dtype
 from backends.kernels.build import cache_dir
 from backends.kernels.tune_cache import fastest_call
 from suite.machine import ISA_LEVELS
@@ -316,7 +317,7 @@ def roofline_fields(
         raise ValueError(f"seconds must be finite and > 0, got {seconds}")
     k = max(1, round(density * in_features)) if in_features else 0
     if index_bytes is None:
-        index_bytes = 0 if density >= 1 else (2 if in_features < 32768 else 4)
+        index_bytes = 0 if density >= 1 else kernel_index_dtype(in_features).itemsize
     macs = batch * out_features * k
     flops = 2.0 * macs
     nbytes = (

@@ -2,14 +2,16 @@
 compute (one-line errors naming the bad value and the allowed ones).
 
 Top-level keys (``shapes``, ``sparsities``, ``batches``, ``backends``, ``min_run_time``,
-``whole_model``) override the profile's ``bench:`` section; null takes the profile's value.
+``whole_model``, ``nm_whole_model``) override the profile's ``bench:`` section; null takes the
+profile's value (a profile without ``nm_whole_model``: off).
 ``pairs`` is the number of ABBA block pairs of every paired measurement (default 20; see
 :func:`backends.timing.paired_ratio`); ``rounds`` is its old name and is read when ``pairs``
 is not given.
 ``nm_patterns`` (e.g. ``["2:4", "1:4", "1:8"]``, default ``[]``) adds the N:M comparison of
 :mod:`suite.bench.nm`: every shape with an N:M mask next to a constant fan-in mask at the same
 sparsity (1 - N/M), in the same cases; with it, ``sparsities`` may be ``[]`` (the run then times
-only that comparison).
+only that comparison). ``nm_whole_model=true`` adds the whole-model N:M vs constant fan-in
+comparison of :mod:`suite.bench.nm_whole_model` (``nm_whole_model_options``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ __all__ = [
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODES = ("kernel", "end_to_end")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PROFILE_KEYS = ("shapes", "sparsities", "batches", "backends", "min_run_time", "whole_model")
+PROFILE_KEYS = (
+    "shapes",
+    "sparsities",
+    "batches",
+    "backends",
+    "min_run_time",
+    "whole_model",
+    "nm_whole_model",
+)
 DEFAULT_PAIRS = 20
 
 
@@ -71,6 +81,7 @@ class BenchSettings:
     ablate: float
     rounds: int
     nm_patterns: list[tuple[int, int]] = field(default_factory=list)
+    nm_whole_model: bool = False
 
     @property
     def pairs(self) -> int:
@@ -248,6 +259,7 @@ def resolve_settings(cfg: Any) -> BenchSettings:
         ablate=float(cfg.get("ablate") or 0.0),
         rounds=pairs,
         nm_patterns=nm_patterns,
+        nm_whole_model=bool(values["nm_whole_model"]),
     )
 
 

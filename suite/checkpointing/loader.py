@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from backends.registry import UnknownNameError
 from srigl.condense import unwrap_name
 from suite.checkpointing.files import CheckpointError, read_torch_file
 
@@ -71,7 +72,8 @@ def _shape_from_checkpoint(raw: Mapping[str, Any]) -> tuple[tuple[int, ...], int
 
 
 def _shape_from_dataset(cfg: Any) -> tuple[tuple[int, ...], int] | None:
-    """Input shape and classes of the config's data set (built once), or None."""
+    """Input shape and classes of the config's data set, known without reading its data
+    (:func:`suite.data.sample_shape`), or None (no data set, or one not registered)."""
     ds = cfg.get("dataset") if cfg is not None else None
     if ds is None or "name" not in ds:
         return None
@@ -80,14 +82,14 @@ def _shape_from_dataset(cfg: Any) -> tuple[tuple[int, ...], int] | None:
     opts = OmegaConf.to_container(ds, resolve=True)
     if "input_shape" in opts and "num_classes" in opts:
         return tuple(int(s) for s in opts["input_shape"]), int(opts["num_classes"])
-    from suite.data import create_dataset
+    from suite.data import sample_shape
 
     name = opts.pop("name")
     try:
-        bundle = create_dataset(name, **opts)
-    except Exception:  # missing data, e.g. CIFAR-10 not on this machine: fall back
+        shape, classes = sample_shape(name, **opts)
+    except UnknownNameError:
         return None
-    return tuple(bundle.input_shape), int(bundle.num_classes)
+    return tuple(int(s) for s in shape), int(classes)
 
 
 def _model_choice(

@@ -86,6 +86,7 @@ REPORT_TABLES = (
     "size.csv",
     "bench_rows.csv",
     "whole_model.csv",
+    "nm_whole_model.csv",
     "other_settings.csv",
 )
 
@@ -312,6 +313,10 @@ def backends_section(
         bench, rd.load_reference("layer_timing.csv")
     )
     section["skipped"] = _or_none(rd.skipped_frame(records))
+    nm_whole = rd.nm_whole_model_frame(records)
+    if not nm_whole.empty:
+        out.csv(nm_whole, "nm_whole_model.csv")
+    section["nm_whole_model"] = _or_none(wm.nm_whole_model_table(nm_whole))
     return section
 
 

@@ -695,33 +695,45 @@ def layer_timing_comparison(bench: pd.DataFrame, reference: pd.DataFrame) -> pd.
     return frame[["source", "sparsity", "dense (us)"] + time_cols + speed_cols]
 
 
-def whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """``metrics.whole_model`` of every bench record as rows (a list of dicts, or a dict of
-    dicts keyed by a name), with the record's ``machine`` and a ``speedup_vs_dense`` column
-    (the row's paired ``speedup``, else dense_median_s / median_s of the same row)."""
+def _metric_rows(records: Sequence[Mapping[str, Any]], key: str) -> list[dict[str, Any]]:
+    """``metrics[key]`` of every bench record as rows (a list of dicts, or a dict of dicts keyed
+    by a name), each with the record's ``run_id`` and ``machine``."""
     rows = []
     for rec in records:
         if rec.get("kind") != "bench":
             continue
-        whole = rec["metrics"].get("whole_model")
-        if isinstance(whole, Mapping):
+        found = rec["metrics"].get(key)
+        if isinstance(found, Mapping):
             items = [
                 {"name": k, **v} if isinstance(v, Mapping) else {"name": k, "value": v}
-                for k, v in whole.items()
+                for k, v in found.items()
             ]
-        elif isinstance(whole, list):
-            items = [w for w in whole if isinstance(w, Mapping)]
+        elif isinstance(found, list):
+            items = [w for w in found if isinstance(w, Mapping)]
         else:
             items = []
         for item in items:
             machine = speed.machine_label(rec.get("host"))
             rows.append({"run_id": rec["run_id"], "machine": machine, **item})
-    frame = pd.DataFrame(rows)
+    return rows
+
+
+def whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``metrics.whole_model`` of every bench record as rows (:func:`_metric_rows`), with a
+    ``speedup_vs_dense`` column (the row's paired ``speedup``, else dense_median_s / median_s of
+    the same row)."""
+    frame = pd.DataFrame(_metric_rows(records, "whole_model"))
     if {"median_s", "dense_median_s"} <= set(frame.columns):
         ratio = frame["dense_median_s"] / frame["median_s"]
         own = pd.to_numeric(frame["speedup"], errors="coerce") if "speedup" in frame else ratio * 0
         frame["speedup_vs_dense"] = own.fillna(ratio) if "speedup" in frame else ratio
     return frame
+
+
+def nm_whole_model_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``metrics.nm_whole_model`` of every bench record as rows (:mod:`suite.bench.
+    nm_whole_model`: whole models condensed with N:M vs constant fan-in masks)."""
+    return pd.DataFrame(_metric_rows(records, "nm_whole_model"))
 
 
 WHOLE_MODEL_COLUMNS = (

@@ -29,6 +29,7 @@ __all__ = [
     "AA_BACKEND",
     "aa_table",
     "add_speedups",
+    "interval_cell",
     "layer_text",
     "machine_label",
     "machine_tables",
@@ -240,9 +241,9 @@ def nm_table(bench: pd.DataFrame) -> pd.DataFrame:
                 "batch": int(r["batch"]),
                 "threads": r.get("threads"),
                 "backend": r["backend"],
-                "N:M vs dense": _cell(r, "speedup"),
-                "fan-in vs dense": _cell(r, "fan_in_speedup"),
-                "N:M vs fan-in": _cell(r, "speedup_vs_fan_in"),
+                "N:M vs dense": interval_cell(r, "speedup"),
+                "fan-in vs dense": interval_cell(r, "fan_in_speedup"),
+                "N:M vs fan-in": interval_cell(r, "speedup_vs_fan_in"),
                 "run": r.get("run_id"),
             }
         )
@@ -251,7 +252,7 @@ def nm_table(bench: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _cell(row: Mapping[str, Any], key: str) -> str:
+def interval_cell(row: Mapping[str, Any], key: str) -> str:
     """``row[key]`` with its ``_ci_low`` / ``_ci_high`` as a cell (``-`` where missing)."""
     return speedup_cell(row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high"))
 

@@ -9,6 +9,8 @@ as a frame from :func:`suite.report.frames.whole_model_frame`).
 - :func:`whole_model_costs`: one row per (model, sparsity): params, FLOPs and bytes, dense vs
   condensed.
 - :func:`whole_model_figure`: speed-up vs dense per backend, a panel per model, hue = batch.
+- :func:`nm_whole_model_table`: whole models condensed with N:M vs constant fan-in masks
+  (``metrics.nm_whole_model``, :func:`suite.report.frames.nm_whole_model_frame`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.report.speed import speedup_cell  # noqa: E402
+from suite.report.speed import AA_BACKEND, interval_cell, speedup_cell  # noqa: E402
 
-__all__ = ["whole_model_costs", "whole_model_figure", "whole_model_speedups"]
+__all__ = [
+    "nm_whole_model_table",
+    "whole_model_costs",
+    "whole_model_figure",
+    "whole_model_speedups",
+]
 
 _KEYS = ["model", "sparsity", "batch", "backend"]
 
@@ -151,3 +158,43 @@ def whole_model_figure(whole: pd.DataFrame, path: Path) -> Path | None:
     grid.figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(grid.figure)
     return path
+
+
+def nm_whole_model_table(nm: pd.DataFrame) -> pd.DataFrame:
+    """One row per (machine, model, pattern, batch, threads, backend, run) of whole models
+    condensed with N:M masks vs constant fan-in masks at the same sparsity: the constant fan-in
+    and N:M models' median times (ms), ``N:M vs fan-in`` (the paired speed-up of the N:M model
+    over the constant fan-in model with its 95% interval: "no measurable difference" where it
+    holds 1.0) and ``A/A`` (the same run's constant fan-in model against a copy of itself, its
+    control). Empty in (or no N:M rows), empty out."""
+    if nm.empty or "pattern" not in nm:
+        return pd.DataFrame()
+    frame = nm.copy()
+    frame["model"] = _label(frame)
+    keys = ["run_id", "model", "pattern", "batch"]
+    aa = {
+        tuple(r[k] for k in keys): interval_cell(r, "speedup")
+        for r in frame[frame["backend"] == AA_BACKEND].to_dict("records")
+    }
+    rows = []
+    for r in frame[frame["backend"] != AA_BACKEND].to_dict("records"):
+        rows.append(
+            {
+                "machine": r.get("machine"),
+                "model": r["model"],
+                "pattern": f"{r['pattern']} ({float(r['sparsity']):.1%})",
+                "N:M layers": r.get("nm_layers"),
+                "batch": int(r["batch"]),
+                "threads": r.get("threads"),
+                "backend": r["backend"],
+                "fan-in (ms)": r["dense_median_s"] * 1e3,
+                "N:M (ms)": r["median_s"] * 1e3,
+                "N:M vs fan-in": interval_cell(r, "speedup_vs_fan_in"),
+                "A/A": aa.get(tuple(r[k] for k in keys), "-"),
+                "run": r.get("run_id"),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    order = ["machine", "model", "pattern", "batch", "threads", "backend", "run"]
+    return pd.DataFrame(rows).sort_values(order, kind="stable").reset_index(drop=True)

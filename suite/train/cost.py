@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-INT16_LIMIT = 32768
+from backends.fused_cpu import kernel_index_dtype
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list:
@@ -91,7 +91,7 @@ def model_bytes(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
     for name, v in _views(model, masks).items():
         size = every_name[name].element_size()
         full = v.numel * size
-        idx = 2 if v.dense_fan_in < INT16_LIMIT else 4
+        idx = kernel_index_dtype(v.dense_fan_in).itemsize
         csr += v.nnz * (size + 4) + (v.rows + 1) * 4 - full
         condensed += v.n_active * v.k_max * (size + idx) + v.n_active * 4 - full
     return {"dense": dense, "sparse_csr": csr, "condensed": condensed}

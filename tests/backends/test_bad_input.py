@@ -26,6 +26,13 @@ def test_wrong_input_width_names_expected_and_got(name):
 
 
 @pytest.mark.parametrize("name", backends.names())
+def test_an_input_that_is_not_a_tensor_names_what_came(name):
+    layer = _layer(name)
+    with pytest.raises(BadInputError, match=r"'fc'.*expected a tensor, got <class 'list'>"):
+        layer([0.0] * 37)
+
+
+@pytest.mark.parametrize("name", backends.names())
 def test_wrong_input_dtype_names_expected_and_got(name):
     layer = _layer(name)
     with pytest.raises(TypeError, match=r"expected input dtype torch\.float32, got torch\.float64"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 import backends
 import backends.conv
 from backends import dense_kernel
+from backends.kernels import tune_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 DENSE_BASELINES = ("dense", "dense_kernel", "dense_mkldnn")
@@ -161,6 +163,44 @@ def test_dense_kernel_tunes_once_per_bucket_and_reuses_the_machine_cache(tmp_pat
     dense_kernel._TUNE_CACHE.forget()  # a new process: read from the file
     again = backends.create("dense_kernel", w, mask, b)
     assert again.variant_code(7) == code  # 5 and 7 share a bucket
+    dense_kernel._TUNE_CACHE.forget()
+
+
+def test_dense_kernel_times_again_an_entry_from_a_loaded_machine_or_naming_no_variant(
+    tmp_path, monkeypatch
+):
+    _skip_unavailable("dense_kernel")
+    monkeypatch.setenv("SRIGL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(dense_kernel, "_TUNE", [True])
+    dense_kernel._TUNE_CACHE.forget()
+    w, mask, b = _layer(50, 41)
+    threads = torch.get_num_threads()
+    backends.create("dense_kernel", w, mask, b).variant_code(5, threads)
+    path = next((tmp_path / "tuner").glob("dense-*.json"))
+    entry = json.loads(path.read_text())["entries"]["41x50:b3"]
+    assert isinstance(entry["load_avg_1m"], (float, type(None)))  # the fused tuner's field
+    timed = []
+    real = dense_kernel.fastest_interleaved
+    monkeypatch.setattr(dense_kernel, "fastest_interleaved", lambda *a: timed.append(1) or real(*a))
+    cores = os.cpu_count() or 1
+
+    def rewrite(value) -> None:
+        data = json.loads(path.read_text())
+        data["entries"]["41x50:b3"] = value
+        path.write_text(json.dumps(data))
+        dense_kernel._TUNE_CACHE.forget()
+
+    rewrite({**entry, "load_avg_1m": 4.0 * cores})  # timed while very busy
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 0.0)  # quiet now
+    assert backends.create("dense_kernel", w, mask, b).variant_code(5, threads) in (
+        dense_kernel.candidates(threads)
+    )
+    assert timed
+    timed.clear()
+    rewrite({"variant": -7})  # no variant of this machine
+    with pytest.warns(tune_cache.TuneCacheWarning, match="41x50:b3"):
+        backends.create("dense_kernel", w, mask, b).variant_code(5, threads)
+    assert timed
     dense_kernel._TUNE_CACHE.forget()
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import backends
 from backends.kernels import linear_tuner as tuner
-from backends.kernels import ops
+from backends.kernels import ops, tune_cache
 
 pytestmark = pytest.mark.skipif(not ops.available()[0], reason=f"C++: {ops.available()[1]}")
 
@@ -143,10 +143,10 @@ def test_a_winner_timed_on_a_loaded_machine_is_timed_again_when_quiet(cache, mon
     timed = []
     real = tuner.measure
     monkeypatch.setattr(tuner, "measure", lambda *a: timed.append(1) or real(*a))
-    monkeypatch.setattr(tuner, "load_average", lambda: 0.0)  # quiet now
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 0.0)  # quiet now
     _layer().tune([1], threads=2)
     assert timed
-    monkeypatch.setattr(tuner, "load_average", lambda: 4.0 * cores)  # still busy: keep it
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 4.0 * cores)  # still busy: keep it
     tuner.forget_memory()
     timed.clear()
     data["entries"][key]["load_avg_1m"] = 4.0 * cores

@@ -15,9 +15,9 @@ import suite
 from backends.dense import DenseLinear
 from srigl.masks import SparsityTooHighError
 from suite.bench import BenchConfigError, resolve_settings, run_bench
-from suite.bench.checkpoint import CheckpointError
 from suite.bench.masks import model_masks
 from suite.bench.timing import BenchMismatchError, check_linear
+from suite.checkpointing.loader import CheckpointError
 from suite.results import BENCH_INTERVAL_KEYS, BENCH_ROW_KEYS, ResultStore
 from suite.runtime import set_threads
 

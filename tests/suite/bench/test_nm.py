@@ -4,7 +4,6 @@ in the same cases; bad patterns are one-line errors before any compute."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 import suite.bench.nm as bench_nm
 from backends.nm import is_nm
@@ -105,10 +104,3 @@ def test_nm_run_times_exact_nm_masks_beside_fan_in_at_the_same_sparsity(
         assert r["fan_in_speedup"] == other["speedup"]
     aa = [r for r in rows if r["backend"] == "dense_aa"]
     assert len(aa) == 2 * 2 * 2 and all(r["pattern"] == r["nm_pair"] for r in aa)
-
-
-def test_fan_in_mask_keeps_k_per_neuron_and_refuses_k_out_of_range():
-    gen = torch.Generator().manual_seed(0)
-    assert (bench_nm.fan_in_mask((5, 12), 3, gen).sum(1) == 3).all()
-    with pytest.raises(ValueError, match="k=0 is invalid for in_features 12"):
-        bench_nm.fan_in_mask((5, 12), 0, gen)

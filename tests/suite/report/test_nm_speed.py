@@ -95,3 +95,47 @@ def test_a_record_of_only_the_nm_comparison_renders_without_an_empty_grid(tmp_pa
     text = build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "Only the N:M comparison was timed on this machine" in text
     assert "**vs dense `F.linear`**" not in text and "1.25 [1.10, 1.40]" in text
+
+
+def _whole(backend, batch, speedup, low, high, **kw):
+    """A row of ``metrics.nm_whole_model`` (suite.bench.nm_whole_model)."""
+    row = {
+        "model": "vit_b16",
+        "experiment": "imagenet_vit_b16",
+        "backend": backend,
+        "batch": batch,
+        "pattern": "1:4",
+        "nm_pair": "1:4",
+        "sparsity": 0.75,
+        "nm_layers": 48,
+        "threads": 2,
+        "speedup": speedup,
+        "speedup_ci_low": low,
+        "speedup_ci_high": high,
+        "median_s": 0.010 / speedup,
+        "dense_median_s": 0.010,
+    }
+    if backend != "dense_aa":
+        row.update(
+            speedup_vs_fan_in=speedup,
+            speedup_vs_fan_in_ci_low=low,
+            speedup_vs_fan_in_ci_high=high,
+        )
+    return {**row, **kw}
+
+
+def test_the_nm_section_has_a_whole_model_table_with_the_interval_and_its_aa_control(tmp_path):
+    whole = [_whole("dense_aa", 1, 1.0, 0.99, 1.01), _whole("fused", 1, 1.3, 1.2, 1.4)]
+    whole += [_whole("dense_aa", 32, 1.0, 0.98, 1.03), _whole("fused", 32, 1.01, 0.96, 1.06)]
+    record = _record(_grid())
+    record["metrics"]["nm_whole_model"] = whole
+    write_store(tmp_path / "runs", [record])
+    text = build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
+    section = text.split("## N:M vs constant fan-in")[1].split("\n## ")[0]
+    table = section.split("### N:M speed, whole models")[1]
+    lines = [ln for ln in table.splitlines() if "imagenet_vit_b16" in ln]
+    assert len(lines) == 2  # one per batch; the A/A rows are a column, not rows
+    assert "1:4 (75.0%)" in lines[0] and "1.30 [1.20, 1.40]" in lines[0]
+    assert "no measurable difference [0.99, 1.01]" in lines[0]  # batch 1's A/A
+    assert "no measurable difference [0.96, 1.06]" in lines[1]
+    assert (tmp_path / "out" / "tables" / "nm_whole_model.csv").exists()

@@ -1,0 +1,41 @@
+"""What the eager forward of the hand-written kernels shares (``fused``, ``dense_kernel``,
+``fused_conv``, ``fused_triton``): the few steps a batch-1 call cannot avoid, and nothing else.
+
+At batch 1 a layer's Python work (input checks, module attribute look-ups, the dispatcher's
+autograd formula) costs as much as the kernel, so a baseline whose forward does more Python
+than the condensed layer's looks slower than its kernel is. Both kernels' forwards call their
+operator through :func:`call_op` (the raw operator, below the autograd key unless x needs a
+gradient) and decide "is a gradient needed" with :func:`grad_needed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: what torch.library's autograd formulas use to call an op without recording a gradient
+BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+
+
+def raw_op(overload: Any) -> Any:
+    """The C++ callable behind an ``OpOverload`` (``torch.ops.ns.op.default``): calling it skips
+    the Python overload object's ``__call__`` (same dispatch, fewer Python frames)."""
+    return getattr(overload, "_op", overload)
+
+
+def grad_needed(x: torch.Tensor, values: torch.Tensor) -> bool:
+    """A gradient is needed: grad mode is on and x (any shape) or the layer's ``values``
+    require grad. The kernels without a backward (numba, Triton, the direct conv) then run the
+    differentiable reference form instead."""
+    return torch.is_grad_enabled() and (x.requires_grad or values.requires_grad)
+
+
+def call_op(op: Any, x: torch.Tensor, *args: Any) -> torch.Tensor:
+    """``op(x, *args)`` for an operator whose autograd concerns x only (float32 CPU tensors in,
+    one tensor out): below the autograd key (its Python formula is not entered) unless grad
+    mode is on and x requires grad."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return op(x, *args)
+    with BELOW_AUTOGRAD():
+        return op(x, *args)
