@@ -165,14 +165,7 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
           if (nc < T) std::memset(tile + i * T + nc, 0, (T - nc) * sizeof(float));
         }
       } else {
-        for (int64_t c = 0; c < T; ++c) {
-          if (c < nc) {
-            const float* src = x + (m0 + c) * ldx;
-            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = src[i];
-          } else {
-            for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = 0.0f;
-          }
-        }
+        kt.pack_tile(x + m0 * ldx, ldx, nc, i0, i1, tile, T);
       }
     }
 #pragma omp barrier
