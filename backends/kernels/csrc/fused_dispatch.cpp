@@ -196,10 +196,11 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
   if (!transposed) {
     TORCH_CHECK(x.dim() >= 1 && x.size(-1) == L.in, "srigl::fused: expected input [..., ",
                 L.in, "], got ", x.sizes());
-    x2 = x.reshape({-1, L.in});
+    // a 2-D x is used as it is (no reshaped view to make per call)
+    x2 = x.dim() == 2 ? x : x.reshape({-1, L.in});
     if (x2.stride(1) != 1 || (x2.size(0) > 1 && x2.stride(0) < L.in)) x2 = x2.contiguous();
     m = x2.size(0);
-    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    at::DimVector shape(x.sizes());  // on the stack (no heap allocation per call)
     shape.back() = L.out;
     y = at::empty(shape, x.options());
     ldx = x2.size(0) > 1 ? x2.stride(0) : L.in;
