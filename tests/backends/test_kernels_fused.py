@@ -126,6 +126,26 @@ def test_strided_and_batched_inputs_match_contiguous_ones():
             torch.testing.assert_close(y, ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("batch", [16, 83, 130])
+def test_tiled_variants_straddling_the_simd_transpose_blocks_match_reference(batch):
+    """The tiled kernels transpose x into tiles and their results back into y in SIMD
+    (VL x VL) blocks: inputs, batch columns and neurons that are not multiples of 8 or 16, rows
+    of x with a stride larger than in, and all neurons active (the vector write)."""
+    case = Case("straddle", 130, 50, 11, 50, ())
+    weight, mask, bias = constant_fan_in_layer(case, 4)
+    o = ops.load()
+    blob = _pack(weight, mask, bias, (0, 0))
+    x = torch.randn(batch, 200)[:, 3 : 3 + case.in_features]  # row stride 200
+    tiled = [c for c in all_variants(blob) if ops.decode(c).family in (2, 3)]
+    assert tiled
+    for code in tiled:
+        what = ops.variant_name(code)
+        _check(o.fused_linear_variant(x, blob, code, case.out_features, False), x, weight, mask,
+               bias, case.k, what)
+        yt = o.fused_linear_variant(x.T.contiguous(), blob, code, case.out_features, True)
+        _check(yt.T, x, weight, mask, bias, case.k, what + " transposed")
+
+
 def test_nonfinite_inputs_in_kept_columns_propagate_like_masked_dense():
     """inf/NaN in a column: the neurons that keep it give what F.linear gives; the others
     (masked dense: 0 * inf = NaN) give the finite sum of their kept terms."""

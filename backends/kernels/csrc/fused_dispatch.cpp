@@ -123,8 +123,8 @@ void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int6
 
 // Inputs [i0, i1) of x rows m0 .. m0 + nc - 1 (or, if x_transposed, of xt [in, M], row stride
 // ldx) -> rows i0 .. i1 - 1 of the zero-padded tile [in][T].
-void fill_tile(const float* x, int64_t ldx, bool x_transposed, int64_t m0, int64_t nc,
-               int64_t T, int64_t i0, int64_t i1, float* tile) {
+void fill_tile(const KernelTable& kt, const float* x, int64_t ldx, bool x_transposed, int64_t m0,
+               int64_t nc, int64_t T, int64_t i0, int64_t i1, float* tile) {
   if (x_transposed) {
     for (int64_t i = i0; i < i1; ++i) {
       std::memcpy(tile + i * T, x + i * ldx + m0, nc * sizeof(float));
@@ -132,14 +132,7 @@ void fill_tile(const float* x, int64_t ldx, bool x_transposed, int64_t m0, int64
     }
     return;
   }
-  for (int64_t c = 0; c < T; ++c) {
-    if (c < nc) {
-      const float* src = x + (m0 + c) * ldx;
-      for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = src[i];
-    } else {
-      for (int64_t i = i0; i < i1; ++i) tile[i * T + c] = 0.0f;
-    }
-  }
+  kt.pack_tile(x + m0 * ldx, ldx, nc, i0, i1, tile, T);  // SIMD transpose, zero columns >= nc
 }
 
 // x rows (unit column stride, row stride ldx) or, if x_transposed, xt [in, M] (row stride
@@ -161,7 +154,7 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
   srigl_pool::parallel_ranges(ntiles * nib, par, [&](int64_t lo, int64_t hi) {
     for (int64_t item = lo; item < hi; ++item) {
       const int64_t tix = item / nib, i0 = (item % nib) * IB, m0 = tix * T;
-      fill_tile(x, ldx, x_transposed, m0, std::min(T, m - m0), T, i0, std::min(i0 + IB, in),
+      fill_tile(kt, x, ldx, x_transposed, m0, std::min(T, m - m0), T, i0, std::min(i0 + IB, in),
                 tiles + tix * in * T);
     }
   });
@@ -192,10 +185,11 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
   if (!transposed) {
     TORCH_CHECK(x.dim() >= 1 && x.size(-1) == L.in, "srigl::fused: expected input [..., ",
                 L.in, "], got ", x.sizes());
-    x2 = x.reshape({-1, L.in});
+    // a 2-D x is used as it is (no reshaped view to make per call)
+    x2 = x.dim() == 2 ? x : x.reshape({-1, L.in});
     if (x2.stride(1) != 1 || (x2.size(0) > 1 && x2.stride(0) < L.in)) x2 = x2.contiguous();
     m = x2.size(0);
-    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    at::DimVector shape(x.sizes());  // on the stack (no heap allocation per call)
     shape.back() = L.out;
     y = at::empty(shape, x.options());
     ldx = x2.size(0) > 1 ? x2.stride(0) : L.in;

@@ -476,16 +476,119 @@ void tiled_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j
   }
 }
 
+// ---------------------------------------------------------------- VL x VL transposes
+// r[0..VL-1] (VL vectors) -> their transpose, in place.
+#if defined(SRIGL_ISA_AVX512)
+inline void transpose_vl(vf* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);      // a0 b0 a1 b1 (per 128-bit lane)
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);  // a2 b2 a3 b3
+  }
+  for (int i = 0; i < 16; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      r[i + h] = _mm512_shuffle_ps(t[i + h], t[i + 2 + h], 0x44);      // a b c d, element 0|2
+      r[i + 2 + h] = _mm512_shuffle_ps(t[i + h], t[i + 2 + h], 0xee);  // element 1|3
+    }
+  // now r[4q + e] (e = 0: elements 0, 1: 2, 2: 1, 3: 3 of each 128-bit lane) holds rows
+  // 4q..4q+3 of element column e' in each 128-bit lane
+  for (int q = 0; q < 4; ++q) {
+    t[q * 4 + 0] = r[q * 4 + 0];
+    t[q * 4 + 1] = r[q * 4 + 2];
+    t[q * 4 + 2] = r[q * 4 + 1];
+    t[q * 4 + 3] = r[q * 4 + 3];
+  }
+  // t[4q + e]: 128-bit lane L holds rows 4q..4q+3 of column 4L + e
+  for (int e = 0; e < 4; ++e) {
+    const __m512 a = t[e], b = t[4 + e], c = t[8 + e], d = t[12 + e];
+    const __m512 ab_lo = _mm512_shuffle_f32x4(a, b, 0x44);  // a.L0 a.L1 b.L0 b.L1
+    const __m512 ab_hi = _mm512_shuffle_f32x4(a, b, 0xee);  // a.L2 a.L3 b.L2 b.L3
+    const __m512 cd_lo = _mm512_shuffle_f32x4(c, d, 0x44);
+    const __m512 cd_hi = _mm512_shuffle_f32x4(c, d, 0xee);
+    r[e] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);       // a.L0 b.L0 c.L0 d.L0: column e
+    r[4 + e] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xdd);   // column 4 + e
+    r[8 + e] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);   // column 8 + e
+    r[12 + e] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xdd);  // column 12 + e
+  }
+}
+#define SRIGL_HAVE_TRANSPOSE 1
+#elif defined(SRIGL_ISA_AVX2)
+inline void transpose_vl(vf* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i + 0] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);      // column 0 (lane 0), 4 (lane 1)
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);      // column 1, 5
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);  // column 2, 6
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);  // column 3, 7
+  }
+  for (int e = 0; e < 4; ++e) {
+    r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+    r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+  }
+}
+#define SRIGL_HAVE_TRANSPOSE 1
+#endif
+
+// Tile rows [i0, i1) of a [in][T] tile from x rows 0..nc-1 (row stride ldx, unit column
+// stride): tile[i * T + c] = x[c * ldx + i], zero for c in [nc, T).
+void pack_tile(const float* x, int64_t ldx, int64_t nc, int64_t i0, int64_t i1, float* tile,
+               int64_t T) {
+  int64_t i = i0;
+#if defined(SRIGL_HAVE_TRANSPOSE)
+  const int64_t cfull = nc / VL * VL;
+  for (; i + VL <= i1; i += VL) {
+    for (int64_t c = 0; c < cfull; c += VL) {
+      vf r[VL];
+      for (int q = 0; q < VL; ++q) r[q] = vload(x + (c + q) * ldx + i);
+      transpose_vl(r);
+      for (int q = 0; q < VL; ++q) vstore(tile + (i + q) * T + c, r[q]);
+    }
+    for (int64_t q = i; q < i + VL; ++q) {
+      for (int64_t c = cfull; c < nc; ++c) tile[q * T + c] = x[c * ldx + q];
+      for (int64_t c = nc; c < T; ++c) tile[q * T + c] = 0.0f;
+    }
+  }
+#endif
+  for (; i < i1; ++i) {
+    for (int64_t c = 0; c < nc; ++c) tile[i * T + c] = x[c * ldx + i];
+    for (int64_t c = nc; c < T; ++c) tile[i * T + c] = 0.0f;
+  }
+}
+
 // Results ybuf [je - jb][T] of neurons jb..je-1 for tile columns 0..ncols-1 -> out (+ bias).
 template <int T>
 void write_tile(const LayerView& L, const float* ybuf, int64_t jb, int64_t je, int64_t ncols,
                 int64_t m0, float* out, int64_t som, int64_t soj) {
   if (soj == 1) {  // y [M, out]: neurons contiguous within a row
+    int64_t j = jb;
+#if defined(SRIGL_HAVE_TRANSPOSE)
+    // all neurons active: VL x VL blocks of ybuf transposed into VL consecutive outputs of
+    // VL rows
+    if (L.all_active) {
+      const int64_t cfull = ncols / VL * VL;
+      for (; j + VL <= je; j += VL) {
+        const vf b = vload(L.bias + j);
+        for (int64_t c = 0; c < cfull; c += VL) {
+          vf r[VL];
+          for (int q = 0; q < VL; ++q) r[q] = vload(ybuf + (j - jb + q) * T + c);
+          transpose_vl(r);
+          for (int q = 0; q < VL; ++q) vstore(out + (m0 + c + q) * som + j, vadd(r[q], b));
+        }
+        for (int64_t c = cfull; c < ncols; ++c)
+          for (int64_t q = j; q < j + VL; ++q)
+            out[(m0 + c) * som + q] = ybuf[(q - jb) * T + c] + L.bias[q];
+      }
+    }
+#endif
     for (int64_t c = 0; c < ncols; ++c) {
       float* dst = out + (m0 + c) * som;
-      for (int64_t j = jb; j < je; ++j) {
-        const int64_t col = col_of(L, j);
-        dst[col] = ybuf[(j - jb) * T + c] + L.bias[col];
+      for (int64_t q = j; q < je; ++q) {
+        const int64_t col = col_of(L, q);
+        dst[col] = ybuf[(q - jb) * T + c] + L.bias[col];
       }
     }
   } else {  // transposed output [out, M]: batch columns contiguous within a neuron
@@ -586,7 +689,7 @@ void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64
 extern const KernelTable SRIGL_TABLE = {
     SRIGL_TABLE_NAME,       SRIGL_NS::rows,       SRIGL_NS::perm_any,
     SRIGL_NS::perm_supports, SRIGL_NS::tile_width, SRIGL_NS::tiled,
-    SRIGL_NS::tiled_blocked, SRIGL_NS::nm,
+    SRIGL_NS::tiled_blocked, SRIGL_NS::nm,         SRIGL_NS::pack_tile,
 };
 
 }  // namespace srigl

@@ -69,6 +69,10 @@ struct KernelTable {
   // the 4-bit offsets
   void (*nm)(const LayerView&, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j0,
              int64_t j1, float* out, int64_t som, int64_t soj);
+  // tile rows [i0, i1) of a [in][T] tile from x rows 0..nc-1 (row stride ldx, unit column
+  // stride; nc <= T): tile[i * T + c] = x[c * ldx + i], zero for c >= nc (SIMD transposes)
+  void (*pack_tile)(const float* x, int64_t ldx, int64_t nc, int64_t i0, int64_t i1,
+                    float* tile, int64_t T);
 };
 
 extern const KernelTable kGeneric;
