@@ -275,8 +275,10 @@ def test_sparse_attention_false_counts_attention_as_forced_dense_inside_the_budg
     attention = model.attn.in_proj_weight.numel() + model.attn.out_proj.weight.numel()
     n_all = attention + model.fc1.weight.numel() + model.fc2.weight.numel()
     nnz = sum(int(m.sum()) for m in trainer.masks.values()) + attention
-    assert n_all * 0.5 - len(trainer.masks) < nnz <= n_all * 0.5
-    assert trainer.stats()["global_density"] == pytest.approx(0.5, abs=2 / n_all)
+    # within the largest sparse layer's neuron count (64) of d * N: the shared constant fan-in
+    # allocation is neuron-granular (srigl/budgets.py)
+    assert abs(nnz - n_all * 0.5) <= 64
+    assert trainer.stats()["global_density"] == pytest.approx(0.5, abs=64 / n_all)
 
 
 @pytest.mark.parametrize("name", SPARSE)
