@@ -259,8 +259,9 @@ class SparsityTooHighError(ValueError):
 
 
 def layer_budget(numel: int, density: float) -> int:
-    """B = floor(numel * density): the non-zeros a layer may hold (SPEC section 1), the one
-    formula of trainers and benchmarks alike.
+    """B = floor(numel * density): the non-zeros one layer may hold at ``density`` on its own
+    (benchmark masks, :func:`constant_fan_in_mask`). Trainers do not use it: their budgets are
+    the shared constant fan-in allocation of :mod:`srigl.budgets` (B_l = k_l * out_l).
 
     The product is rounded to 6 decimals first, which absorbs float error (2000 * (1 - 0.9) is
     199.99999999999997; B is 200).

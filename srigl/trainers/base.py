@@ -122,7 +122,6 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
             eligible,
             sparsity=self.sparsity,
             distribution=self.distribution,
-            constant_fan_in=self.constant_fan_in,
             dense_layers=config.dense_layers,
             no_ablation=config.no_ablation,
             dense_first_layer=config.dense_first_layer,

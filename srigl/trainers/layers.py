@@ -3,6 +3,14 @@
 ``build_layers`` turns the sparse-eligible weights into :class:`Layer` records: which are kept
 dense (options and the density distribution), each one's density and budget B_l, and whether
 SRigL may ablate its neurons.
+
+Equal budgets: every method (static, SET, RigL, SRigL...) gets the same budgets, from one
+constant fan-in allocation (:func:`srigl.budgets.constant_fan_in_allocation`): layer l keeps
+k_l >= 1 weights per neuron, B_l = k_l * out_l, the k_l chosen so that the global count is as
+close as possible to the distribution's d * N. SRigL holds k_l per neuron, the unstructured
+methods hold B_l anywhere in the layer. After ablating neurons SRigL keeps
+k' = floor(B_l / n_active) per active neuron, so it may then hold up to n_active - 1 fewer
+weights than B_l in that layer.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from srigl.budgets import constant_fan_in_allocation
 from srigl.distributions import layer_densities
-from srigl.errors import EmptyLayerError, SparsityConfigError
-from srigl.masks import SparseParam, check_globs, forced_dense_names, layer_budget, matches_any
+from srigl.errors import SparsityConfigError
+from srigl.masks import SparseParam, check_globs, forced_dense_names, matches_any
 
 #: what a trainer's rule returns for one layer: (kept, new_mask), both bool [out, F]
 Kept = tuple[Tensor, Tensor]
@@ -25,12 +34,14 @@ class Layer:
     """A sparse layer as the trainer sees it.
 
     Attributes:
-        name: unwrapped parameter name; param: the weight; density: its target density;
-        budget: B_l = floor(numel * density); may_ablate: SRigL may switch its neurons off;
+        name: unwrapped parameter name; param: the weight; density: budget / numel, its
+        allocated density; budget: B_l = k_l * out, k_l the layer's fan-in of the shared
+        constant fan-in allocation (the same for every method); may_ablate: SRigL may switch
+        its neurons off;
         is_classifier: the last eligible layer of the model.
         fixed_fan_in: the fan-in every active neuron keeps whatever the number of active
             neurons (options ``fan_in`` / ``n_m``: budget = fixed_fan_in * out), or None (the
-            constant fan-in is then floor(budget / n_active)).
+            constant fan-in is then floor(budget / n_active): k_l while no neuron is ablated).
         n_m: (N, M): every group of M consecutive inputs of an active neuron holds exactly N
             non-zeros (its flattened fan-in is a multiple of M); None without that constraint.
     """
@@ -60,7 +71,6 @@ def build_layers(
     *,
     sparsity: float,
     distribution: str,
-    constant_fan_in: bool,
     dense_layers: Iterable[str],
     no_ablation: Iterable[str],
     dense_first_layer: bool,
@@ -73,13 +83,15 @@ def build_layers(
 ) -> dict[str, Layer]:
     """The sparse layers among ``eligible`` (in order), keyed by parameter name.
 
-    Layers whose density is 1 (forced dense or by the distribution) are left out. With
-    ``fan_in`` or ``n_m`` the budgets follow from them (:func:`fixed_fan_in_layers`) and
-    ``sparsity`` / ``distribution`` are not used.
+    Layers whose density is 1 (forced dense or by the distribution) are left out, and so is a
+    layer whose allocated fan-in k_l equals its dense fan-in. The budgets are the shared
+    constant fan-in allocation (module docstring), the same whether the trainer is constant
+    fan-in or unstructured. With ``fan_in`` or ``n_m`` the budgets follow from them
+    (:func:`fixed_fan_in_layers`) and ``sparsity`` / ``distribution`` are not used.
 
     Raises:
-        ValueError: a ``no_ablation`` glob that matches nothing. EmptyLayerError: a layer
-            whose budget (or fan-in, with ``constant_fan_in``) would be 0.
+        ValueError: a ``no_ablation`` glob that matches nothing. BudgetError: the sparsity
+            leaves fewer weights than one per neuron of the sparse layers.
     """
     forced = forced_dense_names(
         eligible, dense_layers, dense_first_layer, dense_classifier, sparse_attention
@@ -89,25 +101,23 @@ def build_layers(
     shapes = {p.name: p.shape for p in eligible}
     kwargs = {} if distribution == "uniform" else {"power": erk_power}
     densities = layer_densities(distribution, shapes, 1.0 - sparsity, dense=forced, **kwargs)
+    sparse = [p for p in eligible if densities[p.name] < 1.0]
+    ks = constant_fan_in_allocation(
+        {p.name: (p.out_features, p.fan_in) for p in sparse},
+        densities,
+        sparsity=sparsity,
+        other_numel=sum(p.numel for p in eligible) - sum(p.numel for p in sparse),
+    )
     may_ablate = _ablation_rule(eligible, no_ablation, ablate_classifier)
     classifier = eligible[-1].name
     layers: dict[str, Layer] = {}
-    for p in eligible:
-        density = densities[p.name]
-        if density >= 1.0:
+    for p in sparse:
+        if ks[p.name] == p.fan_in:
             continue
-        budget = layer_budget(p.numel, density)
-        layer = Layer(p.name, p.param, density, budget, may_ablate(p), p.name == classifier)
-        per_neuron = budget // layer.out_features if constant_fan_in else budget
-        if per_neuron == 0:
-            what = "fan-in k = floor(B_l / out)" if constant_fan_in else "budget B_l"
-            raise EmptyLayerError(
-                f"layer {p.name!r} of shape {tuple(p.shape)} at density {density:.4g} gets "
-                f"{what} = 0 (B_l = {budget}); allowed: at least 1 weight per neuron. "
-                f"Keep it dense with dense_layers=[{p.name!r}], lower the sparsity, or use "
-                "another distribution"
-            )
-        layers[p.name] = layer
+        budget = ks[p.name] * p.out_features
+        layers[p.name] = Layer(
+            p.name, p.param, budget / p.numel, budget, may_ablate(p), p.name == classifier
+        )
     return layers
 
 

@@ -9,7 +9,9 @@ Per layer, at an update with drop fraction f (SPEC.md section 2):
    k0 = floor(B / out), are ablated (recomputed every update, so a neuron can come back),
    keeping at least ceil(B / fan_in) neurons. The classifier is never ablated unless
    ``ablate_classifier=True``; layers matching ``no_ablation`` neither.
-3. Redistribute: k' = floor(B / n_active).
+3. Redistribute: k' = floor(B / n_active). B = k_l * out is the budget every method shares
+   (:mod:`srigl.budgets`), so k' = k_l while no neuron is ablated; with ablated neurons the
+   layer holds k' * n_active, up to n_active - 1 weights below B.
 4. Drop: keep the top n_keep by |W| among the active weights of active neurons; a neuron
    keeping more than k' keeps its k' largest.
 5. Grow: each active neuron grows k' - kept_i positions by |grad| within its row; new weights

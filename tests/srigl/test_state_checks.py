@@ -27,7 +27,7 @@ def _one_more_in_row(mask, row=0):
     "name,kwargs,tamper,match",
     [
         ("srigl", {}, _one_more_in_row, r"keep 4\.\.5 non-zeros; allowed: exactly k = .* = 4"),
-        ("rigl", {}, _one_more_in_row, r"B = 201\) has 202 non-zeros; allowed: exactly B"),
+        ("rigl", {}, _one_more_in_row, r"B = 192\) has 193 non-zeros; allowed: exactly B"),
         ("rigl", {"constant_fan_in": True}, lambda m: m & (torch.arange(48) > 0)[:, None],
          r"1 ablated neurons; allowed: none"),
         ("srigl", {"ablation": False}, lambda m: m & (torch.arange(48) > 0)[:, None],
