@@ -140,8 +140,15 @@ def test_tiled_variants_straddling_the_simd_transpose_blocks_match_reference(bat
     assert tiled
     for code in tiled:
         what = ops.variant_name(code)
-        _check(o.fused_linear_variant(x, blob, code, case.out_features, False), x, weight, mask,
-               bias, case.k, what)
+        _check(
+            o.fused_linear_variant(x, blob, code, case.out_features, False),
+            x,
+            weight,
+            mask,
+            bias,
+            case.k,
+            what,
+        )
         yt = o.fused_linear_variant(x.T.contiguous(), blob, code, case.out_features, True)
         _check(yt.T, x, weight, mask, bias, case.k, what + " transposed")
 
