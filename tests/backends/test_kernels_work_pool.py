@@ -1,11 +1,14 @@
 """The kernels' work-claiming pool (backends/kernels/csrc/work_pool.h): the parallel variants of
 the fused and dense kernels give the serial results bit for bit with 1 and 2 threads, from
-several Python threads at once, in a forked child, and when the helper thread never comes."""
+several Python threads at once, in a forked child, and when the helper thread never comes; a
+chunk that throws raises on the caller and leaves the pool usable; a helper thread that cannot
+start makes the job serial."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 
 import pytest
@@ -180,3 +183,66 @@ def test_the_caller_finishes_alone_when_the_helper_never_comes(two_threads):
     assert after[1] > before[1], "no parallel job ran"
     assert after[3] == before[3], "a delayed helper claimed a chunk"
     _same(_all_results(xs), want, "after the late helper woke")
+
+
+def _runs_in_parallel() -> None:
+    """Pool jobs of 16 chunks of 2 ms each run in parallel (not serially: the pool is free), and
+    within 5 s a helper claims chunks again (one still sleeping off an earlier test's
+    pool_set_helper_delay comes back)."""
+    o = ops.load()
+    deadline = time.monotonic() + 5.0
+    while True:
+        before = o.pool_stats()
+        assert o.pool_test_chunks(16, -1, 2000) == 16
+        after = o.pool_stats()
+        assert after[1] == before[1] + 1, "the job after the exception did not run in parallel"
+        assert after[2] == before[2], "the job after the exception ran serially (pool held)"
+        if after[3] > before[3]:
+            return
+        assert time.monotonic() < deadline, "no helper ran a chunk within 5 s"
+
+
+def test_a_chunk_that_throws_on_the_caller_raises_and_the_pool_stays_parallel(two_threads):
+    o = ops.load()
+    xs = _inputs()
+    want = _all_results(xs)
+    o.pool_set_helper_delay(200_000)  # the caller runs every chunk, chunk 3 among them
+    try:
+        with pytest.raises(RuntimeError, match="chunk 3 failed on the caller"):
+            o.pool_test_chunks(8, 3, 0)
+    finally:
+        o.pool_set_helper_delay(0)
+    time.sleep(0.3)  # the delayed helper wakes, finds no chunk and waits for the next job
+    _runs_in_parallel()
+    with pytest.raises(RuntimeError, match="chunk 5 failed"):  # on whichever thread ran it
+        o.pool_test_chunks(8, 5, 0)
+    _runs_in_parallel()
+    _same(_all_results(xs), want, "after an exception in a chunk")
+
+
+def test_a_chunk_that_throws_on_a_helper_raises_on_the_caller(two_threads):
+    o = ops.load()
+    for _ in range(10):  # every helper chunk throws; a try where no helper came raises nothing
+        try:
+            o.pool_test_chunks(16, -2, 2000)
+        except RuntimeError as err:
+            assert "failed on the helper" in str(err)
+            break
+    else:
+        pytest.fail("no helper ran a chunk in 10 jobs of 16 chunks of 2 ms")
+    _runs_in_parallel()
+
+
+def test_a_helper_thread_that_cannot_start_makes_the_job_serial(two_threads):
+    o = ops.load()
+    assert o.pool_test_chunks(4, -1, 0) == 4  # one helper
+    o.pool_test_fail_next_spawn(True)
+    torch.set_num_threads(3)  # the pool joins its helper, then cannot start two
+    before = o.pool_stats()
+    assert o.pool_test_chunks(8, -1, 0) == 8
+    after = o.pool_stats()
+    assert not o.pool_test_fail_next_spawn(False), "the spawn failure hook was not used"
+    assert (after[0], after[1], after[2]) == (0, before[1], before[2] + 1), (before, after)
+    assert o.pool_test_chunks(8, -1, 0) == 8  # the next job starts both helpers
+    again = o.pool_stats()
+    assert (again[0], again[1]) == (2, after[1] + 1), (after, again)

@@ -174,6 +174,27 @@ void one_panel(int family, const float* x, int64_t ldx, int64_t B, int64_t in, c
   }
 }
 
+// A per-thread scratch buffer that only grows (the partial last panel of every call reuses it;
+// a pool chunk must not leak or allocate per call). Defined here, not std::vector: standard
+// templates instantiated under this file's `#pragma GCC target` could be merged by the linker
+// into the generic translation unit.
+struct Scratch {
+  float* p = nullptr;
+  int64_t n = 0;
+  ~Scratch() { delete[] p; }
+  float* get(int64_t want) {
+    if (want > n) {
+      delete[] p;
+      p = nullptr;
+      n = 0;
+      p = new float[want];  // may throw std::bad_alloc: the pool passes it to the caller
+      n = want;
+    }
+    return p;
+  }
+};
+thread_local Scratch t_scratch;
+
 void panels(int family, const float* x, int64_t ldx, int64_t B, int64_t in, const float* pack,
             int64_t p0, int64_t p1, int64_t out_f, float* out, int64_t ldo) {
   const int64_t pstride = (in + 1) * P;
@@ -185,11 +206,10 @@ void panels(int family, const float* x, int64_t ldx, int64_t B, int64_t in, cons
       continue;
     }
     // the last, partial panel: full-width results into a scratch buffer, then the valid rows
-    float* tmp = new float[B * P];
+    float* tmp = t_scratch.get(B * P);
     one_panel(family, x, ldx, B, in, pack + p * pstride, tmp, P);
     for (int64_t b = 0; b < B; ++b)
       memcpy(out + b * ldo + o0, tmp + b * P, static_cast<size_t>(valid) * sizeof(float));
-    delete[] tmp;
   }
 }
 

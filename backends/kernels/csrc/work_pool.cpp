@@ -8,6 +8,10 @@
 // helper only after a successful claim, i.e. while the caller is still waiting for that chunk.
 // `done` counts the job's finished chunks; the caller waits until it reaches the chunk count,
 // which needs only the chunks that were claimed, never a helper that has not started.
+//
+// A chunk that throws does not unwind past the pool: its exception (the first one) is kept,
+// later chunks of the job are claimed but skipped, the caller waits for every claimed chunk as
+// usual (no helper may still run on the caller's stack), releases the pool and rethrows.
 #include "work_pool.h"
 
 #include <ATen/Parallel.h>
@@ -16,7 +20,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -33,8 +41,18 @@ using ChunkFn = void (*)(void*, int64_t);
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kMaxChunks = 0xffff;
-constexpr auto kHelperSpin = std::chrono::microseconds(50);  // then the helper blocks
-constexpr int kCallerSpins = 4096;  // pause iterations before the caller yields
+// How long a helper spins after a job before it blocks (the next job of a layer sequence usually
+// comes within microseconds; waking a blocked helper costs a futex call and a context switch).
+// With a spare core the spin costs nothing, so 50 us. When the pool's threads already fill the
+// machine (thread count >= hardware_concurrency(), the usual case: torch's default) every
+// spinning helper takes a core from the caller, from the other extensions' pools (fused, dense,
+// conv: three pools) and from torch's OpenMP workers, so it spins only 10 us.
+constexpr auto kHelperSpin = std::chrono::microseconds(50);
+constexpr auto kHelperSpinOversubscribed = std::chrono::microseconds(10);
+// How long the caller spins for chunks that helpers claimed and still run before it blocks
+// (a helper that was descheduled inside its chunk needs a time slice, far longer than this).
+constexpr auto kCallerSpin = std::chrono::microseconds(20);
+constexpr uint64_t kClockEvery = 64;  // spin iterations between two clock reads
 
 uint64_t word_of(uint32_t epoch, uint32_t n, uint32_t next) {
   return (uint64_t(epoch) << 32) | (uint64_t(n) << 16) | next;
@@ -43,24 +61,42 @@ uint32_t epoch_of(uint64_t w) { return uint32_t(w >> 32); }
 uint32_t count_of(uint64_t w) { return uint32_t(w >> 16) & 0xffff; }
 uint32_t next_of(uint64_t w) { return uint32_t(w) & 0xffff; }
 
+// The words every thread touches per job each have their own cache line: the job word (claims),
+// `done` (chunk completions), and the flags that the caller and helpers poll while spinning.
 struct Pool {
-  std::atomic<uint64_t> word{0};
+  alignas(64) std::atomic<uint64_t> word{0};
+  alignas(64) std::atomic<int64_t> done{0};
+  alignas(64) std::atomic<bool> caller_sleeping{false};  // the caller blocks on `done`
+  alignas(64) std::atomic<int> sleepers{0};              // helpers blocked on cv
+  alignas(64) std::atomic<int> spinners{0};              // helpers spinning for a job
+  alignas(64) std::atomic<bool> busy{false};  // a caller holds the pool (a second one: serial)
+  std::atomic<bool> stop{false};              // helpers exit (resize)
+  std::atomic<bool> failed{false};            // a chunk of the current job threw
   std::atomic<ChunkFn> fn{nullptr};
   std::atomic<void*> ctx{nullptr};
-  std::atomic<uint32_t> done{0};
-  std::atomic<bool> busy{false};  // a caller holds the pool (a second one runs serially)
-  std::atomic<bool> stop{false};  // helpers exit (resize)
-  std::atomic<int> sleepers{0};   // helpers blocked on cv
   std::mutex m;
   std::condition_variable cv;
+  std::mutex error_m;
+  std::exception_ptr error;  // the first exception of the current job (under error_m)
+  // Set by resize() while no helper runs (before the helpers start: thread creation orders them).
+  std::chrono::microseconds helper_spin{kHelperSpin};
+  int max_spinners = 0;              // never more spinning helpers than cores - 1
   std::vector<std::thread> helpers;  // touched only by the caller holding `busy`
   std::atomic<int64_t> parallel_jobs{0}, busy_serial_jobs{0}, helper_chunks{0};
 };
 
 std::atomic<Pool*> g_pool{nullptr};  // never freed: helpers may outlive any static destructor
 std::atomic<int64_t> g_helper_delay_us{0};
+std::atomic<bool> g_fail_spawn{false};  // test hook: the next resize fails to start a thread
 
-// Claims and runs chunks of epoch `epoch` until none is left; returns how many it ran.
+void keep_first_error(Pool& p) {
+  std::lock_guard<std::mutex> lock(p.error_m);
+  if (!p.error) p.error = std::current_exception();
+  p.failed.store(true, std::memory_order_relaxed);
+}
+
+// Claims and runs chunks of epoch `epoch` until none is left; returns how many it ran. A chunk
+// that throws is recorded (keep_first_error) and the job's later chunks are claimed unrun.
 int64_t claim_and_run(Pool& p, uint32_t epoch) {
   int64_t ran = 0;
   uint64_t w = p.word.load(std::memory_order_acquire);
@@ -68,25 +104,37 @@ int64_t claim_and_run(Pool& p, uint32_t epoch) {
     if (!p.word.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel,
                                       std::memory_order_acquire))
       continue;  // w now holds the current word
-    p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), next_of(w));
-    p.done.fetch_add(1, std::memory_order_release);
-    ++ran;
+    if (!p.failed.load(std::memory_order_relaxed)) {
+      try {
+        p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), next_of(w));
+        ++ran;
+      } catch (...) {
+        keep_first_error(p);
+      }
+    }
+    // seq_cst, paired with the caller's store of caller_sleeping: one side sees the other
+    if (p.done.fetch_add(1) + 1 == int64_t(count_of(w)) && p.caller_sleeping.load())
+      p.done.notify_all();
     w = p.word.load(std::memory_order_acquire);
   }
   return ran;
 }
 
-// Waits (spinning kHelperSpin, then blocked) until a job newer than `seen` is published or
-// the pool stops; returns false on stop.
+// Waits (spinning at most helper_spin, then blocked) until a job newer than `seen` is published
+// or the pool stops; returns false on stop.
 bool wait_for_job(Pool& p, uint32_t seen) {
   auto fresh = [&] { return epoch_of(p.word.load(std::memory_order_acquire)) != seen; };
-  const auto until = Clock::now() + kHelperSpin;
-  for (int i = 0;; ++i) {
-    if (p.stop.load(std::memory_order_acquire)) return false;
-    if (fresh()) return true;
-    SRIGL_POOL_PAUSE();
-    if ((i & 63) == 63 && Clock::now() > until) break;
+  if (p.spinners.fetch_add(1, std::memory_order_relaxed) < p.max_spinners) {
+    const auto until = Clock::now() + p.helper_spin;
+    for (uint64_t i = 0;; ++i) {
+      if (p.stop.load(std::memory_order_acquire) || fresh()) break;
+      SRIGL_POOL_PAUSE();
+      if (i % kClockEvery == kClockEvery - 1 && Clock::now() > until) break;
+    }
   }
+  p.spinners.fetch_sub(1, std::memory_order_relaxed);
+  if (p.stop.load(std::memory_order_acquire)) return false;
+  if (fresh()) return true;
   std::unique_lock<std::mutex> lock(p.m);
   p.sleepers.fetch_add(1);  // seq_cst, paired with publish(): one side sees the other
   p.cv.wait(lock, [&] { return p.stop.load() || epoch_of(p.word.load()) != seen; });
@@ -105,7 +153,9 @@ void helper_main(Pool* p) {
   }
 }
 
-// Makes the helper count `want` (the caller holds `busy`, so no job is running).
+// Makes the helper count `want` (the caller holds `busy`, so no job is running). Throws
+// std::system_error when a thread cannot be started (the helpers started so far stay; the
+// next resize joins them).
 void resize(Pool& p, size_t want) {
   if (p.helpers.size() == want) return;
   if (!p.helpers.empty()) {
@@ -116,7 +166,15 @@ void resize(Pool& p, size_t want) {
     p.helpers.clear();
     p.stop.store(false);
   }
-  for (size_t i = 0; i < want; ++i) p.helpers.emplace_back(helper_main, &p);
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  p.helper_spin = int64_t(want) + 1 >= cores ? kHelperSpinOversubscribed : kHelperSpin;
+  p.max_spinners = static_cast<int>(cores - 1);
+  for (size_t i = 0; i < want; ++i) {
+    if (g_fail_spawn.exchange(false))
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                              "work pool test hook: thread not started");
+    p.helpers.emplace_back(helper_main, &p);
+  }
 }
 
 void publish(Pool& p, uint32_t n, ChunkFn fn, void* ctx) {
@@ -128,6 +186,21 @@ void publish(Pool& p, uint32_t n, ChunkFn fn, void* ctx) {
   if (p.sleepers.load() > 0) {
     { std::lock_guard<std::mutex> lock(p.m); }
     p.cv.notify_all();
+  }
+}
+
+// Waits until all `n` chunks of the job are done: spins kCallerSpin, then blocks on `done` (the
+// helper that finishes the last chunk wakes it).
+void wait_done(Pool& p, int64_t n) {
+  const auto until = Clock::now() + kCallerSpin;
+  for (uint64_t i = 0; p.done.load(std::memory_order_acquire) < n; ++i) {
+    SRIGL_POOL_PAUSE();
+    if (i % kClockEvery == kClockEvery - 1 && Clock::now() > until) {
+      p.caller_sleeping.store(true);  // seq_cst, paired with claim_and_run()
+      for (int64_t d; (d = p.done.load()) < n;) p.done.wait(d);
+      p.caller_sleeping.store(false, std::memory_order_relaxed);
+      return;
+    }
   }
 }
 
@@ -162,17 +235,26 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
     p.busy_serial_jobs.fetch_add(1, std::memory_order_relaxed);
     return run_serial(nchunks, fn, ctx);
   }
-  resize(p, static_cast<size_t>(nt - 1));
+  try {
+    resize(p, static_cast<size_t>(nt - 1));
+  } catch (const std::exception&) {  // no thread could be started: this job runs serially
+    p.busy_serial_jobs.fetch_add(1, std::memory_order_relaxed);
+    p.busy.store(false, std::memory_order_release);
+    return run_serial(nchunks, fn, ctx);
+  }
   publish(p, static_cast<uint32_t>(nchunks), fn, ctx);
   claim_and_run(p, epoch_of(p.word.load(std::memory_order_relaxed)));
-  for (int i = 0; p.done.load(std::memory_order_acquire) < nchunks; ++i) {
-    if (i < kCallerSpins)
-      SRIGL_POOL_PAUSE();
-    else
-      std::this_thread::yield();  // a helper is inside a chunk but not running
+  wait_done(p, nchunks);  // after it no helper touches fn or ctx of this job
+  std::exception_ptr error;
+  if (p.failed.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(p.error_m);
+    error = std::move(p.error);
+    p.error = nullptr;
+    p.failed.store(false, std::memory_order_relaxed);
   }
   p.parallel_jobs.fetch_add(1, std::memory_order_relaxed);
   p.busy.store(false, std::memory_order_release);
+  if (error) std::rethrow_exception(error);
 }
 
 std::vector<int64_t> stats() {
@@ -184,5 +266,25 @@ std::vector<int64_t> stats() {
 }
 
 int64_t set_helper_delay_us(int64_t us) { return g_helper_delay_us.exchange(us < 0 ? 0 : us); }
+
+bool test_fail_next_spawn(bool on) { return g_fail_spawn.exchange(on); }
+
+int64_t test_chunks(int64_t nchunks, int64_t throw_chunk, int64_t sleep_us) {
+  struct Ctx {
+    int64_t throw_chunk, sleep_us;
+    std::thread::id caller;
+    std::atomic<int64_t> ran{0};
+  } ctx{throw_chunk, sleep_us, std::this_thread::get_id()};
+  run_chunks(nchunks, [](void* v, int64_t c) {
+    Ctx& s = *static_cast<Ctx*>(v);
+    if (s.sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(s.sleep_us));
+    const bool helper = std::this_thread::get_id() != s.caller;
+    if (c == s.throw_chunk || (s.throw_chunk == -2 && helper))
+      throw std::runtime_error("work pool test: chunk " + std::to_string(c) + " failed on the " +
+                               (helper ? "helper" : "caller"));
+    s.ran.fetch_add(1, std::memory_order_relaxed);
+  }, &ctx);
+  return ctx.ran.load();
+}
 
 }  // namespace srigl_pool

@@ -6,9 +6,11 @@
 // the chunks of a job from one atomic counter. The caller runs chunks itself and at the end
 // waits only for chunks a helper has already claimed (in progress); a helper that wakes late
 // finds no chunk left and goes back to sleep, so a job completes on the caller alone when no
-// helper comes. Helpers spin briefly after a job, then block. The pool is resized when torch's
-// thread count changes, a second concurrent caller (another Python thread) runs its job
-// serially, and a forked child starts with a fresh pool.
+// helper comes. Helpers spin briefly after a job, then block; the caller spins briefly for
+// claimed chunks, then blocks until the last one is done. The pool is resized when torch's
+// thread count changes (if a thread cannot be started, the job runs serially), a second
+// concurrent caller (another Python thread) runs its job serially, and a forked child starts
+// with a fresh pool.
 //
 // Each extension that compiles work_pool.cpp has its own pool (hidden symbols).
 #pragma once
@@ -33,8 +35,10 @@ inline void split(int64_t total, int64_t parts, int64_t part, int64_t* lo, int64
 int threads();
 
 // Runs fn(ctx, c) once for every c in [0, nchunks), on the caller and the pool's helpers;
-// returns when all have run. fn must not throw. Serial when nchunks <= 1, torch has one
-// thread, or another thread's job holds the pool.
+// returns when all have run. Serial when nchunks <= 1, torch has one thread, or another
+// thread's job holds the pool. If fn throws, the first exception is rethrown on the caller once
+// every chunk already started has finished (chunks not started by then are skipped), and the
+// pool stays usable.
 void run_chunks(int64_t nchunks, void (*fn)(void* ctx, int64_t chunk), void* ctx);
 
 // body(lo, hi) over [0, units) in contiguous ranges: one range (serial, no pool) unless
@@ -67,5 +71,12 @@ std::vector<int64_t> stats();
 // Helpers sleep `us` microseconds after waking for a job, before claiming (tests: the caller
 // must finish alone); returns the previous value.
 int64_t set_helper_delay_us(int64_t us);
+// Tests: when `on`, the next resize fails to start a helper thread (as std::thread does when
+// the system has no thread left); returns the previous value.
+bool test_fail_next_spawn(bool on);
+// Tests: runs `nchunks` chunks on the pool, each sleeping `sleep_us` first; chunk `throw_chunk`
+// throws std::runtime_error (-2: every chunk run by a helper throws; -1: none). Returns the
+// number of chunks that ran to the end.
+int64_t test_chunks(int64_t nchunks, int64_t throw_chunk, int64_t sleep_us);
 
 }  // namespace srigl_pool
