@@ -32,10 +32,13 @@ SAME, OTHER, UNKNOWN = "same class", "other class", "unknown class"
 
 
 def _hashes(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[Any, Any]:
+    """Per seed its ``(state, metrics)`` hashes, None unless the record has both (a seed
+    without them is never counted as bitwise identical)."""
     out = {}
     for r in frame.itertuples():
         h = records[int(r.record)]["metrics"].get("hashes")
-        out[r.seed] = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else None
+        pair = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else (None, None)
+        out[r.seed] = pair if None not in pair else None
     return out
 
 
@@ -176,7 +179,8 @@ def _cell_row(
     same = [s for s in common if h_new[s] is not None and h_new[s] == h_old[s]]
     n_identical = len(same)
     mach = _machines(_hosts(published, old), _hosts(reproduced, grp))
-    investigate = [s for s in common if s not in same and mach["relation"].get(s) == SAME]
+    hashed = [s for s in common if h_new[s] is not None and h_old[s] is not None]
+    investigate = [s for s in hashed if s not in same and mach["relation"].get(s) == SAME]
     if len(common) == new_n:  # every reproduced seed was published: compare those seeds
         same_mean = float(old[old["seed"].isin(common)]["top1"].mean())
         diff = new_mean - same_mean

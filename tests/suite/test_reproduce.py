@@ -435,6 +435,16 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
     assert not outcome.ok  # a cell differs: exit status 1
 
 
+def test_seeds_whose_hashes_lack_the_state_or_metrics_hash_are_never_bitwise_identical():
+    published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    reproduced = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    for rec in published + reproduced:
+        rec["metrics"]["hashes"] = {}  # a hashes mapping without the keys
+    cell = reproduce.compare_cells(published, reproduced).iloc[0]
+    # nothing to compare: not identical, and no hash difference to investigate either
+    assert (cell["bitwise"], cell["verdict"], cell["investigate"]) == ("0/3", "within noise", "")
+
+
 # --------------------------------------------------------------------------- the machines
 
 
