@@ -371,6 +371,32 @@ def test_publish_replaces_a_published_run_id_keeping_the_old_record_and_counts_w
     assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_publish_with_a_malformed_published_record_is_an_error_naming_it_and_writes_nothing(
+    tmp_path,
+):
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean = {"commit": "a" * 40, "dirty": False}
+    old, new = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 0, 92.0, state="t")
+    added = _rec("rigl", 0.9, 2, 93.0)
+    for rec in (old, new, added):
+        rec["git"] = clean
+    published = ResultStore(tmp_path / "published")
+    published.write(old)
+    bad = published.root / "train-0000malformed.json"
+    bad.write_text('{"kind": "train", ')
+    _finished_store(cfg, [new, added])
+    before = {d: _tree(tmp_path / d) for d in ("published", "superseded", "report")}
+    with pytest.raises(reproduce.ReproduceError, match="nothing published") as err:
+        reproduce.publish(cfg)
+    assert bad.name in str(err.value) and "\n" not in str(err.value)
+    after = {d: _tree(tmp_path / d) for d in ("published", "superseded", "report")}
+    assert after == before  # no record added or replaced, no superseded copy, no report
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
