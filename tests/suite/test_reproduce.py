@@ -550,6 +550,28 @@ def test_a_cell_published_from_several_machine_classes_says_so():
     assert outcome.headline().startswith("published records from several machine classes (")
 
 
+def test_the_same_machine_class_is_decided_by_same_class_not_by_the_class_name():
+    # published on this machine class under another asv_name (e.g. an older naming scheme)
+    published = _on([_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)])
+    for rec in published:
+        rec["host"]["asv_name"] = "legacy-name-of-this-machine"
+    outcome = _outcome(published, [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)])
+    assert outcome.cells.iloc[0]["machine"] == "same class"
+    assert outcome.headline() == f"same machine class ({HERE}): 1/1 cells bitwise identical"
+
+
+def test_a_cell_whose_seeds_relate_to_their_published_runs_in_several_ways_is_mixed():
+    # one published class; the reproduction's seed 2 ran on another machine class
+    published = [_rec("set", 0.9, s, 80.0 + s) for s in range(3)]
+    reproduced = [_rec("set", 0.9, s, 80.0 + s) for s in (0, 1)]
+    reproduced += _on([_rec("set", 0.9, 2, 82.0, state="t")], **OTHER)
+    outcome = _outcome(published, reproduced)
+    cell = outcome.cells.iloc[0]
+    assert cell["machine"] == "mixed: other class (1), same class (2)"
+    assert cell["investigate"] == ""  # seed 2 is expected within noise only
+    assert outcome.headline().startswith("mixed machine relations (other class (1 seeds), ")
+
+
 def test_a_profile_with_fewer_seeds_is_compared_with_the_published_runs_of_those_seeds():
     # published seeds 0..4 spread widely; the reproduction has seed 0 only, 0.5 below it
     published = [_rec("set", 0.9, s, v) for s, v in enumerate([90.0, 94.0, 95.0, 96.0, 97.0])]
