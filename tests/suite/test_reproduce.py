@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from suite.results import ResultStore, make_record
 
 PROFILE_DIR = Path(reproduce.CONF_DIR) / "profile"
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "profile=quick",
     "profile.train.experiments=[digits_mlp]",
@@ -291,6 +293,37 @@ def test_a_fresh_start_removes_only_its_own_records_and_refuses_a_folder_it_did_
     assert len(ResultStore(store).files()) == 1  # resume keeps the records
     reproduce.prepare_store(cfg)
     assert ResultStore(store).files() == []  # a fresh start clears them
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"needs the git history (git {' '.join(args)}: {out.stderr.strip()})")
+    return out.stdout.strip()
+
+
+def test_resume_refuses_a_store_made_by_a_commit_with_other_training_code(tmp_path, caplog):
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    resume = reproduce.compose([*TINY, "resume=1", *_paths(tmp_path)])
+    store = tmp_path / "store"
+    marker = reproduce.prepare_store(cfg)
+    head = _git("rev-parse", "HEAD")
+    assert marker["commit"] == head
+    reproduce.prepare_store(resume)  # the same commit: resumes
+    # a fake marker: the parent of the last commit that changed srigl/
+    last = _git("log", "-1", "--format=%H", "HEAD", "--", "srigl/")
+    other = _git("rev-parse", f"{last}^")
+    reproduce.write_marker(store, {**marker, "commit": other})
+    with pytest.raises(reproduce.ReproduceError) as err:
+        reproduce.prepare_store(resume)
+    message = str(err.value)
+    assert other[:12] in message and head[:12] in message and "srigl/" in message
+    assert "\n" not in message
+    # a marker older than the commit field: resumes, warning loudly
+    reproduce.write_marker(store, {k: v for k, v in marker.items() if k != "commit"})
+    caplog.set_level("WARNING")
+    reproduce.prepare_store(resume)
+    assert "cannot check" in caplog.text
 
 
 def test_the_published_store_is_never_the_reproduction_store(tmp_path):
