@@ -19,7 +19,11 @@ class BudgetError(SparsityConfigError):
 
 
 class EmptyLayerError(SparsityConfigError):
-    """A layer's budget leaves an active neuron (or the whole layer) with no weight at all."""
+    """A layer's budget leaves an active neuron (or the whole layer) with no weight at all.
+
+    Kept for compatibility (public, and code may still catch it): since the equal budgets
+    (:func:`srigl.budgets.constant_fan_in_allocation`) every sparse layer gets k >= 1, so no
+    trainer raises it any more."""
 
 
 class OptimizerMismatchError(ValueError):

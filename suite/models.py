@@ -245,9 +245,8 @@ def vit_digits(
     (``patch_embed.proj``, fan-in C * patch_size**2: 4 on digits), every block's attention
     projections (``attn.qkv``, ``attn.proj``: fan-in ``embed_dim``) and MLP linears
     (``mlp.fc1``: fan-in ``embed_dim``, ``mlp.fc2``: ``embed_dim * mlp_ratio``) and the
-    ``head``. ``embed_dim`` 128 is the smallest width that keeps a constant fan-in k >= 1 in
-    every sparse layer at 99% uniform sparsity (k = floor(0.0090 * 128) = 1 with the
-    patch-embedding conv dense).
+    ``head``. ``embed_dim`` 128 is a choice (a small model), not a bound: every sparse layer
+    gets k >= 1 at any width under the equal budgets (:mod:`srigl.budgets`).
     """
     from timm.models.vision_transformer import VisionTransformer
 

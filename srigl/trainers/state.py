@@ -9,7 +9,13 @@ import torch
 from srigl.errors import StateDictError
 from srigl.schedule import UpdateSchedule
 
-STATE_VERSION = 1
+#: 2 since the equal-budgets rule (commit 7bca2d3, 2026-12-07: every sparse method's
+#: per-layer budget B_l = k_l * out_l from :func:`srigl.budgets.constant_fan_in_allocation`);
+#: version 1 states may hold masks of the older per-method budgets (see :meth:`load_state_dict`).
+#: The version is in no record hash and no run id: it never changes training results.
+STATE_VERSION = 2
+#: the commit that introduced the equal-budgets rule (named in the version-1 error)
+EQUAL_BUDGETS_COMMIT = "7bca2d3 (2026-12-07)"
 
 
 class TrainerState:
@@ -54,9 +60,21 @@ class TrainerState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; masks are copied into the live mask tensors.
 
+        A version-1 state (saved before :data:`STATE_VERSION` 2) loads only where its masks
+        fit the equal-budgets rule (commits 7bca2d3.. saved version 1 too); otherwise the error
+        says it was saved before that rule.
+
         Raises:
-            StateDictError: another trainer, or masks whose names or shapes differ.
+            StateDictError: another trainer, masks whose names or shapes differ or that break
+                the invariants, a version-1 state saved before the equal-budgets rule, or a
+                version newer than this code's.
         """
+        version = state.get("version", STATE_VERSION)
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise StateDictError(
+                f"trainer state version {version!r}; allowed: 1..{STATE_VERSION} (saved by a "
+                "newer srigl-bench)"
+            )
         if state.get("trainer") != self.name:
             raise StateDictError(
                 f"state dict of trainer {state.get('trainer')!r}; allowed: {self.name!r}"
@@ -75,7 +93,17 @@ class TrainerState:
                 raise StateDictError(
                     f"mask {name!r} has shape {shape}; allowed: {tuple(self.masks[name].shape)}"
                 )
-            self._check_loaded_mask(name, mask)
+            try:
+                self._check_loaded_mask(name, mask)
+            except StateDictError as exc:
+                if version >= 2:
+                    raise
+                raise StateDictError(
+                    "trainer state version 1 whose masks do not fit the equal-budgets rule: "
+                    f"saved before it (commit {EQUAL_BUDGETS_COMMIT}: every sparse method now "
+                    "holds the per-layer budget of srigl.budgets.constant_fan_in_allocation); "
+                    f"retrain, or resume with a commit before 7bca2d3 ({exc})"
+                ) from exc
         for name, mask in masks.items():
             self.masks[name].copy_(mask.to(torch.bool))
         self._refresh_off_masks()

@@ -32,10 +32,13 @@ SAME, OTHER, UNKNOWN = "same class", "other class", "unknown class"
 
 
 def _hashes(records: Sequence[Mapping[str, Any]], frame: pd.DataFrame) -> dict[Any, Any]:
+    """Per seed its ``(state, metrics)`` hashes, None unless the record has both (a seed
+    without them is never counted as bitwise identical)."""
     out = {}
     for r in frame.itertuples():
         h = records[int(r.record)]["metrics"].get("hashes")
-        out[r.seed] = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else None
+        pair = (h.get("state"), h.get("metrics")) if isinstance(h, Mapping) else (None, None)
+        out[r.seed] = pair if None not in pair else None
     return out
 
 
@@ -62,10 +65,11 @@ def relation(published: Mapping[str, Any] | None, reproduced: Mapping[str, Any] 
 
 
 def _machines(pub_hosts: Mapping[Any, Any], new_hosts: Mapping[Any, Any]) -> dict[str, Any]:
-    """The machine side of a cell: per compared seed its :func:`relation`, the published
-    classes (name or ``unknown``: count) and the shown text (``same class``, ``other class
-    (name)``, ``unknown class`` or ``mixed: ...`` where the published seeds of the cell came
-    from several machine classes)."""
+    """The machine side of a cell: per compared seed its :func:`relation`, the relations
+    (relation: count), the published classes (name or ``unknown``: count) and the shown text
+    (``same class``, ``other class (name)``, ``unknown class``, or ``mixed: ...`` where the
+    published seeds of the cell came from several machine classes, or its seeds relate to
+    their published runs in several ways)."""
     seeds = [s for s in new_hosts if s in pub_hosts] or list(new_hosts)
     pub_any = next(iter(pub_hosts.values()), {})  # no seed in common: the cell's first
     rel = {s: relation(pub_hosts.get(s, pub_any), new_hosts[s]) for s in seeds}
@@ -74,13 +78,18 @@ def _machines(pub_hosts: Mapping[Any, Any], new_hosts: Mapping[Any, Any]) -> dic
     for host in used:
         name = machine_class(host) or "unknown"
         classes[name] = classes.get(name, 0) + 1
+    relations: dict[str, int] = {}
+    for r in rel.values():
+        relations[r] = relations.get(r, 0) + 1
     if len(classes) > 1:
         text = "mixed: " + ", ".join(f"{k} ({v})" for k, v in sorted(classes.items()))
-    elif set(rel.values()) == {OTHER}:
+    elif len(relations) > 1:
+        text = "mixed: " + ", ".join(f"{k} ({v})" for k, v in sorted(relations.items()))
+    elif set(relations) == {OTHER}:
         text = f"{OTHER} ({next(iter(classes))})"
     else:
-        text = next(iter(set(rel.values()))) if len(set(rel.values())) == 1 else UNKNOWN
-    return {"relation": rel, "classes": classes, "text": text}
+        (text,) = relations
+    return {"relation": rel, "relations": relations, "classes": classes, "text": text}
 
 
 def _stats(values: pd.Series) -> tuple[float, float, int]:
@@ -135,6 +144,7 @@ def _new_side(grp: pd.DataFrame) -> dict[str, Any]:
         "investigate": "",
         "n_investigate": 0,
         "pub_classes": {},
+        "pub_relations": {},
     }
 
 
@@ -176,7 +186,8 @@ def _cell_row(
     same = [s for s in common if h_new[s] is not None and h_new[s] == h_old[s]]
     n_identical = len(same)
     mach = _machines(_hosts(published, old), _hosts(reproduced, grp))
-    investigate = [s for s in common if s not in same and mach["relation"].get(s) == SAME]
+    hashed = [s for s in common if h_new[s] is not None and h_old[s] is not None]
+    investigate = [s for s in hashed if s not in same and mach["relation"].get(s) == SAME]
     if len(common) == new_n:  # every reproduced seed was published: compare those seeds
         same_mean = float(old[old["seed"].isin(common)]["top1"].mean())
         diff = new_mean - same_mean
@@ -197,6 +208,7 @@ def _cell_row(
             "investigate": ", ".join(str(x) for x in investigate),
             "n_investigate": len(investigate),
             "pub_classes": mach["classes"],
+            "pub_relations": mach["relations"],
             "pub_mean": pub_mean,
             "pub_std": pub_std,
             "pub_n": pub_n,
@@ -238,8 +250,9 @@ def compare_cells(
     Returns:
         Columns experiment, method, sparsity, published, reproduced, difference, bitwise,
         machine, verdict, note, investigate (text), pub_mean, pub_std, pub_n, new_mean,
-        new_std, new_n, diff, se, n_identical, n_investigate (numbers) and pub_classes
-        (published machine class -> seeds compared).
+        new_std, new_n, diff, se, n_identical, n_investigate (numbers), pub_classes
+        (published machine class -> seeds compared) and pub_relations (:func:`relation` ->
+        seeds compared).
     """
     pub = rd.dedupe_latest(rd.train_frame(published), ("cell_id", "seed"))[0]
     new = rd.dedupe_latest(rd.train_frame(reproduced), ("cell_id", "seed"))[0]
@@ -254,7 +267,7 @@ def compare_cells(
     cols += ["reproduced", "difference", "2 SE"]
     cols += ["bitwise", "machine", "verdict", "note", "pub_mean", "pub_std", "pub_n", "new_mean"]
     cols += ["new_std", "new_n", "diff", "se", "n_identical", "n_investigate", "investigate"]
-    cols += ["pub_classes"]
+    cols += ["pub_classes", "pub_relations"]
     frame = pd.DataFrame(rows, columns=cols)
     if frame.empty:
         return frame
@@ -387,14 +400,27 @@ class Outcome:
                 out[name] = out.get(name, 0) + int(n)
         return out
 
+    def published_relations(self) -> dict[str, int]:
+        """How the compared seeds relate to their published runs (:func:`relation`, decided by
+        :func:`suite.machine.same_class` as for each seed) -> how many."""
+        out: dict[str, int] = {}
+        rels = self.compared["pub_relations"] if "pub_relations" in self.compared else []
+        for relations in rels:
+            for name, n in (relations or {}).items():
+                out[name] = out.get(name, 0) + int(n)
+        return out
+
     def headline(self) -> str:
         """What the machines let the reader expect, and what came of it, e.g. ``same machine
         class (amd-f25m17-avx512-2c): 24/25 cells bitwise identical, 1 not bitwise (a
         difference to investigate)``; for another or an unknown class, the within-noise rule
-        naming both classes."""
+        naming both classes; ``mixed`` where the seeds relate in several ways. Same or other
+        class is :func:`suite.machine.same_class`, as for each seed, never a comparison of
+        class names."""
         here = self.machine or "unknown"
         total = len(self.compared)
         classes = self.published_classes()
+        relations = self.published_relations()
         if not total:
             return f"no published cell to compare with (this machine: {here})"
         investigate = (
@@ -402,7 +428,7 @@ class Outcome:
             if self.n_investigate
             else ""
         )
-        if list(classes) == [here] and self.machine is not None:
+        if set(relations) == {SAME}:
             bitwise = f"{self.n_identical}/{total} cells bitwise identical"
             return f"same machine class ({here}): {bitwise}{investigate}"
         counts = f"{self.n_reproduced}/{total} cells within noise "
@@ -414,11 +440,23 @@ class Outcome:
                 f"{here}: bitwise identity expected only for seeds of {here}, within noise for "
                 f"the others: {counts}"
             )
+        if len(relations) > 1:
+            named = ", ".join(f"{k} ({v} seeds)" for k, v in sorted(relations.items()))
+            return (
+                f"mixed machine relations ({named}), published on {next(iter(classes))}, this "
+                f"machine {here}: bitwise identity expected only for seeds of the same class, "
+                f"within noise for the others: {counts}"
+            )
         (only,) = classes
         if only == "unknown":
             return (
                 f"machine class of the published records unknown (recorded before the machine "
                 f"identity), this machine {here}: within noise is the expectation: {counts}"
+            )
+        if set(relations) == {UNKNOWN}:
+            return (
+                f"machine class of the reproduced records unknown, published on {only}: within "
+                f"noise is the expectation: {counts}"
             )
         return (
             f"other machine class: published on {only}, reproduced on {here}: within noise is "

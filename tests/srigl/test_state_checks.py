@@ -8,6 +8,7 @@ from sparse_checks import assert_invariants, toy_mlp
 
 import srigl
 from srigl.errors import StateDictError
+from srigl.trainers.base import STATE_VERSION
 
 
 def _make(name, **kwargs):
@@ -54,3 +55,30 @@ def test_a_valid_state_loads(name):
     other.load_state_dict(trainer.state_dict())
     assert all(torch.equal(other.masks[n], m) for n, m in trainer.masks.items())
     assert_invariants(other)
+
+
+def test_a_version_1_state_saved_under_the_old_budgets_is_refused_with_a_hint():
+    trainer = _make("rigl")
+    assert trainer.state_dict()["version"] == STATE_VERSION == 2
+    state = trainer.state_dict()
+    state["version"] = 1
+    state["masks"]["0.weight"] = _one_more_in_row(state["masks"]["0.weight"])  # old budget
+    with pytest.raises(StateDictError, match="version 1 .* saved before it") as err:
+        _make("rigl").load_state_dict(state)
+    message = str(err.value)
+    assert "7bca2d3" in message and "193 non-zeros" in message and "\n" not in message
+
+
+def test_a_version_1_state_whose_masks_fit_the_equal_budgets_loads():
+    # commits from 7bca2d3 until the version bump saved equal-budget states as version 1
+    trainer = _make("srigl")
+    state = {**trainer.state_dict(), "version": 1}
+    other = _make("srigl", seed=5)
+    other.load_state_dict(state)
+    assert all(torch.equal(other.masks[n], m) for n, m in trainer.masks.items())
+
+
+def test_a_state_of_a_newer_version_is_refused():
+    state = {**_make("set").state_dict(), "version": STATE_VERSION + 1}
+    with pytest.raises(StateDictError, match=r"version 3; allowed: 1\.\.2"):
+        _make("set").load_state_dict(state)

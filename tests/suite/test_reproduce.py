@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from suite.results import ResultStore, make_record
 
 PROFILE_DIR = Path(reproduce.CONF_DIR) / "profile"
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "profile=quick",
     "profile.train.experiments=[digits_mlp]",
@@ -293,6 +295,37 @@ def test_a_fresh_start_removes_only_its_own_records_and_refuses_a_folder_it_did_
     assert ResultStore(store).files() == []  # a fresh start clears them
 
 
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"needs the git history (git {' '.join(args)}: {out.stderr.strip()})")
+    return out.stdout.strip()
+
+
+def test_resume_refuses_a_store_made_by_a_commit_with_other_training_code(tmp_path, caplog):
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    resume = reproduce.compose([*TINY, "resume=1", *_paths(tmp_path)])
+    store = tmp_path / "store"
+    marker = reproduce.prepare_store(cfg)
+    head = _git("rev-parse", "HEAD")
+    assert marker["commit"] == head
+    reproduce.prepare_store(resume)  # the same commit: resumes
+    # a fake marker: the parent of the last commit that changed srigl/
+    last = _git("log", "-1", "--format=%H", "HEAD", "--", "srigl/")
+    other = _git("rev-parse", f"{last}^")
+    reproduce.write_marker(store, {**marker, "commit": other})
+    with pytest.raises(reproduce.ReproduceError) as err:
+        reproduce.prepare_store(resume)
+    message = str(err.value)
+    assert other[:12] in message and head[:12] in message and "srigl/" in message
+    assert "\n" not in message
+    # a marker older than the commit field: resumes, warning loudly
+    reproduce.write_marker(store, {k: v for k, v in marker.items() if k != "commit"})
+    caplog.set_level("WARNING")
+    reproduce.prepare_store(resume)
+    assert "cannot check" in caplog.text
+
+
 def test_the_published_store_is_never_the_reproduction_store(tmp_path):
     argv = [*TINY, *_paths(tmp_path), f"store_dir={tmp_path / 'published'}"]
     with pytest.raises(reproduce.ReproduceError, match="published store"):
@@ -371,6 +404,32 @@ def test_publish_replaces_a_published_run_id_keeping_the_old_record_and_counts_w
     assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_publish_with_a_malformed_published_record_is_an_error_naming_it_and_writes_nothing(
+    tmp_path,
+):
+    cfg = reproduce.compose([*TINY, *_paths(tmp_path)])
+    clean = {"commit": "a" * 40, "dirty": False}
+    old, new = _rec("rigl", 0.9, 0, 90.0), _rec("rigl", 0.9, 0, 92.0, state="t")
+    added = _rec("rigl", 0.9, 2, 93.0)
+    for rec in (old, new, added):
+        rec["git"] = clean
+    published = ResultStore(tmp_path / "published")
+    published.write(old)
+    bad = published.root / "train-0000malformed.json"
+    bad.write_text('{"kind": "train", ')
+    _finished_store(cfg, [new, added])
+    before = {d: _tree(tmp_path / d) for d in ("published", "superseded", "report")}
+    with pytest.raises(reproduce.ReproduceError, match="nothing published") as err:
+        reproduce.publish(cfg)
+    assert bad.name in str(err.value) and "\n" not in str(err.value)
+    after = {d: _tree(tmp_path / d) for d in ("published", "superseded", "report")}
+    assert after == before  # no record added or replaced, no superseded copy, no report
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -433,6 +492,16 @@ def test_verdicts_identical_within_noise_differs_and_not_published():
         "expectation: 2/3 cells within noise (1 bitwise identical)"
     )
     assert not outcome.ok  # a cell differs: exit status 1
+
+
+def test_seeds_whose_hashes_lack_the_state_or_metrics_hash_are_never_bitwise_identical():
+    published = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    reproduced = [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)]
+    for rec in published + reproduced:
+        rec["metrics"]["hashes"] = {}  # a hashes mapping without the keys
+    cell = reproduce.compare_cells(published, reproduced).iloc[0]
+    # nothing to compare: not identical, and no hash difference to investigate either
+    assert (cell["bitwise"], cell["verdict"], cell["investigate"]) == ("0/3", "within noise", "")
 
 
 # --------------------------------------------------------------------------- the machines
@@ -512,6 +581,28 @@ def test_a_cell_published_from_several_machine_classes_says_so():
     assert cell["investigate"] == "0"  # only the seed published from this class is expected bitwise
     assert cell["verdict"] == "not bitwise"
     assert outcome.headline().startswith("published records from several machine classes (")
+
+
+def test_the_same_machine_class_is_decided_by_same_class_not_by_the_class_name():
+    # published on this machine class under another asv_name (e.g. an older naming scheme)
+    published = _on([_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)])
+    for rec in published:
+        rec["host"]["asv_name"] = "legacy-name-of-this-machine"
+    outcome = _outcome(published, [_rec("rigl", 0.9, s, 90.0 + s) for s in range(3)])
+    assert outcome.cells.iloc[0]["machine"] == "same class"
+    assert outcome.headline() == f"same machine class ({HERE}): 1/1 cells bitwise identical"
+
+
+def test_a_cell_whose_seeds_relate_to_their_published_runs_in_several_ways_is_mixed():
+    # one published class; the reproduction's seed 2 ran on another machine class
+    published = [_rec("set", 0.9, s, 80.0 + s) for s in range(3)]
+    reproduced = [_rec("set", 0.9, s, 80.0 + s) for s in (0, 1)]
+    reproduced += _on([_rec("set", 0.9, 2, 82.0, state="t")], **OTHER)
+    outcome = _outcome(published, reproduced)
+    cell = outcome.cells.iloc[0]
+    assert cell["machine"] == "mixed: other class (1), same class (2)"
+    assert cell["investigate"] == ""  # seed 2 is expected within noise only
+    assert outcome.headline().startswith("mixed machine relations (other class (1 seeds), ")
 
 
 def test_a_profile_with_fewer_seeds_is_compared_with_the_published_runs_of_those_seeds():
