@@ -246,3 +246,46 @@ def test_a_helper_thread_that_cannot_start_makes_the_job_serial(two_threads):
     assert o.pool_test_chunks(8, -1, 0) == 8  # the next job starts both helpers
     again = o.pool_stats()
     assert (again[0], again[1]) == (2, after[1] + 1), (after, again)
+
+
+_TEAM_SCRIPT = """
+import sys, torch
+sys.path[:0] = [{here!r}]
+import test_kernels_work_pool as t
+from backends.kernels import ops
+o = ops.load()
+torch.set_num_threads(2)
+xs = t._inputs()
+two = t._all_results(xs)
+assert o.pool_stats()[1] == 0, "team mode: a job ran on the pool"
+torch.set_num_threads(1)
+one = t._all_results(xs)
+t._same(two, one, "team, 2 threads vs 1")
+torch.set_num_threads(2)
+try:
+    o.pool_test_chunks(8, 5, 0)
+except RuntimeError as err:
+    assert "chunk 5 failed" in str(err), err
+else:
+    raise AssertionError("a chunk that throws in a team raised nothing")
+t._same(t._all_results(xs), two, "team, after an exception in a chunk")
+print("team ok")
+"""
+
+
+def test_team_mode_runs_the_chunks_on_an_openmp_team_with_the_same_bits():
+    """SRIGL_PARALLEL=team (read once per process, hence a child process): the same chunks on
+    torch's OpenMP team, no pool job, bits equal to one thread, an exception still raised."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, SRIGL_PARALLEL="team")
+    out = subprocess.run(
+        [sys.executable, "-c", _TEAM_SCRIPT.format(here=here)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0 and "team ok" in out.stdout, out.stderr[-2000:]

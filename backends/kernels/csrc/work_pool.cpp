@@ -15,9 +15,11 @@
 #include "work_pool.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <pthread.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -227,9 +229,43 @@ void run_serial(int64_t nchunks, ChunkFn fn, void* ctx) {
 
 int threads() { return at::get_num_threads(); }
 
+bool team_mode() {
+  static const bool team = [] {
+    const char* v = std::getenv("SRIGL_PARALLEL");
+    return v != nullptr && std::string(v) == "team";
+  }();
+  return team;
+}
+
+// SRIGL_PARALLEL=team: the chunks are claimed from one atomic counter by an OpenMP team, i.e.
+// torch's own libgomp threads (the way these kernels ran before the pool). Inside a whole model
+// the kernels then share torch's threads instead of competing with them for the cores; the
+// price is the team's end barrier, which waits for a thread the OS has not scheduled.
+void run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt) {
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_m;
+#pragma omp parallel num_threads(nt)
+  for (;;) {
+    const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+    if (c >= nchunks) break;
+    if (failed.load(std::memory_order_relaxed)) continue;  // skip the rest after a throw
+    try {
+      fn(ctx, c);
+    } catch (...) {  // no exception may leave an OpenMP region
+      std::lock_guard<std::mutex> lock(error_m);
+      if (!error) error = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   const int nt = nchunks > 1 ? threads() : 1;
   if (nt <= 1 || nchunks > kMaxChunks) return run_serial(nchunks, fn, ctx);
+  if (team_mode()) return run_team(nchunks, fn, ctx, nt);
   Pool& p = pool();
   if (p.busy.exchange(true, std::memory_order_acquire)) {
     p.busy_serial_jobs.fetch_add(1, std::memory_order_relaxed);

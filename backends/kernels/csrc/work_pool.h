@@ -13,6 +13,11 @@
 // with a fresh pool.
 //
 // Each extension that compiles work_pool.cpp has its own pool (hidden symbols).
+//
+// SRIGL_PARALLEL=team (read once per process) runs the same chunks on an OpenMP team (torch's
+// libgomp threads) instead: faster inside whole models on a quiet machine, where the kernels
+// and torch's own ops then share one set of threads, and slow on a loaded one (the team's end
+// barrier). Unset or "pool": the pool.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -40,6 +45,8 @@ int threads();
 // every chunk already started has finished (chunks not started by then are skipped), and the
 // pool stays usable.
 void run_chunks(int64_t nchunks, void (*fn)(void* ctx, int64_t chunk), void* ctx);
+// True when SRIGL_PARALLEL=team: run_chunks uses an OpenMP team, not the pool.
+bool team_mode();
 
 // body(lo, hi) over [0, units) in contiguous ranges: one range (serial, no pool) unless
 // `parallel` and torch has more than one thread; else min(units, kChunksPerThread * threads)
