@@ -38,6 +38,7 @@ import pathlib
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from backends import BACKENDS
 from backends.base import Backend, BadInputError
@@ -305,7 +306,8 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
 
         The lean eager path of :mod:`backends.hot_path`, as for ``fused``: the input checked in
         full only where the quick test fails, plain references, the variant of (threads, rows)
-        from a dict, the raw operator below the autograd key (x needs no gradient).
+        from a dict, the raw operator below the autograd key. Where x needs a gradient (the
+        kernel has no backward) the masked dense weight runs through ``F.linear`` instead.
         """
         try:
             runs = self._runs and x.dtype == torch.float32 and x.is_cpu
@@ -317,6 +319,9 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
             self.check_input(x)
         if torch.compiler.is_compiling():  # one op in the graph: the static rule
             return torch.ops.srigl_dense.dense_linear(x, self.pack, self.out_features)
+        if x.requires_grad and torch.is_grad_enabled():
+            # the kernel has no backward formula: the masked dense form, differentiable in x
+            return F.linear(x, self._buffers["weight"], self._buffers["bias"])
         rows = x.shape[0] if x.dim() == 2 else x.numel() // max(self.in_features, 1)
         code = self._codes.get((torch.get_num_threads(), rows))
         if code is None:

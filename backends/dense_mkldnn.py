@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from backends import BACKENDS
 from backends.base import Backend, BadInputError
@@ -91,6 +92,8 @@ class DenseMkldnnLinear(_PackedWeights, MaskedDenseForm, Backend):
                 f"layer {self.layer_name!r}: dense_mkldnn runs float32 on cpu, the layer is "
                 f"{self.dtype} on {self.device}"
             )
+        if x.requires_grad and torch.is_grad_enabled():  # the oneDNN op passes no gradient to x
+            return F.linear(x, self.weight, self.bias)
         batch = x.numel() // max(self.in_features, 1)
         if batch == 0 or self.in_features == 0 or self.out_features == 0:
             lead = x.shape[:-1]
@@ -147,6 +150,10 @@ class DenseMkldnnConv2d(_PackedWeights, MaskedDenseForm, ConvBackend):
             raise BadInputError(
                 f"layer {self.layer_name!r}: dense_mkldnn runs float32 on cpu, the layer is "
                 f"{self.dtype} on {self.device}"
+            )
+        if x.requires_grad and torch.is_grad_enabled():  # the oneDNN op passes no gradient to x
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
             )
         n, _, height, width = x.shape
         packed = self.packed_weight(n, height, width)

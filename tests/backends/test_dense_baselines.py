@@ -284,3 +284,38 @@ def test_dense_kernel_layer_under_an_isa_cap_runs_only_that_level(cap):
     level, name = res.stdout.split()
     want = min(dense_kernel.ISAS.index(cap), int(dense_kernel.load().dense_detected_isa()))
     assert int(level) == want and name.startswith(dense_kernel.ISAS[want] + "/")
+
+
+@pytest.mark.parametrize("name", ["dense_kernel", "dense_mkldnn"])
+def test_dense_baseline_gives_the_input_gradient_of_the_masked_linear(name):
+    """An input that requires grad gets the gradient of x @ (w * mask).T + b (the C++ dense
+    op has no backward formula: without the differentiable path x.grad stayed None, with only
+    a warning)."""
+    _skip_unavailable(name)
+    w, mask, b = _layer(13, 37, seed=4)
+    layer = backends.create(name, w, mask, b)
+    x = torch.randn(5, 37, requires_grad=True)
+    ref_x = x.detach().clone().requires_grad_(True)
+    layer(x).pow(2).sum().backward()
+    F.linear(ref_x, w * mask, b).pow(2).sum().backward()
+    assert x.grad is not None, f"{name}: no gradient reached x"
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_mkldnn_conv_gives_the_input_gradient_of_the_masked_conv():
+    """The oneDNN convolution op passes no gradient to x: an input that requires grad runs
+    the masked dense F.conv2d instead and gets its gradient."""
+    ok, why = backends.supports("dense_mkldnn", "cpu", torch.float32, op="conv2d")
+    if not ok:
+        pytest.skip(why)
+    g = torch.Generator().manual_seed(5)
+    weight, bias = torch.randn(8, 4, 3, 3, generator=g), torch.randn(8, generator=g)
+    mask = torch.rand(8, 4, 3, 3, generator=g) < 0.5
+    args = {"stride": 1, "padding": 1, "dilation": 1, "groups": 1}
+    layer = backends.create("dense_mkldnn", weight, mask, bias, **args)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    ref_x = x.detach().clone().requires_grad_(True)
+    layer(x).pow(2).sum().backward()
+    F.conv2d(ref_x, weight * mask, bias, **args).pow(2).sum().backward()
+    assert x.grad is not None, "dense_mkldnn conv: no gradient reached x"
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=1e-4, atol=1e-4)
