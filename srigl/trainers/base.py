@@ -57,6 +57,32 @@ from srigl.trainers.state import STATE_VERSION, TrainerState
 __all__ = ["STATE_VERSION", "Kept", "Layer", "SparseConfig", "SparseTrainer"]
 
 
+def constrained_drop_grow(
+    layer: Layer,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    grow_score: torch.Tensor,
+    active: torch.Tensor,
+    n_keep: int,
+    kept: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop and grow of a constant fan-in layer (every trainer with ``constant_fan_in``, SRigL):
+    N:M groups where the layer has ``n_m``, else fan-in ``layer.fan_in_for(active neurons)``.
+
+    Args:
+        weight, grow_score: float [out, F]; mask: bool [out, F]; active: bool [out]; n_keep:
+        weights kept before growing; kept: the layer-wide top-n_keep selection if known.
+
+    Returns:
+        (kept, new_mask), bool [out, F].
+    """
+    if layer.n_m is not None:
+        n, m = layer.n_m
+        return drop_grow_n_m(weight, mask, grow_score, active, n_keep, n, m, kept=kept)
+    k = layer.fan_in_for(count(active))
+    return drop_grow_fan_in(weight, mask, grow_score, active, n_keep, k, kept=kept)
+
+
 class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOwnership):
     """Base class of every trainer. Subclasses set the class attributes and ``update_layer``.
 
@@ -413,12 +439,7 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         n_drop = math.floor(drop_fraction * n_on)
         if not self.constant_fan_in:
             return drop_grow_unstructured(weight, mask, grow_score, n_drop)
-        active = mask.any(1)
-        if layer.n_m is not None:
-            n, m = layer.n_m
-            return drop_grow_n_m(weight, mask, grow_score, active, n_on - n_drop, n, m)
-        k = layer.fixed_fan_in or layer.budget // count(active)
-        return drop_grow_fan_in(weight, mask, grow_score, active, n_on - n_drop, k)
+        return constrained_drop_grow(layer, weight, mask, grow_score, mask.any(1), n_on - n_drop)
 
     def close(self) -> None:
         """Detach the gradient hooks from the model (masks and weights stay as they are), so a

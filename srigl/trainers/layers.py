@@ -65,6 +65,11 @@ class Layer:
         """Dense fan-in of a neuron: the product of every dim but the first."""
         return self.param[0].numel()
 
+    def fan_in_for(self, n_active: int) -> int:
+        """The fan-in each of ``n_active`` (>= 1) active neurons keeps: the fixed fan-in, else
+        floor(B_l / n_active)."""
+        return self.fixed_fan_in or self.budget // n_active
+
 
 def build_layers(
     eligible: list[SparseParam],

@@ -33,8 +33,6 @@ from torch import Tensor
 from srigl.errors import SparsityConfigError
 from srigl.topology import (
     count,
-    drop_grow_fan_in,
-    drop_grow_n_m,
     masked_score,
     min_active_neurons,
     neurons_to_keep,
@@ -42,7 +40,7 @@ from srigl.topology import (
     weight_salient,
 )
 from srigl.trainers import TRAINERS
-from srigl.trainers.base import Kept, Layer, SparseTrainer
+from srigl.trainers.base import Kept, Layer, SparseTrainer, constrained_drop_grow
 from srigl.trainers.config import SparseConfig
 
 
@@ -87,8 +85,4 @@ class SRigLTrainer(SparseTrainer):
         # was just ablated; then it is recomputed over the surviving neurons
         lost = bool((mask.any(1) & ~active).any())
         kept = None if lost else by_weight
-        if layer.n_m is not None:
-            n, m = layer.n_m
-            return drop_grow_n_m(w, mask, grad_score, active, n_keep, n, m, kept=kept)
-        k = layer.fixed_fan_in or layer.budget // count(active)
-        return drop_grow_fan_in(w, mask, grad_score, active, n_keep, k, kept=kept)
+        return constrained_drop_grow(layer, w, mask, grad_score, active, n_keep, kept=kept)

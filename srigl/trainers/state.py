@@ -142,7 +142,7 @@ class TrainerState:
         n_active = int(active.sum())
         if n_active == 0:
             raise StateDictError(f"{where} has no active neuron; allowed: at least one")
-        k = layer.fixed_fan_in or layer.budget // n_active
+        k = layer.fan_in_for(n_active)
         lo, hi = int(rows[active].min()), int(rows[active].max())
         if lo != k or hi != k:
             rule = "the fixed fan-in" if layer.fixed_fan_in else "floor(B / n_active)"
