@@ -344,6 +344,11 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _seeds(counts: dict[str, int]) -> str:
+    """``{"a": 2, "b": 1}`` -> ``a (2 seeds), b (1 seeds)`` (sorted by name)."""
+    return ", ".join(f"{k} ({v} seeds)" for k, v in sorted(counts.items()))
+
+
 @dataclass
 class Outcome:
     """What a reproduction found (``cells`` and ``bench`` from the compare functions;
@@ -391,24 +396,23 @@ class Outcome:
         as differences to investigate; they do not fail the run)."""
         return self.n_differs == 0 and not self.failed_steps
 
+    def _summed(self, column: str) -> dict[str, int]:
+        """The per-cell {name: seeds} mappings of ``column`` summed over the compared cells."""
+        out: dict[str, int] = {}
+        for counts in self.compared[column] if column in self.compared else []:
+            for name, n in (counts or {}).items():
+                out[name] = out.get(name, 0) + int(n)
+        return out
+
     def published_classes(self) -> dict[str, int]:
         """Machine class of the compared published seeds (``unknown``: recorded before the
         machine identity) -> how many."""
-        out: dict[str, int] = {}
-        for classes in self.compared["pub_classes"] if "pub_classes" in self.compared else []:
-            for name, n in (classes or {}).items():
-                out[name] = out.get(name, 0) + int(n)
-        return out
+        return self._summed("pub_classes")
 
     def published_relations(self) -> dict[str, int]:
         """How the compared seeds relate to their published runs (:func:`relation`, decided by
         :func:`suite.machine.same_class` as for each seed) -> how many."""
-        out: dict[str, int] = {}
-        rels = self.compared["pub_relations"] if "pub_relations" in self.compared else []
-        for relations in rels:
-            for name, n in (relations or {}).items():
-                out[name] = out.get(name, 0) + int(n)
-        return out
+        return self._summed("pub_relations")
 
     def headline(self) -> str:
         """What the machines let the reader expect, and what came of it, e.g. ``same machine
@@ -434,18 +438,16 @@ class Outcome:
         counts = f"{self.n_reproduced}/{total} cells within noise "
         counts += f"({self.n_identical} bitwise identical{investigate})"
         if len(classes) > 1:
-            named = ", ".join(f"{k} ({v} seeds)" for k, v in sorted(classes.items()))
             return (
-                f"published records from several machine classes ({named}), this machine "
-                f"{here}: bitwise identity expected only for seeds of {here}, within noise for "
-                f"the others: {counts}"
+                f"published records from several machine classes ({_seeds(classes)}), this "
+                f"machine {here}: bitwise identity expected only for seeds of {here}, within "
+                f"noise for the others: {counts}"
             )
         if len(relations) > 1:
-            named = ", ".join(f"{k} ({v} seeds)" for k, v in sorted(relations.items()))
             return (
-                f"mixed machine relations ({named}), published on {next(iter(classes))}, this "
-                f"machine {here}: bitwise identity expected only for seeds of the same class, "
-                f"within noise for the others: {counts}"
+                f"mixed machine relations ({_seeds(relations)}), published on "
+                f"{next(iter(classes))}, this machine {here}: bitwise identity expected only for "
+                f"seeds of the same class, within noise for the others: {counts}"
             )
         (only,) = classes
         if only == "unknown":
