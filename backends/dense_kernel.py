@@ -44,7 +44,7 @@ from backends import BACKENDS
 from backends.base import Backend, BadInputError
 from backends.conv import declare_no_conv
 from backends.dense import MaskedDenseForm
-from backends.hot_path import call_op, raw_op
+from backends.hot_path import BELOW_AUTOGRAD, raw_op
 from backends.kernels.build import Extension, KernelUnavailableError
 from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
@@ -326,7 +326,8 @@ class DenseKernelLinear(MaskedDenseForm, Backend):
         code = self._codes.get((torch.get_num_threads(), rows))
         if code is None:
             code = self._first_use(rows)
-        return call_op(_OPS["variant"], x, self._pack, self.out_features, code)
+        with BELOW_AUTOGRAD():  # x needs no gradient here (checked above)
+            return _OPS["variant"](x, self._pack, self.out_features, code)
 
     def _first_use(self, rows: int) -> int:
         """The variant code for ``rows`` rows on torch's threads (:meth:`variant_code`),

@@ -3,9 +3,11 @@
 
 At batch 1 a layer's Python work (input checks, module attribute look-ups, the dispatcher's
 autograd formula) costs as much as the kernel, so a baseline whose forward does more Python
-than the condensed layer's looks slower than its kernel is. Both kernels' forwards call their
-operator through :func:`call_op` (the raw operator, below the autograd key unless x needs a
-gradient) and decide "is a gradient needed" with :func:`grad_needed`.
+than the condensed layer's looks slower than its kernel is. ``fused`` calls its operator through
+:func:`call_op` (the raw operator, below the autograd key unless x needs a gradient: its op has
+a backward formula for x); ``dense_kernel``, whose op has none, sends an x that needs a gradient
+to ``F.linear`` first and calls its raw operator under :data:`BELOW_AUTOGRAD`. "Is a gradient
+needed" is :func:`grad_needed`.
 """
 
 from __future__ import annotations
