@@ -9,7 +9,8 @@ A masked Linear layer ``(weight [out, in], mask [out, in], bias [out])`` whose n
 - ``bias``    float [out]: the full bias (zeros when the layer has none).
 
 Output: ``y[..., active[j]] = sum_t values[j, t] * x[..., indices[j, t]] + bias[active[j]]``;
-an ablated neuron outputs its bias alone.
+an ablated neuron outputs its bias alone. Rows keeping k or k + 1 non-zeros (SRigL after
+ablation spends its whole budget) condense at k + 1, a zero-valued slot in each row keeping k.
 
 Save and load: ``torch.save(layer.state_dict(), p)``; then either
 ``backends.get(name).from_state_dict(torch.load(p, weights_only=True))`` or
@@ -33,12 +34,28 @@ __all__ = [
     "FanInError",
     "LayerStateError",
     "condense_layer",
+    "fan_in_problem",
     "validate_layer_state",
 ]
 
 
 class FanInError(ValueError):
-    """The mask is not constant fan-in; the message names the layer and the fan-in range."""
+    """The mask is not constant fan-in (rows k or k + 1 are); the message names the layer and
+    the fan-in range."""
+
+
+def fan_in_problem(counts: torch.Tensor, in_features: int) -> str | None:
+    """Why rows keeping ``counts`` non-zeros (int [out]; 0 = ablated) do not condense, else
+    None: the non-ablated rows must keep k or k + 1 non-zeros (constant fan-in, or SRigL's
+    remainder after ablation, condensed at k + 1 with one zero-valued slot)."""
+    kept = counts[counts > 0]
+    if kept.numel() and int(kept.max()) - int(kept.min()) > 1:
+        return (
+            f"mask is not constant fan-in: non-ablated rows keep {int(kept.min())}.."
+            f"{int(kept.max())} non-zeros (of {in_features}); condensed backends need the same "
+            "count k in every non-ablated row, or k and k + 1"
+        )
+    return None
 
 
 def condense_layer(
@@ -50,19 +67,25 @@ def condense_layer(
 ) -> dict[str, torch.Tensor]:
     """Condense a masked Linear layer with constant fan-in.
 
+    A mask whose non-ablated rows keep k or k + 1 non-zeros (SRigL's layers after ablation
+    hold their whole budget B = k * n_active + r: r rows keep k + 1) condenses at fan-in
+    k + 1: each row keeping k gets one slot of value 0 at its first column not in the mask
+    (indices stay ascending and distinct), so the output is the masked layer's.
+
     Args:
         weight: float tensor [out, in].
-        mask: bool or 0/1 tensor [out, in]; every row has either 0 or exactly k non-zeros.
+        mask: bool or 0/1 tensor [out, in]; every row has 0, k or k + 1 non-zeros.
         bias: float tensor [out] or None (then zeros).
         layer_name: named in the error message.
         checked: the caller already ran :func:`check_layer` (mask is bool [out, in]).
 
     Returns:
-        ``{"active": int64 [n_active], "values": weight.dtype [n_active, k],
-        "indices": int32 [n_active, k] (ascending per row), "bias": weight.dtype [out]}``.
+        ``{"active": int64 [n_active], "values": weight.dtype [n_active, k'],
+        "indices": int32 [n_active, k'] (ascending per row), "bias": weight.dtype [out]}``,
+        k' the largest row count.
 
     Raises:
-        FanInError: non-ablated rows keep different numbers of non-zeros.
+        FanInError: non-ablated rows keep counts more than one apart.
     """
     if not checked:
         mask = check_layer(weight, mask, bias, layer_name)
@@ -70,25 +93,27 @@ def condense_layer(
     if in_f >= 2**31:
         raise ValueError(f"layer {layer_name!r}: in_features={in_f} must be < 2**31")
     counts = mask.sum(dim=1)
+    if (why := fan_in_problem(counts, in_f)) is not None:
+        raise FanInError(f"layer {layer_name!r}: {why} (use backend 'dense' or 'structured')")
     active = torch.nonzero(counts > 0).flatten()
-    if active.numel() > 0:
-        lo, hi = int(counts[active].min()), int(counts[active].max())
-        if lo != hi:
-            raise FanInError(
-                f"layer {layer_name!r}: mask is not constant fan-in: non-ablated rows keep "
-                f"{lo}..{hi} non-zeros (of in_features={in_f}); condensed backends need the "
-                "same count in every non-ablated row (use backend 'dense' or 'structured')"
-            )
-    k = int(counts[active[0]]) if active.numel() > 0 else 0
+    k = int(counts[active].max()) if active.numel() > 0 else 0
     rows = mask[active]
-    cols = torch.nonzero(rows)[:, 1].reshape(active.numel(), k)  # row-major: sorted per row
-    values = torch.gather(weight.detach()[active], 1, cols).contiguous()
+    slots = rows
+    short = torch.nonzero(counts[active] < k).flatten()
+    if short.numel():
+        slots = rows.clone()
+        free = (~rows[short]).to(torch.uint8).argmax(dim=1)  # first column not in the row
+        slots[short, free] = True
+    cols = torch.nonzero(slots)[:, 1].reshape(active.numel(), k)  # row-major: sorted per row
+    values = torch.gather(weight.detach()[active], 1, cols)
+    if short.numel():
+        values = values.masked_fill(~torch.gather(rows, 1, cols), 0)
     full_bias = (
         bias.detach().clone() if bias is not None else torch.zeros_like(weight[:, 0]).detach()
     )
     return {
         "active": active.to(torch.int64),
-        "values": values,
+        "values": values.contiguous(),
         "indices": cols.to(torch.int32).contiguous(),
         "bias": full_bias.contiguous(),
     }

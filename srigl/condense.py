@@ -338,15 +338,11 @@ def _needs_constant_fan_in(backend: str, conv: bool) -> bool:
 
 
 def _fan_in_problem(mask: torch.Tensor) -> str | None:
-    """Why ``mask`` (rows = output neurons/channels) is not constant fan-in, else None."""
-    counts = mask.flatten(1).sum(dim=1)
-    active = counts[counts > 0]
-    if active.numel() and int(active.min()) != int(active.max()):
-        return (
-            f"mask is not constant fan-in ({int(active.min())}..{int(active.max())} non-zeros "
-            f"per output of {mask[0].numel()})"
-        )
-    return None
+    """Why ``mask`` (rows = output neurons/channels) does not condense, else None
+    (:func:`backends.condensed.fan_in_problem`)."""
+    from backends.condensed import fan_in_problem
+
+    return fan_in_problem(mask.flatten(1).sum(dim=1), mask[0].numel())
 
 
 def _attention_masks(name: str, mha: nn.MultiheadAttention, masks: Mapping[str, torch.Tensor]):

@@ -155,36 +155,64 @@ def drop_grow_fan_in(
     n_keep: int,
     k: int,
     kept: torch.Tensor | None = None,
+    extra: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Constant fan-in drop and grow (SRigL steps 4 and 5).
+    """Constant fan-in drop and grow (SRigL steps 3-5).
 
-    Drop: keep the layer-wide top ``n_keep`` by |W| among the active weights of active rows;
-    a row keeping more than ``k`` keeps only its ``k`` largest. Grow: each active row grows
-    exactly ``k - kept_i`` of its positions not kept, ranked by ``grow_score`` within the row.
+    Drop: keep the layer-wide top ``n_keep`` by |W| among the active weights of active rows.
+    Fan-ins: every active row gets ``k``, and ``extra`` of them ``k + 1`` (the remainder of a
+    budget that the active rows do not divide: B = k * n_active + extra). Those rows are the
+    ones that kept the most weights, ties going to the row whose best position not kept has the
+    highest ``grow_score``, then to the lower row index; so a row that holds k + 1 and keeps them
+    keeps its extra slot. A row keeping more than its fan-in keeps only its largest. Grow: each
+    active row grows its fan-in minus what it kept, ranked by ``grow_score`` within the row.
 
     Args:
         weight: float [out, F]; mask: bool [out, F]; grow_score: float [out, F], higher is
         better, no NaN (e.g. ``masked_score(dense_grad)``);
         active: bool [out], the neurons that stay on; n_keep: >= 0; k: 1 <= k <= F;
-        kept: the layer-wide top-n_keep selection if the caller already has it (bool [out, F]).
+        kept: the layer-wide top-n_keep selection if the caller already has it (bool [out, F]);
+        extra: 0 <= extra < number of active rows (k + 1 <= F when extra > 0).
 
     Returns:
         (kept, new_mask), bool [out, F]: every active row of new_mask has exactly k True
-        positions, every inactive row none.
+        positions (``extra`` of them k + 1), every inactive row none.
     """
     if kept is None:
         kept = top_n_mask(masked_score(weight), n_keep, within=mask & active.view(-1, 1))
     per_row = row_count(kept)
-    over = torch.nonzero(per_row > k).squeeze(1)
+    target = _row_fan_ins(kept, per_row, grow_score, active, k, extra)
+    over = torch.nonzero(per_row > target).squeeze(1)
     if over.numel():
         sub = kept[over]
-        sub &= row_top_mask(masked_score(weight[over], sub), k)
+        sub &= row_top_mask(masked_score(weight[over], sub), target[over])
         kept = kept.clone()
         kept[over] = sub
         per_row = row_count(kept)
-    need = (k - per_row) * active.long()
+    need = (target - per_row) * active.long()
     grow = row_top_mask(grow_score.masked_fill(kept, NEG_INF), need)
     return kept, kept | grow
+
+
+def _row_fan_ins(
+    kept: torch.Tensor,
+    per_row: torch.Tensor,
+    grow_score: torch.Tensor,
+    active: torch.Tensor,
+    k: int,
+    extra: int,
+) -> torch.Tensor:
+    """int64 [out]: k for every row, k + 1 for the ``extra`` active rows of
+    :func:`drop_grow_fan_in`'s rule (most kept, then best free grow score, then lower index)."""
+    target = torch.full_like(per_row, k)
+    if extra <= 0:
+        return target
+    best_free = grow_score.masked_fill(kept, NEG_INF).amax(1) if kept.shape[1] else per_row
+    order = torch.sort(best_free.float(), descending=True, stable=True).indices
+    held = torch.where(active, per_row.clamp(max=k + 1), torch.full_like(per_row, -1))
+    order = order[torch.sort(held[order], descending=True, stable=True).indices]
+    target[order[:extra]] = k + 1
+    return target
 
 
 def weight_salient(weight: torch.Tensor, mask: torch.Tensor, n_keep: int) -> torch.Tensor:

@@ -67,7 +67,8 @@ def constrained_drop_grow(
     kept: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop and grow of a constant fan-in layer (every trainer with ``constant_fan_in``, SRigL):
-    N:M groups where the layer has ``n_m``, else fan-in ``layer.fan_in_for(active neurons)``.
+    N:M groups where the layer has ``n_m``, else fan-in ``layer.fan_in_for(active neurons)``,
+    one more on ``layer.extra_for(active neurons)`` of them (the layer holds its budget).
 
     Args:
         weight, grow_score: float [out, F]; mask: bool [out, F]; active: bool [out]; n_keep:
@@ -79,8 +80,10 @@ def constrained_drop_grow(
     if layer.n_m is not None:
         n, m = layer.n_m
         return drop_grow_n_m(weight, mask, grow_score, active, n_keep, n, m, kept=kept)
-    k = layer.fan_in_for(count(active))
-    return drop_grow_fan_in(weight, mask, grow_score, active, n_keep, k, kept=kept)
+    n_active = count(active)
+    k = layer.fan_in_for(n_active)
+    extra = layer.extra_for(n_active)
+    return drop_grow_fan_in(weight, mask, grow_score, active, n_keep, k, kept=kept, extra=extra)
 
 
 class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOwnership):
@@ -426,8 +429,9 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         """Magnitude drop of floor(f * nnz) weights, regrowth ranked by |grow_score|.
 
         Unstructured (nnz constant over the layer), or with ``constant_fan_in`` each active
-        neuron regrows back to the layer's fan-in (its fixed fan-in, else floor(B / n_active);
-        no ablation), or under ``n_m`` each group regrows back to N (:func:`drop_grow_n_m`).
+        neuron regrows back to the layer's fan-in (its fixed fan-in, else floor(B / n_active),
+        the remainder on some neurons; no ablation), or under ``n_m`` each group regrows back
+        to N (:func:`drop_grow_n_m`).
 
         Args:
             weight, grow_score: float [out, F]; mask: bool [out, F]; drop_fraction: f(t).

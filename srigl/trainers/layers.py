@@ -8,9 +8,10 @@ Equal budgets: every method (static, SET, RigL, SRigL...) gets the same budgets,
 constant fan-in allocation (:func:`srigl.budgets.constant_fan_in_allocation`): layer l keeps
 k_l >= 1 weights per neuron, B_l = k_l * out_l, the k_l chosen so that the global count is as
 close as possible to the distribution's d * N. SRigL holds k_l per neuron, the unstructured
-methods hold B_l anywhere in the layer. After ablating neurons SRigL keeps
-k' = floor(B_l / n_active) per active neuron, so it may then hold up to n_active - 1 fewer
-weights than B_l in that layer.
+methods hold B_l anywhere in the layer. After ablating neurons SRigL's n_active neurons keep
+k' = floor(B_l / n_active) each and r = B_l - k' * n_active of them one more (:meth:`Layer.
+extra_for`), so it still holds exactly B_l; such a layer condenses at fan-in k' + 1 with one
+zero-valued slot in each row that holds k' (:func:`backends.condensed.condense_layer`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Layer:
         is_classifier: the last eligible layer of the model.
         fixed_fan_in: the fan-in every active neuron keeps whatever the number of active
             neurons (options ``fan_in`` / ``n_m``: budget = fixed_fan_in * out), or None (the
-            constant fan-in is then floor(budget / n_active): k_l while no neuron is ablated).
+            fan-in is then floor(budget / n_active), k_l while no neuron is ablated, and the
+            remainder goes to some neurons: :meth:`extra_for`).
         n_m: (N, M): every group of M consecutive inputs of an active neuron holds exactly N
             non-zeros (its flattened fan-in is a multiple of M); None without that constraint.
     """
@@ -66,9 +68,17 @@ class Layer:
         return self.param[0].numel()
 
     def fan_in_for(self, n_active: int) -> int:
-        """The fan-in each of ``n_active`` (>= 1) active neurons keeps: the fixed fan-in, else
-        floor(B_l / n_active)."""
+        """The fan-in each of ``n_active`` (>= 1) active neurons keeps at least: the fixed
+        fan-in, else k' = floor(B_l / n_active)."""
         return self.fixed_fan_in or self.budget // n_active
+
+    def extra_for(self, n_active: int) -> int:
+        """How many of ``n_active`` (>= 1) active neurons keep k' + 1 so that the layer holds
+        exactly B_l: B_l - k' * n_active (0 with a fixed fan-in or N:M, whose budget follows
+        the neurons)."""
+        if self.fixed_fan_in or self.n_m is not None:
+            return 0
+        return self.budget - self.fan_in_for(n_active) * n_active
 
 
 def build_layers(

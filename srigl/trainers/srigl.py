@@ -9,13 +9,16 @@ Per layer, at an update with drop fraction f (SPEC.md section 2):
    k0 = floor(B / out), are ablated (recomputed every update, so a neuron can come back),
    keeping at least ceil(B / fan_in) neurons. The classifier is never ablated unless
    ``ablate_classifier=True``; layers matching ``no_ablation`` neither.
-3. Redistribute: k' = floor(B / n_active). B = k_l * out is the budget every method shares
-   (:mod:`srigl.budgets`), so k' = k_l while no neuron is ablated; with ablated neurons the
-   layer holds k' * n_active, up to n_active - 1 weights below B.
+3. Redistribute: k' = floor(B / n_active), and r = B - k' * n_active neurons get k' + 1, so
+   the layer holds exactly B. B = k_l * out is the budget every method shares
+   (:mod:`srigl.budgets`), so k' = k_l and r = 0 while no neuron is ablated. The r neurons are
+   those that keep the most weights after step 4's drop (then the best regrowth score, then the
+   lower index), so a neuron holding k' + 1 keeps its extra weight while it keeps them all.
+   Condensed, such a layer has fan-in k' + 1 with one zero-valued slot in the other rows.
 4. Drop: keep the top n_keep by |W| among the active weights of active neurons; a neuron
-   keeping more than k' keeps its k' largest.
-5. Grow: each active neuron grows k' - kept_i positions by |grad| within its row; new weights
-   start at 0.
+   keeping more than its fan-in (k' or k' + 1) keeps its largest.
+5. Grow: each active neuron grows its fan-in minus kept_i positions by |grad| within its row;
+   new weights start at 0.
 
 With a fixed fan-in (``fan_in``) k' stays the given fan-in (an ablated neuron's budget is not
 redistributed, and any number of neurons may survive); with ``n_m`` steps 4-5 run per group of

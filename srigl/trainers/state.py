@@ -12,10 +12,14 @@ from srigl.schedule import UpdateSchedule
 #: 2 since the equal-budgets rule (commit 7bca2d3, 2026-12-07: every sparse method's
 #: per-layer budget B_l = k_l * out_l from :func:`srigl.budgets.constant_fan_in_allocation`);
 #: version 1 states may hold masks of the older per-method budgets (see :meth:`load_state_dict`).
+#: 3 since the remainder rule (:data:`REMAINDER_RULE`): after ablation SRigL's layers hold their
+#: whole budget; a version-2 state holding an ablated layer of the floor rule is refused.
 #: The version is in no record hash and no run id: it never changes training results.
-STATE_VERSION = 2
+STATE_VERSION = 3
 #: the commit that introduced the equal-budgets rule (named in the version-1 error)
 EQUAL_BUDGETS_COMMIT = "7bca2d3 (2026-12-07)"
+#: when SRigL started spending the remainder of B / n_active (named in the version-2 error)
+REMAINDER_RULE = "trainer state version 3, 2026-12-07"
 
 
 class TrainerState:
@@ -62,12 +66,13 @@ class TrainerState:
 
         A version-1 state (saved before :data:`STATE_VERSION` 2) loads only where its masks
         fit the equal-budgets rule (commits 7bca2d3.. saved version 1 too); otherwise the error
-        says it was saved before that rule.
+        says it was saved before that rule. A version-2 state likewise loads where its masks fit
+        the remainder rule (an SRigL layer with ablated neurons holds its whole budget).
 
         Raises:
             StateDictError: another trainer, masks whose names or shapes differ or that break
-                the invariants, a version-1 state saved before the equal-budgets rule, or a
-                version newer than this code's.
+                the invariants, a version-1 (2) state saved before the equal-budgets (remainder)
+                rule, or a version newer than this code's.
         """
         version = state.get("version", STATE_VERSION)
         if not isinstance(version, int) or version > STATE_VERSION:
@@ -96,8 +101,15 @@ class TrainerState:
             try:
                 self._check_loaded_mask(name, mask)
             except StateDictError as exc:
-                if version >= 2:
+                if version >= 3:
                     raise
+                if version == 2:
+                    raise StateDictError(
+                        "trainer state version 2 whose masks do not fit the remainder rule: "
+                        f"saved before it ({REMAINDER_RULE}: after ablation SRigL holds the "
+                        "whole budget, B - k * n_active neurons keeping k + 1); retrain, or "
+                        f"resume with an older commit ({exc})"
+                    ) from exc
                 raise StateDictError(
                     "trainer state version 1 whose masks do not fit the equal-budgets rule: "
                     f"saved before it (commit {EQUAL_BUDGETS_COMMIT}: every sparse method now "
@@ -126,8 +138,9 @@ class TrainerState:
     def _check_loaded_mask(self, name: str, mask: torch.Tensor) -> None:
         """Refuse a loaded mask that breaks this trainer's invariants (SPEC.md sections 1-2):
         bool (or 0/1) values; constant fan-in k = floor(B / n_active) (or the layer's fixed
-        fan-in) in every active neuron, exactly N per group of M with ``n_m``, no ablated
-        neuron where ablation is off; or, unstructured, exactly B non-zeros."""
+        fan-in) in every active neuron and k + 1 in B - k * n_active of them, exactly N per
+        group of M with ``n_m``, no ablated neuron where ablation is off; or, unstructured,
+        exactly B non-zeros."""
         layer = self.layers[name]
         where = f"mask {name!r} (shape {tuple(mask.shape)}, budget B = {layer.budget})"
         if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
@@ -142,13 +155,26 @@ class TrainerState:
         n_active = int(active.sum())
         if n_active == 0:
             raise StateDictError(f"{where} has no active neuron; allowed: at least one")
+        can_ablate = self.ablation and layer.may_ablate and type(self).ablates
+        if n_active < layer.out_features and not can_ablate:
+            raise StateDictError(
+                f"{where} has {layer.out_features - n_active} ablated neurons; allowed: none "
+                "(this trainer does not ablate this layer)"
+            )
         k = layer.fan_in_for(n_active)
-        lo, hi = int(rows[active].min()), int(rows[active].max())
-        if lo != k or hi != k:
+        extra = layer.extra_for(n_active)
+        kept = rows[active]
+        lo, hi = int(kept.min()), int(kept.max())
+        if extra == 0:
+            ok = lo == hi == k
+        else:
+            ok = lo >= k and hi <= k + 1 and int((kept == k + 1).sum()) == extra
+        if not ok:
             rule = "the fixed fan-in" if layer.fixed_fan_in else "floor(B / n_active)"
+            more = f", and k + 1 in exactly {extra} of them (B - k * n_active)" if extra else ""
             raise StateDictError(
                 f"{where}: its {n_active} active neurons keep {lo}..{hi} non-zeros; allowed: "
-                f"exactly k = {rule} = {k} each (constant fan-in)"
+                f"k = {rule} = {k} each{more} (constant fan-in)"
             )
         if layer.n_m is not None:
             n, m = layer.n_m
@@ -159,12 +185,6 @@ class TrainerState:
                     f"{int(groups.min())}..{int(groups.max())} non-zeros; allowed: exactly N = {n} "
                     f"each (n_m={layer.n_m})"
                 )
-        can_ablate = self.ablation and layer.may_ablate and type(self).ablates
-        if n_active < layer.out_features and not can_ablate:
-            raise StateDictError(
-                f"{where} has {layer.out_features - n_active} ablated neurons; allowed: none "
-                "(this trainer does not ablate this layer)"
-            )
 
     def _steps_in_window(self) -> int:
         """Steps up to now that belong to the current accumulation window."""

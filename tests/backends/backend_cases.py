@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Case:
-    """A masked Linear layer in -> out: n_active neurons keep k inputs each; x is lead + [in]."""
+    """A masked Linear layer in -> out: n_active neurons keep k inputs each, ``extra`` of them
+    k + 1 (SRigL's remainder after ablation); x is lead + [in]."""
 
     name: str
     in_features: int
@@ -27,6 +28,7 @@ class Case:
     k: int
     n_active: int
     lead: tuple[int, ...]
+    extra: int = 0
 
 
 CASES = [
@@ -38,6 +40,7 @@ CASES = [
     Case("leading_dims_2x3", 24, 10, 6, 8, (2, 3)),
     Case("batch_70_partial_tiles", 50, 13, 7, 12, (70,)),
     Case("mlp_shape", 768, 96, 77, 96, (37,)),
+    Case("remainder_k_or_k_plus_1", 41, 21, 6, 17, (9,), extra=7),
 ]
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -47,15 +50,16 @@ def constant_fan_in_layer(
     case: Case, seed: int, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(weight [out, in], bool mask [out, in], bias [out]) with constant fan-in ``case.k`` over
-    ``case.n_active`` randomly chosen neurons, the other neurons ablated."""
+    ``case.n_active`` randomly chosen neurons (``case.extra`` of them keep k + 1), the other
+    neurons ablated."""
     g = torch.Generator().manual_seed(seed)
     out_f, in_f = case.out_features, case.in_features
     weight = torch.randn(out_f, in_f, generator=g).to(dtype)
     bias = torch.randn(out_f, generator=g).to(dtype)
     mask = torch.zeros(out_f, in_f, dtype=torch.bool)
     rows = torch.randperm(out_f, generator=g)[: case.n_active]
-    for r in rows.tolist():
-        mask[r, torch.randperm(in_f, generator=g)[: case.k]] = True
+    for i, r in enumerate(rows.tolist()):
+        mask[r, torch.randperm(in_f, generator=g)[: case.k + (i < case.extra)]] = True
     return weight, mask, bias
 
 

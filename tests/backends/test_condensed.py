@@ -28,6 +28,28 @@ def test_condense_layer_keeps_sorted_indices_and_the_masked_values():
     assert torch.equal(rebuilt, weight * mask)
 
 
+def test_rows_keeping_k_or_k_plus_1_condense_at_k_plus_1_with_one_zero_slot():
+    case = next(c for c in CASES if c.extra)
+    weight, mask, bias = constant_fan_in_layer(case, 3)
+    weight[~mask] = 5.0  # a stale weight outside the mask must not leak into the zero slot
+    parts = condense_layer(weight, mask, bias)
+    active, values, indices = parts["active"], parts["values"], parts["indices"]
+    assert values.shape == indices.shape == (case.n_active, case.k + 1)
+    assert bool((indices[:, 1:] > indices[:, :-1]).all())
+    assert int((values == 0).sum(1).gt(0).sum()) == case.n_active - case.extra
+    rebuilt = torch.zeros_like(weight)
+    rebuilt[active[:, None], indices.long()] = values
+    assert torch.equal(rebuilt, weight * mask)
+
+
+def test_rows_two_apart_are_still_refused():
+    weight = torch.randn(3, 8)
+    mask = torch.zeros(3, 8, dtype=torch.bool)
+    mask[0, :2] = mask[1, :4] = mask[2, :3] = True
+    with pytest.raises(FanInError, match=r"2\.\.4.*k and k \+ 1"):
+        condense_layer(weight, mask)
+
+
 @pytest.mark.parametrize("name", CONDENSED)
 def test_condensed_backends_reject_non_constant_fan_in_naming_layer_and_range(name):
     skip_unless_supported(name, "cpu", torch.float32)

@@ -45,19 +45,25 @@ def assert_masked_entries_zero(trainer) -> None:
 
 
 def assert_constant_fan_in(trainer) -> None:
-    """Every active neuron has k = floor(B / n_active) non-zeros, B - n_active < nnz <= B; or,
-    with a fixed fan-in (``fan_in`` / ``n_m``), k = that fan-in and nnz = k * n_active."""
+    """Every active neuron has k = floor(B / n_active) non-zeros and B - k * n_active of them
+    k + 1, so nnz = B; or, with a fixed fan-in (``fan_in`` / ``n_m``), k = that fan-in and
+    nnz = k * n_active."""
     for name, layer in trainer.layers.items():
         rows = trainer.masks[name].reshape(layer.out_features, -1).sum(1)
         active = rows > 0
         n_active = int(active.sum())
         k = layer.fixed_fan_in or layer.budget // n_active
-        assert torch.all(rows[active] == k), f"{name}: fan-in {rows.unique().tolist()} != {k}"
         nnz = int(rows.sum())
         if layer.fixed_fan_in:
+            assert torch.all(rows[active] == k), f"{name}: fan-in {rows.unique().tolist()} != {k}"
             assert nnz == k * n_active <= layer.budget, name
         else:
-            assert layer.budget - n_active < nnz <= layer.budget, name
+            extra = layer.budget - k * n_active
+            plus = int((rows[active] == k + 1).sum())
+            assert torch.all((rows[active] == k) | (rows[active] == k + 1)), (
+                f"{name}: fan-in {rows.unique().tolist()} not {k} or {k + 1}"
+            )
+            assert plus == extra and nnz == layer.budget, (name, plus, extra, nnz)
 
 
 def assert_n_m(trainer) -> None:

@@ -27,7 +27,10 @@ def _one_more_in_row(mask, row=0):
 @pytest.mark.parametrize(
     "name,kwargs,tamper,match",
     [
-        ("srigl", {}, _one_more_in_row, r"keep 4\.\.5 non-zeros; allowed: exactly k = .* = 4"),
+        ("srigl", {}, _one_more_in_row, r"keep 4\.\.5 non-zeros; allowed: k = .* = 4 each \("),
+        # one neuron ablated: 47 active hold 4 each, 4 of them must hold 5 (B = 192)
+        ("srigl", {}, lambda m: m & (torch.arange(48) > 0)[:, None],
+         r"47 active neurons keep 4\.\.4 non-zeros; allowed: .* k \+ 1 in exactly 4 of them"),
         ("rigl", {}, _one_more_in_row, r"B = 192\) has 193 non-zeros; allowed: exactly B"),
         ("rigl", {"constant_fan_in": True}, lambda m: m & (torch.arange(48) > 0)[:, None],
          r"1 ablated neurons; allowed: none"),
@@ -59,7 +62,7 @@ def test_a_valid_state_loads(name):
 
 def test_a_version_1_state_saved_under_the_old_budgets_is_refused_with_a_hint():
     trainer = _make("rigl")
-    assert trainer.state_dict()["version"] == STATE_VERSION == 2
+    assert trainer.state_dict()["version"] == STATE_VERSION == 3
     state = trainer.state_dict()
     state["version"] = 1
     state["masks"]["0.weight"] = _one_more_in_row(state["masks"]["0.weight"])  # old budget
@@ -80,5 +83,36 @@ def test_a_version_1_state_whose_masks_fit_the_equal_budgets_loads():
 
 def test_a_state_of_a_newer_version_is_refused():
     state = {**_make("set").state_dict(), "version": STATE_VERSION + 1}
-    with pytest.raises(StateDictError, match=r"version 3; allowed: 1\.\.2"):
+    with pytest.raises(StateDictError, match=r"version 4; allowed: 1\.\.3"):
         _make("set").load_state_dict(state)
+
+
+def _ablate_row_0_and_give_its_weights_to_others(mask):
+    """Row 0 ablated; its k weights go one each to rows 1..k (B = k * n_active + k)."""
+    mask = mask.clone()
+    k = int(mask[0].sum())
+    mask[0] = False
+    for row in range(1, k + 1):
+        mask = _one_more_in_row(mask, row)
+    return mask
+
+
+def test_an_ablated_srigl_state_that_holds_the_whole_budget_loads():
+    trainer = _make("srigl")
+    state = trainer.state_dict()
+    state["masks"]["0.weight"] = _ablate_row_0_and_give_its_weights_to_others(
+        state["masks"]["0.weight"]
+    )
+    other = _make("srigl", seed=5)
+    other.load_state_dict(state)
+    assert torch.equal(other.masks["0.weight"], state["masks"]["0.weight"])
+    assert_invariants(other)
+
+
+def test_a_version_2_state_of_the_floor_rule_is_refused_with_a_hint():
+    # before version 3 an ablated SRigL layer held floor(B / n_active) per neuron
+    state = {**_make("srigl").state_dict(), "version": 2}
+    state["masks"]["0.weight"] = state["masks"]["0.weight"] & (torch.arange(48) > 0)[:, None]
+    with pytest.raises(StateDictError, match="version 2 .* remainder rule") as err:
+        _make("srigl").load_state_dict(state)
+    assert "k + 1 in exactly 4 of them" in str(err.value) and "\n" not in str(err.value)

@@ -62,6 +62,44 @@ def test_drop_grow_fan_in_gives_every_active_row_exactly_k(out, fan_in, seed, da
     assert (kept <= new).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(out=st.integers(2, 12), fan_in=st.integers(3, 20), seed=st.integers(0, 999), data=st.data())
+def test_drop_grow_fan_in_spends_the_remainder_on_exactly_extra_rows(out, fan_in, seed, data):
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out, fan_in, generator=gen)
+    mask = torch.rand(out, fan_in, generator=gen) < 0.5
+    active = torch.rand(out, generator=gen) < 0.7
+    active[0] = True
+    k = data.draw(st.integers(1, fan_in - 1))
+    extra = data.draw(st.integers(0, int(active.sum()) - 1))
+    n_keep = data.draw(st.integers(0, int(mask.sum())))
+    kept, new = drop_grow_fan_in(
+        weight, mask, torch.randn(out, fan_in, generator=gen), active, n_keep, k, extra=extra
+    )
+    rows = new.sum(1)
+    assert int(rows.sum()) == k * int(active.sum()) + extra
+    assert torch.equal(rows[~active], torch.zeros_like(rows[~active]))
+    assert int((rows[active] == k + 1).sum()) == extra
+    assert bool(((rows[active] == k) | (rows[active] == k + 1)).all())
+    assert (kept <= new).all() and not (kept & ~mask).any()
+
+
+def test_the_extra_weight_goes_to_the_rows_that_kept_the_most():
+    # rows 1 and 2 keep 3 weights each (k = 2, 2 extra slots), row 0 keeps 1: rows 1 and 2
+    # keep all three; then row 0 versus row 3 (1 kept each) is decided by the grow score
+    weight = torch.tensor(
+        [[5.0, 0, 0, 0, 0], [4.0, 3.0, 2.0, 0, 0], [1.0, 1.5, 2.5, 0, 0], [0, 0, 0, 0, 6.0]]
+    )
+    mask = weight != 0
+    grow = torch.tensor([[0, 1.0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 9.0, 0, 0, 0]])
+    active = torch.ones(4, dtype=torch.bool)
+    kept, new = drop_grow_fan_in(weight, mask, grow, active, n_keep=8, k=2, extra=2)
+    assert new.sum(1).tolist() == [2, 3, 3, 2]
+    assert torch.equal(kept[1:3], mask[1:3])
+    _, new = drop_grow_fan_in(weight, mask, grow, active, n_keep=8, k=2, extra=3)
+    assert new.sum(1).tolist() == [2, 3, 3, 3]  # row 3's best free score (9) beats row 0's (1)
+
+
 def test_drop_keeps_largest_magnitudes_and_grow_follows_the_gradient():
     weight = torch.tensor([[0.1, -0.9, 0.5, 0.0], [0.3, 0.0, 0.0, -0.2]])
     mask = weight != 0
