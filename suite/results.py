@@ -84,7 +84,11 @@ class InvalidRecordError(ValueError):
 
 
 def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The current git commit and whether the work tree is dirty (``None`` outside git)."""
+    """The current git commit and whether the work tree is dirty (``None`` outside git).
+
+    Dirty means a tracked file outside ``results/`` differs from the commit: what the suite
+    generates there (REPORT.md, REPRODUCTION.md, figures) says nothing about the code, so a
+    second ``make reproduce`` after a first one still makes clean records."""
     cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -93,7 +97,7 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
             cwd=cwd,
             capture_output=True,
             text=True,

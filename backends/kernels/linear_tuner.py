@@ -49,7 +49,9 @@ from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 3  # 3: timed on the work-claiming pool (2: fastest call; 1: median of round means)
+# 4: window-walking permute kernels, sliding windows; 3: timed on the work-claiming pool;
+# 2: fastest call; 1: median of round means
+SCHEMA = 4
 ROUNDS = 5
 ROUND_SECONDS = 2e-3  # calls per candidate and round: about this long, at least MIN_CALLS
 MIN_CALLS = 2

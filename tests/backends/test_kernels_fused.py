@@ -353,3 +353,40 @@ def test_nm_offsets_take_half_a_byte_per_kept_weight(case):
         sizes.append(info[11])
     assert info[13:15] == [0, 0]  # the random one has no pattern
     assert sizes[0] - sizes[1] == (active * ((k + 1) // 2) + 63) // 64 * 64
+
+
+def _aligned_steps(mask: torch.Tensor, lanes: int, block: int) -> int:
+    """Steps of the block-aligned permute pack: per group of ``lanes`` active rows and per
+    block of block - 1 inputs, the most kept inputs any row of the group has there."""
+    rows = mask[mask.any(1)]
+    span = block - 1
+    nb = -(-rows.shape[1] // span)
+    padded = torch.zeros(rows.shape[0], nb * span, dtype=torch.long)
+    padded[:, : rows.shape[1]] = rows.long()
+    per_block = padded.view(rows.shape[0], nb, span).sum(2)  # [rows, nb]
+    total = 0
+    for g in range(0, rows.shape[0], lanes):
+        total += int(per_block[g : g + lanes].max(0).values.sum())
+    return total
+
+
+@pytest.mark.parametrize("lanes,block", [(16, 32), (16, 16), (8, 8), (8, 16), (5, 7)])
+def test_sliding_permute_windows_take_fewer_steps_and_stay_exact(lanes, block):
+    # uniform 90% rows, as a ViT MLP layer: windows that start at the group's next input fill
+    # more lanes than block-aligned ones; inf/NaN in x still reach only the neurons keeping them
+    case = Case("vit_like", 768, 96, 77, 96, (3,))
+    weight, mask, bias = constant_fan_in_layer(case, 4)
+    o = ops.load()
+    blob = _pack(weight, mask, bias, (lanes, block))
+    nsteps = list(o.fused_pack_info(blob))[10]
+    assert nsteps < _aligned_steps(mask, lanes, block)
+    x = torch.randn(3, case.in_features)
+    x[1, 5] = float("nan")
+    keeps = mask[:, 5]
+    for code in all_variants(blob):
+        if (code // 100) % 10 != 1:  # the permute family
+            continue
+        y = o.fused_linear_variant(x, blob, code, case.out_features, False)
+        assert torch.isnan(y[1, keeps]).all() and not torch.isnan(y[1, ~keeps]).any(), code
+        clean = torch.tensor([0, 2])
+        _check(y[clean], x[clean], weight, mask, bias, case.k, str(code))

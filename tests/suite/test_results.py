@@ -177,3 +177,24 @@ def test_a_train_record_without_config_trainer_is_invalid_naming_file_and_key(tm
 def test_config_trainer_must_name_a_method(trainer):
     with pytest.raises(InvalidRecordError, match="config.trainer"):
         make_record("train", {"trainer": trainer}, {"top1_accuracy": 90.0})
+
+
+def test_git_info_dirty_ignores_what_the_suite_writes_under_results(tmp_path):
+    import subprocess
+
+    from suite.results import git_info
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "REPORT.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_info(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "REPORT.md").write_text("regenerated\n")
+    assert git_info(tmp_path)["dirty"] is False  # a reproduction rewrote the report
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_info(tmp_path)["dirty"] is True

@@ -11,7 +11,7 @@
 namespace srigl {
 
 constexpr int64_t kMagic = 0x31534655464c5253LL;  // "SRLFUFS1"
-constexpr int64_t kVersion = 4;  // 4: the N:M offsets (H_NM_N, H_NM_M, O_NMOFF)
+constexpr int64_t kVersion = 5;  // 4: N:M offsets; 5: sliding permute windows (blocks: offsets)
 // inputs per chunk of the blocked tiled kernel: a chunk of a 32-column tile is 16 KiB (L1)
 constexpr int64_t kKbChunk = 128;
 

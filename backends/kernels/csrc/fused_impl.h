@@ -101,9 +101,8 @@ void rows(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m
 
 // ---------------------------------------------------------------- permute-pack kernels
 // x arrives padded (pad_blocks in fused_dispatch.cpp): row r of xp holds, per input block, its
-// block - 1 inputs and a zero, so every step loads whole registers at pstep_off[s] with no tail
-// case, and a group's steps run as one stream (no per-block loop whose trip count the branch
-// predictor would miss).
+// block - 1 inputs and a zero, so every window loads whole registers at its offset with no tail
+// case, and every window holds a zero slot for the idle lanes.
 
 // Writes one group's accumulators (lanes floats per row) to the output.
 inline void store_group(const LayerView& L, int64_t g, int64_t m, const float* acc, float* out,
@@ -137,7 +136,9 @@ void perm_scalar_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0
 }
 
 #if defined(SRIGL_ISA_AVX512)
-// 16 neurons per group; block 16 (one register, vpermps) or 32 (two, vpermt2ps).
+// 16 neurons per group; block 16 (one register, vpermps) or 32 (two, vpermt2ps). Walks the
+// group's windows: x of a window is loaded once per row, then each step is one byte-index
+// expansion, one permute and one FMA per row (no x reload, no per-step offset).
 template <int MR, int W>
 void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
              int64_t g1, float* out, int64_t som, int64_t soj) {
@@ -149,29 +150,35 @@ void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64
     __m512 acc[MR][NA];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NA; ++q) acc[r][q] = _mm512_setzero_ps();
-    const int64_t s0 = L.grp_step[g], s1 = L.grp_step[g + 1];
-    const float* pv = L.pvals + s0 * 16;
-    const uint8_t* pi = L.pidx + s0 * 16;
-    const int32_t* po = L.pstep_off + s0;
-    auto step = [&](int q) {
-      const __m512i ix = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)pi));
-      const __m512 w = _mm512_loadu_ps(pv);
-      const int64_t off = *po;
+    const float* pv = L.pvals + L.grp_step[g] * 16;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * 16;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      const int32_t S = L.blocks[2 * b + 1];
+      __m512 xa[MR], xb[MR];
       for (int r = 0; r < MR; ++r) {
-        const __m512 xv =
-            W == 32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xr[r] + off), ix,
-                                             _mm512_loadu_ps(xr[r] + off + 16))
-                    : _mm512_permutexvar_ps(ix, _mm512_loadu_ps(xr[r] + off));
-        acc[r][q] = _mm512_fmadd_ps(w, xv, acc[r][q]);
+        xa[r] = _mm512_loadu_ps(xr[r] + off);
+        xb[r] = W == 32 ? _mm512_loadu_ps(xr[r] + off + 16) : xa[r];
       }
-      pv += 16;
-      pi += 16;
-      ++po;
-    };
-    int64_t s = s0;
-    for (; s + NA <= s1; s += NA)
-      for (int q = 0; q < NA; ++q) step(q);
-    for (; s < s1; ++s) step(0);
+      auto step = [&](int q) {
+        const __m512i ix = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)pi));
+        const __m512 w = _mm512_loadu_ps(pv);
+        for (int r = 0; r < MR; ++r) {
+          const __m512 xv = W == 32 ? _mm512_permutex2var_ps(xa[r], ix, xb[r])
+                                    : _mm512_permutexvar_ps(ix, xa[r]);
+          acc[r][q] = _mm512_fmadd_ps(w, xv, acc[r][q]);
+        }
+        pv += 16;
+        pi += 16;
+      };
+      int32_t s = 0;
+      for (; s + NA <= S; s += NA)
+        for (int q = 0; q < NA; ++q) step(q);
+      // the last S % NA steps: constant accumulator indices (a runtime index would keep the
+      // accumulators in memory)
+      for (int q = 0; q + 1 < NA; ++q)
+        if (s + q < S) step(q);
+    }
     for (int r = 0; r < MR; ++r)
       for (int q = 1; q < NA; ++q) acc[r][0] = _mm512_add_ps(acc[r][0], acc[r][q]);
     const bool full = L.all_active && soj == 1 && (g + 1) * 16 <= L.n;
@@ -190,6 +197,7 @@ constexpr int kPermLanes = 16;
 inline int perm_block_ok(int block) { return block == 16 || block == 32; }
 #elif defined(SRIGL_ISA_AVX2)
 // 8 neurons per group; block 8 (one register, vpermps) or 16 (two vpermps + blend on bit 3).
+// Walks the group's windows as the AVX-512 kernel does (x loaded once per window and row).
 template <int MR, int W>
 void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
              int64_t g1, float* out, int64_t som, int64_t soj) {
@@ -201,35 +209,41 @@ void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64
     __m256 acc[MR][NA];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NA; ++q) acc[r][q] = _mm256_setzero_ps();
-    const int64_t s0 = L.grp_step[g], s1 = L.grp_step[g + 1];
-    const float* pv = L.pvals + s0 * 8;
-    const uint8_t* pi = L.pidx + s0 * 8;
-    const int32_t* po = L.pstep_off + s0;
-    auto step = [&](int q) {
-      const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)pi));
-      const __m256 w = _mm256_loadu_ps(pv);
-      const int64_t off = *po;
-      if (W == 16) {
-        const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28));
-        for (int r = 0; r < MR; ++r) {
-          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off), ix);
-          const __m256 c = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off + 8), ix);
-          acc[r][q] = _mm256_fmadd_ps(w, _mm256_blendv_ps(a, c, sel), acc[r][q]);
-        }
-      } else {
-        for (int r = 0; r < MR; ++r) {
-          const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr[r] + off), ix);
-          acc[r][q] = _mm256_fmadd_ps(w, a, acc[r][q]);
-        }
+    const float* pv = L.pvals + L.grp_step[g] * 8;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * 8;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      const int32_t S = L.blocks[2 * b + 1];
+      __m256 xa[MR], xb[MR];
+      for (int r = 0; r < MR; ++r) {
+        xa[r] = _mm256_loadu_ps(xr[r] + off);
+        xb[r] = W == 16 ? _mm256_loadu_ps(xr[r] + off + 8) : xa[r];
       }
-      pv += 8;
-      pi += 8;
-      ++po;
-    };
-    int64_t s = s0;
-    for (; s + NA <= s1; s += NA)
-      for (int q = 0; q < NA; ++q) step(q);
-    for (; s < s1; ++s) step(0);
+      auto step = [&](int q) {
+        const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)pi));
+        const __m256 w = _mm256_loadu_ps(pv);
+        if (W == 16) {
+          const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28));
+          for (int r = 0; r < MR; ++r) {
+            const __m256 a = _mm256_permutevar8x32_ps(xa[r], ix);
+            const __m256 c = _mm256_permutevar8x32_ps(xb[r], ix);
+            acc[r][q] = _mm256_fmadd_ps(w, _mm256_blendv_ps(a, c, sel), acc[r][q]);
+          }
+        } else {
+          for (int r = 0; r < MR; ++r)
+            acc[r][q] = _mm256_fmadd_ps(w, _mm256_permutevar8x32_ps(xa[r], ix), acc[r][q]);
+        }
+        pv += 8;
+        pi += 8;
+      };
+      int32_t s = 0;
+      for (; s + NA <= S; s += NA)
+        for (int q = 0; q < NA; ++q) step(q);
+      // the last S % NA steps: constant accumulator indices (a runtime index would keep the
+      // accumulators in memory)
+      for (int q = 0; q + 1 < NA; ++q)
+        if (s + q < S) step(q);
+    }
     for (int r = 0; r < MR; ++r)
       for (int q = 1; q < NA; ++q) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][q]);
     const bool full = L.all_active && soj == 1 && (g + 1) * 8 <= L.n;

@@ -9,13 +9,16 @@ namespace srigl {
 
 // A condensed layer as the kernels see it (views into the packed blob, see fused_blob.h).
 //   out[m, active[j]] = sum_t values[j, t] * x[m, indices[j, t]] + bias[active[j]]
-// Permute pack (lanes > 0): active neurons in groups of `lanes`; a block holds block - 1
-// consecutive inputs plus one zero slot (position block - 1). Each group lists the blocks it
-// touches (blocks[2b] = first input, blocks[2b+1] = S steps, S = the most kept weights any lane
-// has there); its steps form one stream: step s holds, per lane, a kept weight (pvals), its
-// position in the block (pidx, a byte) and the block's offset in the padded input (pstep_off);
-// lanes with fewer kept weights hold weight 0 at the zero slot, so padding adds exactly 0 even
-// where x is inf or NaN.
+// Permute pack (lanes > 0): active neurons in groups of `lanes`; the padded input holds, per
+// block, block - 1 consecutive inputs plus one zero slot (position block - 1). Each group lists
+// its windows of `block` consecutive padded positions (blocks[2b] = the window's first padded
+// position, blocks[2b+1] = its steps): block-aligned, or sliding (a window starts at the
+// group's smallest input not yet taken, so it may span two blocks; fused_pack keeps whichever
+// layout has fewer steps). A group's steps form one stream: step s holds, per lane, a kept
+// weight (pvals), its position in the window (pidx, a byte) and the window's offset in the
+// padded input (pstep_off); idle lanes hold weight 0 at the window's zero slot (any W
+// consecutive padded positions hold exactly one), so padding adds exactly 0 even where x is
+// inf or NaN.
 struct LayerView {
   int64_t in, out, n, k;
   int32_t idx_bytes;   // 2: int16 indices (in < 32768), 4: int32
@@ -28,10 +31,10 @@ struct LayerView {
   int64_t ngroups;
   const int32_t* grp_blk;     // [ngroups + 1]: block range of group g
   const int64_t* grp_step;    // [ngroups + 1]: step range of group g
-  const int32_t* blocks;      // [nblocks, 2]: (first input, S)
+  const int32_t* blocks;      // [nblocks, 2]: windows (first padded position, steps)
   const float* pvals;         // [nsteps, lanes]
   const uint8_t* pidx;        // [nsteps, lanes]
-  const int32_t* pstep_off;   // [nsteps]: the step's block in padded x (block index * block)
+  const int32_t* pstep_off;   // [nsteps]: the step's window offset in padded x
   // input chunks of the blocked tiled kernel (kb_chunk 0: none): neuron j keeps its weights
   // kb_ptr[j * (kb_nchunks + 1) + c] .. [.. + c + 1] in inputs [c * kb_chunk, (c + 1) * kb_chunk)
   int64_t kb_chunk, kb_nchunks;

@@ -31,6 +31,94 @@ std::pair<int64_t, int64_t> nm_pattern(const int64_t* ix, int64_t n, int64_t k, 
   return {0, 0};
 }
 
+
+// The permute pack of ngroups groups of `lanes` neurons (see LayerView): per step and lane a
+// weight, its position in the step's window of `block` padded inputs and the window's offset.
+struct PermPack {
+  std::vector<int32_t> grp_blk, blocks;  // windows: (first padded position, steps)
+  std::vector<int64_t> grp_step;
+  std::vector<float> vals;
+  std::vector<uint8_t> pos;
+  std::vector<int32_t> off;
+};
+
+// Neuron j's kept inputs as (padded position, t), ascending: input i sits at (i / span) * W +
+// i % span of the padded x (per block of W = span + 1: span inputs, then a zero slot).
+void lane_positions(const int64_t* ix, int64_t j, int64_t k, int64_t span,
+                    std::vector<std::pair<int64_t, int64_t>>* out) {
+  out->clear();
+  for (int64_t t = 0; t < k; ++t) {
+    const int64_t i = ix[j * k + t];
+    out->emplace_back(i / span * (span + 1) + i % span, t);
+  }
+  std::sort(out->begin(), out->end());
+}
+
+// Windows at fixed block boundaries (the block's inputs, S = the most any lane keeps there)
+// when `slide` is false; else each window starts at the smallest position not yet taken by any
+// lane of the group and stays while at least min(lanes / 2, lanes left) lanes still have a
+// kept input in it, so a window spans two blocks where the group's inputs do (fewer idle lanes,
+// fewer steps). A window of W consecutive padded positions holds exactly one zero slot: idle
+// lanes point there with weight 0.
+PermPack perm_pack(const int64_t* ix, const float* vals, int64_t n, int64_t k, int64_t in,
+                   int64_t lanes, int64_t W, bool slide) {
+  PermPack P;
+  const int64_t span = W - 1, nb = (in + span - 1) / span, padded = nb * W;
+  const int64_t ngroups = (n + lanes - 1) / lanes;
+  P.grp_blk.assign(ngroups + 1, 0);
+  P.grp_step.assign(ngroups + 1, 0);
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> lane(lanes);
+  std::vector<size_t> at(lanes);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    const int64_t used = std::min(lanes, n - g * lanes);
+    for (int64_t l = 0; l < lanes; ++l) {
+      if (l < used)
+        lane_positions(ix, g * lanes + l, k, span, &lane[l]);
+      else
+        lane[l].clear();
+      at[l] = 0;
+    }
+    auto left = [&](int64_t l) { return at[l] < lane[l].size(); };
+    auto in_window = [&](int64_t l, int64_t o) { return left(l) && lane[l][at[l]].first < o + W; };
+    P.grp_step[g + 1] = P.grp_step[g];
+    for (;;) {
+      int64_t o = padded, pending = 0;
+      for (int64_t l = 0; l < lanes; ++l)
+        if (left(l)) {
+          o = std::min(o, lane[l][at[l]].first);
+          ++pending;
+        }
+      if (pending == 0) break;
+      o = slide ? std::min(o, padded - W) : o / W * W;
+      const uint8_t zero = static_cast<uint8_t>(W - 1 - o % W);
+      int64_t steps = 0, busy;
+      do {
+        for (int64_t l = 0; l < lanes; ++l) {
+          if (in_window(l, o)) {
+            const auto [p, t] = lane[l][at[l]++];
+            P.vals.push_back(vals[(g * lanes + l) * k + t]);
+            P.pos.push_back(static_cast<uint8_t>(p - o));
+          } else {
+            P.vals.push_back(0.0f);
+            P.pos.push_back(zero);
+          }
+        }
+        P.off.push_back(static_cast<int32_t>(o));
+        ++steps;
+        busy = pending = 0;
+        for (int64_t l = 0; l < lanes; ++l) {
+          busy += in_window(l, o);
+          pending += left(l);
+        }
+      } while (busy > 0 && (!slide || busy >= std::min(std::max<int64_t>(lanes / 2, 1), pending)));
+      P.blocks.push_back(static_cast<int32_t>(o));
+      P.blocks.push_back(static_cast<int32_t>(steps));
+      P.grp_step[g + 1] += steps;
+    }
+    P.grp_blk[g + 1] = static_cast<int32_t>(P.blocks.size() / 2);
+  }
+  return P;
+}
 }  // namespace
 
 const int64_t* header(const at::Tensor& blob) {
@@ -110,37 +198,18 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   const int idx_bytes = in < 32768 ? 2 : 4;
   if (lanes > 0 && in > (int64_t(1) << 24)) lanes = 0;  // per-block counts would not pay
 
-  // permute pack: count kept inputs per (lane, block), S = max over lanes
-  const int64_t W = block, span = block - 1;
+  // permute pack: the block-aligned or the sliding-window layout, whichever has fewer steps
+  const int64_t W = block;
   const int64_t ngroups = lanes > 0 ? (n + lanes - 1) / lanes : 0;
-  const int64_t nb_in = lanes > 0 ? (in + span - 1) / span : 0;
-  std::vector<int32_t> grp_blk(ngroups + 1, 0);
-  std::vector<int64_t> grp_step(ngroups + 1, 0);
-  std::vector<int32_t> blocks;
-  std::vector<int32_t> cnt(lanes > 0 ? lanes * nb_in : 0), smax(nb_in), base_step(nb_in);
-  for (int64_t g = 0; g < ngroups; ++g) {
-    std::fill(cnt.begin(), cnt.end(), 0);
-    std::fill(smax.begin(), smax.end(), 0);
-    for (int64_t l = 0; l < lanes && g * lanes + l < n; ++l) {
-      const int64_t* r = ix + (g * lanes + l) * k;
-      for (int64_t t = 0; t < k; ++t) {
-        const int64_t b = r[t] / span;
-        const int32_t c = ++cnt[l * nb_in + b];
-        if (c > smax[b]) smax[b] = c;
-      }
-    }
-    int64_t steps = 0;
-    for (int64_t b = 0; b < nb_in; ++b) {
-      if (smax[b] == 0) continue;
-      blocks.push_back(static_cast<int32_t>(b * span));
-      blocks.push_back(smax[b]);
-      steps += smax[b];
-    }
-    grp_blk[g + 1] = static_cast<int32_t>(blocks.size() / 2);
-    grp_step[g + 1] = grp_step[g] + steps;
+  PermPack pack;
+  if (lanes > 0) {
+    const float* vals = values.data_ptr<float>();
+    pack = perm_pack(ix, vals, n, k, in, lanes, W, false);
+    PermPack sliding = perm_pack(ix, vals, n, k, in, lanes, W, true);
+    if (sliding.off.size() < pack.off.size()) pack = std::move(sliding);
   }
-  const int64_t nblocks = static_cast<int64_t>(blocks.size() / 2);
-  const int64_t nsteps = grp_step[ngroups];
+  const int64_t nblocks = static_cast<int64_t>(pack.blocks.size() / 2);
+  const int64_t nsteps = static_cast<int64_t>(pack.off.size());
 
   // blocked tiled kernel: per neuron, where each input chunk's kept weights start (rows must
   // be ascending, as condensing makes them; a table too large to pay is left out)
@@ -229,35 +298,13 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
       }
   }
   if (lanes > 0) {
-    std::memcpy(p + h[O_GRPBLK], grp_blk.data(), (ngroups + 1) * 4);
-    std::memcpy(p + h[O_GRPSTEP], grp_step.data(), (ngroups + 1) * 8);
-    if (nblocks) std::memcpy(p + h[O_BLOCKS], blocks.data(), nblocks * 8);
-    float* pv = reinterpret_cast<float*>(p + h[O_PVALS]);
-    uint8_t* pq = p + h[O_PIDX];
-    for (int64_t s = 0; s < nsteps * lanes; ++s) pq[s] = static_cast<uint8_t>(W - 1);  // zero slot
-    const float* vals = values.data_ptr<float>();
-    for (int64_t g = 0; g < ngroups; ++g) {
-      // step base of each block of this group, then place each kept weight at its rank
-      int64_t step = grp_step[g];
-      std::fill(base_step.begin(), base_step.end(), -1);
-      int32_t* po = reinterpret_cast<int32_t*>(p + h[O_PSTEP]);
-      for (int32_t b = grp_blk[g]; b < grp_blk[g + 1]; ++b) {
-        const int64_t bi = blocks[2 * b] / span;
-        base_step[bi] = static_cast<int32_t>(step - grp_step[g]);
-        for (int32_t q = 0; q < blocks[2 * b + 1]; ++q) po[step + q] = static_cast<int32_t>(bi * W);
-        step += blocks[2 * b + 1];
-      }
-      for (int64_t l = 0; l < lanes && g * lanes + l < n; ++l) {
-        const int64_t j = g * lanes + l;
-        std::vector<int32_t> rank_in_block;  // per block, how many of this lane's so far
-        rank_in_block.assign(nb_in, 0);
-        for (int64_t t = 0; t < k; ++t) {
-          const int64_t b = ix[j * k + t] / span;
-          const int64_t s = grp_step[g] + base_step[b] + rank_in_block[b]++;
-          pv[s * lanes + l] = vals[j * k + t];
-          pq[s * lanes + l] = static_cast<uint8_t>(ix[j * k + t] - b * span);
-        }
-      }
+    std::memcpy(p + h[O_GRPBLK], pack.grp_blk.data(), (ngroups + 1) * 4);
+    std::memcpy(p + h[O_GRPSTEP], pack.grp_step.data(), (ngroups + 1) * 8);
+    if (nblocks) std::memcpy(p + h[O_BLOCKS], pack.blocks.data(), nblocks * 8);
+    if (nsteps) {
+      std::memcpy(p + h[O_PVALS], pack.vals.data(), nsteps * lanes * 4);
+      std::memcpy(p + h[O_PIDX], pack.pos.data(), nsteps * lanes);
+      std::memcpy(p + h[O_PSTEP], pack.off.data(), nsteps * 4);
     }
   }
   return blob;

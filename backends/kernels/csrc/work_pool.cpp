@@ -1,10 +1,14 @@
 // The work-claiming pool of work_pool.h.
 //
-// One 64-bit job word: epoch (bits 32-63), chunk count (16-31), next unclaimed chunk (0-15).
-// The word only grows (a new job has a larger epoch, a claim adds one), so a compare-exchange
-// from a value read earlier succeeds only while that very job still has that chunk: a helper
-// that read a finished job's word, or an older one, can never claim a chunk of it or of a newer
-// job. The job's function and context are written before its epoch is published and read by a
+// One 64-bit job word: epoch (bits 32-63), back (16-31) and front (0-15): the job's unclaimed
+// chunks are [front, back). The caller claims from the front (front + 1), helpers from the back
+// (back - 1), so from one call to the next each thread runs about the same chunks and finds
+// their data (a layer's packed weights) still in its own L2; a late helper only moves the
+// boundary. Within a job front only grows and back only shrinks, and a new job has a larger
+// epoch, so the word never takes a value twice: a compare-exchange from a value read earlier
+// succeeds only while that very job still has that chunk, and a helper that read a finished
+// job's word, or an older one, can never claim a chunk of it or of a newer job. The job's
+// function, context and chunk count are written before its epoch is published and read by a
 // helper only after a successful claim, i.e. while the caller is still waiting for that chunk.
 // `done` counts the job's finished chunks; the caller waits until it reaches the chunk count,
 // which needs only the chunks that were claimed, never a helper that has not started.
@@ -56,12 +60,13 @@ constexpr auto kHelperSpinOversubscribed = std::chrono::microseconds(10);
 constexpr auto kCallerSpin = std::chrono::microseconds(20);
 constexpr uint64_t kClockEvery = 64;  // spin iterations between two clock reads
 
-uint64_t word_of(uint32_t epoch, uint32_t n, uint32_t next) {
-  return (uint64_t(epoch) << 32) | (uint64_t(n) << 16) | next;
+uint64_t word_of(uint32_t epoch, uint32_t back, uint32_t front) {
+  return (uint64_t(epoch) << 32) | (uint64_t(back) << 16) | front;
 }
 uint32_t epoch_of(uint64_t w) { return uint32_t(w >> 32); }
-uint32_t count_of(uint64_t w) { return uint32_t(w >> 16) & 0xffff; }
-uint32_t next_of(uint64_t w) { return uint32_t(w) & 0xffff; }
+uint32_t back_of(uint64_t w) { return uint32_t(w >> 16) & 0xffff; }
+uint32_t front_of(uint64_t w) { return uint32_t(w) & 0xffff; }
+constexpr uint64_t kBackOne = uint64_t(1) << 16;
 
 // The words every thread touches per job each have their own cache line: the job word (claims),
 // `done` (chunk completions), and the flags that the caller and helpers poll while spinning.
@@ -76,6 +81,7 @@ struct Pool {
   std::atomic<bool> failed{false};            // a chunk of the current job threw
   std::atomic<ChunkFn> fn{nullptr};
   std::atomic<void*> ctx{nullptr};
+  std::atomic<int64_t> count{0};  // chunks of the current job
   std::mutex m;
   std::condition_variable cv;
   std::mutex error_m;
@@ -97,25 +103,29 @@ void keep_first_error(Pool& p) {
   p.failed.store(true, std::memory_order_relaxed);
 }
 
-// Claims and runs chunks of epoch `epoch` until none is left; returns how many it ran. A chunk
-// that throws is recorded (keep_first_error) and the job's later chunks are claimed unrun.
-int64_t claim_and_run(Pool& p, uint32_t epoch) {
+// Claims and runs chunks of epoch `epoch` until none is left, from the front (the caller) or
+// the back (helpers); returns how many it ran. A chunk that throws is recorded
+// (keep_first_error) and the job's later chunks are claimed unrun.
+int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
   int64_t ran = 0;
   uint64_t w = p.word.load(std::memory_order_acquire);
-  while (epoch_of(w) == epoch && next_of(w) < count_of(w)) {
-    if (!p.word.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel,
+  while (epoch_of(w) == epoch && front_of(w) < back_of(w)) {
+    const uint64_t claimed = from_back ? w - kBackOne : w + 1;
+    if (!p.word.compare_exchange_weak(w, claimed, std::memory_order_acq_rel,
                                       std::memory_order_acquire))
       continue;  // w now holds the current word
+    const int64_t chunk = from_back ? int64_t(back_of(w)) - 1 : int64_t(front_of(w));
     if (!p.failed.load(std::memory_order_relaxed)) {
       try {
-        p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), next_of(w));
+        p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), chunk);
         ++ran;
       } catch (...) {
         keep_first_error(p);
       }
     }
     // seq_cst, paired with the caller's store of caller_sleeping: one side sees the other
-    if (p.done.fetch_add(1) + 1 == int64_t(count_of(w)) && p.caller_sleeping.load())
+    if (p.done.fetch_add(1) + 1 == p.count.load(std::memory_order_relaxed) &&
+        p.caller_sleeping.load())
       p.done.notify_all();
     w = p.word.load(std::memory_order_acquire);
   }
@@ -150,7 +160,7 @@ void helper_main(Pool* p) {
     seen = epoch_of(p->word.load(std::memory_order_acquire));
     const int64_t delay = g_helper_delay_us.load(std::memory_order_relaxed);
     if (delay > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay));
-    const int64_t ran = claim_and_run(*p, seen);
+    const int64_t ran = claim_and_run(*p, seen, true);
     if (ran) p->helper_chunks.fetch_add(ran, std::memory_order_relaxed);
   }
 }
@@ -183,6 +193,7 @@ void publish(Pool& p, uint32_t n, ChunkFn fn, void* ctx) {
   const uint32_t epoch = epoch_of(p.word.load(std::memory_order_relaxed)) + 1;
   p.fn.store(fn, std::memory_order_relaxed);
   p.ctx.store(ctx, std::memory_order_relaxed);
+  p.count.store(n, std::memory_order_relaxed);
   p.done.store(0, std::memory_order_relaxed);
   p.word.store(word_of(epoch, n, 0));  // seq_cst: release for the fields above
   if (p.sleepers.load() > 0) {
@@ -279,7 +290,7 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
     return run_serial(nchunks, fn, ctx);
   }
   publish(p, static_cast<uint32_t>(nchunks), fn, ctx);
-  claim_and_run(p, epoch_of(p.word.load(std::memory_order_relaxed)));
+  claim_and_run(p, epoch_of(p.word.load(std::memory_order_relaxed)), false);
   wait_done(p, nchunks);  // after it no helper touches fn or ctx of this job
   std::exception_ptr error;
   if (p.failed.load(std::memory_order_relaxed)) {

@@ -3,7 +3,9 @@
 // loaded machine a helper the OS has not scheduled costs the caller a time slice per call).
 //
 // Persistent helper threads (torch's intra-op thread count - 1) and the calling thread claim
-// the chunks of a job from one atomic counter. The caller runs chunks itself and at the end
+// the chunks of a job from one atomic word, the caller from the front and the helpers from the
+// back (each thread keeps its part of a layer's data in its own cache from call to call). The
+// caller runs chunks itself and at the end
 // waits only for chunks a helper has already claimed (in progress); a helper that wakes late
 // finds no chunk left and goes back to sleep, so a job completes on the caller alone when no
 // helper comes. Helpers spin briefly after a job, then block; the caller spins briefly for
