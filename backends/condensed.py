@@ -70,7 +70,8 @@ def condense_layer(
     A mask whose non-ablated rows keep k or k + 1 non-zeros (SRigL's layers after ablation
     hold their whole budget B = k * n_active + r: r rows keep k + 1) condenses at fan-in
     k + 1: each row keeping k gets one slot of value 0 at its first column not in the mask
-    (indices stay ascending and distinct), so the output is the masked layer's.
+    (indices stay ascending and distinct), so the output is the masked layer's for finite x (an
+    inf or NaN in that column makes the row NaN, 0 * inf, as masked dense ``F.linear`` does).
 
     Args:
         weight: float tensor [out, in].
@@ -137,7 +138,8 @@ class CondensedForm:
 
     @property
     def k(self) -> int:
-        """Constant fan-in of the non-ablated neurons (output channels)."""
+        """Fan-in of the stored rows: the constant fan-in of the non-ablated neurons (output
+        channels), or k + 1 where some keep k (they hold a zero-valued slot)."""
         return self.values.shape[1]
 
     @property

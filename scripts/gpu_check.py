@@ -395,7 +395,14 @@ def train_resnet18(
     ms = (time.perf_counter() - t_start) * 1e3 / max(timed, 1)
     stats = trainer.stats()
     layers = stats["layers"]
-    fan_in_ok = all(isinstance(info["fan_in"], int) for info in layers.values())
+    # constant fan-in: every active row keeps k or k + 1 (SRigL's remainder after ablation)
+    # and each layer holds its budget
+    fan_in_ok = all(
+        info["nnz"] == trainer.layers[name].budget
+        and int(rows[rows > 0].max()) - int(rows[rows > 0].min()) <= 1
+        for name, info in layers.items()
+        for rows in [trainer.masks[name].reshape(info["n_active"] + info["n_ablated"], -1).sum(1)]
+    )
     check = "n/a (dense)" if not layers else ("ok" if fan_in_ok else "FAILED")
     return [
         method, amp, source, str(steps), f"{ms:.1f}", f"{batch * 1e3 / ms:.0f}",

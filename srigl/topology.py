@@ -178,6 +178,11 @@ def drop_grow_fan_in(
         (kept, new_mask), bool [out, F]: every active row of new_mask has exactly k True
         positions (``extra`` of them k + 1), every inactive row none.
     """
+    if extra and not (0 < extra < count(active) and k + 1 <= weight.shape[1]):
+        raise ValueError(
+            f"extra={extra} with k={k}: allowed 0 <= extra < active rows ({count(active)}) and "
+            f"k + 1 <= fan-in ({weight.shape[1]})"
+        )
     if kept is None:
         kept = top_n_mask(masked_score(weight), n_keep, within=mask & active.view(-1, 1))
     per_row = row_count(kept)
@@ -208,7 +213,7 @@ def _row_fan_ins(
     if extra <= 0:
         return target
     best_free = grow_score.masked_fill(kept, NEG_INF).amax(1) if kept.shape[1] else per_row
-    order = torch.sort(best_free.float(), descending=True, stable=True).indices
+    order = torch.sort(best_free, descending=True, stable=True).indices
     held = torch.where(active, per_row.clamp(max=k + 1), torch.full_like(per_row, -1))
     order = order[torch.sort(held[order], descending=True, stable=True).indices]
     target[order[:extra]] = k + 1

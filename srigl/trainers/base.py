@@ -429,9 +429,9 @@ class SparseTrainer(MaskBookkeeping, GradientTracking, TrainerState, ParameterOw
         """Magnitude drop of floor(f * nnz) weights, regrowth ranked by |grow_score|.
 
         Unstructured (nnz constant over the layer), or with ``constant_fan_in`` each active
-        neuron regrows back to the layer's fan-in (its fixed fan-in, else floor(B / n_active),
-        the remainder on some neurons; no ablation), or under ``n_m`` each group regrows back
-        to N (:func:`drop_grow_n_m`).
+        neuron regrows back to the layer's fan-in (its fixed fan-in, else floor(B / n_active);
+        no ablation, so every neuron is active and B / out is whole), or under ``n_m`` each
+        group regrows back to N (:func:`drop_grow_n_m`).
 
         Args:
             weight, grow_score: float [out, F]; mask: bool [out, F]; drop_fraction: f(t).

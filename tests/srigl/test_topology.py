@@ -183,3 +183,14 @@ def test_n_m_update_empties_an_inactive_row_and_trims_a_group_holding_more_than_
     assert new[1].sum() == 0
     assert new[0].view(2, 4).sum(1).tolist() == [2, 2]
     assert new[0].tolist() == [False, False, True, True, False, False, True, True]
+
+
+def test_drop_grow_fan_in_refuses_an_extra_it_cannot_place():
+    import pytest
+
+    weight = torch.randn(3, 4)
+    mask = weight.abs() > 0
+    active = torch.tensor([True, True, False])
+    for extra, k in [(2, 1), (1, 4)]:  # extra >= active rows; k + 1 > fan-in
+        with pytest.raises(ValueError, match=rf"extra={extra} with k={k}"):
+            drop_grow_fan_in(weight, mask, torch.zeros(3, 4), active, 4, k, extra=extra)

@@ -2,14 +2,15 @@
 //
 // One 64-bit job word: epoch (bits 32-63), back (16-31) and front (0-15): the job's unclaimed
 // chunks are [front, back). The caller claims from the front (front + 1), helpers from the back
-// (back - 1), so from one call to the next each thread runs about the same chunks and finds
-// their data (a layer's packed weights) still in its own L2; a late helper only moves the
-// boundary. Within a job front only grows and back only shrinks, and a new job has a larger
+// (back - 1), so from one call to the next the caller runs about the same chunks and finds
+// their data (a layer's packed weights) still in its own L2, and so does a single helper (with
+// several, helpers race for the back); a late helper only moves the boundary. Within a job front only grows and back only shrinks, and a new job has a larger
 // epoch, so the word never takes a value twice: a compare-exchange from a value read earlier
 // succeeds only while that very job still has that chunk, and a helper that read a finished
 // job's word, or an older one, can never claim a chunk of it or of a newer job. The job's
 // function, context and chunk count are written before its epoch is published and read by a
-// helper only after a successful claim, i.e. while the caller is still waiting for that chunk.
+// helper only after a successful claim and before it finishes that chunk, i.e. while the caller
+// is still waiting for it.
 // `done` counts the job's finished chunks; the caller waits until it reaches the chunk count,
 // which needs only the chunks that were claimed, never a helper that has not started.
 //
@@ -115,6 +116,7 @@ int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
                                       std::memory_order_acquire))
       continue;  // w now holds the current word
     const int64_t chunk = from_back ? int64_t(back_of(w)) - 1 : int64_t(front_of(w));
+    const int64_t count = p.count.load(std::memory_order_relaxed);  // this job's, until done
     if (!p.failed.load(std::memory_order_relaxed)) {
       try {
         p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), chunk);
@@ -124,8 +126,7 @@ int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
       }
     }
     // seq_cst, paired with the caller's store of caller_sleeping: one side sees the other
-    if (p.done.fetch_add(1) + 1 == p.count.load(std::memory_order_relaxed) &&
-        p.caller_sleeping.load())
+    if (p.done.fetch_add(1) + 1 == count && p.caller_sleeping.load())
       p.done.notify_all();
     w = p.word.load(std::memory_order_acquire);
   }
