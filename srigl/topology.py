@@ -212,7 +212,7 @@ def _row_fan_ins(
     target = torch.full_like(per_row, k)
     if extra <= 0:
         return target
-    best_free = grow_score.masked_fill(kept, NEG_INF).amax(1) if kept.shape[1] else per_row
+    best_free = grow_score.masked_fill(kept, NEG_INF).amax(1)
     order = torch.sort(best_free, descending=True, stable=True).indices
     held = torch.where(active, per_row.clamp(max=k + 1), torch.full_like(per_row, -1))
     order = order[torch.sort(held[order], descending=True, stable=True).indices]

@@ -135,6 +135,17 @@ class TrainerState:
         if self.sparse:
             self.apply_masks()
 
+    def check_masks(self) -> None:
+        """Check this trainer's live masks against the invariants a loaded state must meet
+        (:meth:`_check_loaded_mask`: constant fan-in k or k + 1 and the layer's budget, N:M
+        groups, ablation only where allowed, or B non-zeros unstructured).
+
+        Raises:
+            StateDictError: the first mask that breaks one, naming it and what is allowed.
+        """
+        for name, mask in self.masks.items():
+            self._check_loaded_mask(name, mask)
+
     def _check_loaded_mask(self, name: str, mask: torch.Tensor) -> None:
         """Refuse a loaded mask that breaks this trainer's invariants (SPEC.md sections 1-2):
         bool (or 0/1) values; constant fan-in k = floor(B / n_active) (or the layer's fixed
@@ -165,11 +176,8 @@ class TrainerState:
         extra = layer.extra_for(n_active)
         kept = rows[active]
         lo, hi = int(kept.min()), int(kept.max())
-        if extra == 0:
-            ok = lo == hi == k
-        else:
-            ok = lo >= k and hi <= k + 1 and int((kept == k + 1).sum()) == extra
-        if not ok:
+        # k in every active neuron and k + 1 in exactly `extra` of them (extra 0: all k)
+        if not (lo >= k and hi <= k + 1 and int((kept == k + 1).sum()) == extra):
             rule = "the fixed fan-in" if layer.fixed_fan_in else "floor(B / n_active)"
             more = f", and k + 1 in exactly {extra} of them (B - k * n_active)" if extra else ""
             raise StateDictError(

@@ -116,3 +116,11 @@ def test_a_version_2_state_of_the_floor_rule_is_refused_with_a_hint():
     with pytest.raises(StateDictError, match="version 2 .* remainder rule") as err:
         _make("srigl").load_state_dict(state)
     assert "k + 1 in exactly 4 of them" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_check_masks_passes_live_masks_and_names_a_broken_one():
+    trainer = _make("srigl")
+    trainer.check_masks()
+    trainer.masks["0.weight"].copy_(_one_more_in_row(trainer.masks["0.weight"]))
+    with pytest.raises(StateDictError, match=r"mask '0.weight' .*keep 4\.\.5 non-zeros"):
+        trainer.check_masks()

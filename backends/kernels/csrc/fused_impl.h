@@ -115,7 +115,8 @@ inline void store_group(const LayerView& L, int64_t g, int64_t m, const float* a
   }
 }
 
-// Portable emulation for any (lanes <= 16, block <= 32): the reference of the pack format.
+// Portable emulation for any (lanes <= 16, block <= 32): the reference of the pack format,
+// walking each group's windows as the SIMD kernels do.
 template <int MR>
 void perm_scalar_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64_t g0,
                     int64_t g1, float* out, int64_t som, int64_t soj) {
@@ -124,12 +125,13 @@ void perm_scalar_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0
   for (int64_t g = g0; g < g1; ++g) {
     for (int r = 0; r < MR; ++r)
       for (int l = 0; l < lanes; ++l) acc[r][l] = 0.0f;
-    for (int64_t s = L.grp_step[g]; s < L.grp_step[g + 1]; ++s) {
-      const float* pv = L.pvals + s * lanes;
-      const uint8_t* pi = L.pidx + s * lanes;
-      const int64_t off = L.pstep_off[s];
-      for (int l = 0; l < lanes; ++l)
-        for (int r = 0; r < MR; ++r) acc[r][l] += pv[l] * xp[(m0 + r) * ldp + off + pi[l]];
+    const float* pv = L.pvals + L.grp_step[g] * lanes;
+    const uint8_t* pi = L.pidx + L.grp_step[g] * lanes;
+    for (int32_t b = L.grp_blk[g]; b < L.grp_blk[g + 1]; ++b) {
+      const int64_t off = L.blocks[2 * b];
+      for (int32_t s = 0; s < L.blocks[2 * b + 1]; ++s, pv += lanes, pi += lanes)
+        for (int l = 0; l < lanes; ++l)
+          for (int r = 0; r < MR; ++r) acc[r][l] += pv[l] * xp[(m0 + r) * ldp + off + pi[l]];
     }
     for (int r = 0; r < MR; ++r) store_group(L, g, m0 + r, acc[r], out, som, soj);
   }

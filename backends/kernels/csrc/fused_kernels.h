@@ -14,9 +14,9 @@ namespace srigl {
 // its windows of `block` consecutive padded positions (blocks[2b] = the window's first padded
 // position, blocks[2b+1] = its steps): block-aligned, or sliding (a window starts at the
 // group's smallest input not yet taken, so it may span two blocks; fused_pack keeps whichever
-// layout has fewer steps). A group's steps form one stream: step s holds, per lane, a kept
-// weight (pvals), its position in the window (pidx, a byte) and the window's offset in the
-// padded input (pstep_off); idle lanes hold weight 0 at the window's zero slot (any W
+// layout has fewer steps). A group's steps form one stream, window after window: step s holds,
+// per lane, a kept weight (pvals) and its position in its window (pidx, a byte); idle lanes
+// hold weight 0 at the window's zero slot (any W
 // consecutive padded positions hold exactly one), so padding adds exactly 0 even where x is
 // inf or NaN.
 struct LayerView {
@@ -34,7 +34,6 @@ struct LayerView {
   const int32_t* blocks;      // [nblocks, 2]: windows (first padded position, steps)
   const float* pvals;         // [nsteps, lanes]
   const uint8_t* pidx;        // [nsteps, lanes]
-  const int32_t* pstep_off;   // [nsteps]: the step's window offset in padded x
   // input chunks of the blocked tiled kernel (kb_chunk 0: none): neuron j keeps its weights
   // kb_ptr[j * (kb_nchunks + 1) + c] .. [.. + c + 1] in inputs [c * kb_chunk, (c + 1) * kb_chunk)
   int64_t kb_chunk, kb_nchunks;

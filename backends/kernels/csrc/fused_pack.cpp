@@ -31,15 +31,13 @@ std::pair<int64_t, int64_t> nm_pattern(const int64_t* ix, int64_t n, int64_t k, 
   return {0, 0};
 }
 
-
 // The permute pack of ngroups groups of `lanes` neurons (see LayerView): per step and lane a
-// weight, its position in the step's window of `block` padded inputs and the window's offset.
+// weight and its position in the step's window; per window its offset and step count.
 struct PermPack {
   std::vector<int32_t> grp_blk, blocks;  // windows: (first padded position, steps)
   std::vector<int64_t> grp_step;
   std::vector<float> vals;
   std::vector<uint8_t> pos;
-  std::vector<int32_t> off;
 };
 
 // Neuron j's kept inputs as (padded position, t), ascending: input i sits at (i / span) * W +
@@ -103,7 +101,6 @@ PermPack perm_pack(const int64_t* ix, const float* vals, int64_t n, int64_t k, i
             P.pos.push_back(zero);
           }
         }
-        P.off.push_back(static_cast<int32_t>(o));
         ++steps;
         busy = pending = 0;
         for (int64_t l = 0; l < lanes; ++l) {
@@ -156,7 +153,6 @@ LayerView view_of(const at::Tensor& blob) {
   L.kb_chunk = h[H_KB_CHUNK];
   L.kb_nchunks = h[H_KB_NCH];
   L.kb_ptr = reinterpret_cast<const int32_t*>(base + h[O_KBPTR]);
-  L.pstep_off = reinterpret_cast<const int32_t*>(base + h[O_PSTEP]);
   L.nm_n = static_cast<int32_t>(h[H_NM_N]);
   L.nm_m = static_cast<int32_t>(h[H_NM_M]);
   L.nm_off = base + h[O_NMOFF];
@@ -206,10 +202,10 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
     const float* vals = values.data_ptr<float>();
     pack = perm_pack(ix, vals, n, k, in, lanes, W, false);
     PermPack sliding = perm_pack(ix, vals, n, k, in, lanes, W, true);
-    if (sliding.off.size() < pack.off.size()) pack = std::move(sliding);
+    if (sliding.grp_step.back() < pack.grp_step.back()) pack = std::move(sliding);
   }
   const int64_t nblocks = static_cast<int64_t>(pack.blocks.size() / 2);
-  const int64_t nsteps = static_cast<int64_t>(pack.off.size());
+  const int64_t nsteps = lanes > 0 ? pack.grp_step.back() : 0;
 
   // blocked tiled kernel: per neuron, where each input chunk's kept weights start (rows must
   // be ascending, as condensing makes them; a table too large to pay is left out)
@@ -257,7 +253,6 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
   h[H_KB_CHUNK] = kb ? kKbChunk : 0;
   h[H_KB_NCH] = kb ? kb_nch : 0;
   h[O_KBPTR] = take(kb ? n * (kb_nch + 1) * 4 : 0);
-  h[O_PSTEP] = take(nsteps * 4);
   h[H_NM_N] = nm.first;
   h[H_NM_M] = nm.second;
   const int64_t nm_row = (k + 1) / 2;  // two 4-bit offsets per byte (M <= 16)
@@ -304,7 +299,6 @@ at::Tensor fused_pack(const at::Tensor& values_, const at::Tensor& indices_,
     if (nsteps) {
       std::memcpy(p + h[O_PVALS], pack.vals.data(), nsteps * lanes * 4);
       std::memcpy(p + h[O_PIDX], pack.pos.data(), nsteps * lanes);
-      std::memcpy(p + h[O_PSTEP], pack.off.data(), nsteps * 4);
     }
   }
   return blob;
