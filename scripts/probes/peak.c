@@ -1,5 +1,5 @@
 /* peak FMA GFLOP/s (zmm, ymm) and read bandwidth, 1 and 2 threads. usage: ./peak */
-#include "common.h"
+#include "../../suite/bench/probes/common.h"
 static volatile float sinkf;
 #define FMALOOP(VT,SET,FMA,N,LANES) { VT a[12]; for(int i=0;i<12;i++)a[i]=SET(1.0f+i*1e-7f); VT m=SET(0.999999f),c=SET(1e-7f); \
   for(long it=0;it<N;it++){ for(int i=0;i<12;i++)a[i]=FMA(a[i],m,c);} float s=0; for(int i=0;i<12;i++){float tmp[16];memcpy(tmp,&a[i],sizeof(VT));s+=tmp[0];} sinkf=s; }

@@ -266,6 +266,18 @@ at::Tensor fused_linear_variant(const at::Tensor& x, const at::Tensor& blob, int
   return run(x, blob, &v, at::Tensor(), out_features, transposed);
 }
 
+// The same call `calls` times back to back in C++ (no Python, no dispatcher between calls):
+// what a C probe of this CPU's limit times, so the two compare kernel to kernel. Returns the
+// last output.
+at::Tensor fused_linear_repeat(const at::Tensor& x, const at::Tensor& blob,
+                               const at::Tensor& table, int64_t out_features, bool transposed,
+                               int64_t calls) {
+  TORCH_CHECK(calls >= 1, "srigl::fused_linear_repeat: calls must be >= 1, got ", calls);
+  at::Tensor y;
+  for (int64_t c = 0; c < calls; ++c) y = run(x, blob, nullptr, table, out_features, transposed);
+  return y;
+}
+
 int64_t fused_resolve(const at::Tensor& blob, const at::Tensor& table, int64_t batch,
                       int64_t threads) {
   const LayerView L = view_of(blob);

@@ -173,13 +173,18 @@ void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64
         pv += 16;
         pi += 16;
       };
-      int32_t s = 0;
-      for (; s + NA <= S; s += NA)
+      int32_t s = S;
+      for (; s >= NA; s -= NA)
         for (int q = 0; q < NA; ++q) step(q);
-      // the last S % NA steps: constant accumulator indices (a runtime index would keep the
-      // accumulators in memory)
-      for (int q = 0; q + 1 < NA; ++q)
-        if (s + q < S) step(q);
+      // the last S % NA steps, nested so that a short window leaves after one test (most
+      // windows hold 1-3 steps: their branches decide the time); constant accumulator indices
+      if (NA > 1 && s > 0) {
+        step(0);
+        if (NA > 2 && s > 1) {
+          step(NA > 2 ? 1 : 0);
+          if (NA > 3 && s > 2) step(NA > 3 ? 2 : 0);
+        }
+      }
     }
     for (int r = 0; r < MR; ++r)
       for (int q = 1; q < NA; ++q) acc[r][0] = _mm512_add_ps(acc[r][0], acc[r][q]);
@@ -238,13 +243,18 @@ void perm_mr(const LayerView& L, const float* xp, int64_t ldp, int64_t m0, int64
         pv += 8;
         pi += 8;
       };
-      int32_t s = 0;
-      for (; s + NA <= S; s += NA)
+      int32_t s = S;
+      for (; s >= NA; s -= NA)
         for (int q = 0; q < NA; ++q) step(q);
-      // the last S % NA steps: constant accumulator indices (a runtime index would keep the
-      // accumulators in memory)
-      for (int q = 0; q + 1 < NA; ++q)
-        if (s + q < S) step(q);
+      // the last S % NA steps, nested so that a short window leaves after one test (most
+      // windows hold 1-3 steps: their branches decide the time); constant accumulator indices
+      if (NA > 1 && s > 0) {
+        step(0);
+        if (NA > 2 && s > 1) {
+          step(NA > 2 ? 1 : 0);
+          if (NA > 3 && s > 2) step(NA > 3 ? 2 : 0);
+        }
+      }
     }
     for (int r = 0; r < MR; ++r)
       for (int q = 1; q < NA; ++q) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][q]);

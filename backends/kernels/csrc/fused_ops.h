@@ -23,6 +23,10 @@ at::Tensor fused_linear_variant(const at::Tensor& x, const at::Tensor& blob, int
 // grad_y float32 [..., out] (or [out, B]) -> grad_x [..., in] (or [in, B]).
 at::Tensor fused_linear_backward(const at::Tensor& grad, const at::Tensor& blob,
                                  int64_t in_features, bool transposed);
+// fused_linear `calls` times in a C++ loop (timing against a C probe); the last output.
+at::Tensor fused_linear_repeat(const at::Tensor& x, const at::Tensor& blob,
+                               const at::Tensor& table, int64_t out_features, bool transposed,
+                               int64_t calls);
 int64_t fused_resolve(const at::Tensor& blob, const at::Tensor& table, int64_t batch,
                       int64_t threads);
 int64_t fused_runs_here(const at::Tensor& blob, int64_t variant);
