@@ -164,6 +164,15 @@ def build_key(name: str, sources: list[pathlib.Path], extra_cflags: list[str]) -
     return h.hexdigest()[:16]
 
 
+def source_digest(sources: list[pathlib.Path]) -> str:
+    """A short hash of kernel sources (names and bytes): what a tuning result of those kernels
+    depends on besides the machine (a changed kernel is timed again)."""
+    h = hashlib.sha256()
+    for src in sorted(sources, key=lambda p: p.name):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def _library_path(folder: pathlib.Path, name: str) -> pathlib.Path:
     return folder / f"{name}.so"
 

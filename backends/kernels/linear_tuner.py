@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from backends.kernels import ops
+from backends.kernels.build import source_digest
 from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
@@ -84,6 +85,7 @@ def check_entry(entry: Any) -> str | None:
     return None
 
 
+_KERNELS = source_digest(ops.SOURCES)  # a changed kernel source: a new cache file
 _CACHE = TuneCache("fused", SCHEMA, "fused-kernel tuning", check_entry)
 _lock = _CACHE.lock
 
@@ -114,8 +116,9 @@ def thread_slot(threads: int) -> int:
 
 
 def machine_key(threads: int) -> dict[str, Any]:
-    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch."""
-    return _machine_key(ops.ISAS[int(ops.load().fused_isa())], threads)
+    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch and
+    the fused kernels' sources."""
+    return _machine_key(ops.ISAS[int(ops.load().fused_isa())], threads, _KERNELS)
 
 
 def cache_path(threads: int) -> pathlib.Path:

@@ -52,15 +52,20 @@ def bucket_of(batch: int, buckets: int = 11) -> int:
     return min((max(int(batch), 1) - 1).bit_length(), buckets - 1)
 
 
-def machine_key(isa: str, threads: int) -> dict[str, Any]:
-    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch."""
-    return {
+def machine_key(isa: str, threads: int, kernels: str = "") -> dict[str, Any]:
+    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch, and
+    the kernels' sources (``kernels``: :func:`backends.kernels.build.source_digest`; a changed
+    kernel gets a new cache file, so its variants are timed again)."""
+    key = {
         "cpu": cpu_model(),
         "isa": isa,
         "threads": int(threads),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
     }
+    if kernels:
+        key["kernels"] = kernels
+    return key
 
 
 def load_average() -> float | None:

@@ -73,3 +73,17 @@ def test_a_bad_entry_read_from_the_file_is_dropped_and_not_merged_back(tmp_path,
     cache.entries(machine)[1]["new"] = 1
     cache.save(machine)
     assert json.loads(path.read_text())["entries"] == {"ok": 1, "new": 1}
+
+
+def test_machine_key_names_the_kernel_sources_so_a_changed_kernel_is_timed_again(tmp_path):
+    from backends.kernels.build import source_digest
+    from backends.kernels.tune_cache import machine_key
+
+    src = tmp_path / "k.cpp"
+    src.write_text("int f() { return 1; }\n")
+    before = source_digest([src])
+    src.write_text("int f() { return 2; }\n")
+    after = source_digest([src])
+    assert before != after
+    assert machine_key("avx2", 2, before) != machine_key("avx2", 2, after)
+    assert "kernels" not in machine_key("avx2", 2)
