@@ -11,8 +11,9 @@
 // function, context and chunk count are written before its epoch is published and read by a
 // helper only after a successful claim and before it finishes that chunk, i.e. while the caller
 // is still waiting for it.
-// `done` counts the job's finished chunks; the caller waits until it reaches the chunk count,
-// which needs only the chunks that were claimed, never a helper that has not started.
+// `done` counts the job's finished chunks (each thread adds the chunks it ran when it finds no
+// chunk left); the caller waits until it reaches the chunk count, which needs only the chunks
+// that were claimed, never a helper that has not started.
 //
 // A chunk that throws does not unwind past the pool: its exception (the first one) is kept,
 // later chunks of the job are claimed but skipped, the caller waits for every claimed chunk as
@@ -73,6 +74,10 @@ constexpr uint64_t kBackOne = uint64_t(1) << 16;
 // `done` (chunk completions), and the flags that the caller and helpers poll while spinning.
 struct Pool {
   alignas(64) std::atomic<uint64_t> word{0};
+  // The newest published epoch, on its own line: what spinning helpers poll. Polling `word`
+  // itself kept that line shared between the cores, so every claim of the caller (a
+  // compare-exchange) first had to take it back from the spinning helper.
+  alignas(64) std::atomic<uint32_t> latest{0};
   alignas(64) std::atomic<int64_t> done{0};
   alignas(64) std::atomic<bool> caller_sleeping{false};  // the caller blocks on `done`
   alignas(64) std::atomic<int> sleepers{0};              // helpers blocked on cv
@@ -108,7 +113,7 @@ void keep_first_error(Pool& p) {
 // the back (helpers); returns how many it ran. A chunk that throws is recorded
 // (keep_first_error) and the job's later chunks are claimed unrun.
 int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
-  int64_t ran = 0;
+  int64_t ran = 0, taken = 0, count = 0;
   uint64_t w = p.word.load(std::memory_order_acquire);
   while (epoch_of(w) == epoch && front_of(w) < back_of(w)) {
     const uint64_t claimed = from_back ? w - kBackOne : w + 1;
@@ -116,7 +121,7 @@ int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
                                       std::memory_order_acquire))
       continue;  // w now holds the current word
     const int64_t chunk = from_back ? int64_t(back_of(w)) - 1 : int64_t(front_of(w));
-    const int64_t count = p.count.load(std::memory_order_relaxed);  // this job's, until done
+    count = p.count.load(std::memory_order_relaxed);  // this job's, until done
     if (!p.failed.load(std::memory_order_relaxed)) {
       try {
         p.fn.load(std::memory_order_relaxed)(p.ctx.load(std::memory_order_relaxed), chunk);
@@ -125,18 +130,21 @@ int64_t claim_and_run(Pool& p, uint32_t epoch, bool from_back) {
         keep_first_error(p);
       }
     }
-    // seq_cst, paired with the caller's store of caller_sleeping: one side sees the other
-    if (p.done.fetch_add(1) + 1 == count && p.caller_sleeping.load())
-      p.done.notify_all();
+    ++taken;
     w = p.word.load(std::memory_order_acquire);
   }
+  // One completion count per thread and job, not per chunk (`done` is a cache line both cores
+  // write: per chunk it moved between them at every chunk). seq_cst, paired with the caller's
+  // store of caller_sleeping: one side sees the other.
+  if (taken > 0 && p.done.fetch_add(taken) + taken == count && p.caller_sleeping.load())
+    p.done.notify_all();
   return ran;
 }
 
 // Waits (spinning at most helper_spin, then blocked) until a job newer than `seen` is published
 // or the pool stops; returns false on stop.
 bool wait_for_job(Pool& p, uint32_t seen) {
-  auto fresh = [&] { return epoch_of(p.word.load(std::memory_order_acquire)) != seen; };
+  auto fresh = [&] { return p.latest.load(std::memory_order_acquire) != seen; };
   if (p.spinners.fetch_add(1, std::memory_order_relaxed) < p.max_spinners) {
     const auto until = Clock::now() + p.helper_spin;
     for (uint64_t i = 0;; ++i) {
@@ -150,15 +158,15 @@ bool wait_for_job(Pool& p, uint32_t seen) {
   if (fresh()) return true;
   std::unique_lock<std::mutex> lock(p.m);
   p.sleepers.fetch_add(1);  // seq_cst, paired with publish(): one side sees the other
-  p.cv.wait(lock, [&] { return p.stop.load() || epoch_of(p.word.load()) != seen; });
+  p.cv.wait(lock, [&] { return p.stop.load() || p.latest.load() != seen; });
   p.sleepers.fetch_sub(1);
   return !p.stop.load();
 }
 
 void helper_main(Pool* p) {
-  uint32_t seen = epoch_of(p->word.load(std::memory_order_acquire));
+  uint32_t seen = p->latest.load(std::memory_order_acquire);
   while (wait_for_job(*p, seen)) {
-    seen = epoch_of(p->word.load(std::memory_order_acquire));
+    seen = p->latest.load(std::memory_order_acquire);  // stored after its job's word
     const int64_t delay = g_helper_delay_us.load(std::memory_order_relaxed);
     if (delay > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay));
     const int64_t ran = claim_and_run(*p, seen, true);
@@ -197,6 +205,7 @@ void publish(Pool& p, uint32_t n, ChunkFn fn, void* ctx) {
   p.count.store(n, std::memory_order_relaxed);
   p.done.store(0, std::memory_order_relaxed);
   p.word.store(word_of(epoch, n, 0));  // seq_cst: release for the fields above
+  p.latest.store(epoch);                // seq_cst, paired with wait_for_job's sleepers
   if (p.sleepers.load() > 0) {
     { std::lock_guard<std::mutex> lock(p.m); }
     p.cv.notify_all();
