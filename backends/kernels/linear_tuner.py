@@ -71,7 +71,8 @@ def check_entry(entry: Any) -> str | None:
     if isinstance(code, bool) or not isinstance(code, int) or code < 0:
         return f"variant {code!r} is not a variant code (an int >= 0)"
     v = ops.decode(code)
-    if v.isa >= len(ops.ISAS) or v.family >= len(ops.FAMILIES) or v.wide > 1 or v.parallel > 1:
+    in_range = v.isa < len(ops.ISAS) and v.family < len(ops.FAMILIES)
+    if not in_range or v.wide not in ops.WIDTHS or v.parallel > 1:
         return (
             f"variant {code} is out of range "
             f"(isa < {len(ops.ISAS)}, family < {len(ops.FAMILIES)}, 0/1 flags)"
@@ -164,7 +165,7 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
                             out.append((ops.encode(name, "perm", parallel=bool(par)), geo))
             if batch >= 5:
                 for family in ("tiled", "tiledkb"):
-                    for wide in (False, True):
+                    for wide in ops.WIDTHS:
                         if batch <= 16 and wide:
                             continue
                         out.append((ops.encode(name, family, wide, bool(par)), ()))

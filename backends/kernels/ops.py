@@ -10,7 +10,8 @@ Variants: ``code = isa * 1000 + family * 100 + wide * 10 + parallel`` with isa 0
 (tiled, input chunk by input chunk so that the tile's chunk stays in L1) / 4 nm (N:M layers
 only: the pack keeps, per kept weight, its 4-bit offset within its group of M inputs, the group
 following from the position; SIMD levels gather a vector of kept inputs per step), ``wide``
-= tiled with twice the accumulators (T = 8 vectors instead of 4). :func:`encode` and
+= the tiled kernels' width (:data:`WIDTHS`: 0 four vector accumulators per neuron, 1 eight,
+2 two; a tile holds that many vectors of batch columns). :func:`encode` and
 :func:`decode` are the one Python place that knows this code (``csrc/fused_variant.h`` the
 one C++ place).
 
@@ -55,6 +56,8 @@ THREAD_SLOTS = 64
 BUCKETS = 11
 ISAS = ("generic", "avx2", "avx512")
 FAMILIES = ("rows", "perm", "tiled", "tiledkb", "nm")
+#: a tiled kernel's width code -> vector accumulators per neuron (tile columns = that x VL)
+WIDTHS = {0: 4, 1: 8, 2: 2}
 
 
 def _setup(ops) -> None:
@@ -121,8 +124,8 @@ def _self_check(o) -> None:
                 x = torch.randn(batch, n_in, generator=g)
                 ref = o.fused_linear_variant(x, blob, 0, out_f, False)
                 for family in range(len(FAMILIES)):
-                    for wide in (0, 1):
-                        code = encode(ISAS[level], FAMILIES[family], bool(wide), False)
+                    for wide in WIDTHS:
+                        code = encode(ISAS[level], FAMILIES[family], wide, False)
                         if (wide and family < 2) or not o.fused_runs_here(blob, code):
                             continue
                         y = o.fused_linear_variant(x, blob, code, out_f, False)
@@ -186,7 +189,8 @@ def _register_autograd() -> None:
 
 
 class Variant(NamedTuple):
-    """A decoded variant code: ISA level, family, wide (0/1), parallel (0/1), as ints."""
+    """A decoded variant code: ISA level, family, wide (0/1/2: :data:`WIDTHS`), parallel (0/1),
+    as ints."""
 
     isa: int
     family: int
@@ -194,8 +198,11 @@ class Variant(NamedTuple):
     parallel: int
 
 
-def encode(isa: str, family: str, wide: bool = False, parallel: bool = True) -> int:
-    """The variant code of (isa, family, wide, parallel); see the module docstring."""
+def encode(isa: str, family: str, wide: int | bool = False, parallel: bool = True) -> int:
+    """The variant code of (isa, family, wide, parallel); see the module docstring (``wide``:
+    a tiled kernel's width code, 0 / False: 4 vector accumulators, 1 / True: 8, 2: 2)."""
+    if int(wide) not in WIDTHS:
+        raise ValueError(f"wide={wide!r} is invalid; allowed: {sorted(WIDTHS)}")
     return ISAS.index(isa) * 1000 + FAMILIES.index(family) * 100 + 10 * int(wide) + int(parallel)
 
 
@@ -219,7 +226,7 @@ def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
         fam = f"perm{lanes}x{block}"
     elif fam in ("tiled", "tiledkb"):
         vl = 16 if isa == 2 else 8
-        fam = f"{fam}{(8 if wide else 4) * vl}"
+        fam = f"{fam}{WIDTHS[wide] * vl}"
     return f"{ISAS[isa]}/{fam}/{'par' if par else 'ser'}"
 
 

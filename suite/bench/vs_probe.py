@@ -20,7 +20,9 @@ register-tile kernels) by a short timing, checks the probe's and the layer's out
 each other, then runs ``pairs`` rounds. The record (``results/probes/probe-<id>.json``, written
 atomically) carries the machine, the load before and after, every ratio with its 95% interval,
 and which probe layout and fused variant ran. The probe needs AVX-512 (``avx512f``): elsewhere
-the runner says so and stops.
+the runner says so and stops. ``python -m suite.bench vs-probe`` sets ``GOMP_SPINCOUNT=10000``
+before torch loads (unless set): the probe's OpenMP threads then stop spinning ~20 us after a
+region instead of libgomp's ~ms, which would have run beside the next block (fused's).
 """
 
 from __future__ import annotations

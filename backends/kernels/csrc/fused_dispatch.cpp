@@ -38,8 +38,9 @@ int bucket_of(int64_t m) {
 
 bool runs_here(const Variant& v, const LayerView& L) {
   if (v.isa < 0 || v.isa > cpu_isa() || v.family < 0 || v.family > kNm || v.wide < 0 ||
-      v.wide > 1 || v.par < 0 || v.par > 1)
+      v.wide > 2 || v.par < 0 || v.par > 1)
     return false;
+  if (v.wide != 0 && v.family < 2) return false;  // a width is a tiled kernel's
   if (v.family == 1) return L.lanes > 0 && kTables.at(v.isa).perm_supports(L.lanes, L.block);
   if (v.family == 3) return L.kb_chunk > 0;
   if (v.family == kNm) return L.nm_m > 0 && v.wide == 0;  // only layers packed as N:M

@@ -11,6 +11,7 @@
 //        plus a 4-bit offset; SIMD: one gather of VL kept inputs per step, group-local.
 #include <stdint.h>
 #include <string.h>
+#include <type_traits>
 
 #include "fused_kernels.h"
 
@@ -452,6 +453,20 @@ void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
 }
 
 // ---------------------------------------------------------------- tiled kernel
+// Vector accumulators per neuron of a tile width code (wide 0: 4, 1: 8, 2: 2).
+inline int accumulators(int wide) { return wide == 1 ? 8 : wide == 2 ? 2 : 4; }
+
+// f(std::integral_constant<int, NACC>) for the width code `wide`.
+template <typename F>
+void by_width(int wide, const F& f) {
+  if (wide == 1)
+    f(std::integral_constant<int, 8>());
+  else if (wide == 2)
+    f(std::integral_constant<int, 2>());
+  else
+    f(std::integral_constant<int, 4>());
+}
+
 constexpr int JB = 16;  // neurons per output block (their [JB][T] results stay in L1)
 
 template <int T>
@@ -463,7 +478,7 @@ void tiled_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j
                  int64_t m0, float* out, int64_t som, int64_t soj) {
   constexpr int T = NACC * VL;
   // registers: AVX2 has 16 (split only with 4 accumulators), AVX-512 32, generic: memory
-  constexpr bool kSplit = NACC * 2 * VL <= 32 * 16 && (NACC == 4 || VL == 16);
+  constexpr bool kSplit = NACC * 2 * VL <= 32 * 16 && (NACC <= 4 || VL == 16);
   const IT* idx_all = static_cast<const IT*>(L.indices);
   const int64_t k = L.k;
   alignas(64) float ybuf[JB * T];
@@ -633,7 +648,7 @@ template <int NACC, typename IT>
 void tiled_blocked_typed(const LayerView& L, const float* tile, int64_t ncols, int64_t j0,
                          int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
   constexpr int T = NACC * VL;
-  constexpr bool kSplit = NACC == 4 || VL == 16;
+  constexpr bool kSplit = NACC <= 4 || VL == 16;
   const IT* idx_all = static_cast<const IT*>(L.indices);
   const int64_t k = L.k, nch = L.kb_nchunks;
   alignas(64) float ybuf[KB_JB * T];
@@ -679,34 +694,28 @@ void tiled_blocked_typed(const LayerView& L, const float* tile, int64_t ncols, i
 
 void tiled_blocked(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
                    int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
-  if (L.idx_bytes == 2) {
-    if (wide)
-      tiled_blocked_typed<8, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    else
-      tiled_blocked_typed<4, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-  } else {
-    if (wide)
-      tiled_blocked_typed<8, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    else
-      tiled_blocked_typed<4, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-  }
+  if (L.idx_bytes == 2)
+    by_width(wide, [&](auto na) {
+      tiled_blocked_typed<decltype(na)::value, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    });
+  else
+    by_width(wide, [&](auto na) {
+      tiled_blocked_typed<decltype(na)::value, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    });
 }
 
-int tile_width(int wide) { return (wide ? 8 : 4) * VL; }
+int tile_width(int wide) { return accumulators(wide) * VL; }
 
 void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
            int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
-  if (L.idx_bytes == 2) {
-    if (wide)
-      tiled_typed<8, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    else
-      tiled_typed<4, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-  } else {
-    if (wide)
-      tiled_typed<8, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    else
-      tiled_typed<4, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-  }
+  if (L.idx_bytes == 2)
+    by_width(wide, [&](auto na) {
+      tiled_typed<decltype(na)::value, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    });
+  else
+    by_width(wide, [&](auto na) {
+      tiled_typed<decltype(na)::value, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
+    });
 }
 
 }  // namespace

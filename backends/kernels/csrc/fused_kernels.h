@@ -56,7 +56,7 @@ struct KernelTable {
   void (*perm)(const LayerView&, const float* xp, int64_t ldx, int64_t m0, int64_t m1,
                int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj);
   int (*perm_supports)(int lanes, int block);
-  // columns per tile of the tiled kernel (wide: twice the accumulators)
+  // columns per tile of the tiled kernel (wide 0: 4 vector accumulators, 1: 8, 2: 2)
   int (*tile_width)(int wide);
   // tile [in][T] (T = tile_width(wide), zero padded) holds rows m0 .. m0+ncols-1 of x;
   // computes those rows for active neurons [j0, j1)

@@ -3,8 +3,8 @@
 //   code = isa * 1000 + family * 100 + wide * 10 + parallel
 //   isa 0 generic, 1 avx2, 2 avx512; family 0 rows (gathers), 1 perm (permute pack), 2 tiled,
 //   3 tiled in input chunks (blocked), 4 nm (N:M layers only: per group of M inputs, N 4-bit
-//   in-group offsets; runs where the pack found an N:M pattern); wide: tiled with twice the
-//   accumulators; parallel: the work pool (work_pool.h).
+//   in-group offsets; runs where the pack found an N:M pattern); wide: the tiled kernels' width,
+//   0: 4 vector accumulators per neuron, 1: 8 (wide), 2: 2 (narrow); parallel: the work pool (work_pool.h).
 // The autotuner's table: int32 [kThreadSlots, kBuckets] of codes; an entry -1 = the static rule.
 #pragma once
 #include <cstdint>
