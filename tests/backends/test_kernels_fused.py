@@ -1,7 +1,7 @@
 """Every variant of the C++ fused kernel against a float64 reference, on odd shapes.
 
 Variants: each ISA level this CPU runs (generic, avx2, avx512) x gather rows / permute pack /
-tiled / chunk-blocked tiled (4 or 8 accumulators) / nm (N:M layers) x serial / parallel; permute
+tiled / chunk-blocked tiled (2, 4 or 8 accumulators) / nm (N:M layers) x serial / parallel; permute
 packs of every geometry the SIMD kernels run, plus odd ones (and the AVX-512 geometries) through
 the portable emulation.
 """
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from backend_cases import Case, constant_fan_in_layer, error_bound
 
+import backends
 from backends.condensed import condense_layer
 from backends.kernels import ops
 from backends.nm import nm_mask
@@ -47,7 +48,7 @@ def all_variants(blob: torch.Tensor) -> list[int]:
     codes = []
     for isa in range(int(o.fused_isa()) + 1):
         for family in range(len(ops.FAMILIES)):
-            for wide in (0, 1):
+            for wide in ops.WIDTHS:
                 for par in (0, 1):
                     code = isa * 1000 + family * 100 + wide * 10 + par
                     if (family in (2, 3) or wide == 0) and o.fused_runs_here(blob, code):
@@ -390,3 +391,25 @@ def test_sliding_permute_windows_take_fewer_steps_and_stay_exact(lanes, block):
         assert torch.isnan(y[1, keeps]).all() and not torch.isnan(y[1, ~keeps]).any(), code
         clean = torch.tensor([0, 2])
         _check(y[clean], x[clean], weight, mask, bias, case.k, str(code))
+
+
+def test_the_narrow_tile_width_is_a_variant_of_its_own_and_not_of_rows_or_perm():
+    o = ops.load()
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(40, 96, generator=g)
+    mask = torch.zeros(40, 96, dtype=torch.bool)
+    mask[:, ::3] = True
+    layer = backends.create("fused", w, mask, torch.randn(40, generator=g))
+    blob = layer.kernel_blob
+    x = torch.randn(70, 96, generator=g)
+    want = F.linear(x, w * mask, layer.bias)
+    isa = ops.ISAS[int(o.fused_isa())]
+    for family in ("tiled", "tiledkb"):
+        code = ops.encode(isa, family, 2, True)
+        assert ops.variant_name(code).startswith(f"{isa}/{family}")
+        got = o.fused_linear_variant(x, blob, code, 40, False)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for family in ("rows", "perm"):
+        assert not o.fused_runs_here(blob, ops.encode(isa, family, 2, True))
+    with pytest.raises(ValueError, match="wide=3"):
+        ops.encode(isa, "tiled", 3)
