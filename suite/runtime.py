@@ -68,8 +68,8 @@ def set_threads(threads: int | None, grad: bool | None = None) -> dict[str, int 
 
 def thread_policy() -> dict[str, object]:
     """How this process runs its threads: torch's thread count, ``OMP_WAIT_POLICY`` (unset means
-    the OpenMP runtime's default), ``SRIGL_PARALLEL`` (the C++ kernels' pool or torch's OpenMP
-    team) and the 1-minute load average of the machine (None where the
+    the OpenMP runtime's default), ``SRIGL_PARALLEL`` (where the C++ kernels run their parallel
+    jobs: auto, pool or team) and the 1-minute load average of the machine (None where the
     OS has none): a timing taken with a load above the core count is a loaded machine's."""
     try:
         load = round(os.getloadavg()[0], 2)
@@ -78,8 +78,9 @@ def thread_policy() -> dict[str, object]:
     return {
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        # how the C++ kernels run in parallel: "pool" (default) or "team" (torch's OpenMP team)
-        "srigl_parallel": os.environ.get("SRIGL_PARALLEL") or "pool",
+        # how the C++ kernels run in parallel: "auto" (default: torch's OpenMP team, the pool
+        # while team jobs come late), "pool" or "team"
+        "srigl_parallel": os.environ.get("SRIGL_PARALLEL") or "auto",
         "load_avg_1m": load,
         "cpu_count": os.cpu_count(),
     }

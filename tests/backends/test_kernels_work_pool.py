@@ -26,6 +26,16 @@ CASE = Case("pool", 301, 203, 29, 190, ())
 BATCHES = [0, 1, 7, 256]
 
 
+@pytest.fixture(autouse=True)
+def pool_mode():
+    """These tests are about the pool: SRIGL_PARALLEL=pool for their duration (auto, the
+    default, would run a quiet machine's jobs on an OpenMP team)."""
+    o = ops.load()
+    before = o.pool_set_mode(0)
+    yield
+    o.pool_set_mode(before)
+
+
 @pytest.fixture
 def two_threads():
     before = torch.get_num_threads()
@@ -289,3 +299,39 @@ def test_team_mode_runs_the_chunks_on_an_openmp_team_with_the_same_bits():
         timeout=600,
     )
     assert out.returncode == 0 and "team ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
+    """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
+    a team job whose other thread starts 20 ms late is counted late; after three in a row the next
+    jobs run on the pool (for a second)."""
+    o = ops.load()
+    dense, bias, blobs = _layer()
+    x = torch.randn(256, 301, generator=torch.Generator().manual_seed(3))
+    code = _parallel_codes(blobs[0])[0]
+    torch.set_num_threads(1)
+    one = o.fused_linear_variant(x, blobs[0], code, 203, False)
+    torch.set_num_threads(2)
+    assert o.pool_set_mode(2) == 0
+    before = o.pool_stats()
+    got = o.fused_linear_variant(x, blobs[0], code, 203, False)
+    mid = o.pool_stats()
+    assert torch.equal(got, one)
+    assert mid[4] > before[4], "auto mode, quiet: no team job ran"
+    old_delay = o.pool_set_helper_delay(20000)
+    try:
+        late = o.fused_linear_variant(x, blobs[0], code, 203, False)
+        one_late = o.pool_stats()
+        assert one_late[5] == mid[5] + 1, "a team thread 20 ms late was not counted late"
+        assert one_late[4] == mid[4] + 1, "one late team job alone moved auto mode off the team"
+        for _ in range(2):
+            late = o.fused_linear_variant(x, blobs[0], code, 203, False)
+        after_late = o.pool_stats()
+        assert after_late[5] == mid[5] + 3
+        again = o.fused_linear_variant(x, blobs[0], code, 203, False)
+        after = o.pool_stats()
+    finally:
+        o.pool_set_helper_delay(old_delay)
+    assert torch.equal(late, one) and torch.equal(again, one)
+    assert after[1] == after_late[1] + 1, "after a late team job the next job ran off the pool"
+    assert after[4] == after_late[4]

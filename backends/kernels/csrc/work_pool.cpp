@@ -250,43 +250,105 @@ void run_serial(int64_t nchunks, ChunkFn fn, void* ctx) {
 
 int threads() { return at::get_num_threads(); }
 
-bool team_mode() {
-  static const bool team = [] {
+// SRIGL_PARALLEL (read once per process): "pool", "team", or "auto" (unset, or any other
+// value: auto).
+enum class Mode { kPool, kTeam, kAuto };
+
+std::atomic<int> g_mode{-1};  // a Mode, -1 until the environment was read
+
+Mode parallel_mode() {
+  int m = g_mode.load(std::memory_order_relaxed);
+  if (m < 0) {
     const char* v = std::getenv("SRIGL_PARALLEL");
-    return v != nullptr && std::string(v) == "team";
-  }();
-  return team;
+    const std::string s = v ? v : "";
+    m = static_cast<int>(s == "pool" ? Mode::kPool : s == "team" ? Mode::kTeam : Mode::kAuto);
+    int unset = -1;
+    if (!g_mode.compare_exchange_strong(unset, m)) m = unset;  // set meanwhile: that one
+  }
+  return static_cast<Mode>(m);
 }
 
-// SRIGL_PARALLEL=team: the chunks are claimed from one atomic counter by an OpenMP team, i.e.
-// torch's own libgomp threads (the way these kernels ran before the pool). Inside a whole model
-// the kernels then share torch's threads instead of competing with them for the cores; the
-// price is the team's end barrier, which waits for a thread the OS has not scheduled.
-void run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt) {
+bool team_mode() { return parallel_mode() == Mode::kTeam; }
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Auto mode: a team job whose caller waited at the end barrier longer than kLateNs, and longer
+// than a quarter of the time it spent on chunks itself, met a thread the OS had not scheduled
+// (another process holds the core). After kLateInARow such jobs in a row (one alone is a
+// hiccup: a thread being created, a kernel thread) jobs run on the pool for kPoolPeriodNs,
+// after which the team is tried again (a few late jobs per period at most).
+constexpr int64_t kLateNs = 100000;            // 100 us
+constexpr int kLateInARow = 3;
+constexpr int64_t kPoolPeriodNs = 1000000000;  // 1 s
+std::atomic<int64_t> g_team_off_until{0};      // now_ns() before which auto jobs use the pool
+std::atomic<int> g_late_in_a_row{0};
+std::atomic<int64_t> g_team_jobs{0}, g_team_late{0};
+
+// SRIGL_PARALLEL=team (and auto, while no team job came late): the chunks are claimed from one
+// atomic counter by an OpenMP team, i.e. torch's own libgomp threads. Inside a whole model the
+// kernels then share torch's threads instead of competing with them for the cores (a pool
+// helper woken while torch's worker spins after its own op gets the core only when the OS
+// preempts that worker); the price is the team's end barrier, which waits for a thread the OS
+// has not scheduled. Returns how long the caller waited at the end barrier (ns), and the time
+// it ran chunks in *busy_ns.
+int64_t run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt, int64_t* busy_ns) {
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
   std::exception_ptr error;
   std::mutex error_m;
+  const int64_t delay = g_helper_delay_us.load(std::memory_order_relaxed);
+  const int64_t start = now_ns();
+  int64_t caller_done = start;
 #pragma omp parallel num_threads(nt)
-  for (;;) {
-    const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-    if (c >= nchunks) break;
-    if (failed.load(std::memory_order_relaxed)) continue;  // skip the rest after a throw
-    try {
-      fn(ctx, c);
-    } catch (...) {  // no exception may leave an OpenMP region
-      std::lock_guard<std::mutex> lock(error_m);
-      if (!error) error = std::current_exception();
-      failed.store(true, std::memory_order_relaxed);
+  {
+    const bool caller = omp_get_thread_num() == 0;
+    if (!caller && delay > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay));
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= nchunks) break;
+      if (failed.load(std::memory_order_relaxed)) continue;  // skip the rest after a throw
+      try {
+        fn(ctx, c);
+      } catch (...) {  // no exception may leave an OpenMP region
+        std::lock_guard<std::mutex> lock(error_m);
+        if (!error) error = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+      }
     }
+    if (caller) caller_done = now_ns();
   }
+  const int64_t end = now_ns();
+  g_team_jobs.fetch_add(1, std::memory_order_relaxed);
+  if (busy_ns) *busy_ns = caller_done - start;
   if (error) std::rethrow_exception(error);
+  return end - caller_done;
 }
 
 void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   const int nt = nchunks > 1 ? threads() : 1;
   if (nt <= 1 || nchunks > kMaxChunks) return run_serial(nchunks, fn, ctx);
-  if (team_mode()) return run_team(nchunks, fn, ctx, nt);
+  const Mode mode = parallel_mode();
+  if (mode == Mode::kTeam) {
+    run_team(nchunks, fn, ctx, nt, nullptr);
+    return;
+  }
+  if (mode == Mode::kAuto && now_ns() >= g_team_off_until.load(std::memory_order_relaxed)) {
+    int64_t busy = 0;
+    const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy);
+    if (waited > kLateNs && waited > busy / 4) {
+      g_team_late.fetch_add(1, std::memory_order_relaxed);
+      if (g_late_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 >= kLateInARow) {
+        g_late_in_a_row.store(0, std::memory_order_relaxed);
+        g_team_off_until.store(now_ns() + kPoolPeriodNs, std::memory_order_relaxed);
+      }
+    } else {
+      g_late_in_a_row.store(0, std::memory_order_relaxed);
+    }
+    return;
+  }
   Pool& p = pool();
   if (p.busy.exchange(true, std::memory_order_acquire)) {
     p.busy_serial_jobs.fetch_add(1, std::memory_order_relaxed);
@@ -319,7 +381,14 @@ std::vector<int64_t> stats() {
   const bool held = p.busy.exchange(true, std::memory_order_acquire);
   const int64_t helpers = held ? -1 : static_cast<int64_t>(p.helpers.size());
   if (!held) p.busy.store(false, std::memory_order_release);
-  return {helpers, p.parallel_jobs.load(), p.busy_serial_jobs.load(), p.helper_chunks.load()};
+  return {helpers, p.parallel_jobs.load(), p.busy_serial_jobs.load(), p.helper_chunks.load(),
+          g_team_jobs.load(), g_team_late.load()};
+}
+
+int64_t set_parallel_mode(int64_t mode) {
+  const int old = static_cast<int>(parallel_mode());
+  if (mode >= 0 && mode <= 2) g_mode.store(static_cast<int>(mode));
+  return old;
 }
 
 int64_t set_helper_delay_us(int64_t us) { return g_helper_delay_us.exchange(us < 0 ? 0 : us); }

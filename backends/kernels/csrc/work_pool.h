@@ -16,10 +16,16 @@
 //
 // Each extension that compiles work_pool.cpp has its own pool (hidden symbols).
 //
-// SRIGL_PARALLEL=team (read once per process) runs the same chunks on an OpenMP team (torch's
-// libgomp threads) instead: faster inside whole models on a quiet machine, where the kernels
-// and torch's own ops then share one set of threads, and slow on a loaded one (the team's end
-// barrier). Unset or "pool": the pool.
+// SRIGL_PARALLEL (read once per process) picks where the chunks run:
+// - "team": an OpenMP team (torch's libgomp threads): fast inside whole models on a quiet
+//   machine, where the kernels and torch's own ops then share one set of threads (a pool helper
+//   woken while torch's worker spins after its op gets the core only when the OS preempts that
+//   worker: measured 2x slower linears inside ViT-B/16), and slow on a loaded one (the team's
+//   end barrier waits for a thread the OS has not scheduled);
+// - "pool": the pool, always;
+// - "auto" (unset, the default): the team until three team jobs in a row come late (the caller
+//   waited at the end barrier > 100 us and > a quarter of its own chunk time), then the pool
+//   for 1 s, then the team is tried again.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -47,7 +53,7 @@ int threads();
 // every chunk already started has finished (chunks not started by then are skipped), and the
 // pool stays usable.
 void run_chunks(int64_t nchunks, void (*fn)(void* ctx, int64_t chunk), void* ctx);
-// True when SRIGL_PARALLEL=team: run_chunks uses an OpenMP team, not the pool.
+// True when SRIGL_PARALLEL=team: run_chunks always uses an OpenMP team, not the pool.
 bool team_mode();
 
 // body(lo, hi) over [0, units) in contiguous ranges: one range (serial, no pool) unless
@@ -74,11 +80,17 @@ void parallel_ranges(int64_t units, bool parallel, const Body& body) {
   }, &ctx);
 }
 
+// Where this extension's jobs run from now on: 0 pool, 1 team, 2 auto (SRIGL_PARALLEL's
+// values; another value changes nothing); returns the previous one.
+int64_t set_parallel_mode(int64_t mode);
+
 // Test and measurement hooks. Stats of this process's pool since it was made:
-// {helpers, parallel jobs, serial jobs (busy pool or one thread), chunks run by helpers}.
+// {helpers, parallel pool jobs, serial jobs (busy pool or one thread), chunks run by helpers,
+//  team jobs, late team jobs (auto mode then used the pool for a while)}.
 std::vector<int64_t> stats();
-// Helpers sleep `us` microseconds after waking for a job, before claiming (tests: the caller
-// must finish alone); returns the previous value.
+// Helpers (and a team's threads other than the caller) sleep `us` microseconds after waking
+// for a job, before claiming (tests: the caller must finish alone, a late team is seen);
+// returns the previous value.
 int64_t set_helper_delay_us(int64_t us);
 // Tests: when `on`, the next resize fails to start a helper thread (as std::thread does when
 // the system has no thread left); returns the previous value.
