@@ -7,7 +7,8 @@ than the condensed layer's looks slower than its kernel is. ``fused`` calls its 
 :func:`call_op` (the raw operator, below the autograd key unless x needs a gradient: its op has
 a backward formula for x); ``dense_kernel``, whose op has none, sends an x that needs a gradient
 to ``F.linear`` first and calls its raw operator under :data:`BELOW_AUTOGRAD`. "Is a gradient
-needed" is :func:`grad_needed`.
+needed" is :func:`grad_needed`. Below the dispatcher, ``fused`` has a direct entry (its extension
+module's ``linear``); :func:`direct_ok` says when calling it is the same as calling the operator.
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ def raw_op(overload: Any) -> Any:
     """The C++ callable behind an ``OpOverload`` (``torch.ops.ns.op.default``): calling it skips
     the Python overload object's ``__call__`` (same dispatch, fewer Python frames)."""
     return getattr(overload, "_op", overload)
+
+
+_C = torch._C
+_TENSOR = torch.Tensor
+
+
+def direct_ok(x: Any) -> bool:
+    """True when a call that skips the dispatcher does what the operator would: x is a plain
+    CPU-side ``torch.Tensor`` (no subclass: FakeTensor, DTensor, a Parameter), it needs no
+    gradient, and nothing above the dispatcher's CPU kernel is watching (no torch function or
+    dispatch mode, no functorch transform, no ``torch.jit.trace``, no profiler: the profiler
+    records operators, so under it the operator is called and shows up)."""
+    return (
+        type(x) is _TENSOR
+        and not (x.requires_grad and _C.is_grad_enabled())
+        and not _C._is_torch_function_mode_enabled()
+        and not _C._len_torch_dispatch_stack()
+        and not _C._are_functorch_transforms_active()
+        and _C._get_tracing_state() is None
+        and not _C._autograd._profiler_enabled()
+    )
 
 
 def grad_needed(x: torch.Tensor, values: torch.Tensor) -> bool:

@@ -447,6 +447,7 @@ class Extension:
         self.name, self.sources, self.namespace, self.setup = name, sources, namespace, setup
         self.label = label
         self.ops: Any = None  # the loaded namespace (None until load() succeeded)
+        self.module: types.ModuleType | None = None  # the extension's Python module
         self.error: str | None = None
         self._lock = threading.Lock()
 
@@ -462,7 +463,7 @@ class Extension:
             if self.error is not None:
                 raise KernelUnavailableError(self.error)
             try:
-                load_extension(self.name, self.sources)
+                module = load_extension(self.name, self.sources)
                 ops = getattr(torch.ops, self.namespace)
                 if self.setup is not None:
                     self.setup(ops)
@@ -471,7 +472,7 @@ class Extension:
                 self.error = f"{self.label} is unavailable: {why}" if self.label else why
                 log.warning("C++ extension %s unavailable: %s", self.name, err.reason)
                 raise KernelUnavailableError(self.error) from None
-            self.ops = ops
+            self.ops, self.module = ops, module
             return ops
 
     def available(self) -> tuple[bool, str]:

@@ -39,6 +39,7 @@ SOURCES = [
     CSRC / "fused_pack.cpp",
     CSRC / "fused_dispatch.cpp",
     CSRC / "fused_register.cpp",
+    CSRC / "fused_direct.cpp",
     CSRC / "work_pool.cpp",
     CSRC / "fused_generic.cpp",
     CSRC / "fused_avx2.cpp",
@@ -79,6 +80,14 @@ def load():
     if os.environ.get("SRIGL_FUSED_KERNEL", "").lower() == "numba":
         raise KernelUnavailableError("SRIGL_FUSED_KERNEL=numba asks for the numba kernel")
     return _EXT.load()
+
+
+def direct_linear():
+    """The extension module's ``linear(x, blob, table, out_features)``: ``srigl::fused_linear``
+    (not transposed) called without the torch dispatcher (see ``csrc/fused_direct.cpp``; only
+    where :func:`backends.hot_path.direct_ok` holds)."""
+    load()
+    return _EXT.module.linear
 
 
 def available() -> tuple[bool, str]:

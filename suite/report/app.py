@@ -47,6 +47,7 @@ from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import nm_accuracy as nma
 from suite.report import transformer_ablation as tra
+from suite.report import vs_probe as vsp
 from suite.report import whole_model as wm
 from suite.report.render import render
 from suite.results import (
@@ -339,6 +340,14 @@ def whole_model_section(records: Sequence[Mapping[str, Any]], out: _Outputs) -> 
     }
 
 
+def probe_section(runs_dir: Path) -> dict[str, Any]:
+    """``fused`` against this CPU's C probe (:mod:`suite.report.vs_probe`), from the vs-probe
+    records beside the store (``<runs_dir>/../probes``): the newest per machine class."""
+    folder = runs_dir.parent / "probes"
+    machines = vsp.newest_per_machine(vsp.load_probe_records(folder))
+    return {"machines": machines, "folder": str(folder)}
+
+
 def other_section(
     records: Sequence[Mapping[str, Any]],
     tabled: pd.DataFrame,
@@ -489,6 +498,7 @@ def build_report(
             "size": size_section(records, tabled, out),
             "backends": backends_section(records, bench, out),
             "whole_model": whole_model_section(records, out),
+            "probe": probe_section(runs_dir),
             "other": other_section(records, tabled, other, out),
             "provenance": provenance_section(records),
             "commands": list(commands),

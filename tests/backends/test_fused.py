@@ -249,3 +249,64 @@ def test_a_layer_built_under_inference_mode_tunes_and_runs_outside_it():
     assert _within_bound(layer(x), x, weight, mask, bias, CASES[7].k)
     with torch.inference_mode():
         assert _within_bound(layer(x), x, weight, mask, bias, CASES[7].k)
+
+
+def _direct_layer():
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(24, 40, generator=g)
+    mask = torch.zeros(24, 40, dtype=torch.bool)
+    mask[:, 1::4] = True
+    return backends.create("fused", w, mask, torch.randn(24, generator=g)), w * mask
+
+
+@needs_cpp
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference"])
+def test_the_direct_entry_gives_the_operators_bits_in_every_grad_mode(mode, monkeypatch):
+    import backends.fused as fused_mod
+
+    layer, _ = _direct_layer()
+    x = torch.randn(5, 3, 40)
+    ctx = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference": torch.inference_mode}
+    calls = []
+    direct = fused_mod._OPS["direct"]
+    monkeypatch.setitem(fused_mod._OPS, "direct", lambda *a: calls.append(1) or direct(*a))
+    with ctx[mode]():
+        got = layer(x)
+        monkeypatch.setattr(fused_mod, "direct_ok", lambda x: False)
+        want = layer(x)
+    assert calls == [1], "a plain tensor that needs no gradient did not take the direct entry"
+    assert torch.equal(got, want) and got.shape == (5, 3, 24)
+    assert got.is_inference() == (mode == "inference") and not got.requires_grad
+
+
+@needs_cpp
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_the_operator_runs_where_something_above_the_dispatcher_watches():
+    from backends.hot_path import direct_ok
+
+    layer, _ = _direct_layer()
+    x = torch.randn(2, 40)
+    assert direct_ok(x)
+    assert not direct_ok(x.requires_grad_())  # autograd needs the operator's formula
+    assert not direct_ok(nn.Parameter(torch.randn(2, 40)))  # a subclass
+    x = torch.randn(2, 40)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        assert not direct_ok(x)
+        layer(x)
+    assert any("srigl::fused_linear" in e.name for e in prof.events())
+    traced = torch.jit.trace(layer, (x,), check_trace=False)
+    assert "srigl::fused_linear" in str(traced.graph)
+
+
+@needs_cpp
+def test_the_direct_entry_refuses_bad_arguments_in_one_line():
+    layer, _ = _direct_layer()
+    direct = ops.direct_linear()
+    with pytest.raises(TypeError, match="4 arguments|arguments given"):
+        direct(torch.randn(1, 40))
+    with pytest.raises(TypeError, match="argument 1 must be a tensor"):
+        direct(torch.randn(1, 40), "blob", layer.variant_table, 24)
+    with pytest.raises(RuntimeError, match="float32 CPU input"):
+        direct(torch.randn(1, 40, dtype=torch.float64), layer.kernel_blob, layer.variant_table, 24)
