@@ -159,7 +159,11 @@ def test_concurrent_calls_from_four_python_threads_are_correct(two_threads):
     assert not errors, errors
 
 
-def test_a_forked_child_runs_the_parallel_kernels_correctly(two_threads):
+@pytest.mark.parametrize("mode", [0, 1, 2], ids=["pool", "team", "auto"])
+def test_a_forked_child_runs_the_parallel_kernels_correctly(two_threads, mode):
+    """Whatever ran in the parent (the pool, or the OpenMP team whose threads a forked child
+    lacks: a region there would wait at its barrier forever), the child runs on a fresh pool."""
+    ops.load().pool_set_mode(mode)
     xs = _inputs()
     calls = _calls(xs, transposed=False)  # transposed rows inputs copy with torch's OpenMP
     want = [call().numpy().tobytes() for call in calls]  # the parent's pool has its helper
@@ -174,8 +178,14 @@ def test_a_forked_child_runs_the_parallel_kernels_correctly(two_threads):
             code = code if ops.load().pool_stats()[1] > 0 else 3  # the child's own pool ran
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    deadline = time.monotonic() + 120
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung (an OpenMP team without its threads?)")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 def test_the_caller_finishes_alone_when_the_helper_never_comes(two_threads):

@@ -227,13 +227,23 @@ void wait_done(Pool& p, int64_t n) {
   }
 }
 
-void in_forked_child() { g_pool.store(nullptr); }  // the parent's helpers do not exist here
+// In a forked child the parent's helpers do not exist, and neither do the OpenMP team's
+// threads: libgomp's pool state still names them, so a parallel region would wait at its
+// barrier forever. The child gets a fresh pool and never uses the team.
+std::atomic<bool> g_forked_child{false};
+void in_forked_child() {
+  g_pool.store(nullptr);
+  g_forked_child.store(true);
+}
+void register_fork_handler() {
+  static const int registered = pthread_atfork(nullptr, nullptr, in_forked_child);
+  (void)registered;
+}
 
 Pool& pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
   if (p) return *p;
-  static const int registered = pthread_atfork(nullptr, nullptr, in_forked_child);
-  (void)registered;
+  register_fork_handler();
   Pool* made = new Pool();
   if (!g_pool.compare_exchange_strong(p, made)) {
     delete made;  // another thread made one first (no helpers started yet)
@@ -330,7 +340,9 @@ int64_t run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt, int64_t* busy_n
 void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   const int nt = nchunks > 1 ? threads() : 1;
   if (nt <= 1 || nchunks > kMaxChunks) return run_serial(nchunks, fn, ctx);
-  const Mode mode = parallel_mode();
+  register_fork_handler();
+  // a forked child: the pool (see in_forked_child)
+  const Mode mode = g_forked_child.load(std::memory_order_relaxed) ? Mode::kPool : parallel_mode();
   if (mode == Mode::kTeam) {
     run_team(nchunks, fn, ctx, nt, nullptr);
     return;

@@ -26,6 +26,7 @@
 // - "auto" (unset, the default): the team until three team jobs in a row come late (the caller
 //   waited at the end barrier > 100 us and > a quarter of its own chunk time), then the pool
 //   for 1 s, then the team is tried again.
+// A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
 #include <cstdint>
