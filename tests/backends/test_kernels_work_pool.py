@@ -313,8 +313,9 @@ def test_team_mode_runs_the_chunks_on_an_openmp_team_with_the_same_bits():
 
 def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
     """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
-    a team job whose other thread starts 20 ms late is counted late; after three in a row the next
-    jobs run on the pool (for a second)."""
+    a team job whose other thread comes 0.3 ms late is counted late but keeps the team (late
+    waits stay under a tenth of the window); one whose other thread comes 20 ms late moves the
+    next jobs to the pool (for a second)."""
     o = ops.load()
     dense, bias, blobs = _layer()
     x = torch.randn(256, 301, generator=torch.Generator().manual_seed(3))
@@ -328,20 +329,19 @@ def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team
     mid = o.pool_stats()
     assert torch.equal(got, one)
     assert mid[4] > before[4], "auto mode, quiet: no team job ran"
-    old_delay = o.pool_set_helper_delay(20000)
+    old_delay = o.pool_set_helper_delay(300)
     try:
+        hiccup = o.fused_linear_variant(x, blobs[0], code, 203, False)
+        small = o.pool_stats()
+        o.pool_set_helper_delay(20000)
         late = o.fused_linear_variant(x, blobs[0], code, 203, False)
-        one_late = o.pool_stats()
-        assert one_late[5] == mid[5] + 1, "a team thread 20 ms late was not counted late"
-        assert one_late[4] == mid[4] + 1, "one late team job alone moved auto mode off the team"
-        for _ in range(2):
-            late = o.fused_linear_variant(x, blobs[0], code, 203, False)
         after_late = o.pool_stats()
-        assert after_late[5] == mid[5] + 3
         again = o.fused_linear_variant(x, blobs[0], code, 203, False)
         after = o.pool_stats()
     finally:
         o.pool_set_helper_delay(old_delay)
-    assert torch.equal(late, one) and torch.equal(again, one)
-    assert after[1] == after_late[1] + 1, "after a late team job the next job ran off the pool"
+    assert torch.equal(hiccup, one) and torch.equal(late, one) and torch.equal(again, one)
+    assert small[4] == mid[4] + 1 and small[1] == mid[1], "a 0.3 ms hiccup left the team"
+    assert after_late[5] >= mid[5] + 1, "a team thread 20 ms late was not counted late"
+    assert after[1] == after_late[1] + 1, "after a 20 ms late team job the next ran off the pool"
     assert after[4] == after_late[4]

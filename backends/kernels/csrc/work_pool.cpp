@@ -285,16 +285,19 @@ int64_t now_ns() {
       .count();
 }
 
-// Auto mode: a team job whose caller waited at the end barrier longer than kLateNs, and longer
-// than a quarter of the time it spent on chunks itself, met a thread the OS had not scheduled
-// (another process holds the core). After kLateInARow such jobs in a row (one alone is a
-// hiccup: a thread being created, a kernel thread) jobs run on the pool for kPoolPeriodNs,
-// after which the team is tried again (a few late jobs per period at most).
+// Auto mode: a team job is late when its caller waited at the end barrier longer than kLateNs
+// and either no other thread ran a chunk (the OS had not scheduled it: another process holds
+// the core) or the wait exceeds a quarter of the caller's own chunk time. Late waits are summed
+// over a window (restarted by a late job when the window is older than kWindowNs); once they
+// exceed a tenth of the window's span (at least kMinSpanNs), jobs run on the pool for
+// kPoolPeriodNs, after which the team is tried again. One wait of a scheduler tick (ms) under
+// load switches at once; the rare sub-millisecond hiccups of a quiet machine do not.
 constexpr int64_t kLateNs = 100000;            // 100 us
-constexpr int kLateInARow = 3;
+constexpr int64_t kWindowNs = 100000000;       // 100 ms
+constexpr int64_t kMinSpanNs = 10000000;       // 10 ms
 constexpr int64_t kPoolPeriodNs = 1000000000;  // 1 s
 std::atomic<int64_t> g_team_off_until{0};      // now_ns() before which auto jobs use the pool
-std::atomic<int> g_late_in_a_row{0};
+std::atomic<int64_t> g_window_start{0}, g_late_sum{0};
 std::atomic<int64_t> g_team_jobs{0}, g_team_late{0};
 
 // SRIGL_PARALLEL=team (and auto, while no team job came late): the chunks are claimed from one
@@ -304,8 +307,9 @@ std::atomic<int64_t> g_team_jobs{0}, g_team_late{0};
 // preempts that worker); the price is the team's end barrier, which waits for a thread the OS
 // has not scheduled. Returns how long the caller waited at the end barrier (ns), and the time
 // it ran chunks in *busy_ns.
-int64_t run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt, int64_t* busy_ns) {
-  std::atomic<int64_t> next{0};
+int64_t run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt, int64_t* busy_ns,
+                 int64_t* others_ran) {
+  std::atomic<int64_t> next{0}, others{0};
   std::atomic<bool> failed{false};
   std::exception_ptr error;
   std::mutex error_m;
@@ -327,12 +331,14 @@ int64_t run_team(int64_t nchunks, ChunkFn fn, void* ctx, int nt, int64_t* busy_n
         if (!error) error = std::current_exception();
         failed.store(true, std::memory_order_relaxed);
       }
+      if (!caller) others.fetch_add(1, std::memory_order_relaxed);
     }
     if (caller) caller_done = now_ns();
   }
   const int64_t end = now_ns();
   g_team_jobs.fetch_add(1, std::memory_order_relaxed);
   if (busy_ns) *busy_ns = caller_done - start;
+  if (others_ran) *others_ran = others.load(std::memory_order_relaxed);
   if (error) std::rethrow_exception(error);
   return end - caller_done;
 }
@@ -344,20 +350,27 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   // a forked child: the pool (see in_forked_child)
   const Mode mode = g_forked_child.load(std::memory_order_relaxed) ? Mode::kPool : parallel_mode();
   if (mode == Mode::kTeam) {
-    run_team(nchunks, fn, ctx, nt, nullptr);
+    run_team(nchunks, fn, ctx, nt, nullptr, nullptr);
     return;
   }
   if (mode == Mode::kAuto && now_ns() >= g_team_off_until.load(std::memory_order_relaxed)) {
-    int64_t busy = 0;
-    const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy);
-    if (waited > kLateNs && waited > busy / 4) {
+    int64_t busy = 0, others_ran = 0;
+    const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy, &others_ran);
+    if (waited > kLateNs && (others_ran == 0 || waited > busy / 4)) {
       g_team_late.fetch_add(1, std::memory_order_relaxed);
-      if (g_late_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 >= kLateInARow) {
-        g_late_in_a_row.store(0, std::memory_order_relaxed);
-        g_team_off_until.store(now_ns() + kPoolPeriodNs, std::memory_order_relaxed);
+      const int64_t now = now_ns();
+      int64_t start = g_window_start.load(std::memory_order_relaxed);
+      if (now - start > kWindowNs) {
+        g_window_start.store(now, std::memory_order_relaxed);
+        g_late_sum.store(0, std::memory_order_relaxed);
+        start = now;
       }
-    } else {
-      g_late_in_a_row.store(0, std::memory_order_relaxed);
+      const int64_t sum = g_late_sum.fetch_add(waited, std::memory_order_relaxed) + waited;
+      if (sum * 10 > std::max(now - start, kMinSpanNs)) {
+        g_late_sum.store(0, std::memory_order_relaxed);
+        g_window_start.store(0, std::memory_order_relaxed);
+        g_team_off_until.store(now + kPoolPeriodNs, std::memory_order_relaxed);
+      }
     }
     return;
   }

@@ -23,9 +23,11 @@
 //   worker: measured 2x slower linears inside ViT-B/16), and slow on a loaded one (the team's
 //   end barrier waits for a thread the OS has not scheduled);
 // - "pool": the pool, always;
-// - "auto" (unset, the default): the team until three team jobs in a row come late (the caller
-//   waited at the end barrier > 100 us and > a quarter of its own chunk time), then the pool
-//   for 1 s, then the team is tried again.
+// - "auto" (unset, the default): the team until team jobs come late (the caller waited at the
+//   end barrier > 100 us for a thread that ran no chunk, or for more than a quarter of its own
+//   chunk time) for more than a tenth of the time (summed over windows of up to 100 ms, at
+//   least 10 ms), then the pool for 1 s, then the team is tried again: one wait of a scheduler
+//   tick under load switches at once, a quiet machine's rare sub-ms hiccups do not.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
