@@ -296,6 +296,7 @@ constexpr int64_t kLateNs = 100000;            // 100 us
 constexpr int64_t kWindowNs = 100000000;       // 100 ms
 constexpr int64_t kMinSpanNs = 10000000;       // 10 ms
 constexpr int64_t kPoolPeriodNs = 1000000000;  // 1 s
+constexpr int64_t kWarmupJobs = 16;            // team jobs never counted late
 std::atomic<int64_t> g_team_off_until{0};      // now_ns() before which auto jobs use the pool
 std::atomic<int64_t> g_window_start{0}, g_late_sum{0};
 std::atomic<int64_t> g_team_jobs{0}, g_team_late{0};
@@ -356,7 +357,9 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   if (mode == Mode::kAuto && now_ns() >= g_team_off_until.load(std::memory_order_relaxed)) {
     int64_t busy = 0, others_ran = 0;
     const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy, &others_ran);
-    if (waited > kLateNs && (others_ran == 0 || waited > busy / 4)) {
+    // (a process's first team jobs start libgomp's threads: a wait, not another process)
+    const bool warm = g_team_jobs.load(std::memory_order_relaxed) > kWarmupJobs;
+    if (warm && waited > kLateNs && (others_ran == 0 || waited > busy / 4)) {
       g_team_late.fetch_add(1, std::memory_order_relaxed);
       const int64_t now = now_ns();
       int64_t start = g_window_start.load(std::memory_order_relaxed);

@@ -27,7 +27,8 @@
 //   end barrier > 100 us for a thread that ran no chunk, or for more than a quarter of its own
 //   chunk time) for more than a tenth of the time (summed over windows of up to 100 ms, at
 //   least 10 ms), then the pool for 1 s, then the team is tried again: one wait of a scheduler
-//   tick under load switches at once, a quiet machine's rare sub-ms hiccups do not.
+//   tick under load switches at once, a quiet machine's rare sub-ms hiccups do not (nor do the
+//   first 16 team jobs of a process, which start libgomp's threads).
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
