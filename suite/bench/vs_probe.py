@@ -432,6 +432,7 @@ def cli(argv: list[str] | None = None) -> int:
         "pairs": a.pairs,
         "block_seconds": a.block_seconds,
         "skip": sorted("@".join(c) for c in skip),
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }
     cells = [
         (i, o, s, b)

@@ -95,7 +95,9 @@ def newest_per_machine(records: Sequence[Mapping[str, Any]]) -> list[dict[str, A
                 "commit": (record.get("git") or {}).get("commit", "")[:7],
                 "dirty": bool((record.get("git") or {}).get("dirty")),
                 "load": load,
-                "gomp_spincount": (record.get("config") or {}).get("GOMP_SPINCOUNT"),
+                "gomp_spincount": (record.get("config") or {}).get(
+                    "GOMP_SPINCOUNT", "not recorded"
+                ),
                 "table": probe_table(record),
             }
         )

@@ -125,4 +125,5 @@ def test_cli_writes_one_record_with_the_machine(tmp_path, capsys):
     record = json.loads(files[0].read_text())
     assert record["kind"] == "vs_probe" and record["host"]["asv_name"]
     assert len(record["rows"]) == 1 and record["config"]["threads"] == 1
+    assert "GOMP_SPINCOUNT" in record["config"]
     assert "| 128->64 | 75% | 1 |" in capsys.readouterr().out
