@@ -241,3 +241,23 @@ def test_a_library_without_its_build_marker_is_built_over_in_its_own_folder(tmp_
         )
         == first.parent
     )
+
+
+def test_the_projects_own_extensions_build_where_a_toolchain_is():
+    """The kernel tests skip where the C++ kernels are unavailable; so that a compile error in
+    the project's sources fails here instead of turning into skips, each extension must load
+    wherever a compiler and ninja are found."""
+    import os
+
+    ok, why = kernel_available()
+    if not ok:
+        pytest.skip(f"no C++ toolchain here: {why}")
+    if os.environ.get("SRIGL_FUSED_KERNEL", "").lower() == "numba":
+        pytest.skip("SRIGL_FUSED_KERNEL=numba asks for the numba kernel")
+    from backends import dense_kernel, fused_conv
+    from backends.kernels import ops
+
+    assert ops.available() == (True, "")
+    assert dense_kernel.EXTENSION.available() == (True, "")
+    assert fused_conv._EXT.available() == (True, "")
+    assert callable(ops.direct_linear())
