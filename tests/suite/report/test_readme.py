@@ -84,8 +84,11 @@ def test_an_explicit_readme_without_markers_is_an_error_before_any_work(project)
 
 
 def test_the_committed_readme_block_is_the_one_make_report_writes(tmp_path):
-    """The README of this repository against its committed records (regenerated in tmp)."""
+    """The README of this repository against its committed records (regenerated in tmp): the
+    store and the vs-probe records beside it."""
     shutil.copytree(ROOT / "results" / "runs", tmp_path / "results" / "runs")
+    if (ROOT / "results" / "probes").is_dir():
+        shutil.copytree(ROOT / "results" / "probes", tmp_path / "results" / "probes")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     (tmp_path / "README.md").write_text(readme, encoding="utf-8")
     rep = build_report(tmp_path / "results" / "runs", tmp_path / "results")
