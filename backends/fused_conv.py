@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -33,21 +32,11 @@ from backends.conv import CondensedConv2d, register_conv
 from backends.hot_path import grad_needed
 from backends.kernels.build import Extension
 from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
+from backends.kernels.conv_tuner import SOURCES as CONV_SOURCES
 
 log = logging.getLogger(__name__)
 
-CSRC = Path(__file__).with_name("kernels") / "csrc"
-SOURCES = [
-    CSRC / "conv_op.cpp",
-    CSRC / "work_pool.cpp",
-    CSRC / "conv_generic.cpp",
-    CSRC / "conv_avx2.cpp",
-    CSRC / "conv_avx512.cpp",
-    CSRC / "conv_impl.h",
-    CSRC / "conv_kernels.h",
-    CSRC / "cpu_isa.h",
-    CSRC / "work_pool.h",
-]
+SOURCES = CONV_SOURCES  # the extension's sources: one list, the tuner's (its cache key)
 # Variant code of the dense fallback: F.conv2d (oneDNN) on the rebuilt masked weight. The tuner
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK
 # gives small early layers ~50% density) runs dense; SRIGL_CONV_DENSE_FALLBACK=off removes it.

@@ -17,6 +17,7 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
+from backends.kernels.build import source_digest
 from backends.kernels.ops import ISAS
 from backends.kernels.tune_cache import TuneCache, fastest_interleaved, tuning_enabled
 from backends.kernels.tune_cache import bucket_of as _bucket_of
@@ -25,6 +26,22 @@ from backends.kernels.tune_cache import machine_key as _machine_key
 log = logging.getLogger(__name__)
 
 SCHEMA = 3  # 3: timed on the work-claiming pool (2: variants ranked by their fastest call)
+
+#: the direct conv extension's sources (built by backends.fused_conv); their digest is in the
+#: cache's machine key, so a changed kernel (or work pool) is timed again
+CSRC = pathlib.Path(__file__).with_name("csrc")
+SOURCES = [
+    CSRC / "conv_op.cpp",
+    CSRC / "work_pool.cpp",
+    CSRC / "conv_generic.cpp",
+    CSRC / "conv_avx2.cpp",
+    CSRC / "conv_avx512.cpp",
+    CSRC / "conv_impl.h",
+    CSRC / "conv_kernels.h",
+    CSRC / "cpu_isa.h",
+    CSRC / "work_pool.h",
+]
+_KERNELS = source_digest(SOURCES)
 ROUNDS = 3
 ROUND_SECONDS = 2e-3
 MIN_CALLS = 2
@@ -53,7 +70,9 @@ def bucket_of(batch: int) -> int:
 
 
 def machine_key(isa: int, threads: int) -> dict[str, Any]:
-    return _machine_key(ISAS[isa], threads)
+    """What a tuning result depends on besides the layer: CPU, ISA level, threads, torch and
+    the conv kernels' sources."""
+    return _machine_key(ISAS[isa], threads, _KERNELS)
 
 
 def cache_path(isa: int, threads: int) -> pathlib.Path:

@@ -34,3 +34,12 @@ def test_a_bad_conv_cache_entry_is_dropped_timed_again_and_written_back(cache, b
     assert len(rec) == 1
     assert code in [100 + v for v in range(nvariants)] + [-2] and ran  # timed again
     assert json.loads(path.read_text())["entries"] == {"layer": code, "other": 101}
+
+
+def test_the_conv_cache_key_names_the_conv_kernel_sources():
+    from backends import fused_conv
+    from backends.kernels import conv_tuner
+    from backends.kernels.build import source_digest
+
+    assert fused_conv.SOURCES is conv_tuner.SOURCES  # one list: what is built is what is keyed
+    assert conv_tuner.machine_key(0, 2)["kernels"] == source_digest(conv_tuner.SOURCES)
