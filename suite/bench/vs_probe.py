@@ -38,6 +38,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -49,9 +50,10 @@ import torch
 import backends
 from backends.kernels import ops
 from backends.kernels.build import cache_dir
-from backends.timing import aa_noise, paired_ratios
+from backends.timing import aa_noise, fastest_of, paired_ratios
 from srigl.masks import constant_fan_in_mask
 from suite import machine
+from suite.report.vs_probe import COLUMNS, display_row
 from suite.results import atomic_write_bytes, config_hash, git_info, library_versions
 
 log = logging.getLogger(__name__)
@@ -173,17 +175,8 @@ def make_cell(in_f: int, out_f: int, sparsity: float, batch: int, seed: int = 0)
     values = torch.randn(out_f, k, generator=gen) / k**0.5
     bias = torch.randn(out_f, generator=gen) * 0.1
     x = torch.randn(batch, in_f, generator=gen)
-    as_np = [
-        t.numpy().astype(np.float32 if t.is_floating_point() else np.int32)
-        for t in (values, bias, x)
-    ]
     return Cell(
-        in_f,
-        out_f,
-        sparsity,
-        batch,
-        np.ascontiguousarray(idx.numpy()),
-        *(np.ascontiguousarray(a) for a in as_np),
+        in_f, out_f, sparsity, batch, *(t.contiguous().numpy() for t in (idx, values, bias, x))
     )
 
 
@@ -205,7 +198,7 @@ def check_cell(cell: Cell, threads: int, batch256: int) -> None:
 def _probe_callables(lib: ProbeLibrary, cell: Cell, threads: int, y: np.ndarray):
     """{layout name: callable(calls)} of the probe layouts that run this cell (batch 1: packs
     are built here and freed by the returned cleanup)."""
-    made, fns = [], {}
+    handles, keep, fns = [], [], {}  # b1 packs to free; arrays the callables point into
     if cell.batch == 1:
         for name, kern, w, b, aligned, t in B1_LAYOUTS:
             h = lib.lib.probe_b1_new(
@@ -220,11 +213,11 @@ def _probe_callables(lib: ProbeLibrary, cell: Cell, threads: int, y: np.ndarray)
                 aligned,
                 t,
             )
-            made.append(h)
+            handles.append(h)
             fns[name] = partial(lib.lib.probe_b1_run, h, kern, _ptr(cell.x), _ptr(y))
     else:
         ix16 = np.ascontiguousarray(cell.idx.astype(np.uint16))
-        made.append(ix16)  # kept alive with the closures
+        keep.append(ix16)
         for name, var, needs_split in B256_LAYOUTS:
             if needs_split and cell.out_features % (16 * threads):
                 continue
@@ -242,9 +235,9 @@ def _probe_callables(lib: ProbeLibrary, cell: Cell, threads: int, y: np.ndarray)
             )
 
     def cleanup() -> None:
-        for h in made:
-            if not isinstance(h, np.ndarray):
-                lib.lib.probe_b1_free(h)
+        for h in handles:
+            lib.lib.probe_b1_free(h)
+        keep.clear()
 
     return fns, cleanup
 
@@ -255,14 +248,9 @@ def _reference(cell: Cell) -> np.ndarray:
 
 
 def _fastest(fn, calls: int, blocks: int = 5) -> float:
-    import time
-
-    best = float("inf")
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        fn(calls)
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
+    """Seconds per call of the fastest of ``blocks`` blocks of ``fn(calls)`` (``fn`` runs
+    ``calls`` calls itself)."""
+    return fastest_of(partial(fn, calls), blocks, time.perf_counter) / calls
 
 
 def compare_cell(
@@ -356,26 +344,11 @@ def compare_cell(
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of result rows (microseconds, ratios with 95% intervals)."""
-    head = (
-        "| layer | sparsity | batch | probe (layout) us | fused C++ loop us | ÷ probe [95%] | "
-        "fused forward us | ÷ probe [95%] | per-call overhead us | A/A [95%] | fused variant |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-
-    def ci(r, key):
-        return f"{r[key]:.2f} [{r[key + '_ci_low']:.2f}, {r[key + '_ci_high']:.2f}]"
-
-    lines = [head]
+    """A Markdown table of result rows (microseconds, ratios with 95% intervals), the report's
+    columns (:func:`suite.report.vs_probe.display_row`)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        lines.append(
-            f"| {r['in_features']}->{r['out_features']} | {r['sparsity']:.0%} | {r['batch']} | "
-            f"{r['probe_median_s'] * 1e6:.1f} ({r['probe_layout']}) | "
-            f"{r['fused_native_median_s'] * 1e6:.1f} | {ci(r, 'fused_native_over_probe')} | "
-            f"{r['fused_median_s'] * 1e6:.1f} | {ci(r, 'fused_over_probe')} | "
-            f"{r['overhead_s'] * 1e6:.1f} | {ci(r, 'probe_aa_over_probe')} | "
-            f"{r['fused_variant']} |"
-        )
+        lines.append("| " + " | ".join(str(v) for v in display_row(r).values()) + " |")
     return "\n".join(lines)
 
 

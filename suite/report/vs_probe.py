@@ -54,26 +54,27 @@ def _ci(row: Mapping[str, Any], key: str) -> str:
     return f"{row[key]:.2f} [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]"
 
 
+def display_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    """One vs-probe result row as the table shows it (:data:`COLUMNS`: microseconds, ratios
+    with their intervals); the report's table and the CLI's print both use it."""
+    return {
+        "layer": f"{r['in_features']}->{r['out_features']}",
+        "sparsity": f"{r['sparsity']:.0%}",
+        "batch": r["batch"],
+        "probe us (layout)": f"{r['probe_median_s'] * 1e6:.1f} ({r['probe_layout']})",
+        "fused C++ loop us": f"{r['fused_native_median_s'] * 1e6:.1f}",
+        "÷ probe [95% CI]": _ci(r, "fused_native_over_probe"),
+        "fused forward us": f"{r['fused_median_s'] * 1e6:.1f}",
+        "forward ÷ probe [95% CI]": _ci(r, "fused_over_probe"),
+        "per-call overhead us": f"{r['overhead_s'] * 1e6:.1f}",
+        "A/A [95% CI]": _ci(r, "probe_aa_over_probe"),
+        "fused variant": r["fused_variant"],
+    }
+
+
 def probe_table(record: Mapping[str, Any]) -> pd.DataFrame:
     """The rows of one vs-probe record as the report's table (microseconds, ratios)."""
-    rows = []
-    for r in record["rows"]:
-        rows.append(
-            {
-                "layer": f"{r['in_features']}->{r['out_features']}",
-                "sparsity": f"{r['sparsity']:.0%}",
-                "batch": r["batch"],
-                "probe us (layout)": f"{r['probe_median_s'] * 1e6:.1f} ({r['probe_layout']})",
-                "fused C++ loop us": f"{r['fused_native_median_s'] * 1e6:.1f}",
-                "÷ probe [95% CI]": _ci(r, "fused_native_over_probe"),
-                "fused forward us": f"{r['fused_median_s'] * 1e6:.1f}",
-                "forward ÷ probe [95% CI]": _ci(r, "fused_over_probe"),
-                "per-call overhead us": f"{r['overhead_s'] * 1e6:.1f}",
-                "A/A [95% CI]": _ci(r, "probe_aa_over_probe"),
-                "fused variant": r["fused_variant"],
-            }
-        )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame([display_row(r) for r in record["rows"]], columns=COLUMNS)
 
 
 def newest_per_machine(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -453,10 +453,8 @@ void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
 }
 
 // ---------------------------------------------------------------- tiled kernel
-// Vector accumulators per neuron of a tile width code (wide 0: 4, 1: 8, 2: 2).
-inline int accumulators(int wide) { return wide == 1 ? 8 : wide == 2 ? 2 : 4; }
-
-// f(std::integral_constant<int, NACC>) for the width code `wide`.
+// f(std::integral_constant<int, NACC>) for the width code `wide` (0: 4 vector accumulators per
+// neuron, 1: 8, 2: 2): the one place that maps a width code to its accumulators.
 template <typename F>
 void by_width(int wide, const F& f) {
   if (wide == 1)
@@ -465,6 +463,18 @@ void by_width(int wide, const F& f) {
     f(std::integral_constant<int, 2>());
   else
     f(std::integral_constant<int, 4>());
+}
+
+// f(std::integral_constant<int, NACC>, index value) for the width code and the pack's index
+// type (int16_t or int32_t): the tiled kernels' dispatch.
+template <typename F>
+void by_width_and_index(const LayerView& L, int wide, const F& f) {
+  by_width(wide, [&](auto na) {
+    if (L.idx_bytes == 2)
+      f(na, int16_t{});
+    else
+      f(na, int32_t{});
+  });
 }
 
 constexpr int JB = 16;  // neurons per output block (their [JB][T] results stay in L1)
@@ -694,28 +704,23 @@ void tiled_blocked_typed(const LayerView& L, const float* tile, int64_t ncols, i
 
 void tiled_blocked(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
                    int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
-  if (L.idx_bytes == 2)
-    by_width(wide, [&](auto na) {
-      tiled_blocked_typed<decltype(na)::value, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    });
-  else
-    by_width(wide, [&](auto na) {
-      tiled_blocked_typed<decltype(na)::value, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    });
+  by_width_and_index(L, wide, [&](auto na, auto ix) {
+    tiled_blocked_typed<decltype(na)::value, decltype(ix)>(L, tile, ncols, j0, j1, m0, out, som,
+                                                           soj);
+  });
 }
 
-int tile_width(int wide) { return accumulators(wide) * VL; }
+int tile_width(int wide) {
+  int columns = 0;
+  by_width(wide, [&](auto na) { columns = decltype(na)::value * VL; });
+  return columns;
+}
 
 void tiled(const LayerView& L, int wide, const float* tile, int64_t ncols, int64_t j0,
            int64_t j1, int64_t m0, float* out, int64_t som, int64_t soj) {
-  if (L.idx_bytes == 2)
-    by_width(wide, [&](auto na) {
-      tiled_typed<decltype(na)::value, int16_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    });
-  else
-    by_width(wide, [&](auto na) {
-      tiled_typed<decltype(na)::value, int32_t>(L, tile, ncols, j0, j1, m0, out, som, soj);
-    });
+  by_width_and_index(L, wide, [&](auto na, auto ix) {
+    tiled_typed<decltype(na)::value, decltype(ix)>(L, tile, ncols, j0, j1, m0, out, som, soj);
+  });
 }
 
 }  // namespace

@@ -278,8 +278,6 @@ Mode parallel_mode() {
   return static_cast<Mode>(m);
 }
 
-bool team_mode() { return parallel_mode() == Mode::kTeam; }
-
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();

@@ -57,8 +57,6 @@ int threads();
 // every chunk already started has finished (chunks not started by then are skipped), and the
 // pool stays usable.
 void run_chunks(int64_t nchunks, void (*fn)(void* ctx, int64_t chunk), void* ctx);
-// True when SRIGL_PARALLEL=team: run_chunks always uses an OpenMP team, not the pool.
-bool team_mode();
 
 // body(lo, hi) over [0, units) in contiguous ranges: one range (serial, no pool) unless
 // `parallel` and torch has more than one thread; else min(units, kChunksPerThread * threads)
