@@ -1,6 +1,8 @@
 """``python -m suite.bench ...``: see :mod:`suite.bench.app`; ``python -m suite.bench machine``
 prints the machine probe (:mod:`suite.bench.roofline`); ``python -m suite.bench vs-probe`` times
-``fused`` against this CPU's C probe (:mod:`suite.bench.vs_probe`)."""
+``fused`` against this CPU's C probe (:mod:`suite.bench.vs_probe`); ``python -m suite.bench
+under-load`` pairs ``fused``'s time beside busy processes with its quiet time
+(:mod:`suite.bench.under_load`)."""
 
 import os
 import sys
@@ -21,4 +23,8 @@ if sys.argv[1:2] == ["vs-probe"]:
     from suite.bench.vs_probe import cli as vs_probe_cli
 
     sys.exit(vs_probe_cli(sys.argv[2:]))
+if sys.argv[1:2] == ["under-load"]:
+    from suite.bench.under_load import cli as under_load_cli
+
+    sys.exit(under_load_cli(sys.argv[2:]))
 main()

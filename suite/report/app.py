@@ -47,6 +47,7 @@ from suite.report import figures, speed
 from suite.report import frames as rd
 from suite.report import nm_accuracy as nma
 from suite.report import transformer_ablation as tra
+from suite.report import under_load as ul
 from suite.report import vs_probe as vsp
 from suite.report import whole_model as wm
 from suite.report.render import render
@@ -348,6 +349,15 @@ def probe_section(runs_dir: Path) -> dict[str, Any]:
     return {"machines": machines, "folder": str(folder)}
 
 
+def under_load_section(runs_dir: Path) -> dict[str, Any]:
+    """``fused`` beside busy processes, paired with its quiet time (:mod:`suite.report.under_load`),
+    from the under-load records beside the store (``<runs_dir>/../load``): the newest per machine
+    class."""
+    folder = runs_dir.parent / "load"
+    machines = ul.newest_per_machine(ul.load_under_load_records(folder))
+    return {"machines": machines, "folder": str(folder)}
+
+
 def other_section(
     records: Sequence[Mapping[str, Any]],
     tabled: pd.DataFrame,
@@ -499,6 +509,7 @@ def build_report(
             "backends": backends_section(records, bench, out),
             "whole_model": whole_model_section(records, out),
             "probe": probe_section(runs_dir),
+            "under_load": under_load_section(runs_dir),
             "other": other_section(records, tabled, other, out),
             "provenance": provenance_section(records),
             "commands": list(commands),

@@ -9,14 +9,14 @@ and the run's A/A control (the probe against itself).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from suite.machine import asv_machine_name
+from suite.report.side_records import load_side_records
+from suite.report.side_records import newest_per_machine as side_newest
 
 COLUMNS = [
     "layer",
@@ -34,20 +34,9 @@ COLUMNS = [
 
 
 def load_probe_records(folder: str | Path) -> list[dict[str, Any]]:
-    """Every ``probe-*.json`` record of ``folder`` that parses and is a vs-probe record, oldest
-    first (by ``created``); a missing folder gives []. A file that does not parse raises
-    ValueError naming it (the store is written atomically: a bad file is a damaged one)."""
-    out = []
-    for path in sorted(Path(folder).glob("probe-*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: not a vs-probe record ({err})") from None
-        if not isinstance(record, dict) or record.get("kind") != "vs_probe" or "rows" not in record:
-            raise ValueError(f"{path}: not a vs-probe record (kind {record.get('kind')!r})")
-        record["_path"] = str(path)
-        out.append(record)
-    return sorted(out, key=lambda r: str(r.get("created", "")))
+    """Every ``probe-*.json`` vs-probe record of ``folder``, oldest first
+    (:func:`suite.report.side_records.load_side_records`)."""
+    return load_side_records(folder, "probe", "vs_probe")
 
 
 def _ci(row: Mapping[str, Any], key: str) -> str:
@@ -79,27 +68,8 @@ def probe_table(record: Mapping[str, Any]) -> pd.DataFrame:
 
 def newest_per_machine(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """For each machine class (``host.asv_name``) its newest record: ``{"machine", "record",
-    "commit", "load", "table"}``, machines in name order."""
-    newest: dict[str, Mapping[str, Any]] = {}
-    for record in records:  # oldest first: the last one wins
-        host = record.get("host", {})
-        newest[host.get("asv_name") or asv_machine_name(host)] = record
-    out = []
-    for machine in sorted(newest):
-        record = newest[machine]
-        host = record.get("host", {})
-        load = [(host.get(k) or {}).get("load_avg_1m") for k in ("load_start", "load_end")]
-        out.append(
-            {
-                "machine": machine,
-                "record": Path(record["_path"]).name,
-                "commit": (record.get("git") or {}).get("commit", "")[:7],
-                "dirty": bool((record.get("git") or {}).get("dirty")),
-                "load": load,
-                "gomp_spincount": (record.get("config") or {}).get(
-                    "GOMP_SPINCOUNT", "not recorded"
-                ),
-                "table": probe_table(record),
-            }
-        )
+    "commit", "dirty", "load", "gomp_spincount", "table"}``, machines in name order."""
+    out = side_newest(records, probe_table)
+    for m in out:
+        m["gomp_spincount"] = m["config"].get("GOMP_SPINCOUNT", "not recorded")
     return out

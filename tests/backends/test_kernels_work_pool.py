@@ -314,7 +314,7 @@ def test_team_mode_runs_the_chunks_on_an_openmp_team_with_the_same_bits():
 def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
     """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
     a team job whose other thread comes 0.3 ms late is counted late but keeps the team (late
-    waits stay under a tenth of the window); one whose other thread comes 20 ms late moves the
+    waits stay under 10 ms within 100 ms); one whose other thread comes 20 ms late moves the
     next jobs to the pool (for a second)."""
     o = ops.load()
     dense, bias, blobs = _layer()
@@ -347,3 +347,43 @@ def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team
     assert after_late[5] >= mid[5] + 1, "a team thread 20 ms late was not counted late"
     assert after[1] == after_late[1] + 1, "after a 20 ms late team job the next ran off the pool"
     assert after[4] == after_late[4]
+
+
+def test_auto_mode_runs_serially_after_a_pool_job_waits_for_a_descheduled_helper(two_threads):
+    """SRIGL_PARALLEL=auto under load: after a late team job the pool runs the jobs; when a pool
+    job's caller then waits 100 ms for a chunk that the helper claimed and sat in (as when the OS
+    deschedules it there), the next jobs run serially on the caller (same bits), and setting
+    the mode again starts on the team."""
+    o = ops.load()
+    _, _, blobs = _layer()
+    x = torch.randn(256, 301, generator=torch.Generator().manual_seed(3))
+    code = _parallel_codes(blobs[0])[0]
+    torch.set_num_threads(1)
+    one = o.fused_linear_variant(x, blobs[0], code, 203, False)
+    torch.set_num_threads(2)
+    o.pool_set_mode(2)
+    for _ in range(20):  # past the warm-up jobs
+        o.fused_linear_variant(x, blobs[0], code, 203, False)
+    old_delay = o.pool_set_helper_delay(20000)
+    try:
+        o.fused_linear_variant(x, blobs[0], code, 203, False)  # a late team: the pool next
+    finally:
+        o.pool_set_helper_delay(old_delay)
+    before = o.pool_stats()
+    old_chunk_delay = o.pool_set_helper_chunk_delay(100_000)
+    try:
+        assert o.pool_test_chunks(16, -1, 2000) == 16  # the helper sits 100 ms in its chunk
+    finally:
+        o.pool_set_helper_chunk_delay(old_chunk_delay)
+    late = o.pool_stats()
+    got = o.fused_linear_variant(x, blobs[0], code, 203, False)
+    after = o.pool_stats()
+    assert late[1] == before[1] + 1, "after a late team job the next job did not use the pool"
+    assert late[6] == before[6] + 1, "a pool job that waited 100 ms for a helper was not late"
+    assert torch.equal(got, one)
+    assert after[7] == late[7] + 1, "after a late pool job the next job did not run serially"
+    assert after[1] == late[1] and after[4] == late[4], "the serial job used the pool or team"
+    o.pool_set_mode(2)
+    o.fused_linear_variant(x, blobs[0], code, 203, False)
+    fresh = o.pool_stats()
+    assert fresh[4] == after[4] + 1 and fresh[7] == after[7], "setting auto again left serial"

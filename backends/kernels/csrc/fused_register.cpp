@@ -28,6 +28,7 @@ TORCH_LIBRARY(srigl, m) {
   m.def("pool_stats() -> int[]", &srigl_pool::stats);
   m.def("pool_set_helper_delay(int us) -> int", &srigl_pool::set_helper_delay_us);
   m.def("pool_set_mode(int mode) -> int", &srigl_pool::set_parallel_mode);
+  m.def("pool_set_helper_chunk_delay(int us) -> int", &srigl_pool::set_helper_chunk_delay_us);
   m.def("pool_test_fail_next_spawn(bool on) -> bool", &srigl_pool::test_fail_next_spawn);
   m.def("pool_test_chunks(int nchunks, int throw_chunk, int sleep_us) -> int",
         &srigl_pool::test_chunks);

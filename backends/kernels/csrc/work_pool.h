@@ -23,12 +23,16 @@
 //   worker: measured 2x slower linears inside ViT-B/16), and slow on a loaded one (the team's
 //   end barrier waits for a thread the OS has not scheduled);
 // - "pool": the pool, always;
-// - "auto" (unset, the default): the team until team jobs come late (the caller waited at the
-//   end barrier > 100 us for a thread that ran no chunk, or for more than a quarter of its own
-//   chunk time) for more than a tenth of the time (summed over windows of up to 100 ms, at
-//   least 10 ms), then the pool for 1 s, then the team is tried again: one wait of a scheduler
-//   tick under load switches at once, a quiet machine's rare sub-ms hiccups do not (nor do the
-//   first 16 team jobs of a process, which start libgomp's threads).
+// - "auto" (unset, the default): the team until late team jobs (the caller waited at the end
+//   barrier > 100 us for a thread that ran no chunk, or for longer than two of its own chunks
+//   took) add up to more than 10 ms within 100 ms, then the pool for 1 s; if pool jobs come
+//   late the same way (the caller waited for a chunk that a helper claimed and was then
+//   descheduled in), or the caller ran every chunk alone in 24 of 32 pool jobs (no helper got
+//   a core in time: it only cost a wake-up), serial jobs on the caller for 1 s; then the team is tried again. Under
+//   load (a helper descheduled for a scheduler tick in most jobs) it moves on within a few
+//   jobs; a VM's occasional ms-long stall does not move it (nor do the first 16 team jobs of a
+//   process, which start libgomp's threads). With one other busy process on a 2-core machine
+//   it settles on serial jobs: a job that waits for no other thread.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
@@ -83,17 +87,22 @@ void parallel_ranges(int64_t units, bool parallel, const Body& body) {
 }
 
 // Where this extension's jobs run from now on: 0 pool, 1 team, 2 auto (SRIGL_PARALLEL's
-// values; another value changes nothing); returns the previous one.
+// values; another value changes nothing; auto starts afresh, on the team); returns the previous
+// one.
 int64_t set_parallel_mode(int64_t mode);
 
 // Test and measurement hooks. Stats of this process's pool since it was made:
-// {helpers, parallel pool jobs, serial jobs (busy pool or one thread), chunks run by helpers,
-//  team jobs, late team jobs (auto mode then used the pool for a while)}.
+// {helpers, parallel pool jobs, serial jobs (busy pool or no thread started), chunks run by
+//  helpers, team jobs, late team jobs (auto mode then used the pool for a while), late pool jobs
+//  of auto mode (it then ran jobs serially for a while), jobs auto mode ran serially}.
 std::vector<int64_t> stats();
 // Helpers (and a team's threads other than the caller) sleep `us` microseconds after waking
 // for a job, before claiming (tests: the caller must finish alone, a late team is seen);
 // returns the previous value.
 int64_t set_helper_delay_us(int64_t us);
+// Helpers sleep `us` microseconds after claiming a chunk, before running it (tests: a helper
+// descheduled inside its chunk, which the caller must wait for); returns the previous value.
+int64_t set_helper_chunk_delay_us(int64_t us);
 // Tests: when `on`, the next resize fails to start a helper thread (as std::thread does when
 // the system has no thread left); returns the previous value.
 bool test_fail_next_spawn(bool on);

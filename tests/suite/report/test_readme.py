@@ -87,8 +87,9 @@ def test_the_committed_readme_block_is_the_one_make_report_writes(tmp_path):
     """The README of this repository against its committed records (regenerated in tmp): the
     store and the vs-probe records beside it."""
     shutil.copytree(ROOT / "results" / "runs", tmp_path / "results" / "runs")
-    if (ROOT / "results" / "probes").is_dir():
-        shutil.copytree(ROOT / "results" / "probes", tmp_path / "results" / "probes")
+    for side in ("probes", "load"):  # records of vs-probe and under-load beside the store
+        if (ROOT / "results" / side).is_dir():
+            shutil.copytree(ROOT / "results" / side, tmp_path / "results" / side)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     (tmp_path / "README.md").write_text(readme, encoding="utf-8")
     rep = build_report(tmp_path / "results" / "runs", tmp_path / "results")

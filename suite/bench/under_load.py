@@ -1,0 +1,354 @@
+"""``python -m suite.bench under-load``: how much slower ``fused`` gets beside busy processes,
+paired with its quiet time in one run.
+
+Timed in separate runs, a loaded and a quiet time are two samples of a host whose speed drifts
+by more than the effect (the same layer timed 2x apart within minutes here). So this runner
+starts the busy processes once (``python -c 'while True: pass'``, :func:`suite.bench.load.cpu_load`)
+and switches them on and off (``SIGCONT`` / ``SIGSTOP``) between interleaved blocks
+(:func:`backends.timing.interleaved_blocks`): every round times, in one order reversed every
+other round,
+
+- ``fused`` quiet and loaded, and ``fused`` quiet again (the A/A control: two quiet blocks of the
+  same callable);
+- dense ``F.linear`` (what users run) quiet and loaded;
+
+and the row gives, each from the pairs with its 95% interval
+(:func:`backends.timing.ratio_interval`): ``slowdown`` (fused loaded / fused quiet),
+``dense_slowdown``, ``speedup_vs_dense_loaded`` (dense loaded / fused loaded: > 1 while fused
+stays faster than dense under load), and ``aa`` (quiet / quiet again).
+
+Steady states, not transitions: before a quiet block the kernels' ``SRIGL_PARALLEL=auto``
+state is reset (to torch's OpenMP team, where a quiet machine keeps it); before a loaded block
+the layer runs ``settle_seconds`` untimed with the load on, so auto has moved to what a lasting
+load gives it (pool or serial jobs: ``backends/kernels/csrc/work_pool.h``). Which paths the
+loaded blocks ran is recorded (``loaded_jobs``: team, pool and serial jobs of the fused
+extension). The issue-20 goal is a slowdown within 1.5x at batch 1 and 2x at larger batches
+(whose work needs both cores), and fused never slower than dense: ``verdict`` says ``met``
+when the interval's high end is within the target, ``missed`` when its low end is above it,
+else ``undecided``; ``faster_than_dense`` likewise from ``speedup_vs_dense_loaded``.
+
+The record goes to ``results/load/load-<id>.json`` (written atomically) with the machine, the
+load average at the start and end, and every block's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import backends
+from backends.timing import calls_per_block, interleaved_blocks, mean_block, ratio_interval
+from suite import machine
+from suite.bench.load import check_load, cpu_load
+from suite.bench.vs_probe import make_cell
+from suite.report.under_load import COLUMNS, display_row
+from suite.results import atomic_write_bytes, config_hash, git_info, library_versions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = pathlib.Path("results/load")
+#: slowdown targets (loaded / quiet): batch 1, larger batches
+TARGET_BATCH1 = 1.5
+TARGET_LARGER = 2.0
+KEYS = ("fused_quiet", "fused_loaded", "fused_quiet_aa", "dense_quiet", "dense_loaded")
+
+
+class LoadSwitch:
+    """Pauses and resumes busy processes (``SIGSTOP`` / ``SIGCONT``); starts paused."""
+
+    def __init__(self, procs: Sequence[subprocess.Popen]) -> None:
+        self.procs = list(procs)
+        self.on = True
+        self.set(False)
+
+    def set(self, on: bool) -> None:
+        """Run the processes (``on``) or pause them; a no-op when already so."""
+        if on == self.on:
+            return
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT if on else signal.SIGSTOP)
+        self.on = on
+
+
+@dataclass
+class Condition:
+    """A callable timed with the load on (``loaded``) or off."""
+
+    fn: Callable[[], object]
+    loaded: bool
+
+    def __call__(self) -> object:
+        return self.fn()
+
+
+def target_for(batch: int) -> float:
+    """The slowdown target of a batch size: 1.5 at batch 1, 2.0 above."""
+    return TARGET_BATCH1 if batch == 1 else TARGET_LARGER
+
+
+def verdict_within(low: float, high: float, target: float) -> str:
+    """``met`` when ``high`` <= target, ``missed`` when ``low`` > target, else ``undecided``."""
+    if high <= target:
+        return "met"
+    if low > target:
+        return "missed"
+    return "undecided"
+
+
+def _auto_reset() -> Callable[[], None]:
+    """A function that restarts the fused extension's auto mode on the team (a no-op when the
+    extension is absent or another mode is set)."""
+    try:
+        from backends.kernels import ops
+
+        o = ops.load()
+    except Exception:  # noqa: BLE001 - no extension: nothing to reset
+        return lambda: None
+
+    def reset() -> None:
+        mode = o.pool_set_mode(-1)  # -1 changes nothing, returns the mode
+        if mode == 2:
+            o.pool_set_mode(2)
+
+    return reset
+
+
+def _pool_stats() -> Callable[[], list[int]]:
+    try:
+        from backends.kernels import ops
+
+        o = ops.load()
+        return lambda: list(o.pool_stats())
+    except Exception:  # noqa: BLE001 - no extension: no stats
+        return lambda: []
+
+
+def measure_cell(
+    in_f: int,
+    out_f: int,
+    sparsity: float,
+    batch: int,
+    switch: LoadSwitch,
+    threads: int,
+    pairs: int = 20,
+    block_seconds: float = 0.02,
+    settle_seconds: float = 0.05,
+) -> dict[str, Any]:
+    """One row: fused and dense ``F.linear`` on a constant fan-in layer (``make_cell``), quiet
+    and loaded blocks interleaved (see the module docstring). Times in seconds per call."""
+    if pairs < 2:
+        raise ValueError(f"pairs={pairs!r} is invalid; allowed: an integer >= 2")
+    if not block_seconds > 0 or settle_seconds < 0:
+        raise ValueError(
+            f"block_seconds={block_seconds!r}, settle_seconds={settle_seconds!r} are invalid; "
+            "allowed: block_seconds > 0, settle_seconds >= 0"
+        )
+    cell = make_cell(in_f, out_f, sparsity, batch)
+    weight = torch.zeros(out_f, in_f)
+    rows = torch.arange(out_f)[:, None]
+    weight[rows, torch.from_numpy(cell.idx).long()] = torch.from_numpy(cell.values)
+    bias = torch.from_numpy(cell.bias)
+    layer = backends.create("fused", weight, weight != 0, bias)
+    x = torch.from_numpy(cell.x)
+    reset, stats = _auto_reset(), _pool_stats()
+    jobs = {"team": 0, "pool": 0, "serial": 0}
+
+    def fused() -> object:
+        return layer(x)
+
+    def dense() -> object:
+        return F.linear(x, weight, bias)
+
+    fns = {
+        "fused_quiet": Condition(fused, False),
+        "fused_loaded": Condition(fused, True),
+        "fused_quiet_aa": Condition(fused, False),
+        "dense_quiet": Condition(dense, False),
+        "dense_loaded": Condition(dense, True),
+    }
+
+    def block(fn: Condition, calls: int) -> float:
+        switch.set(fn.loaded)
+        if fn.loaded:
+            end = time.perf_counter() + settle_seconds
+            while time.perf_counter() < end:
+                fn()
+        else:
+            reset()
+        before = stats()
+        seconds = mean_block(fn, calls)
+        after = stats()
+        if fn.loaded and fn.fn is fused and len(after) >= 8:
+            jobs["team"] += after[4] - before[4]
+            jobs["pool"] += after[1] - before[1]
+            jobs["serial"] += after[7] - before[7]
+        return seconds
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            got = layer(x)  # tunes (or reads the tuner's cache) quiet
+            want = F.linear(x.double(), weight.double(), bias.double())
+            if not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4):
+                raise AssertionError(f"fused disagrees with F.linear on {in_f}->{out_f}")
+            switch.set(False)
+            reset()
+            calls = {
+                k: calls_per_block(f, block_seconds, sizing_seconds=0.005) for k, f in fns.items()
+            }
+            samples = interleaved_blocks(fns, pairs, calls, block)
+    finally:
+        switch.set(False)
+        torch.set_num_threads(previous)
+
+    def ratio(base: str, cand: str) -> tuple[float, float, float]:
+        return ratio_interval(samples[base], samples[cand])
+
+    def median(key: str) -> float:
+        s = sorted(samples[key])
+        return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+    row: dict[str, Any] = {
+        "in_features": in_f,
+        "out_features": out_f,
+        "sparsity": sparsity,
+        "batch": batch,
+        "k": cell.k,
+        "threads": threads,
+        "fused_variant": layer.variant_for(batch, threads),
+        "n_pairs": pairs,
+        "calls_per_block": calls,
+        "settle_seconds": settle_seconds,
+        "samples_s": {k: list(v) for k, v in samples.items()},
+        "loaded_jobs": jobs,
+        "target": target_for(batch),
+    }
+    for key in KEYS:
+        row[f"{key}_median_s"] = median(key)
+    for name, (base, cand) in {
+        "slowdown": ("fused_loaded", "fused_quiet"),  # loaded / quiet
+        "dense_slowdown": ("dense_loaded", "dense_quiet"),
+        "speedup_vs_dense_loaded": ("dense_loaded", "fused_loaded"),
+        "aa": ("fused_quiet_aa", "fused_quiet"),
+    }.items():
+        est, low, high = ratio(base, cand)
+        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = est, low, high
+    row["verdict"] = verdict_within(row["slowdown_ci_low"], row["slowdown_ci_high"], row["target"])
+    low, high = row["speedup_vs_dense_loaded_ci_low"], row["speedup_vs_dense_loaded_ci_high"]
+    row["faster_than_dense"] = "yes" if low > 1.0 else "no" if high < 1.0 else "undecided"
+    return row
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of result rows, the report's columns
+    (:func:`suite.report.under_load.display_row`)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(v) for v in display_row(r).values()) + " |")
+    return "\n".join(lines)
+
+
+def _parse_list(text: str, kind: type, flag: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v]
+    except ValueError:
+        raise SystemExit(f"{flag}: {text!r} is invalid; allowed: comma-separated numbers") from None
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m suite.bench under-load [--shapes 768x3072,3072x768] [--sparsities 0.9,0.99]
+    [--batches 1,256] [--load 1] [--threads 2] [--pairs 20] [--out results/load]``."""
+    from suite.bench.vs_probe import _parse_shapes
+
+    p = argparse.ArgumentParser(
+        prog="python -m suite.bench under-load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--shapes", default="768x3072,3072x768")
+    p.add_argument("--sparsities", default="0.9,0.99")
+    p.add_argument("--batches", default="1,256")
+    p.add_argument("--load", type=int, default=1, help="busy processes beside the loaded blocks")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--block-seconds", type=float, default=0.02)
+    p.add_argument("--settle-seconds", type=float, default=0.05)
+    p.add_argument("--out", default=str(DEFAULT_ROOT))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    shapes = _parse_shapes(a.shapes)
+    sparsities = _parse_list(a.sparsities, float, "--sparsities")
+    batches = _parse_list(a.batches, int, "--batches")
+    bad = [s for s in sparsities if not 0.0 <= s < 1.0] + [b for b in batches if b < 1]
+    if bad or a.threads < 1 or a.pairs < 2 or a.load < 1:
+        p.error(
+            f"invalid value(s) {bad or [a.threads, a.pairs, a.load]}; allowed: sparsities in "
+            "[0, 1), batches >= 1, --threads >= 1, --pairs >= 2, --load >= 1"
+        )
+    check_load(a.load)
+    start = machine.mark_start()
+    config = {
+        "task": "under_load",
+        "shapes": shapes,
+        "sparsities": sparsities,
+        "batches": batches,
+        "load": a.load,
+        "threads": a.threads,
+        "pairs": a.pairs,
+        "block_seconds": a.block_seconds,
+        "settle_seconds": a.settle_seconds,
+        "SRIGL_PARALLEL": os.environ.get("SRIGL_PARALLEL", "auto"),
+    }
+    cells = [(i, o, s, b) for (i, o) in shapes for s in sparsities for b in batches]
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety
+
+        def tqdm(it, **_):
+            return it
+
+    rows = []
+    with cpu_load(a.load) as procs:
+        switch = LoadSwitch(procs)
+        for i, o, s, b in tqdm(cells, desc="under-load", unit="cell"):
+            try:
+                rows.append(
+                    measure_cell(
+                        i, o, s, b, switch, a.threads, a.pairs, a.block_seconds, a.settle_seconds
+                    )
+                )
+            except ValueError as err:
+                print(f"under-load: {i}->{o} {s:g} batch {b}: {err}", file=sys.stderr)
+                return 2
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {
+        "kind": "under_load",
+        "run_id": config_hash({**config, "created": created}),
+        "created": created,
+        "git": git_info(),
+        "host": machine.host_fields(start),
+        "versions": library_versions(),
+        "config": config,
+        "rows": rows,
+    }
+    path = pathlib.Path(a.out) / f"load-{record['run_id']}.json"
+    atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    print(format_rows(rows))
+    print(f"record: {path}")
+    return 0
