@@ -127,11 +127,12 @@ def test_strided_and_batched_inputs_match_contiguous_ones():
             torch.testing.assert_close(y, ref, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("batch", [16, 83, 130])
+@pytest.mark.parametrize("batch", [16, 83, 130, 161, 197])
 def test_tiled_variants_straddling_the_simd_transpose_blocks_match_reference(batch):
     """The tiled kernels transpose x into tiles and their results back into y in SIMD
     (VL x VL) blocks: inputs, batch columns and neurons that are not multiples of 8 or 16, rows
-    of x with a stride larger than in, and all neurons active (the vector write)."""
+    of x with a stride larger than in, and all neurons active (the vector write); batches past
+    full tiles end in narrower tail tiles (161, 197: a 128-column tile, then 32 and 64)."""
     case = Case("straddle", 130, 50, 11, 50, ())
     weight, mask, bias = constant_fan_in_layer(case, 4)
     o = ops.load()

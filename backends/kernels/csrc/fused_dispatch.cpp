@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu_isa.h"
@@ -136,16 +138,70 @@ void fill_tile(const KernelTable& kt, const float* x, int64_t ldx, bool x_transp
   kt.pack_tile(x + m0 * ldx, ldx, nc, i0, i1, tile, T);  // SIMD transpose, zero columns >= nc
 }
 
+// One register tile of a tiled run: batch rows m0 .. m0 + nc - 1, width code `wide` (T
+// columns, T >= nc), at `offset` floats into the tile buffer.
+struct TilePlan {
+  int64_t m0, nc, T, offset;
+  int wide;
+};
+
+// m rows cut into tiles: full tiles of the variant's width, then the remainder in tiles of the
+// narrower widths (down to one vector: kTailWide) that cover it with the fewest columns, then
+// the fewest tiles: at m = 197 and 64-column AVX-512 tiles, 3 x 64 + 16 = 208 columns instead
+// of 4 x 64 = 256 (each column costs a full tile's arithmetic, padding included).
+std::vector<TilePlan> plan_tiles(const KernelTable& kt, int main_wide, int64_t m, int64_t in) {
+  const int64_t T = kt.tile_width(main_wide);
+  std::vector<std::pair<int64_t, int>> widths;  // (columns, code) no wider than T, ascending
+  for (int code : {kTailWide, 2, 0, 1}) {
+    const int64_t w = kt.tile_width(code);
+    if (w <= T) widths.emplace_back(w, code);
+  }
+  std::sort(widths.begin(), widths.end());
+  std::vector<TilePlan> plan;
+  int64_t m0 = 0, offset = 0;
+  auto add = [&](int64_t w, int code) {
+    const int64_t nc = std::min(w, m - m0);
+    plan.push_back({m0, nc, w, offset, code});
+    m0 += nc;
+    offset += in * w;
+  };
+  for (; m - m0 >= T;) add(T, main_wide);
+  const int64_t r = m - m0;
+  if (r == 0) return plan;
+  // cost[q] = (columns, tiles) to cover q rows; choice[q] = the first tile's index in widths
+  std::vector<std::pair<int64_t, int64_t>> cost(r + 1, {0, 0});
+  std::vector<int> choice(r + 1, 0);
+  for (int64_t q = 1; q <= r; ++q) {
+    cost[q] = {INT64_MAX, INT64_MAX};
+    for (size_t i = 0; i < widths.size(); ++i) {
+      const auto& rest = cost[std::max<int64_t>(0, q - widths[i].first)];
+      const std::pair<int64_t, int64_t> c{rest.first + widths[i].first, rest.second + 1};
+      if (c < cost[q]) {
+        cost[q] = c;
+        choice[q] = static_cast<int>(i);
+      }
+    }
+  }
+  for (int64_t q = r; q > 0;) {
+    const auto& w = widths[choice[q]];
+    add(w.first, w.second);
+    q = std::max<int64_t>(0, q - w.first);
+  }
+  return plan;
+}
+
 // x rows (unit column stride, row stride ldx) or, if x_transposed, xt [in, M] (row stride
-// ldx) -> zero-padded [in][T] tiles (one pool job of (tile, input block) items), then a second
-// job of (tile, neuron block) items: no step waits for a thread that has not started.
+// ldx) -> zero-padded [in][T] tiles (plan_tiles; one pool job of (tile, input block) items),
+// then a second job of (tile, neuron block) items: no step waits for a thread that has not
+// started.
 void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj) {
   const KernelTable& kt = kTables.at(v.isa);
-  const int64_t T = kt.tile_width(v.wide), in = L.in;
-  const int64_t ntiles = (m + T - 1) / T;
+  const int64_t in = L.in;
+  const std::vector<TilePlan> plan = plan_tiles(kt, v.wide, m, in);
+  const int64_t ntiles = static_cast<int64_t>(plan.size());
   static thread_local std::vector<float> buf;
-  const size_t need = static_cast<size_t>(ntiles * in * T);
+  const size_t need = static_cast<size_t>(plan.back().offset + in * plan.back().T);
   if (buf.size() < need) buf.resize(need);
   float* tiles = buf.data();
   constexpr int64_t IB = 16;  // inputs per transpose block
@@ -154,19 +210,20 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
   const bool par = v.par != 0 && ntiles * njb > 1;
   srigl_pool::parallel_ranges(ntiles * nib, par, [&](int64_t lo, int64_t hi) {
     for (int64_t item = lo; item < hi; ++item) {
-      const int64_t tix = item / nib, i0 = (item % nib) * IB, m0 = tix * T;
-      fill_tile(kt, x, ldx, x_transposed, m0, std::min(T, m - m0), T, i0, std::min(i0 + IB, in),
-                tiles + tix * in * T);
+      const TilePlan& t = plan[item / nib];
+      const int64_t i0 = (item % nib) * IB;
+      fill_tile(kt, x, ldx, x_transposed, t.m0, t.nc, t.T, i0, std::min(i0 + IB, in),
+                tiles + t.offset);
     }
   });
   srigl_pool::parallel_ranges(ntiles * njb, par, [&](int64_t lo, int64_t hi) {
     for (int64_t item = lo; item < hi; ++item) {
-      const int64_t tix = item / njb, j0 = (item % njb) * 64, j1 = std::min(j0 + 64, L.n);
-      const int64_t m0 = tix * T, nc = std::min(T, m - m0);
+      const TilePlan& t = plan[item / njb];
+      const int64_t j0 = (item % njb) * 64, j1 = std::min(j0 + 64, L.n);
       if (v.family == 3)
-        kt.tiled_blocked(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+        kt.tiled_blocked(L, t.wide, tiles + t.offset, t.nc, j0, j1, t.m0, out, som, soj);
       else
-        kt.tiled(L, v.wide, tiles + tix * in * T, nc, j0, j1, m0, out, som, soj);
+        kt.tiled(L, t.wide, tiles + t.offset, t.nc, j0, j1, t.m0, out, som, soj);
     }
   });
 }

@@ -454,13 +454,16 @@ void nm(const LayerView& L, const float* x, int64_t ldx, int64_t m0, int64_t m1,
 
 // ---------------------------------------------------------------- tiled kernel
 // f(std::integral_constant<int, NACC>) for the width code `wide` (0: 4 vector accumulators per
-// neuron, 1: 8, 2: 2): the one place that maps a width code to its accumulators.
+// neuron, 1: 8, 2: 2, 3: 1, the last only for the tail tiles of a run: kTailWide): the one place
+// that maps a width code to its accumulators.
 template <typename F>
 void by_width(int wide, const F& f) {
   if (wide == 1)
     f(std::integral_constant<int, 8>());
   else if (wide == 2)
     f(std::integral_constant<int, 2>());
+  else if (wide == 3)
+    f(std::integral_constant<int, 1>());
   else
     f(std::integral_constant<int, 4>());
 }

@@ -46,6 +46,10 @@ struct LayerView {
 };
 
 // Output element (m, neuron column c) lives at out[m * som + c * soj].
+// The width code of one-vector tiles: not a variant's width (variant codes keep 0-2), only for
+// the last rows of a tiled run (fused_dispatch.cpp's plan_tiles).
+constexpr int kTailWide = 3;
+
 struct KernelTable {
   const char* name;
   // rows [m0, m1) of x (row stride ldx, unit column stride), active neurons [j0, j1)
@@ -56,7 +60,8 @@ struct KernelTable {
   void (*perm)(const LayerView&, const float* xp, int64_t ldx, int64_t m0, int64_t m1,
                int64_t g0, int64_t g1, float* out, int64_t som, int64_t soj);
   int (*perm_supports)(int lanes, int block);
-  // columns per tile of the tiled kernel (wide 0: 4 vector accumulators, 1: 8, 2: 2)
+  // columns per tile of the tiled kernel (wide 0: 4 vector accumulators, 1: 8, 2: 2, 3: 1 (a
+  // run's tail tiles only: kTailWide))
   int (*tile_width)(int wide);
   // tile [in][T] (T = tile_width(wide), zero padded) holds rows m0 .. m0+ncols-1 of x;
   // computes those rows for active neurons [j0, j1)
