@@ -10,7 +10,9 @@ once and cached on the module, and the micro-kernel variant is chosen by the aut
 (:mod:`backends.kernels.conv_tuner`, per machine; ``SRIGL_TUNE=off``: the default variant). The
 tuner also times a dense fallback (``F.conv2d`` on the masked weight rebuilt from the condensed
 form): layers dense enough for oneDNN to win run that way (``chosen_variants()`` says which ran;
-``SRIGL_CONV_DENSE_FALLBACK=off`` keeps every layer on the direct kernel).
+``SRIGL_CONV_DENSE_FALLBACK=off`` keeps every layer on the direct kernel). A 1x1 convolution
+(no groups, no padding) has one more candidate: the fused linear layer over its pixels
+(``LINEAR_VARIANT``; ``SRIGL_CONV_LINEAR=off`` removes it).
 
 The direct kernel has no backward: where a gradient is needed (x or the values require grad,
 grad mode on), the layer runs ``F.conv2d`` on the masked weight rebuilt from the values, so the
@@ -41,6 +43,12 @@ SOURCES = CONV_SOURCES  # the extension's sources: one list, the tuner's (its ca
 # times it with the direct kernel's variants, so a layer dense enough for oneDNN to win (ERK
 # gives small early layers ~50% density) runs dense; SRIGL_CONV_DENSE_FALLBACK=off removes it.
 DENSE_VARIANT = -2
+# Variant code of a 1x1 convolution (groups 1, no padding) run as the fused linear layer on the
+# image's pixels: x [C, H*W] is the linear's transposed input (``forward_transposed``), whose
+# register-tile kernels the linear tuner has tuned; timed with the direct kernel's variants.
+# On ResNet-50's 1x1 convs at 24% density and below it ran 1.5-2.3x faster than the direct
+# kernel (dev, batch 1, 2 threads); SRIGL_CONV_LINEAR=off removes it.
+LINEAR_VARIANT = -3
 # Plans kept per layer (input shape x thread count), least recently used dropped first: a
 # model fed many input sizes (detection, variable crops) does not grow without bound.
 MAX_PLANS = 32
@@ -49,6 +57,13 @@ MAX_PLANS = 32
 def dense_fallback() -> bool:
     """Whether the tuner may pick the dense fallback (``SRIGL_CONV_DENSE_FALLBACK``, on)."""
     value = os.environ.get("SRIGL_CONV_DENSE_FALLBACK", "on").strip().lower()
+    return value not in ("off", "0", "false", "no")
+
+
+def linear_candidate() -> bool:
+    """Whether the tuner may run 1x1 convolutions as the fused linear (``SRIGL_CONV_LINEAR``,
+    on)."""
+    value = os.environ.get("SRIGL_CONV_LINEAR", "on").strip().lower()
     return value not in ("off", "0", "false", "no")
 
 
@@ -145,6 +160,7 @@ class FusedConv2d(CondensedConv2d):
         super()._after_load()
         self._plans: OrderedDict[tuple[torch.Size, int], tuple[tuple, int]] = OrderedDict()
         self._dense: torch.Tensor | None = None
+        self._linear: Any = None
         inner = None
         if self.device.type == "cuda":
             from backends.conv import UnfoldTritonConv2d
@@ -154,7 +170,7 @@ class FusedConv2d(CondensedConv2d):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for key in ("_inner", "_plans", "_dense"):
+        for key in ("_inner", "_plans", "_dense", "_linear"):
             state.pop(key, None)
         return state
 
@@ -162,6 +178,45 @@ class FusedConv2d(CondensedConv2d):
         """A strided 1x1 conv without padding reads every s-th pixel only: it runs as a
         stride-1 conv over ``x[:, :, ::sh, ::sw]`` (one small copy instead of s*s phases)."""
         return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.stride != (1, 1)
+
+    def _pointwise(self) -> bool:
+        """A 1x1 convolution without groups or padding: a linear layer over the pixels (of
+        every s-th pixel when strided: :meth:`_subsampled`)."""
+        return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
+
+    def _linear_offered(self) -> bool:
+        if not (self._pointwise() and linear_candidate()):
+            return False
+        from backends.fused import FusedLinear
+
+        return FusedLinear.available("cpu")[0]
+
+    def _linear_layer(self) -> Any:
+        """The fused linear layer with this conv's kept weights [out, in] (built on first use,
+        not part of the state)."""
+        if self._linear is None:
+            from backends import create
+
+            weight = self.values.new_zeros(self.out_features, self.in_features)
+            mask = torch.zeros(weight.shape, dtype=torch.bool, device=weight.device)
+            rows, cols = self.active[:, None], self.indices.long()
+            weight[rows, cols] = self.values
+            mask[rows.expand_as(cols), cols] = True
+            bias = self.bias if self.bias is not None else None
+            self._linear = create("fused", weight, mask, bias, layer_name=self.layer_name)
+        return self._linear
+
+    def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 conv as the fused linear on transposed activations: x [N, in, H, W] -> [N, out,
+        H, W] (x already subsampled where strided)."""
+        lin = self._linear_layer()
+        n, c, h, w = x.shape
+        if n == 1:
+            y = lin.forward_transposed(x.reshape(c, h * w).contiguous())
+            return y.view(1, self.out_features, h, w)
+        xt = x.permute(1, 0, 2, 3).reshape(c, n * h * w).contiguous()
+        y = lin.forward_transposed(xt).view(self.out_features, n, h, w)
+        return y.permute(1, 0, 2, 3).contiguous()
 
     def _plane_geometry(self, height: int, width: int) -> tuple[bool, int, int]:
         """(in place, Hq, Wq): whether x is read in place, and the planes' size."""
@@ -177,7 +232,7 @@ class FusedConv2d(CondensedConv2d):
             f"{self.in_channels}x{self.out_features}:k{list(self.kernel_size)}:s{list(self.stride)}"
             f":p{list(self.padding)}:d{list(self.dilation)}:g{self.groups}:n{self.n_active}"
             f":k{self.k}:all{int(self._all_active)}:{height}x{width}:b{bucket_of(batch)}"
-            f":dense{int(dense_fallback())}"
+            f":dense{int(dense_fallback())}:lin{int(self._linear_offered())}"
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,19 +274,24 @@ class FusedConv2d(CondensedConv2d):
         geometry = self._geometry(h, w)
         threads = torch.get_num_threads()
         isa = int(ops.conv_isa())
+        extra = (DENSE_VARIANT,) if dense_fallback() else ()
+        if self._linear_offered():
+            extra += (LINEAR_VARIANT,)
         variant = best_variant(
             self._tune_key(h, w, n),
             isa,
             int(ops.conv_nvariants(isa)),
             lambda code: self._execute(x, geometry, code),
             threads,
-            extra=(DENSE_VARIANT,) if dense_fallback() else (),
+            extra=extra,
         )
         self._plans[(x.shape, threads)] = (geometry, variant)
         while len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
         if all(v != DENSE_VARIANT for _, v in self._plans.values()):
             self._dense = None  # only kept where the tuner chose it
+        if all(v != LINEAR_VARIANT for _, v in self._plans.values()):
+            self._linear = None
         return self._execute(x, geometry, variant)
 
     def _geometry(self, height: int, width: int) -> tuple:
@@ -271,11 +331,13 @@ class FusedConv2d(CondensedConv2d):
                 self.dilation,
                 self.groups,
             )
+        if self._subsampled():
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        if variant == LINEAR_VARIANT:
+            return self._run_linear(x)
         ho, wo, in_place, hq, wq, offs, per_image = geometry
         ops = _EXT.ops
         n = x.shape[0]
-        if self._subsampled():
-            x = x[:, :, :: self.stride[0], :: self.stride[1]]
         x = x.detach().contiguous()
         if not in_place:
             (sh, sw), (ph, pw) = self.stride, self.padding
@@ -306,11 +368,11 @@ class FusedConv2d(CondensedConv2d):
         return self._dense
 
     def chosen_variants(self) -> dict[tuple[int, int, int, int], str]:
-        """{(H, W, batch bucket, threads): variant that runs} (``dense`` = the fallback), for
-        the plans this layer holds."""
+        """{(H, W, batch bucket, threads): variant that runs} (``dense`` = the fallback,
+        ``linear`` = the fused linear over the pixels), for the plans this layer holds."""
         return {
             (shape[2], shape[3], bucket_of(shape[0]), threads): (
-                "dense" if v == DENSE_VARIANT else str(v)
+                "dense" if v == DENSE_VARIANT else "linear" if v == LINEAR_VARIANT else str(v)
             )
             for (shape, threads), (_, v) in self._plans.items()
         }

@@ -366,6 +366,51 @@ def test_dense_fallback_is_a_tuner_candidate_and_computes_the_same(monkeypatch):
     assert seen["extra"] == () and layer._dense is None
 
 
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_a_1x1_conv_as_the_fused_linear_is_a_tuner_candidate_and_computes_the_same(
+    monkeypatch, batch
+):
+    """1x1 convs (odd H x W with ablated output channels; stride 2) run as the fused linear
+    over the pixels when the tuner picks it (LINEAR_VARIANT): F.conv2d's results on the masked
+    weight, for one image and several; SRIGL_CONV_LINEAR=off leaves it out of the candidates,
+    and convs that are not 1x1 never offer it."""
+    import backends.fused_conv as fc
+
+    _fused_or_skip()
+    from backends.kernels import ops as linear_ops
+
+    if not linear_ops.available()[0]:
+        pytest.skip("the fused linear extension is unavailable")
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.LINEAR_VARIANT)
+    for case in (CONV_CASES[0], CONV_CASES[1]):
+        weight, mask, bias = conv_layer(case, 7)
+        g = torch.Generator().manual_seed(batch)
+        x = torch.randn(batch, case.cin, case.h, case.w, generator=g)
+        layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+        ref, bound = conv_error_bound(x, weight, mask, bias, case.conv_args, case.k)
+        y = layer(x)
+        assert y.shape == ref.shape and y.is_contiguous()
+        assert bool(((y.double() - ref).abs() <= bound).all()), case.name
+        if batch:  # (an empty batch returns before any plan is made)
+            assert set(layer.chosen_variants().values()) == {"linear"}
+            assert layer(x).data_ptr() != y.data_ptr()  # a fresh output per call
+    seen = {}
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: seen.update(kw) or -1)
+    case = CONV_CASES[0]
+    layer = backends.create("fused", *conv_layer(case, 7), **case.conv_args)
+    layer(conv_input(case, 7))
+    assert fc.LINEAR_VARIANT in seen["extra"]
+    monkeypatch.setenv("SRIGL_CONV_LINEAR", "off")
+    layer = backends.create("fused", *conv_layer(case, 7), **case.conv_args)
+    layer(conv_input(case, 7))
+    assert fc.LINEAR_VARIANT not in seen["extra"] and layer._linear is None
+    monkeypatch.delenv("SRIGL_CONV_LINEAR")
+    case = CONV_CASES[2]  # 3x3, padding 1
+    layer = backends.create("fused", *conv_layer(case, 7), **case.conv_args)
+    layer(conv_input(case, 7))
+    assert fc.LINEAR_VARIANT not in seen["extra"]
+
+
 @pytest.mark.slow
 def test_fused_conv_runs_under_torch_compile_and_inference_mode():
     _fused_or_skip()
