@@ -76,13 +76,27 @@ class LoadSwitch:
         self.set(False)
 
     def set(self, on: bool) -> None:
-        """Run the processes (``on``) or pause them; a no-op when already so."""
+        """Run the processes (``on``) or pause them; a no-op when already so. Pausing returns
+        once Linux shows them stopped (a signal arrives asynchronously; at most 0.1 s)."""
         if on == self.on:
             return
         for proc in self.procs:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT if on else signal.SIGSTOP)
         self.on = on
+        if not on:
+            deadline = time.monotonic() + 0.1
+            while time.monotonic() < deadline and not all(map(_stopped, self.procs)):
+                time.sleep(0.0005)
+
+
+def _stopped(proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` is stopped, or gone (True where /proc cannot tell)."""
+    try:
+        text = pathlib.Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return True
+    return text.rsplit(")", 1)[1].split()[0] in "TtZX"
 
 
 @dataclass
@@ -138,6 +152,61 @@ def _pool_stats() -> Callable[[], list[int]]:
         return lambda: []
 
 
+def _block_timer(
+    switch: LoadSwitch, settle_seconds: float, fused: Callable[[], object], jobs: dict[str, int]
+) -> Callable[[Condition, int], float]:
+    """The block timer of :func:`measure_cell`: switches the load for the block's condition,
+    brings the kernels to that condition's steady state (quiet: auto mode reset; loaded: the
+    callable run ``settle_seconds`` untimed), then times ``calls`` calls; adds the fused
+    extension's team / pool / serial jobs of loaded fused blocks to ``jobs``."""
+    reset, stats = _auto_reset(), _pool_stats()
+
+    def block(fn: Condition, calls: int) -> float:
+        switch.set(fn.loaded)
+        if fn.loaded:
+            end = time.perf_counter() + settle_seconds
+            while time.perf_counter() < end:
+                fn()
+        else:
+            reset()
+        before = stats()
+        seconds = mean_block(fn, calls)
+        after = stats()
+        if fn.loaded and fn.fn is fused and len(after) >= 8:
+            jobs["team"] += after[4] - before[4]
+            jobs["pool"] += after[1] - before[1]
+            jobs["serial"] += after[7] - before[7]
+        return seconds
+
+    return block
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def ratio_fields(samples: dict[str, list[float]], batch: int) -> dict[str, Any]:
+    """The row's times and ratios from the blocks' seconds ``{key: [s, ...]}`` (:data:`KEYS`):
+    medians, ``slowdown``, ``dense_slowdown``, ``speedup_vs_dense_loaded`` and ``aa`` with
+    their 95% intervals, the target of ``batch``, ``verdict`` and ``faster_than_dense``."""
+    row: dict[str, Any] = {f"{key}_median_s": _median(samples[key]) for key in KEYS}
+    for name, (base, cand) in {
+        "slowdown": ("fused_loaded", "fused_quiet"),  # loaded / quiet
+        "dense_slowdown": ("dense_loaded", "dense_quiet"),
+        "speedup_vs_dense_loaded": ("dense_loaded", "fused_loaded"),
+        "aa": ("fused_quiet_aa", "fused_quiet"),
+    }.items():
+        est, low, high = ratio_interval(samples[base], samples[cand])
+        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = est, low, high
+    row["target"] = target_for(batch)
+    row["verdict"] = verdict_within(row["slowdown_ci_low"], row["slowdown_ci_high"], row["target"])
+    low, high = row["speedup_vs_dense_loaded_ci_low"], row["speedup_vs_dense_loaded_ci_high"]
+    row["faster_than_dense"] = "yes" if low > 1.0 else "no" if high < 1.0 else "undecided"
+    return row
+
+
 def measure_cell(
     in_f: int,
     out_f: int,
@@ -165,7 +234,6 @@ def measure_cell(
     bias = torch.from_numpy(cell.bias)
     layer = backends.create("fused", weight, weight != 0, bias)
     x = torch.from_numpy(cell.x)
-    reset, stats = _auto_reset(), _pool_stats()
     jobs = {"team": 0, "pool": 0, "serial": 0}
 
     def fused() -> object:
@@ -181,24 +249,6 @@ def measure_cell(
         "dense_quiet": Condition(dense, False),
         "dense_loaded": Condition(dense, True),
     }
-
-    def block(fn: Condition, calls: int) -> float:
-        switch.set(fn.loaded)
-        if fn.loaded:
-            end = time.perf_counter() + settle_seconds
-            while time.perf_counter() < end:
-                fn()
-        else:
-            reset()
-        before = stats()
-        seconds = mean_block(fn, calls)
-        after = stats()
-        if fn.loaded and fn.fn is fused and len(after) >= 8:
-            jobs["team"] += after[4] - before[4]
-            jobs["pool"] += after[1] - before[1]
-            jobs["serial"] += after[7] - before[7]
-        return seconds
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -208,23 +258,16 @@ def measure_cell(
             if not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4):
                 raise AssertionError(f"fused disagrees with F.linear on {in_f}->{out_f}")
             switch.set(False)
-            reset()
+            _auto_reset()()
             calls = {
                 k: calls_per_block(f, block_seconds, sizing_seconds=0.005) for k, f in fns.items()
             }
+            block = _block_timer(switch, settle_seconds, fused, jobs)
             samples = interleaved_blocks(fns, pairs, calls, block)
     finally:
         switch.set(False)
         torch.set_num_threads(previous)
-
-    def ratio(base: str, cand: str) -> tuple[float, float, float]:
-        return ratio_interval(samples[base], samples[cand])
-
-    def median(key: str) -> float:
-        s = sorted(samples[key])
-        return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
-
-    row: dict[str, Any] = {
+    return {
         "in_features": in_f,
         "out_features": out_f,
         "sparsity": sparsity,
@@ -237,22 +280,8 @@ def measure_cell(
         "settle_seconds": settle_seconds,
         "samples_s": {k: list(v) for k, v in samples.items()},
         "loaded_jobs": jobs,
-        "target": target_for(batch),
+        **ratio_fields(samples, batch),
     }
-    for key in KEYS:
-        row[f"{key}_median_s"] = median(key)
-    for name, (base, cand) in {
-        "slowdown": ("fused_loaded", "fused_quiet"),  # loaded / quiet
-        "dense_slowdown": ("dense_loaded", "dense_quiet"),
-        "speedup_vs_dense_loaded": ("dense_loaded", "fused_loaded"),
-        "aa": ("fused_quiet_aa", "fused_quiet"),
-    }.items():
-        est, low, high = ratio(base, cand)
-        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = est, low, high
-    row["verdict"] = verdict_within(row["slowdown_ci_low"], row["slowdown_ci_high"], row["target"])
-    low, high = row["speedup_vs_dense_loaded_ci_low"], row["speedup_vs_dense_loaded_ci_high"]
-    row["faster_than_dense"] = "yes" if low > 1.0 else "no" if high < 1.0 else "undecided"
-    return row
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:

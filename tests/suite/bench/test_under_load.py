@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import time
 
 import pytest
 
@@ -17,6 +18,15 @@ def _state(pid: int) -> str:
     """The process state letter of /proc/<pid>/stat (R running, S sleeping, T stopped)."""
     text = pathlib.Path(f"/proc/{pid}/stat").read_text()
     return text.rsplit(")", 1)[1].split()[0]
+
+
+def _settles(pid: int, states: str, seconds: float = 5.0) -> str:
+    """The process state once it is one of ``states`` (signals arrive asynchronously), or the
+    last state seen after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (state := _state(pid)) not in states and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return state
 
 
 @pytest.mark.parametrize(
@@ -35,11 +45,11 @@ def test_the_switch_pauses_and_resumes_the_busy_processes():
     with cpu_load(1) as procs:
         switch = ul.LoadSwitch(procs)  # starts paused
         pid = procs[0].pid
-        assert _state(pid) == "T", "a paused busy process is not stopped"
+        assert _settles(pid, "T") == "T", "a paused busy process is not stopped"
         switch.set(True)
-        assert _state(pid) in "RS", "a resumed busy process is still stopped"
+        assert _settles(pid, "RS") in "RS", "a resumed busy process is still stopped"
         switch.set(False)
-        assert _state(pid) == "T"
+        assert _settles(pid, "T") == "T"
     assert procs[0].poll() is not None, "the busy process outlived the block (it was paused)"
 
 
@@ -109,3 +119,21 @@ def test_cli_writes_one_record_with_the_machine_and_prints_the_table(tmp_path, c
     assert record["kind"] == "under_load" and record["host"]["asv_name"]
     assert record["config"]["load"] == 1 and len(record["rows"]) == 1
     assert "| 64->32 | 75% | 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("factor, verdict", [(1.2, "met"), (2.0, "missed")])
+def test_ratio_fields_are_the_paired_ratios_of_the_blocks(factor, verdict):
+    quiet = [1e-5 * (1 + 0.01 * i) for i in range(6)]
+    samples = {
+        "fused_quiet": quiet,
+        "fused_loaded": [t * factor for t in quiet],
+        "fused_quiet_aa": list(quiet),
+        "dense_quiet": [t * 5 for t in quiet],
+        "dense_loaded": [t * 5 for t in quiet],
+    }
+    row = ul.ratio_fields(samples, batch=1)
+    assert row["slowdown"] == pytest.approx(factor) and row["aa"] == pytest.approx(1.0)
+    assert row["dense_slowdown"] == pytest.approx(1.0)
+    assert row["speedup_vs_dense_loaded"] == pytest.approx(5 / factor)
+    assert row["verdict"] == verdict and row["faster_than_dense"] == "yes"
+    assert row["fused_quiet_median_s"] == pytest.approx(sum(quiet[2:4]) / 2)
