@@ -278,6 +278,8 @@ class FusedLinear(CondensedLinear):
             ).t()
         if self._cpp:
             xt = self._cpu_ready(xt, xt.shape[1])
+            if direct_ok(xt) and not torch.compiler.is_compiling():  # as in forward
+                return _OPS["direct"](xt, self._blob, self._table, self.out_features, True)
             return torch.ops.srigl.fused_linear(
                 xt, self.kernel_blob, self.variant_table, self.out_features, True
             )

@@ -280,6 +280,34 @@ def test_the_direct_entry_gives_the_operators_bits_in_every_grad_mode(mode, monk
 
 
 @needs_cpp
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference"])
+def test_the_transposed_forward_takes_the_direct_entry_with_the_operators_bits(mode, monkeypatch):
+    """forward_transposed (xt [in, B] -> [out, B]) takes the direct entry (transposed=True)
+    where the operator would do nothing more, with the same bits; an xt that requires grad
+    still gets its gradient through the operator."""
+    import backends.fused as fused_mod
+
+    layer, dense = _direct_layer()
+    xt = torch.randn(40, 7)
+    ctx = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference": torch.inference_mode}
+    calls = []
+    direct = fused_mod._OPS["direct"]
+    monkeypatch.setitem(fused_mod._OPS, "direct", lambda *a: calls.append(a[-1]) or direct(*a))
+    with ctx[mode]():
+        got = layer.forward_transposed(xt)
+        monkeypatch.setattr(fused_mod, "direct_ok", lambda x: False)
+        want = layer.forward_transposed(xt)
+    assert calls == [True], "the transposed forward did not take the direct entry"
+    assert torch.equal(got, want) and got.shape == (24, 7)
+    torch.testing.assert_close(got, dense @ xt + layer.bias[:, None], rtol=1e-5, atol=1e-5)
+    if mode == "grad":
+        monkeypatch.undo()
+        leaf = xt.clone().requires_grad_()
+        layer.forward_transposed(leaf).sum().backward()
+        torch.testing.assert_close(leaf.grad, dense.sum(0)[:, None].expand(40, 7))
+
+
+@needs_cpp
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_the_operator_runs_where_something_above_the_dispatcher_watches():
     from backends.hot_path import direct_ok
