@@ -275,16 +275,26 @@ class FusedConv2d(CondensedConv2d):
         threads = torch.get_num_threads()
         isa = int(ops.conv_isa())
         extra = (DENSE_VARIANT,) if dense_fallback() else ()
+        mode = None
         if self._linear_offered():
             extra += (LINEAR_VARIANT,)
-        variant = best_variant(
-            self._tune_key(h, w, n),
-            isa,
-            int(ops.conv_nvariants(isa)),
-            lambda code: self._execute(x, geometry, code),
-            threads,
-            extra=extra,
-        )
+            from backends.kernels import ops as linear_ops
+
+            # the linear candidate is timed on the OpenMP team, as the linear tuner times its
+            # variants (auto mode's fallback states would time it serially)
+            mode = linear_ops.load().pool_set_mode(1)
+        try:
+            variant = best_variant(
+                self._tune_key(h, w, n),
+                isa,
+                int(ops.conv_nvariants(isa)),
+                lambda code: self._execute(x, geometry, code),
+                threads,
+                extra=extra,
+            )
+        finally:
+            if mode is not None:
+                linear_ops.load().pool_set_mode(mode)
         self._plans[(x.shape, threads)] = (geometry, variant)
         while len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)

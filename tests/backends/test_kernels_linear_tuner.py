@@ -4,6 +4,7 @@ machine's file), ``SRIGL_TUNE=off`` and ``backends.tune`` over a model."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -249,3 +250,42 @@ def _dense_args(layer):
     weight = torch.zeros(layer.out_features, layer.in_features)
     weight[layer.active] = weight[layer.active].scatter(1, layer.indices64, layer.values)
     return weight, weight != 0, layer.bias
+
+
+def test_parallel_candidates_are_timed_on_the_team_whatever_auto_mode_was_doing(cache):
+    """While auto mode runs jobs serially (after a pool job waited 100 ms for a helper), the
+    tuner still times the parallel candidates in parallel, on the OpenMP team, and leaves the
+    mode as it was."""
+    o = ops.load()
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        before_mode = o.pool_set_mode(2)
+        for _ in range(20):  # past the warm-up team jobs
+            o.pool_test_chunks(4, -1, 0)
+        o.pool_set_helper_delay(20000)
+        try:
+            o.pool_test_chunks(4, -1, 0)  # a late team job: the pool next
+        finally:
+            o.pool_set_helper_delay(0)
+        o.pool_test_chunks(4, -1, 0)  # a pool job (starts the helper, if none yet)
+        # torch's OpenMP workers spin for a while after the team jobs and keep the pool's
+        # helper off the cores (seen: 30 ms); the helper must get one to claim a chunk
+        time.sleep(0.1)
+        o.pool_set_helper_chunk_delay(100_000)
+        try:
+            o.pool_test_chunks(16, -1, 2000)  # a late pool job: serial next
+        finally:
+            o.pool_set_helper_chunk_delay(0)
+        serial = o.pool_stats()
+        o.pool_test_chunks(4, -1, 0)
+        assert o.pool_stats()[7] == serial[7] + 1, "auto mode was not running jobs serially"
+        start = o.pool_stats()
+        times = tuner.measure(_layer(), 256, 2)
+        end = o.pool_stats()
+        assert times and end[4] > start[4], "the tuner's parallel candidates ran no team job"
+        assert end[7] == start[7] and end[1] == start[1], "candidates ran serially or on the pool"
+        assert o.pool_set_mode(-1) == 2, "the tuner did not restore auto mode"
+    finally:
+        o.pool_set_mode(before_mode)
+        torch.set_num_threads(before_threads)
