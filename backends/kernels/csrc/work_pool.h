@@ -32,7 +32,8 @@
 //   load (a helper descheduled for a scheduler tick in most jobs) it moves on within a few
 //   jobs; a VM's occasional ms-long stall does not move it (nor do the first 16 team jobs of a
 //   process, which start libgomp's threads). With one other busy process on a 2-core machine
-//   it settles on serial jobs: a job that waits for no other thread.
+//   small (batch-1) jobs settle on serial, which waits for no other thread; large ones mostly
+//   run on the pool, whose helper still gets some of the second core.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
