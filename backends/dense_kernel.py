@@ -46,6 +46,7 @@ from backends.conv import declare_no_conv
 from backends.dense import MaskedDenseForm
 from backends.hot_path import BELOW_AUTOGRAD, raw_op
 from backends.kernels.build import Extension, KernelUnavailableError
+from backends.kernels.parallel_mode import on_team
 from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
     TuneCache,
@@ -176,7 +177,7 @@ def tune_variant(
             return int(hit["variant"])
     x = torch.randn(max(batch, 1), in_features)
     fns = {c: (lambda c=c: ops.dense_linear_variant(x, pack, out_features, c)) for c in cands}
-    with torch.inference_mode():
+    with torch.inference_mode(), on_team(ops.dense_pool_set_mode):  # (parallel_mode)
         best = fastest_interleaved(fns, TUNE_ROUNDS, TUNE_ROUND_SECONDS)
     code = min(best, key=best.__getitem__)
     with _TUNE_CACHE.lock:

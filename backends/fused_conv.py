@@ -35,6 +35,7 @@ from backends.hot_path import grad_needed
 from backends.kernels.build import Extension
 from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
 from backends.kernels.conv_tuner import SOURCES as CONV_SOURCES
+from backends.kernels.parallel_mode import on_team
 
 log = logging.getLogger(__name__)
 
@@ -275,15 +276,14 @@ class FusedConv2d(CondensedConv2d):
         threads = torch.get_num_threads()
         isa = int(ops.conv_isa())
         extra = (DENSE_VARIANT,) if dense_fallback() else ()
-        mode = None
+        set_modes = [ops.conv_pool_set_mode]
         if self._linear_offered():
             extra += (LINEAR_VARIANT,)
             from backends.kernels import ops as linear_ops
 
-            # the linear candidate is timed on the OpenMP team, as the linear tuner times its
-            # variants (auto mode's fallback states would time it serially)
-            mode = linear_ops.load().pool_set_mode(1)
-        try:
+            set_modes.append(linear_ops.load().pool_set_mode)
+        # every candidate's parallel jobs timed on the OpenMP team (backends.kernels.parallel_mode)
+        with on_team(*set_modes):
             variant = best_variant(
                 self._tune_key(h, w, n),
                 isa,
@@ -292,9 +292,6 @@ class FusedConv2d(CondensedConv2d):
                 threads,
                 extra=extra,
             )
-        finally:
-            if mode is not None:
-                linear_ops.load().pool_set_mode(mode)
         self._plans[(x.shape, threads)] = (geometry, variant)
         while len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)

@@ -37,6 +37,7 @@ import torch
 
 from backends.kernels import ops
 from backends.kernels.build import source_digest
+from backends.kernels.parallel_mode import on_team
 from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
@@ -197,17 +198,10 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
         )
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    # Parallel variants are timed on the OpenMP team, where a quiet process runs them. Left to
-    # SRIGL_PARALLEL=auto, a fallback state (pool or serial for a second, after late jobs: e.g.
-    # another OpenMP runtime's threads still spinning) made every parallel candidate a serial
-    # one in disguise, and a tie then went to a serial variant (seen: 3072->768 at batch 1
-    # tuned to perm16x32/ser, 35 us, against 25 us for /par).
-    mode = o.pool_set_mode(1)
-    try:
-        with torch.inference_mode():
+    try:  # parallel variants timed on the OpenMP team (backends.kernels.parallel_mode)
+        with torch.inference_mode(), on_team(o.pool_set_mode):
             return fastest_interleaved(fns, ROUNDS, ROUND_SECONDS, MIN_CALLS, MAX_CALLS)
     finally:
-        o.pool_set_mode(mode)
         torch.set_num_threads(before)
 
 

@@ -146,6 +146,8 @@ TORCH_LIBRARY(srigl_conv, m) {
         "int variant) -> Tensor");
   m.def("conv_isa() -> int", &srigl_conv::conv_isa);
   m.def("conv_nvariants(int isa) -> int", &srigl_conv::conv_nvariants);
+  // where this extension's parallel jobs run (work_pool.h): 0 pool, 1 team, 2 auto, -1 asks
+  m.def("conv_pool_set_mode(int mode) -> int", &srigl_pool::set_parallel_mode);
 }
 
 TORCH_LIBRARY_IMPL(srigl_conv, CPU, m) {

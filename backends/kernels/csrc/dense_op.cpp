@@ -163,6 +163,8 @@ TORCH_LIBRARY(srigl_dense, m) {
         &srigl_dense::dense_static_variant);
   m.def("dense_runs_here(int variant) -> int", &srigl_dense::dense_runs_here);
   m.def("dense_isa() -> int", &srigl_dense::dense_isa);
+  // where this extension's parallel jobs run (work_pool.h): 0 pool, 1 team, 2 auto, -1 asks
+  m.def("dense_pool_set_mode(int mode) -> int", &srigl_pool::set_parallel_mode);
   m.def("dense_detected_isa() -> int", &srigl_dense::dense_detected_isa);
   m.def("dense_cap_isa(int cap) -> int", &srigl_dense::dense_cap_isa);
   m.def("dense_probe_fma_flops_per_iter() -> int", &srigl_dense::dense_probe_fma_flops_per_iter);
