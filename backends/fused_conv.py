@@ -198,13 +198,10 @@ class FusedConv2d(CondensedConv2d):
         if self._linear is None:
             from backends import create
 
-            weight = self.values.new_zeros(self.out_features, self.in_features)
+            weight = self._kept_dense()
             mask = torch.zeros(weight.shape, dtype=torch.bool, device=weight.device)
-            rows, cols = self.active[:, None], self.indices.long()
-            weight[rows, cols] = self.values
-            mask[rows.expand_as(cols), cols] = True
-            bias = self.bias if self.bias is not None else None
-            self._linear = create("fused", weight, mask, bias, layer_name=self.layer_name)
+            mask[self.active[:, None], self.indices.long()] = True
+            self._linear = create("fused", weight, mask, self.bias, layer_name=self.layer_name)
         return self._linear
 
     def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,10 +252,14 @@ class FusedConv2d(CondensedConv2d):
     def _differentiable_conv(self, x: torch.Tensor) -> torch.Tensor:
         """``F.conv2d`` on the masked weight rebuilt from the values (not cached), so the
         gradient reaches x and the values: the direct kernel has no backward."""
-        dense = self.values.new_zeros(self.out_features, self.in_features)
-        dense = dense.index_put((self.active[:, None], self.indices.long()), self.values)
-        weight = dense.reshape(self.out_features, -1, *self.kernel_size)
+        weight = self._kept_dense().reshape(self.out_features, -1, *self.kernel_size)
         return F.conv2d(x, weight, self.bias, **self.conv_args())
+
+    def _kept_dense(self) -> torch.Tensor:
+        """The masked weight [out, in/groups * kh * kw] rebuilt from the values, zero where
+        nothing is kept (``index_put``: differentiable with respect to the values)."""
+        dense = self.values.new_zeros(self.out_features, self.in_features)
+        return dense.index_put((self.active[:, None], self.indices.long()), self.values)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
@@ -369,9 +370,7 @@ class FusedConv2d(CondensedConv2d):
         """The masked dense weight [out, in/groups, kh, kw], rebuilt from the condensed form
         on first use (the dense fallback of layers dense enough for oneDNN to win)."""
         if self._dense is None:
-            dense = self.values.new_zeros(self.out_features, self.in_features)
-            dense[self.active[:, None], self.indices.long()] = self.values
-            self._dense = dense.reshape(self.out_features, -1, *self.kernel_size)
+            self._dense = self._kept_dense().reshape(self.out_features, -1, *self.kernel_size)
         return self._dense
 
     def chosen_variants(self) -> dict[tuple[int, int, int, int], str]:

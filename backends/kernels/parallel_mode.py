@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-__all__ = ["TEAM", "on_team"]
+__all__ = ["ASK", "AUTO", "TEAM", "on_team", "restart_auto"]
 
-#: the mode code of ``SRIGL_PARALLEL=team`` (0 pool, 1 team, 2 auto; -1 only asks)
-TEAM = 1
+#: mode codes of an extension's setter (``SRIGL_PARALLEL``: 0 pool, 1 team, 2 auto); ASK (-1)
+#: changes nothing and returns the mode
+ASK, TEAM, AUTO = -1, 1, 2
 
 
 @contextlib.contextmanager
@@ -36,3 +37,10 @@ def on_team(*set_modes: Callable[[int], int]) -> Iterator[None]:
     finally:
         for set_mode, mode in reversed(previous):
             set_mode(mode)
+
+
+def restart_auto(set_mode: Callable[[int], int]) -> None:
+    """Restart an extension's auto mode on the team (its quiet state), forgetting any fallback
+    state; a no-op when another mode is set."""
+    if set_mode(ASK) == AUTO:
+        set_mode(AUTO)

@@ -34,12 +34,11 @@ load average at the start and end, and every block's seconds.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import os
 import pathlib
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -49,14 +48,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import backends
+from backends.kernels.parallel_mode import restart_auto
 from backends.timing import calls_per_block, interleaved_blocks, mean_block, ratio_interval
 from suite import machine
 from suite.bench.load import check_load, cpu_load
+from suite.bench.side_run import markdown_rows, parse_numbers, parse_shapes, write_side_record
 from suite.bench.vs_probe import make_cell
 from suite.report.under_load import COLUMNS, display_row
-from suite.results import atomic_write_bytes, config_hash, git_info, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,20 @@ class LoadSwitch:
                 time.sleep(0.0005)
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` in ``/proc/<pid>/stat`` (R running, S sleeping, T
+    stopped, Z zombie...), or None where /proc cannot tell (no such process, not Linux)."""
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
 def _stopped(proc: subprocess.Popen) -> bool:
     """Whether ``proc`` is stopped, or gone (True where /proc cannot tell)."""
-    try:
-        text = pathlib.Path(f"/proc/{proc.pid}/stat").read_text()
-    except OSError:
-        return True
-    return text.rsplit(")", 1)[1].split()[0] in "TtZX"
+    state = process_state(proc.pid)
+    return state is None or state in "TtZX"
 
 
 @dataclass
@@ -124,32 +132,12 @@ def verdict_within(low: float, high: float, target: float) -> str:
     return "undecided"
 
 
-def _auto_reset() -> Callable[[], None]:
-    """A function that restarts the fused extension's auto mode on the team (a no-op when the
-    extension is absent or another mode is set)."""
-    try:
-        from backends.kernels import ops
+def _fused_ops() -> Any:
+    """The fused extension's operators, or None where it does not load (nothing to reset or
+    count then)."""
+    from backends.kernels import ops
 
-        o = ops.load()
-    except Exception:  # noqa: BLE001 - no extension: nothing to reset
-        return lambda: None
-
-    def reset() -> None:
-        mode = o.pool_set_mode(-1)  # -1 changes nothing, returns the mode
-        if mode == 2:
-            o.pool_set_mode(2)
-
-    return reset
-
-
-def _pool_stats() -> Callable[[], list[int]]:
-    try:
-        from backends.kernels import ops
-
-        o = ops.load()
-        return lambda: list(o.pool_stats())
-    except Exception:  # noqa: BLE001 - no extension: no stats
-        return lambda: []
+    return ops.load() if ops.available()[0] else None
 
 
 def _block_timer(
@@ -159,7 +147,10 @@ def _block_timer(
     brings the kernels to that condition's steady state (quiet: auto mode reset; loaded: the
     callable run ``settle_seconds`` untimed), then times ``calls`` calls; adds the fused
     extension's team / pool / serial jobs of loaded fused blocks to ``jobs``."""
-    reset, stats = _auto_reset(), _pool_stats()
+    o = _fused_ops()
+
+    def stats() -> list[int]:
+        return list(o.pool_stats()) if o is not None else []
 
     def block(fn: Condition, calls: int) -> float:
         switch.set(fn.loaded)
@@ -167,8 +158,8 @@ def _block_timer(
             end = time.perf_counter() + settle_seconds
             while time.perf_counter() < end:
                 fn()
-        else:
-            reset()
+        elif o is not None:
+            restart_auto(o.pool_set_mode)
         before = stats()
         seconds = mean_block(fn, calls)
         after = stats()
@@ -181,17 +172,11 @@ def _block_timer(
     return block
 
 
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def ratio_fields(samples: dict[str, list[float]], batch: int) -> dict[str, Any]:
     """The row's times and ratios from the blocks' seconds ``{key: [s, ...]}`` (:data:`KEYS`):
     medians, ``slowdown``, ``dense_slowdown``, ``speedup_vs_dense_loaded`` and ``aa`` with
     their 95% intervals, the target of ``batch``, ``verdict`` and ``faster_than_dense``."""
-    row: dict[str, Any] = {f"{key}_median_s": _median(samples[key]) for key in KEYS}
+    row: dict[str, Any] = {f"{key}_median_s": statistics.median(samples[key]) for key in KEYS}
     for name, (base, cand) in {
         "slowdown": ("fused_loaded", "fused_quiet"),  # loaded / quiet
         "dense_slowdown": ("dense_loaded", "dense_quiet"),
@@ -228,11 +213,9 @@ def measure_cell(
             "allowed: block_seconds > 0, settle_seconds >= 0"
         )
     cell = make_cell(in_f, out_f, sparsity, batch)
-    weight = torch.zeros(out_f, in_f)
-    rows = torch.arange(out_f)[:, None]
-    weight[rows, torch.from_numpy(cell.idx).long()] = torch.from_numpy(cell.values)
+    weight, mask = cell.masked_weight()
     bias = torch.from_numpy(cell.bias)
-    layer = backends.create("fused", weight, weight != 0, bias)
+    layer = backends.create("fused", weight, mask, bias)
     x = torch.from_numpy(cell.x)
     jobs = {"team": 0, "pool": 0, "serial": 0}
 
@@ -258,7 +241,6 @@ def measure_cell(
             if not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4):
                 raise AssertionError(f"fused disagrees with F.linear on {in_f}->{out_f}")
             switch.set(False)
-            _auto_reset()()
             calls = {
                 k: calls_per_block(f, block_seconds, sizing_seconds=0.005) for k, f in fns.items()
             }
@@ -287,24 +269,12 @@ def measure_cell(
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of result rows, the report's columns
     (:func:`suite.report.under_load.display_row`)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(v) for v in display_row(r).values()) + " |")
-    return "\n".join(lines)
-
-
-def _parse_list(text: str, kind: type, flag: str) -> list:
-    try:
-        return [kind(v) for v in text.split(",") if v]
-    except ValueError:
-        raise SystemExit(f"{flag}: {text!r} is invalid; allowed: comma-separated numbers") from None
+    return markdown_rows(rows, COLUMNS, display_row)
 
 
 def cli(argv: list[str] | None = None) -> int:
     """``python -m suite.bench under-load [--shapes 768x3072,3072x768] [--sparsities 0.9,0.99]
     [--batches 1,256] [--load 1] [--threads 2] [--pairs 20] [--out results/load]``."""
-    from suite.bench.vs_probe import _parse_shapes
-
     p = argparse.ArgumentParser(
         prog="python -m suite.bench under-load",
         description=__doc__,
@@ -321,9 +291,9 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(DEFAULT_ROOT))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shapes = _parse_shapes(a.shapes)
-    sparsities = _parse_list(a.sparsities, float, "--sparsities")
-    batches = _parse_list(a.batches, int, "--batches")
+    shapes = parse_shapes(a.shapes)
+    sparsities = parse_numbers(a.sparsities, float, "--sparsities")
+    batches = parse_numbers(a.batches, int, "--batches")
     bad = [s for s in sparsities if not 0.0 <= s < 1.0] + [b for b in batches if b < 1]
     if bad or a.threads < 1 or a.pairs < 2 or a.load < 1:
         p.error(
@@ -345,13 +315,6 @@ def cli(argv: list[str] | None = None) -> int:
         "SRIGL_PARALLEL": os.environ.get("SRIGL_PARALLEL", "auto"),
     }
     cells = [(i, o, s, b) for (i, o) in shapes for s in sparsities for b in batches]
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety
-
-        def tqdm(it, **_):
-            return it
-
     rows = []
     with cpu_load(a.load) as procs:
         switch = LoadSwitch(procs)
@@ -365,19 +328,7 @@ def cli(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 print(f"under-load: {i}->{o} {s:g} batch {b}: {err}", file=sys.stderr)
                 return 2
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record = {
-        "kind": "under_load",
-        "run_id": config_hash({**config, "created": created}),
-        "created": created,
-        "git": git_info(),
-        "host": machine.host_fields(start),
-        "versions": library_versions(),
-        "config": config,
-        "rows": rows,
-    }
-    path = pathlib.Path(a.out) / f"load-{record['run_id']}.json"
-    atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    path = write_side_record("under_load", "load", config, rows, start, a.out)
     print(format_rows(rows))
     print(f"record: {path}")
     return 0

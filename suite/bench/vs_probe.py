@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import hashlib
-import json
 import logging
 import os
 import pathlib
@@ -46,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import backends
 from backends.kernels import ops
@@ -53,8 +52,8 @@ from backends.kernels.build import cache_dir
 from backends.timing import aa_noise, fastest_of, paired_ratios
 from srigl.masks import constant_fan_in_mask
 from suite import machine
+from suite.bench.side_run import markdown_rows, parse_numbers, parse_shapes, write_side_record
 from suite.report.vs_probe import COLUMNS, display_row
-from suite.results import atomic_write_bytes, config_hash, git_info, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +162,17 @@ class Cell:
     @property
     def k(self) -> int:
         return int(self.idx.shape[1])
+
+    def masked_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, mask) float32 / bool [out, in]: the kept values at their indices, zero
+        elsewhere, and where they are (what ``backends.create`` takes)."""
+        rows = torch.arange(self.out_features)[:, None]
+        cols = torch.from_numpy(self.idx).long()
+        weight = torch.zeros(self.out_features, self.in_features)
+        weight[rows, cols] = torch.from_numpy(self.values)
+        mask = torch.zeros(weight.shape, dtype=torch.bool)
+        mask[rows, cols] = True
+        return weight, mask
 
 
 def make_cell(in_f: int, out_f: int, sparsity: float, batch: int, seed: int = 0) -> Cell:
@@ -283,10 +293,8 @@ def compare_cell(
         layout = min(quick, key=quick.get)
         probe = fns[layout]
         reps = max(1, round(2e-4 / quick[layout]))  # calls per probe callable: ~200 us
-        weight = torch.zeros(cell.out_features, cell.in_features)
-        rows = torch.arange(cell.out_features)[:, None]
-        weight[rows, torch.from_numpy(cell.idx).long()] = torch.from_numpy(cell.values)
-        layer = backends.create("fused", weight, weight != 0, torch.from_numpy(cell.bias))
+        weight, mask = cell.masked_weight()
+        layer = backends.create("fused", weight, mask, torch.from_numpy(cell.bias))
         x = torch.from_numpy(cell.x)
         with torch.inference_mode():
             torch.set_num_threads(threads)
@@ -346,23 +354,7 @@ def compare_cell(
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of result rows (microseconds, ratios with 95% intervals), the report's
     columns (:func:`suite.report.vs_probe.display_row`)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(v) for v in display_row(r).values()) + " |")
-    return "\n".join(lines)
-
-
-def _parse_shapes(text: str) -> list[tuple[int, int]]:
-    shapes = []
-    for part in text.split(","):
-        try:
-            a, b = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise SystemExit(
-                f"--shapes: {part!r} is invalid; allowed: INxOUT[,INxOUT...]"
-            ) from None
-        shapes.append((a, b))
-    return shapes
+    return markdown_rows(rows, COLUMNS, display_row)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -383,12 +375,9 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(DEFAULT_ROOT))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shapes = _parse_shapes(a.shapes)
-    try:
-        sparsities = [float(s) for s in a.sparsities.split(",")]
-        batches = [int(b) for b in a.batches.split(",")]
-    except ValueError as err:
-        p.error(f"--sparsities / --batches: {err}")
+    shapes = parse_shapes(a.shapes)
+    sparsities = parse_numbers(a.sparsities, float, "--sparsities")
+    batches = parse_numbers(a.batches, int, "--batches")
     skip = {tuple(c.split("@")) for c in a.skip.split(",") if c}
     try:
         lib = ProbeLibrary(build_probe_library())
@@ -414,13 +403,6 @@ def cli(argv: list[str] | None = None) -> int:
         for b in batches
         if (f"{s:g}", str(b)) not in skip
     ]
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety
-
-        def tqdm(it, **_):
-            return it
-
     rows = []
     for i, o, s, b in tqdm(cells, desc="vs-probe", unit="cell"):
         try:
@@ -430,19 +412,7 @@ def cli(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"vs-probe: {i}->{o} {s:g} batch {b}: {err}", file=sys.stderr)
             return 2
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record = {
-        "kind": "vs_probe",
-        "run_id": config_hash({**config, "created": created}),
-        "created": created,
-        "git": git_info(),
-        "host": machine.host_fields(start),
-        "versions": library_versions(),
-        "config": config,
-        "rows": rows,
-    }
-    path = pathlib.Path(a.out) / f"probe-{record['run_id']}.json"
-    atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    path = write_side_record("vs_probe", "probe", config, rows, start, a.out)
     print(format_rows(rows))
     print(f"record: {path}")
     return 0

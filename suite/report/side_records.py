@@ -14,6 +14,13 @@ import pandas as pd
 from suite.machine import asv_machine_name
 
 
+def ratio_cell(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]`` with its interval (``<key>_ci_low`` / ``_ci_high``) as table text, e.g.
+    ``1.12 [1.07, 1.17]`` (the estimate always shown: a ratio to a probe or to a quiet time,
+    not a speed-up, see :func:`suite.report.speed.speedup_cell`)."""
+    return f"{row[key]:.2f} [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]"
+
+
 def load_side_records(folder: str | Path, prefix: str, kind: str) -> list[dict[str, Any]]:
     """Every ``<prefix>-*.json`` record of ``folder`` whose ``kind`` is ``kind``, oldest first
     (by ``created``), each with ``_path``; a missing folder gives []. A file that does not parse

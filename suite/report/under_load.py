@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite.report.side_records import load_side_records
+from suite.report.side_records import load_side_records, ratio_cell
 from suite.report.side_records import newest_per_machine as side_newest
 
 COLUMNS = [
@@ -41,10 +41,6 @@ def load_under_load_records(folder: str | Path) -> list[dict[str, Any]]:
     return load_side_records(folder, "load", "under_load")
 
 
-def _ci(row: Mapping[str, Any], key: str) -> str:
-    return f"{row[key]:.2f} [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]"
-
-
 def display_row(r: Mapping[str, Any]) -> dict[str, Any]:
     """One under-load result row as the table shows it (:data:`COLUMNS`); the report's table
     and the CLI's print both use it."""
@@ -55,12 +51,12 @@ def display_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "batch": r["batch"],
         "fused quiet us": f"{r['fused_quiet_median_s'] * 1e6:.1f}",
         "fused loaded us": f"{r['fused_loaded_median_s'] * 1e6:.1f}",
-        "slowdown [95% CI]": _ci(r, "slowdown"),
+        "slowdown [95% CI]": ratio_cell(r, "slowdown"),
         "target": f"<= {r['target']:g}",
         "verdict": r["verdict"],
-        "dense slowdown [95% CI]": _ci(r, "dense_slowdown"),
-        "vs dense, loaded [95% CI]": _ci(r, "speedup_vs_dense_loaded"),
-        "A/A [95% CI]": _ci(r, "aa"),
+        "dense slowdown [95% CI]": ratio_cell(r, "dense_slowdown"),
+        "vs dense, loaded [95% CI]": ratio_cell(r, "speedup_vs_dense_loaded"),
+        "A/A [95% CI]": ratio_cell(r, "aa"),
         "loaded jobs (team/pool/serial)": "/".join(
             str(jobs.get(k, "?")) for k in ("team", "pool", "serial")
         ),

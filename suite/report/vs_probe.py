@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite.report.side_records import load_side_records
+from suite.report.side_records import load_side_records, ratio_cell
 from suite.report.side_records import newest_per_machine as side_newest
 
 COLUMNS = [
@@ -39,10 +39,6 @@ def load_probe_records(folder: str | Path) -> list[dict[str, Any]]:
     return load_side_records(folder, "probe", "vs_probe")
 
 
-def _ci(row: Mapping[str, Any], key: str) -> str:
-    return f"{row[key]:.2f} [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]"
-
-
 def display_row(r: Mapping[str, Any]) -> dict[str, Any]:
     """One vs-probe result row as the table shows it (:data:`COLUMNS`: microseconds, ratios
     with their intervals); the report's table and the CLI's print both use it."""
@@ -52,11 +48,11 @@ def display_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "batch": r["batch"],
         "probe us (layout)": f"{r['probe_median_s'] * 1e6:.1f} ({r['probe_layout']})",
         "fused C++ loop us": f"{r['fused_native_median_s'] * 1e6:.1f}",
-        "÷ probe [95% CI]": _ci(r, "fused_native_over_probe"),
+        "÷ probe [95% CI]": ratio_cell(r, "fused_native_over_probe"),
         "fused forward us": f"{r['fused_median_s'] * 1e6:.1f}",
-        "forward ÷ probe [95% CI]": _ci(r, "fused_over_probe"),
+        "forward ÷ probe [95% CI]": ratio_cell(r, "fused_over_probe"),
         "per-call overhead us": f"{r['overhead_s'] * 1e6:.1f}",
-        "A/A [95% CI]": _ci(r, "probe_aa_over_probe"),
+        "A/A [95% CI]": ratio_cell(r, "probe_aa_over_probe"),
         "fused variant": r["fused_variant"],
     }
 

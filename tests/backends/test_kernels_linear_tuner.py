@@ -4,11 +4,11 @@ machine's file), ``SRIGL_TUNE=off`` and ``backends.tune`` over a model."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
 from backend_cases import CASES, constant_fan_in_layer
+from pool_states import auto_onto_pool, late_pool_job, start_pool_helper
 from torch import nn
 
 import backends
@@ -260,23 +260,10 @@ def test_parallel_candidates_are_timed_on_the_team_whatever_auto_mode_was_doing(
     before_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        before_mode = o.pool_set_mode(2)
-        for _ in range(20):  # past the warm-up team jobs
-            o.pool_test_chunks(4, -1, 0)
-        o.pool_set_helper_delay(20000)
-        try:
-            o.pool_test_chunks(4, -1, 0)  # a late team job: the pool next
-        finally:
-            o.pool_set_helper_delay(0)
-        o.pool_test_chunks(4, -1, 0)  # a pool job (starts the helper, if none yet)
-        # torch's OpenMP workers spin for a while after the team jobs and keep the pool's
-        # helper off the cores (seen: 30 ms); the helper must get one to claim a chunk
-        time.sleep(0.1)
-        o.pool_set_helper_chunk_delay(100_000)
-        try:
-            o.pool_test_chunks(16, -1, 2000)  # a late pool job: serial next
-        finally:
-            o.pool_set_helper_chunk_delay(0)
+        before_mode = o.pool_set_mode(-1)
+        auto_onto_pool(o)
+        start_pool_helper(o)
+        late_pool_job(o)
         serial = o.pool_stats()
         o.pool_test_chunks(4, -1, 0)
         assert o.pool_stats()[7] == serial[7] + 1, "auto mode was not running jobs serially"

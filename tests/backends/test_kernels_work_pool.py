@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 from backend_cases import Case, constant_fan_in_layer
+from pool_states import auto_onto_pool, late_pool_job, start_pool_helper
 
 from backends import dense_kernel
 from backends.condensed import condense_layer
@@ -361,24 +362,10 @@ def test_auto_mode_runs_serially_after_a_pool_job_waits_for_a_descheduled_helper
     torch.set_num_threads(1)
     one = o.fused_linear_variant(x, blobs[0], code, 203, False)
     torch.set_num_threads(2)
-    o.pool_set_mode(2)
-    for _ in range(20):  # past the warm-up jobs
-        o.fused_linear_variant(x, blobs[0], code, 203, False)
-    old_delay = o.pool_set_helper_delay(20000)
-    try:
-        o.fused_linear_variant(x, blobs[0], code, 203, False)  # a late team: the pool next
-    finally:
-        o.pool_set_helper_delay(old_delay)
-    o.pool_test_chunks(4, -1, 0)  # a pool job (starts the helper, if none yet)
-    # torch's OpenMP workers spin for a while after the team jobs and keep the pool's
-    # helper off the cores (seen: 30 ms); the helper must get one to claim a chunk
-    time.sleep(0.1)
+    auto_onto_pool(o, lambda: o.fused_linear_variant(x, blobs[0], code, 203, False))
+    start_pool_helper(o)
     before = o.pool_stats()
-    old_chunk_delay = o.pool_set_helper_chunk_delay(100_000)
-    try:
-        assert o.pool_test_chunks(16, -1, 2000) == 16  # the helper sits 100 ms in its chunk
-    finally:
-        o.pool_set_helper_chunk_delay(old_chunk_delay)
+    assert late_pool_job(o) == 16
     late = o.pool_stats()
     got = o.fused_linear_variant(x, blobs[0], code, 203, False)
     after = o.pool_stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from suite.results import ResultStore, make_record
@@ -166,3 +167,36 @@ def write_store(root, records) -> ResultStore:
     for rec in records:
         store.write(rec)
     return store
+
+
+def write_small_store(root) -> ResultStore:
+    """A store of two digits_mlp SRigL train records (seeds 0, 1): enough for a report."""
+    recs = [
+        make_record(
+            "train", train_config("digits_mlp", "srigl", 0.9, s), train_metrics(90.0 + s, "srigl")
+        )
+        for s in (0, 1)
+    ]
+    return write_store(root, recs)
+
+
+def side_record(kind: str, machine: str, created: str, rows: list, config: dict) -> dict:
+    """A record of a bench side runner (vs-probe, under-load) as its CLI writes one."""
+    return {
+        "kind": kind,
+        "created": created,
+        "rows": rows,
+        "git": {"commit": "abcdef0123", "dirty": False},
+        "host": {
+            "asv_name": machine,
+            "load_start": {"load_avg_1m": 0.5},
+            "load_end": {"load_avg_1m": 0.7},
+        },
+        "config": config,
+    }
+
+
+def write_json(folder, name: str, record: dict) -> None:
+    """``record`` as ``folder/name`` (the folder made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(record))

@@ -1,6 +1,7 @@
 // A direct Python entry to the fused forward, below the torch dispatcher: the Python module of
 // the extension gets `linear(x, blob, table, out_features[, transposed])`, which unpacks the
-// tensors and calls srigl::fused_linear (the same C++ function the srigl::fused_linear operator runs).
+// tensors and calls srigl::fused_linear (the same C++ function the srigl::fused_linear
+// operator runs).
 // At batch 1 and high sparsity the dispatcher's argument parsing and boxing cost about as much
 // as the kernel; the eager forward (backends/fused.py) calls this entry only where nothing
 // above the dispatcher's CPU kernel could act: a plain CPU tensor, no gradient needed, no

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #include "cpu_isa.h"
@@ -145,19 +144,16 @@ struct TilePlan {
   int wide;
 };
 
-// m rows cut into tiles: full tiles of the variant's width, then the remainder in tiles of the
-// narrower widths (down to one vector: kTailWide) that cover it with the fewest columns, then
-// the fewest tiles: at m = 197 and 64-column AVX-512 tiles, 3 x 64 + 16 = 208 columns instead
-// of 4 x 64 = 256 (each column costs a full tile's arithmetic, padding included).
+// m rows cut into tiles: full tiles of the variant's width, then the remainder in narrower
+// tiles (down to one vector: kTailWide) that cover it with the fewest columns, then the fewest
+// tiles: at m = 197 and 64-column AVX-512 tiles, 3 x 64 + 16 = 208 columns instead of
+// 4 x 64 = 256 (each column costs a full tile's arithmetic, padding included). The widths are
+// 1, 2, 4 and 8 vectors, so the remainder rounded up to whole vectors is covered exactly by
+// taking the widest width that fits, largest first (its binary digits).
 std::vector<TilePlan> plan_tiles(const KernelTable& kt, int main_wide, int64_t m, int64_t in) {
-  const int64_t T = kt.tile_width(main_wide);
-  std::vector<std::pair<int64_t, int>> widths;  // (columns, code) no wider than T, ascending
-  for (int code : {kTailWide, 2, 0, 1}) {
-    const int64_t w = kt.tile_width(code);
-    if (w <= T) widths.emplace_back(w, code);
-  }
-  std::sort(widths.begin(), widths.end());
+  const int64_t T = kt.tile_width(main_wide), vec = kt.tile_width(kTailWide);
   std::vector<TilePlan> plan;
+  plan.reserve(static_cast<size_t>(m / T + 4));
   int64_t m0 = 0, offset = 0;
   auto add = [&](int64_t w, int code) {
     const int64_t nc = std::min(w, m - m0);
@@ -166,26 +162,13 @@ std::vector<TilePlan> plan_tiles(const KernelTable& kt, int main_wide, int64_t m
     offset += in * w;
   };
   for (; m - m0 >= T;) add(T, main_wide);
-  const int64_t r = m - m0;
-  if (r == 0) return plan;
-  // cost[q] = (columns, tiles) to cover q rows; choice[q] = the first tile's index in widths
-  std::vector<std::pair<int64_t, int64_t>> cost(r + 1, {0, 0});
-  std::vector<int> choice(r + 1, 0);
-  for (int64_t q = 1; q <= r; ++q) {
-    cost[q] = {INT64_MAX, INT64_MAX};
-    for (size_t i = 0; i < widths.size(); ++i) {
-      const auto& rest = cost[std::max<int64_t>(0, q - widths[i].first)];
-      const std::pair<int64_t, int64_t> c{rest.first + widths[i].first, rest.second + 1};
-      if (c < cost[q]) {
-        cost[q] = c;
-        choice[q] = static_cast<int>(i);
-      }
+  int64_t cols = (m - m0 + vec - 1) / vec * vec;  // the remainder in whole vectors (< T)
+  for (int code : {1, 0, 2, kTailWide}) {  // 8, 4, 2, 1 vectors
+    const int64_t w = kt.tile_width(code);
+    if (w <= T && w <= cols) {
+      add(w, code);
+      cols -= w;
     }
-  }
-  for (int64_t q = r; q > 0;) {
-    const auto& w = widths[choice[q]];
-    add(w.first, w.second);
-    q = std::max<int64_t>(0, q - w.first);
   }
   return plan;
 }

@@ -4,7 +4,8 @@
 //   isa 0 generic, 1 avx2, 2 avx512; family 0 rows (gathers), 1 perm (permute pack), 2 tiled,
 //   3 tiled in input chunks (blocked), 4 nm (N:M layers only: per group of M inputs, N 4-bit
 //   in-group offsets; runs where the pack found an N:M pattern); wide: the tiled kernels' width,
-//   0: 4 vector accumulators per neuron, 1: 8 (wide), 2: 2 (narrow); parallel: the work pool (work_pool.h).
+//   0: 4 vector accumulators per neuron, 1: 8 (wide), 2: 2 (narrow; 3, one vector, only for a
+//   run's tail tiles, never a variant's); parallel: the work pool (work_pool.h).
 // The autotuner's table: int32 [kThreadSlots, kBuckets] of codes; an entry -1 = the static rule.
 #pragma once
 #include <cstdint>

@@ -2,15 +2,15 @@
 //
 // One 64-bit job word: epoch (bits 32-63), back (16-31) and front (0-15): the job's unclaimed
 // chunks are [front, back). The caller claims from the front (front + 1), helpers from the back
-// (back - 1), so from one call to the next the caller runs about the same chunks and finds
-// their data (a layer's packed weights) still in its own L2, and so does a single helper (with
-// several, helpers race for the back); a late helper only moves the boundary. Within a job front only grows and back only shrinks, and a new job has a larger
-// epoch, so the word never takes a value twice: a compare-exchange from a value read earlier
-// succeeds only while that very job still has that chunk, and a helper that read a finished
-// job's word, or an older one, can never claim a chunk of it or of a newer job. The job's
-// function, context and chunk count are written before its epoch is published and read by a
-// helper only after a successful claim and before it finishes that chunk, i.e. while the caller
-// is still waiting for it.
+// (back - 1), so from one call to the next the caller runs about the same chunks and finds their
+// data (a layer's packed weights) still in its own L2, and so does a single helper (with several,
+// helpers race for the back); a late helper only moves the boundary. Within a job front only grows
+// and back only shrinks, and a new job has a larger epoch, so the word never takes a value twice: a
+// compare-exchange from a value read earlier succeeds only while that very job still has that
+// chunk, and a helper that read a finished job's word, or an older one, can never claim a chunk of
+// it or of a newer job. The job's function, context and chunk count are written before its epoch is
+// published and read by a helper only after a successful claim and before it finishes that chunk,
+// i.e. while the caller is still waiting for it.
 // `done` counts the job's finished chunks (each thread adds the chunks it ran when it finds no
 // chunk left); the caller waits until it reaches the chunk count, which needs only the chunks
 // that were claimed, never a helper that has not started.
@@ -290,9 +290,9 @@ int64_t now_ns() {
 
 // Auto mode: a job is late when its caller waited at the end longer than kLateNs and either no
 // other thread ran a chunk (the OS had not scheduled it: another process holds the core) or the
-// wait exceeds two of the caller's own chunk times (is_late). On the team that is a wait at the end
-// barrier; on the pool, a wait for a chunk a helper claimed and was then descheduled in (the
-// caller cannot take that chunk over). Late waits are summed over a window that a late job
+// wait exceeds two of the caller's own chunk times (is_late). On the team that is a wait at
+// the end barrier; on the pool, a wait for a chunk a helper claimed and was then descheduled
+// in (the caller cannot take that chunk over). Late waits are summed over a window that a late job
 // starts; once they exceed kLateBudgetNs within kWindowNs, the next state runs jobs for
 // kFallbackNs: late team jobs -> the pool, late pool jobs -> serial on the caller (with fewer
 // free cores than threads, a job that waits for no other thread is the fastest), then the team
@@ -355,6 +355,7 @@ bool pool_mostly_alone(bool alone) {
   g_group_alone.store(0, std::memory_order_relaxed);
   return a >= kAloneMin;
 }
+
 std::atomic<int64_t> g_team_off_until{0};    // now_ns() before which auto jobs use the pool
 std::atomic<int64_t> g_serial_until{0};      // now_ns() before which auto jobs run serially
 std::atomic<int64_t> g_team_jobs{0}, g_team_late{0};

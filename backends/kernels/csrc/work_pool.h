@@ -24,16 +24,16 @@
 //   end barrier waits for a thread the OS has not scheduled);
 // - "pool": the pool, always;
 // - "auto" (unset, the default): the team until late team jobs (the caller waited at the end
-//   barrier > 100 us for a thread that ran no chunk, or for longer than two of its own chunks
-//   took) add up to more than 10 ms within 100 ms, then the pool for 1 s; if pool jobs come
-//   late the same way (the caller waited for a chunk that a helper claimed and was then
-//   descheduled in), or the caller ran every chunk alone in 24 of 32 pool jobs (no helper got
-//   a core in time: it only cost a wake-up), serial jobs on the caller for 1 s; then the team is tried again. Under
-//   load (a helper descheduled for a scheduler tick in most jobs) it moves on within a few
-//   jobs; a VM's occasional ms-long stall does not move it (nor do the first 16 team jobs of a
-//   process, which start libgomp's threads). With one other busy process on a 2-core machine
-//   small (batch-1) jobs settle on serial, which waits for no other thread; large ones mostly
-//   run on the pool, whose helper still gets some of the second core.
+//   barrier > 100 us for a thread that ran no chunk, or for longer than two of its own chunks took)
+//   add up to more than 10 ms within 100 ms, then the pool for 1 s; if pool jobs come late the same
+//   way (the caller waited for a chunk that a helper claimed and was then descheduled in), or the
+//   caller ran every chunk alone in 24 of 32 pool jobs (no helper got a core in time: it only cost
+//   a wake-up), serial jobs on the caller for 1 s; then the team is tried again. Under load (a
+//   helper descheduled for a scheduler tick in most jobs) it moves on within a few jobs; a VM's
+//   occasional ms-long stall does not move it (nor do the first 16 team jobs of a process, which
+//   start libgomp's threads). With one other busy process on a 2-core machine small (batch-1) jobs
+//   settle on serial, which waits for no other thread; large ones mostly run on the pool, whose
+//   helper still gets some of the second core.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>

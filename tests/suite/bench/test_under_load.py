@@ -14,17 +14,11 @@ from suite.bench import under_load as ul
 from suite.bench.load import cpu_load
 
 
-def _state(pid: int) -> str:
-    """The process state letter of /proc/<pid>/stat (R running, S sleeping, T stopped)."""
-    text = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    return text.rsplit(")", 1)[1].split()[0]
-
-
 def _settles(pid: int, states: str, seconds: float = 5.0) -> str:
     """The process state once it is one of ``states`` (signals arrive asynchronously), or the
     last state seen after ``seconds``."""
     deadline = time.monotonic() + seconds
-    while (state := _state(pid)) not in states and time.monotonic() < deadline:
+    while (state := ul.process_state(pid) or "?") not in states and time.monotonic() < deadline:
         time.sleep(0.01)
     return state
 

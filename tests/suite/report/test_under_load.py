@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_fixtures import train_config, train_metrics, write_store
+from report_fixtures import side_record, write_json, write_small_store
 
 from suite import report
 from suite.report import under_load as ulr
-from suite.results import make_record
 
 
 def _row(slowdown: float = 1.3) -> dict:
@@ -36,29 +35,13 @@ def _row(slowdown: float = 1.3) -> dict:
 
 
 def _record(machine: str, created: str, slowdown: float) -> dict:
-    return {
-        "kind": "under_load",
-        "created": created,
-        "rows": [_row(slowdown)],
-        "git": {"commit": "abcdef0123", "dirty": False},
-        "host": {
-            "asv_name": machine,
-            "load_start": {"load_avg_1m": 0.5},
-            "load_end": {"load_avg_1m": 1.7},
-        },
-        "config": {"load": 1},
-    }
-
-
-def _write(folder, name, record):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(json.dumps(record))
+    return side_record("under_load", machine, created, [_row(slowdown)], {"load": 1})
 
 
 def test_the_newest_record_of_each_machine_makes_its_table(tmp_path):
-    _write(tmp_path, "load-a.json", _record("m1", "2026-12-07T10:00:00", 1.9))
-    _write(tmp_path, "load-b.json", _record("m1", "2026-12-07T12:00:00", 1.3))
-    _write(tmp_path, "load-c.json", _record("m2", "2026-12-07T11:00:00", 2.0))
+    write_json(tmp_path, "load-a.json", _record("m1", "2026-12-07T10:00:00", 1.9))
+    write_json(tmp_path, "load-b.json", _record("m1", "2026-12-07T12:00:00", 1.3))
+    write_json(tmp_path, "load-c.json", _record("m2", "2026-12-07T11:00:00", 2.0))
     got = ulr.newest_per_machine(ulr.load_under_load_records(tmp_path))
     assert [m["machine"] for m in got] == ["m1", "m2"]
     assert got[0]["record"] == "load-b.json" and got[0]["busy"] == 1
@@ -79,16 +62,10 @@ def test_a_damaged_record_is_named(tmp_path):
 
 
 def test_report_has_the_under_load_section_from_the_folder_beside_the_store(tmp_path):
-    recs = [
-        make_record(
-            "train", train_config("digits_mlp", "srigl", 0.9, s), train_metrics(90.0 + s, "srigl")
-        )
-        for s in (0, 1)
-    ]
-    write_store(tmp_path / "runs", recs)
+    write_small_store(tmp_path / "runs")
     text = report.build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "No under-load records" in text
-    _write(tmp_path / "load", "load-a.json", _record("m1", "2026-12-07T10:00:00", 1.42))
+    write_json(tmp_path / "load", "load-a.json", _record("m1", "2026-12-07T10:00:00", 1.42))
     text = report.build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "## `fused` under load (paired with its quiet time)" in text
     assert "1.42 [1.37, 1.47]" in text and "1/2/300" in text

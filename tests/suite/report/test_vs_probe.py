@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_fixtures import train_config, train_metrics, write_store
+from report_fixtures import side_record, write_json, write_small_store
 
 from suite import report
 from suite.report import vs_probe as vsp
-from suite.results import make_record
 
 
 def _row(ratio: float = 1.1) -> dict:
@@ -31,29 +30,13 @@ def _row(ratio: float = 1.1) -> dict:
 
 
 def _record(machine: str, created: str, ratio: float) -> dict:
-    return {
-        "kind": "vs_probe",
-        "created": created,
-        "rows": [_row(ratio)],
-        "git": {"commit": "abcdef0123", "dirty": False},
-        "host": {
-            "asv_name": machine,
-            "load_start": {"load_avg_1m": 0.5},
-            "load_end": {"load_avg_1m": 0.7},
-        },
-        "config": {"GOMP_SPINCOUNT": "10000"},
-    }
-
-
-def _write(folder, name, record):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(json.dumps(record))
+    return side_record("vs_probe", machine, created, [_row(ratio)], {"GOMP_SPINCOUNT": "10000"})
 
 
 def test_the_newest_record_of_each_machine_makes_its_table(tmp_path):
-    _write(tmp_path, "probe-a.json", _record("m1", "2026-12-07T10:00:00", 1.5))
-    _write(tmp_path, "probe-b.json", _record("m1", "2026-12-07T12:00:00", 1.1))
-    _write(tmp_path, "probe-c.json", _record("m2", "2026-12-07T11:00:00", 2.0))
+    write_json(tmp_path, "probe-a.json", _record("m1", "2026-12-07T10:00:00", 1.5))
+    write_json(tmp_path, "probe-b.json", _record("m1", "2026-12-07T12:00:00", 1.1))
+    write_json(tmp_path, "probe-c.json", _record("m2", "2026-12-07T11:00:00", 2.0))
     got = vsp.newest_per_machine(vsp.load_probe_records(tmp_path))
     assert [m["machine"] for m in got] == ["m1", "m2"]
     assert got[0]["record"] == "probe-b.json" and got[0]["load"] == [0.5, 0.7]
@@ -74,16 +57,10 @@ def test_a_damaged_record_is_named(tmp_path):
 
 
 def test_report_has_the_probe_section_from_the_folder_beside_the_store(tmp_path):
-    recs = [
-        make_record(
-            "train", train_config("digits_mlp", "srigl", 0.9, s), train_metrics(90.0 + s, "srigl")
-        )
-        for s in (0, 1)
-    ]
-    write_store(tmp_path / "runs", recs)
+    write_small_store(tmp_path / "runs")
     text = report.build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "No vs-probe records" in text
-    _write(tmp_path / "probes", "probe-a.json", _record("m1", "2026-12-07T10:00:00", 1.12))
+    write_json(tmp_path / "probes", "probe-a.json", _record("m1", "2026-12-07T10:00:00", 1.12))
     text = report.build_report(tmp_path / "runs", tmp_path / "out").path.read_text()
     assert "## `fused` against this CPU's limit (the C probe)" in text
     assert "1.12 [1.07, 1.17]" in text and "avx512/perm16x32/par" in text
