@@ -414,3 +414,32 @@ def test_the_narrow_tile_width_is_a_variant_of_its_own_and_not_of_rows_or_perm()
         assert not o.fused_runs_here(blob, ops.encode(isa, family, 2, True))
     with pytest.raises(ValueError, match="wide=3"):
         ops.encode(isa, "tiled", 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_permute_variants_pad_x_afresh_on_every_call_and_thread(threads):
+    # each thread pads x into its own buffer once per call: x changed in place between calls,
+    # and two layers of different widths called in turn on the same threads, never read a
+    # stale or foreign copy
+    o = ops.load()
+    layers = []
+    for n, case in enumerate([Case("a", 301, 203, 29, 203, ()), Case("b", 77, 40, 9, 40, ())]):
+        weight, mask, bias = constant_fan_in_layer(case, 20 + n)
+        geo = ops.perm_geometries(int(o.fused_isa()))[:1] or [(5, 7)]
+        blob = _pack(weight, mask, bias, geo[0])
+        codes = [c for c in all_variants(blob) if (c // 100) % 10 == 1]
+        assert codes, "no permute variant runs on this pack"
+        layers.append((case, weight, mask, bias, blob, codes))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(7)
+        xs = [torch.randn(3, case.in_features, generator=g) for case, *_ in layers]
+        for round_ in range(3):
+            for (case, weight, mask, bias, blob, codes), x in zip(layers, xs):
+                x.copy_(torch.randn(x.shape, generator=g))  # same storage, new values
+                for code in codes:
+                    y = o.fused_linear_variant(x, blob, code, case.out_features, False)
+                    _check(y, x, weight, mask, bias, case.k, f"{case.name} {code} {round_}")
+    finally:
+        torch.set_num_threads(before)

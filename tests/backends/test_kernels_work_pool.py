@@ -312,6 +312,35 @@ def test_team_mode_runs_the_chunks_on_an_openmp_team_with_the_same_bits():
     assert out.returncode == 0 and "team ok" in out.stdout, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("threads", [2, 3, 12])
+def test_team_jobs_run_every_chunk_once_from_home_ranges_and_by_stealing(threads):
+    """On the OpenMP team each thread claims its home range of the chunks first, then the other
+    threads' ranges: every chunk runs exactly once, with teams of 2, 3 and 12 threads (more
+    ranges than are kept on the stack), with more or fewer chunks than threads, and when every
+    thread but the caller comes late (the caller then runs them all); the fused variants give
+    the same bits as one thread."""
+    o = ops.load()
+    xs = _inputs()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one = _all_results(xs)
+    o.pool_set_mode(1)
+    torch.set_num_threads(threads)
+    try:
+        for nchunks in (1, 2, 5, 13, 48, 100):
+            assert o.pool_test_chunks(nchunks, -1, 0) == nchunks, nchunks
+        # the other threads sleep 20 ms after waking and any chunk they run throws: the caller
+        # must have taken every range by then
+        old = o.pool_set_helper_delay(20000)
+        try:
+            assert o.pool_test_chunks(2 * threads, -2, 0) == 2 * threads
+        finally:
+            o.pool_set_helper_delay(old)
+        _same(_all_results(xs), one, f"team of {threads}")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
     """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
     a team job whose other thread comes 0.3 ms late is counted late but keeps the team (late

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -86,39 +87,61 @@ void fill_bias(const LayerView& L, int64_t m, float* out, int64_t som, int64_t s
 }
 
 // x rows -> per input block of block - 1 inputs: those inputs, then a zero (the permute
-// kernels' layout); returns the row stride of the padded copy (a thread-local buffer).
+// kernels' layout), in the calling thread's own buffer; returns it and its row stride (*ldp).
+// `call` numbers the layer call: a thread pads once per call, at its first chunk, so every
+// thread of a parallel call reads a copy in its own cache (one copy made by the caller and read
+// by a helper moved 12 KB between the cores per call: the helper waited for it longer than its
+// chunks ran at 99% sparsity, and the parallel permute kernel came out slower than the serial
+// one).
 const float* pad_blocks(const LayerView& L, const float* x, int64_t ldx, int64_t m,
-                        int64_t* ldp) {
-  static thread_local std::vector<float> buf;
+                        uint64_t call, int64_t* ldp) {
+  struct Padded {
+    std::vector<float> buf;
+    uint64_t call = 0;  // the call buf holds (0: none)
+  };
+  static thread_local Padded mine;
   const int64_t W = L.block, span = W - 1, nb = (L.in + span - 1) / span;
   *ldp = nb * W;
-  const size_t need = static_cast<size_t>(m * nb * W);
-  if (buf.size() < need) buf.resize(need);
+  // 64-byte aligned: a window at a multiple of the block then loads whole cache lines
+  auto aligned = [&] {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(mine.buf.data());
+    return mine.buf.data() + ((64 - a % 64) % 64) / sizeof(float);
+  };
+  if (mine.call == call) return aligned();
+  const size_t need = static_cast<size_t>(m * nb * W) + 64 / sizeof(float);
+  if (mine.buf.size() < need) mine.buf.resize(need);
+  float* const base = aligned();
   for (int64_t r = 0; r < m; ++r) {
     const float* src = x + r * ldx;
-    float* dst = buf.data() + r * nb * W;
+    float* dst = base + r * nb * W;
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t valid = std::min(span, L.in - b * span);
       std::memcpy(dst + b * W, src + b * span, valid * sizeof(float));
       for (int64_t i = valid; i < W; ++i) dst[b * W + i] = 0.0f;
     }
   }
-  return buf.data();
+  mine.call = call;
+  return base;
 }
+
+std::atomic<uint64_t> g_calls{0};  // numbers the permute calls (pad_blocks)
 
 void run_rows_or_perm(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
                       int64_t m, float* out, int64_t som, int64_t soj) {
   const KernelTable& kt = kTables.at(v.isa);
   const bool perm = v.family == 1;
   const int64_t units = perm ? L.ngroups : L.n;
-  if (perm) x = pad_blocks(L, x, ldx, m, &ldx);
+  const uint64_t call = perm ? g_calls.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
   auto part = [&](int64_t lo, int64_t hi) {
-    if (perm)
-      kt.perm(L, x, ldx, 0, m, lo, hi, out, som, soj);
-    else if (v.family == kNm)
+    if (perm) {
+      int64_t ldp;
+      const float* xp = pad_blocks(L, x, ldx, m, call, &ldp);
+      kt.perm(L, xp, ldp, 0, m, lo, hi, out, som, soj);
+    } else if (v.family == kNm) {
       kt.nm(L, x, ldx, 0, m, lo, hi, out, som, soj);
-    else
+    } else {
       kt.rows(L, x, ldx, 0, m, lo, hi, out, som, soj);
+    }
   };
   srigl_pool::parallel_ranges(units, v.par != 0, part);
 }
