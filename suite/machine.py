@@ -20,6 +20,7 @@ import pathlib
 import platform
 import re
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,11 @@ __all__ = [
     "isa_level",
     "host_fields",
     "load_snapshot",
+    "CORE_SCALING_MIN_SHARE",
+    "core_scaling",
+    "mark_end",
     "mark_start",
+    "scaling_noise",
     "same_class",
     "start_snapshot",
     "steal_fraction",
@@ -112,11 +117,16 @@ def _onednn_version() -> str | None:
     return match.group(1) if match else None
 
 
-def load_snapshot() -> dict[str, Any]:
+def load_snapshot(scaling_threads: int | None = None) -> dict[str, Any]:
     """The machine's load now: 1-minute load average and the CPU jiffies of ``/proc/stat``
     (``steal`` and ``total``; the steal fraction over an interval is the difference of two
-    snapshots' steal over the difference of their totals). Fields are None where not known."""
+    snapshots' steal over the difference of their totals); with ``scaling_threads`` >= 2 also
+    ``core_scaling`` (:func:`core_scaling` on that many threads) and ``core_scaling_threads``.
+    Fields are None where not known."""
     snap: dict[str, Any] = {"load_avg_1m": None, "steal_jiffies": None, "total_jiffies": None}
+    if scaling_threads is not None and scaling_threads >= 2:
+        snap["core_scaling"] = core_scaling(scaling_threads)
+        snap["core_scaling_threads"] = scaling_threads
     try:
         snap["load_avg_1m"] = round(os.getloadavg()[0], 2)
     except OSError:
@@ -129,6 +139,57 @@ def load_snapshot() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         pass
     return snap
+
+
+#: a run is flagged when the host gave it less than this share of the cores it asked for
+CORE_SCALING_MIN_SHARE = 0.8
+
+
+def core_scaling(threads: int, blocks: int = 7, block_seconds: float = 0.01) -> float | None:
+    """How many cores the host gives this process now: the time of a compute-bound float32
+    matmul ([256, 256] @ [256, 256], in cache) on one thread over its time on ``threads``
+    threads, fastest of ``blocks`` interleaved blocks of about ``block_seconds`` each (about
+    0.15 s in all). Near ``threads`` when every core is this process's; lower when another
+    process or the hypervisor holds one (a VM's second vCPU shared with a neighbour: 2-thread
+    kernels then run at 1-thread speed while 1-thread ones do not change, and speed-ups of
+    parallel kernels over memory-bound dense ones shrink). torch's thread count is restored.
+    None for ``threads`` < 2.
+    """
+    if threads < 2:
+        return None
+    a = torch.randn(256, 256)
+    b = torch.randn(256, 256)
+    before = torch.get_num_threads()
+    best = {1: float("inf"), threads: float("inf")}
+    try:
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        calls = max(1, int(block_seconds / max(time.perf_counter() - start, 1e-6)))
+        for _ in range(blocks):
+            for n in (1, threads):
+                torch.set_num_threads(n)
+                torch.mm(a, b)  # wakes the team
+                start = time.perf_counter()
+                for _ in range(calls):
+                    torch.mm(a, b)
+                best[n] = min(best[n], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return round(best[1] / best[threads], 2)
+
+
+def scaling_noise(snapshot: Mapping[str, Any], when: str) -> str | None:
+    """Why a run is noisy from a :func:`load_snapshot` with ``core_scaling`` (the host gave
+    less than :data:`CORE_SCALING_MIN_SHARE` of the cores asked for), else None."""
+    scaling, threads = snapshot.get("core_scaling"), snapshot.get("core_scaling_threads")
+    if scaling is None or not threads or scaling >= CORE_SCALING_MIN_SHARE * threads:
+        return None
+    return (
+        f"the host gave {scaling:.2f} of {threads} cores at the {when} (a {threads}-thread "
+        f"matmul ran {scaling:.2f}x its 1-thread speed; below "
+        f"{CORE_SCALING_MIN_SHARE:.0%} of {threads})"
+    )
 
 
 def steal_fraction(start: Mapping[str, Any], end: Mapping[str, Any]) -> float | None:
@@ -191,14 +252,26 @@ def same_class(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool
 
 
 _START: dict[str, Any] = {}
+_END: dict[str, Any] = {}
 
 
-def mark_start() -> dict[str, Any]:
+def mark_start(scaling_threads: int | None = None) -> dict[str, Any]:
     """Take the run's start :func:`load_snapshot` now (a run calls this when it starts; records
-    written later in this process carry it as ``host.load_start``)."""
+    written later in this process carry it as ``host.load_start``); with ``scaling_threads``
+    it includes :func:`core_scaling` (speed runs: whether the host gave the cores)."""
     _START.clear()
-    _START.update(load_snapshot())
+    _END.clear()
+    _START.update(load_snapshot(scaling_threads))
     return dict(_START)
+
+
+def mark_end() -> dict[str, Any]:
+    """Take the run's end :func:`load_snapshot` now, with :func:`core_scaling` where the start
+    had it (a run calls this when its measurements are done: the record it writes next carries
+    it as ``host.load_end``, not a snapshot taken later)."""
+    _END.clear()
+    _END.update(load_snapshot(_START.get("core_scaling_threads")))
+    return dict(_END)
 
 
 def start_snapshot() -> dict[str, Any]:
@@ -209,9 +282,10 @@ def start_snapshot() -> dict[str, Any]:
 def host_fields(start: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a record's ``host`` gains: :func:`identity` (CPU vendor/family/model/stepping, ISA
     level, cores, threads, RAM, versions, ``asv_name``), ``load_start`` / ``load_end``
-    (:func:`load_snapshot` at the start of the run and now) and ``steal_fraction`` between them."""
+    (:func:`load_snapshot` at the start of the run and at :func:`mark_end`, else now) and
+    ``steal_fraction`` between them."""
     start = dict(start) if start is not None else start_snapshot()
-    end = load_snapshot()
+    end = dict(_END) if _END else load_snapshot()
     return {
         **identity(),
         "load_start": start,

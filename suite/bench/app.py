@@ -194,8 +194,8 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
 
     settings = resolve_settings(cfg)
     load = check_load(cfg.get("load", 0) or 0)
-    machine.mark_start()
     thread_info = set_threads(settings.threads)
+    start = machine.mark_start(settings.threads)  # with the cores the host gives
     policy_start = thread_policy()
     names, skipped = usable_backends(settings.backends, settings.device, settings.dtype)
     for name, why in skipped.items():
@@ -226,8 +226,14 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
             f"nothing was measured: backends {settings.backends} gave no usable layer here "
             f"(skipped: {skipped})"
         )
+    end = machine.mark_end()  # after the busy processes of `load` stopped
     _log_tables(rows, whole)
     reasons = noise_check([*rows, *whole, *extra.get("nm_whole_model", ())])
+    reasons += [
+        why
+        for snap, when in ((start, "start"), (end, "end"))
+        if (why := machine.scaling_noise(snap, when))
+    ]
     for why in reasons:
         log.warning("noisy run: %s", why)
     metrics = {
@@ -242,6 +248,9 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         # threads, OMP_WAIT_POLICY and the 1-minute load average (at the end; and at the start)
         **thread_policy(),
         "load_avg_1m_start": policy_start["load_avg_1m"],
+        # the cores the host gave at the start and the end (suite.machine.core_scaling)
+        "core_scaling_start": start.get("core_scaling"),
+        "core_scaling_end": end.get("core_scaling"),
         **extra,
     }
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -70,7 +70,10 @@ def write_side_record(
 ) -> pathlib.Path:
     """Write one side-runner record ``<out>/<prefix>-<id>.json`` atomically: ``kind``, its
     ``config`` and ``rows``, when (``created``), the git commit, the machine and its load since
-    ``start`` (:func:`suite.machine.mark_start`), the library versions. Returns its path."""
+    ``start`` (:func:`suite.machine.mark_start`) and at the end (:func:`suite.machine.mark_end`,
+    taken here: with the cores the host gave where the start measured them), the library
+    versions. Returns its path."""
+    machine.mark_end()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = {
         "kind": kind,

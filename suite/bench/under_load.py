@@ -301,7 +301,7 @@ def cli(argv: list[str] | None = None) -> int:
             "[0, 1), batches >= 1, --threads >= 1, --pairs >= 2, --load >= 1"
         )
     check_load(a.load)
-    start = machine.mark_start()
+    start = machine.mark_start(a.threads)  # with the cores the host gives (core_scaling)
     config = {
         "task": "under_load",
         "shapes": shapes,

@@ -384,7 +384,7 @@ def cli(argv: list[str] | None = None) -> int:
     except ProbeUnavailableError as err:
         print(f"vs-probe: {err}", file=sys.stderr)
         return 2
-    start = machine.mark_start()
+    start = machine.mark_start(a.threads)  # with the cores the host gives (core_scaling)
     config = {
         "task": "vs_probe",
         "shapes": shapes,

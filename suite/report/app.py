@@ -383,6 +383,7 @@ def provenance_section(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
         ("Machine", rd.machine_table(records)),
         ("Library versions", rd.versions_table(records)),
         ("Git commits", rd.git_table(records)),
+        ("Host during the bench runs", rd.host_check_table(records)),
     ]
 
 

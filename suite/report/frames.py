@@ -799,6 +799,34 @@ def machine_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return _count_distinct(rows)
 
 
+def host_check_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per bench record: its load average and the cores the host gave at the start and the end
+    (``core_scaling``: a ``threads``-thread matmul's speed over its 1-thread speed; near
+    ``threads`` when the host gave every core, "-" in records from before it was measured) and
+    the steal fraction; ``noisy`` says whether the run flagged itself (A/A or cores)."""
+
+    def snap(rec: Mapping[str, Any], when: str, key: str) -> Any:
+        value = get_path(rec, f"host.load_{when}.{key}")
+        return "-" if value is None else value
+
+    rows = [
+        {
+            "record": rec.get("_path") and Path(rec["_path"]).name or rec["run_id"],
+            "commit": (get_path(rec, "git.commit") or "unknown")[:7],
+            "threads": get_path(rec, "metrics.threads"),
+            "load start / end": f"{snap(rec, 'start', 'load_avg_1m')} / "
+            f"{snap(rec, 'end', 'load_avg_1m')}",
+            "cores given start / end": f"{snap(rec, 'start', 'core_scaling')} / "
+            f"{snap(rec, 'end', 'core_scaling')}",
+            "steal": get_path(rec, "host.steal_fraction"),
+            "noisy": get_path(rec, "metrics.noisy"),
+        }
+        for rec in records
+        if rec.get("kind") == "bench"
+    ]
+    return pd.DataFrame(rows)
+
+
 def versions_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Distinct library-version sets with their record counts."""
     rows = [{k: (v or "-") for k, v in rec.get("versions", {}).items()} for rec in records]

@@ -66,6 +66,10 @@ def newest_per_machine(
                 "load": [
                     (host.get(k) or {}).get("load_avg_1m") for k in ("load_start", "load_end")
                 ],
+                # the cores the host gave at the start and the end (None: not measured)
+                "cores": [
+                    (host.get(k) or {}).get("core_scaling") for k in ("load_start", "load_end")
+                ],
                 "config": dict(record.get("config") or {}),
                 "table": table(record),
             }

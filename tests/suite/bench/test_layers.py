@@ -11,6 +11,7 @@ import backends
 import backends.timing as timing
 import suite.bench.layers as layers
 from backends.dense import DenseLinear
+from suite import machine
 from suite.bench import BenchConfigError, run_bench
 from suite.bench.app import noise_check
 from suite.results import ResultStore
@@ -137,3 +138,19 @@ def make_record_for(rows):
         "schema_version": 1, "kind": "bench", "run_id": "r", "created": "now", "git": {},
         "host": {}, "versions": {}, "config": {}, "metrics": {"rows": rows},
     }  # fmt: skip
+
+
+def test_a_host_that_withheld_a_core_marks_the_run_noisy(tmp_path, monkeypatch):
+    # quiet blocks, but the host gave the 2-thread run 1.1 cores at its start and end
+    _with_sampler(monkeypatch, lambda fn, calls: 1e-4)
+    monkeypatch.setattr(machine, "core_scaling", lambda threads, **kw: 1.1)
+    record, _ = run_bench(bench_cfg(tmp_path, "pairs=20", "batches=[1]", "threads=2"))
+    metrics = record["metrics"]
+    assert metrics["core_scaling_start"] == 1.1 and metrics["core_scaling_end"] == 1.1
+    assert record["host"]["load_start"]["core_scaling"] == 1.1
+    assert record["host"]["load_end"]["core_scaling"] == 1.1
+    assert metrics["noisy"] is True
+    assert any("1.10 of 2 cores at the start" in why for why in metrics["noisy_reasons"])
+    monkeypatch.setattr(machine, "core_scaling", lambda threads, **kw: 1.9)
+    record, _ = run_bench(bench_cfg(tmp_path, "pairs=20", "batches=[1]", "threads=2"))
+    assert record["metrics"]["noisy"] is False
