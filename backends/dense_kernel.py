@@ -51,6 +51,7 @@ from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
     TuneCache,
     bucket_of,
+    cores_given,
     fastest_interleaved,
     load_average,
     machine_key,
@@ -173,7 +174,7 @@ def tune_variant(
         hit = entries.get(key)
         if hit is not None and not (isinstance(hit, dict) and hit.get("variant") in cands):
             _TUNE_CACHE.drop(machine, key, f"entry {hit!r} names no variant of {cands}")
-        elif hit is not None and not tuned_under_load(hit):
+        elif hit is not None and not tuned_under_load(hit, threads):
             return int(hit["variant"])
     x = torch.randn(max(batch, 1), in_features)
     fns = {c: (lambda c=c: ops.dense_linear_variant(x, pack, out_features, c)) for c in cands}
@@ -187,6 +188,7 @@ def tune_variant(
             "name": variant_name(code),
             "seconds": best[code],
             "load_avg_1m": load_average(),
+            "cores_given": cores_given(threads),
         }
         _TUNE_CACHE.save(machine)
     return code

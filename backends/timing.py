@@ -374,6 +374,40 @@ AA_TOLERANCE = 0.10
 NO_DIFFERENCE = "no measurable difference"
 
 
+def core_scaling(threads: int, blocks: int = 7, block_seconds: float = 0.01) -> float | None:
+    """How many cores the host gives this process now: the time of a compute-bound float32
+    matmul ([256, 256] @ [256, 256], in cache) on one thread over its time on ``threads``
+    threads, fastest of ``blocks`` interleaved blocks of about ``block_seconds`` each (about
+    0.15 s in all). Near ``threads`` when every core is this process's; lower when another
+    process or the hypervisor holds one (a VM's second vCPU shared with a neighbour: 2-thread
+    kernels then run at 1-thread speed while 1-thread ones do not change, and speed-ups of
+    parallel kernels over memory-bound dense ones shrink). torch's thread count is restored.
+    None for ``threads`` < 2.
+    """
+    if threads < 2:
+        return None
+    a = torch.randn(256, 256)
+    b = torch.randn(256, 256)
+    before = torch.get_num_threads()
+    best = {1: float("inf"), threads: float("inf")}
+    try:
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        calls = max(1, int(block_seconds / max(time.perf_counter() - start, 1e-6)))
+        for _ in range(blocks):
+            for n in (1, threads):
+                torch.set_num_threads(n)
+                torch.mm(a, b)  # wakes the team
+                start = time.perf_counter()
+                for _ in range(calls):
+                    torch.mm(a, b)
+                best[n] = min(best[n], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return round(best[1] / best[threads], 2)
+
+
 def aa_noise(low: float, high: float, tolerance: float = AA_TOLERANCE) -> str | None:
     """Why an A/A interval ``[low, high]`` marks its run noisy, or None when it does not: the
     interval misses 1.0, or reaches beyond ``1 +- tolerance``."""

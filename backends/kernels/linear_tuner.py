@@ -41,6 +41,7 @@ from backends.kernels.parallel_mode import on_team
 from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
+    cores_given,
     fastest_interleaved,
     load_average,
     tuned_under_load,
@@ -65,7 +66,7 @@ GEOMETRIES = frozenset(g for isa in range(len(ops.ISAS)) for g in ops.perm_geome
 def check_entry(entry: Any) -> str | None:
     """None if ``entry`` (as read from the cache file) is one this tuner writes, else why not:
     a mapping with an int ``variant`` whose parts are in range, a ``geometry`` that is ``[]``
-    or a known (lanes, block) pack, and a number (or null) as ``load_avg_1m``."""
+    or a known (lanes, block) pack, and numbers (or null) as ``load_avg_1m`` and ``cores_given``."""
     if not isinstance(entry, dict):
         return f"a {type(entry).__name__}, not a mapping"
     code = entry.get("variant")
@@ -81,9 +82,10 @@ def check_entry(entry: Any) -> str | None:
     geo = entry.get("geometry")
     if not isinstance(geo, list) or (geo and tuple(geo) not in GEOMETRIES):
         return f"geometry {geo!r} is not [] or one of {sorted(map(list, GEOMETRIES))}"
-    load = entry.get("load_avg_1m")
-    if load is not None and (isinstance(load, bool) or not isinstance(load, (int, float))):
-        return f"load_avg_1m {load!r} is not a number"
+    for field in ("load_avg_1m", "cores_given"):
+        value = entry.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{field} {value!r} is not a number"
     return None
 
 
@@ -222,6 +224,7 @@ def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
         },
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "load_avg_1m": load_average(),
+        "cores_given": cores_given(threads),
     }
 
 
@@ -251,7 +254,7 @@ def tune_layer(
             bucket = bucket_of(batch)
             key = layer_key(layer, bucket)
             entry = entries.get(key)
-            if entry is not None and measure_missing and tuned_under_load(entry):
+            if entry is not None and measure_missing and tuned_under_load(entry, threads):
                 entry = None  # timed on a loaded machine, now it is quiet: time again
             if entry is None and not measure_missing:
                 continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import tempfile
@@ -31,7 +32,13 @@ import torch
 from filelock import FileLock, Timeout
 
 from backends.kernels.build import cache_dir, cpu_model
-from backends.timing import calls_per_block, fastest_call_block, fastest_of, interleaved_blocks
+from backends.timing import (
+    calls_per_block,
+    core_scaling,
+    fastest_call_block,
+    fastest_of,
+    interleaved_blocks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +84,43 @@ def load_average() -> float | None:
         return None
 
 
-def tuned_under_load(entry: Mapping[str, Any]) -> bool:
+#: an entry timed while the host gave less than this share of the threads' cores is provisional
+CORES_GIVEN_MIN_SHARE = 0.8
+CORES_GIVEN_TTL_S = 10.0  # how long one measurement of the cores given is reused
+_cores_given: dict[int, tuple[float, float | None]] = {}  # threads -> (when, value)
+
+
+def cores_given(threads: int) -> float | None:
+    """How many of ``threads`` cores the host gives this process now
+    (:func:`backends.timing.core_scaling`, about 0.15 s; one measurement is reused for
+    :data:`CORES_GIVEN_TTL_S`); None below 2 threads: what a tuner's cache entry records as
+    ``cores_given``."""
+    if threads < 2:
+        return None
+    now = time.monotonic()
+    when, value = _cores_given.get(threads, (-math.inf, None))
+    if now - when > CORES_GIVEN_TTL_S:
+        value = core_scaling(threads)
+        _cores_given[threads] = (now, value)
+    return value
+
+
+def tuned_under_load(entry: Mapping[str, Any], threads: int | None = None) -> bool:
     """A cache entry timed while the machine was busier than its cores (its ``load_avg_1m``),
-    and the machine is quiet now (load at most half the cores): such a winner was chosen for a
-    loaded machine, and is timed again."""
+    and the machine is quiet now (load at most half the cores); or, given its ``threads``, one
+    timed while the host gave less than :data:`CORES_GIVEN_MIN_SHARE` of them (its
+    ``cores_given``: a VM whose second vCPU was shared made serial variants win) that gives
+    them now. Such a winner was chosen for a loaded machine, and is timed again."""
     then, now, cores = entry.get("load_avg_1m"), load_average(), os.cpu_count() or 1
-    if not isinstance(then, (int, float)) or now is None:
+    if isinstance(then, (int, float)) and now is not None and then > cores and now <= cores / 2:
+        return True
+    given = entry.get("cores_given")
+    if threads is None or threads < 2 or isinstance(given, bool):
         return False
-    return then > cores and now <= cores / 2
+    if not isinstance(given, (int, float)) or given >= CORES_GIVEN_MIN_SHARE * threads:
+        return False
+    now_given = cores_given(threads)
+    return now_given is not None and now_given >= CORES_GIVEN_MIN_SHARE * threads
 
 
 def fastest_call(

@@ -156,6 +156,29 @@ def test_a_winner_timed_on_a_loaded_machine_is_timed_again_when_quiet(cache, mon
     assert not timed
 
 
+def test_a_winner_timed_while_the_host_withheld_a_core_is_timed_again_when_it_gives_it(
+    cache, monkeypatch
+):
+    monkeypatch.setattr(tune_cache, "_cores_given", {})
+    monkeypatch.setattr(tune_cache, "core_scaling", lambda threads: 1.0)  # one core of two
+    layer = _layer()
+    layer.tune([1], threads=2)
+    path = tuner.cache_path(2)
+    key = tuner.layer_key(layer, 0)
+    assert json.loads(path.read_text())["entries"][key]["cores_given"] == 1.0
+    tuner.forget_memory()
+    timed = []
+    real = tuner.measure
+    monkeypatch.setattr(tuner, "measure", lambda *a: timed.append(1) or real(*a))
+    _layer().tune([1], threads=2)  # the host still withholds it: the winner stays
+    assert not timed
+    monkeypatch.setattr(tune_cache, "_cores_given", {})
+    monkeypatch.setattr(tune_cache, "core_scaling", lambda threads: 1.95)  # both cores now
+    tuner.forget_memory()
+    _layer().tune([1], threads=2)
+    assert timed and json.loads(path.read_text())["entries"][key]["cores_given"] == 1.95
+
+
 def _write_entries(path, entries: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": tuner.SCHEMA, "machine": tuner.machine_key(2), "entries": entries}

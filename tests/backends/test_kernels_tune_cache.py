@@ -87,3 +87,42 @@ def test_machine_key_names_the_kernel_sources_so_a_changed_kernel_is_timed_again
     assert before != after
     assert machine_key("avx2", 2, before) != machine_key("avx2", 2, after)
     assert "kernels" not in machine_key("avx2", 2)
+
+
+def _host_gives(monkeypatch, value: float) -> list[int]:
+    """core_scaling reads ``value`` (counting its calls); the memo of cores_given starts empty."""
+    calls: list[int] = []
+    monkeypatch.setattr(tune_cache, "_cores_given", {})
+    monkeypatch.setattr(tune_cache, "core_scaling", lambda threads: calls.append(threads) or value)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "then,now,threads,again",
+    [
+        (1.1, 1.9, 2, True),  # timed without the second core, which the host gives now
+        (1.1, 1.2, 2, False),  # still withheld: the winner fits this host
+        (1.9, 1.9, 2, False),  # timed with both cores
+        (1.1, 1.9, None, False),  # the caller names no thread count
+        (None, 1.9, 2, False),  # an entry from before cores_given was recorded
+        (True, 1.9, 2, False),  # not a number
+    ],
+)
+def test_an_entry_timed_while_the_host_withheld_a_core_is_timed_again_when_it_gives_it(
+    monkeypatch, then, now, threads, again
+):
+    _host_gives(monkeypatch, now)
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 0.1)  # quiet by load
+    entry = {"variant": 2101, "load_avg_1m": 0.1, "cores_given": then}
+    assert tune_cache.tuned_under_load(entry, threads) is again
+
+
+def test_cores_given_is_measured_once_per_ttl_and_never_below_two_threads(monkeypatch):
+    calls = _host_gives(monkeypatch, 1.7)
+    now = [100.0]
+    monkeypatch.setattr(tune_cache.time, "monotonic", lambda: now[0])
+    assert tune_cache.cores_given(2) == 1.7 and tune_cache.cores_given(2) == 1.7
+    assert calls == [2]
+    now[0] += tune_cache.CORES_GIVEN_TTL_S + 1
+    tune_cache.cores_given(2)
+    assert calls == [2, 2] and tune_cache.cores_given(1) is None

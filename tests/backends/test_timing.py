@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from backends import timing
 
@@ -166,3 +167,30 @@ def test_the_quotient_of_two_speedups_over_one_baseline_has_an_interval():
     assert same == pytest.approx(1.0) and lo < 1.0 < hi
     with pytest.raises(timing.TimingError, match="one length"):
         timing.quotient_interval(([1.0, 1.0], [1.0]), slow)
+
+
+class _FakeHost:
+    """torch.mm and time.perf_counter of a host that gives ``cores`` cores: one product takes
+    1 / min(threads, cores) time units on torch's current thread count."""
+
+    def __init__(self, cores: float) -> None:
+        self.cores, self.now, self.threads_seen = cores, 0.0, set()
+
+    def mm(self, a, b):
+        n = torch.get_num_threads()
+        self.threads_seen.add(n)
+        self.now += 1.0 / min(n, self.cores)
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("cores,expected", [(2.0, 2.0), (1.3, 1.3), (1.0, 1.0)])
+def test_core_scaling_is_one_thread_time_over_n_thread_time(monkeypatch, cores, expected):
+    host = _FakeHost(cores)
+    monkeypatch.setattr(timing.torch, "mm", host.mm)
+    monkeypatch.setattr(timing.time, "perf_counter", host.clock)
+    before = torch.get_num_threads()
+    assert timing.core_scaling(2, blocks=3) == pytest.approx(expected)
+    assert host.threads_seen == {1, 2} and torch.get_num_threads() == before
+    assert timing.core_scaling(1) is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from suite import machine
 from suite.results import make_record
@@ -41,33 +40,6 @@ def test_every_record_carries_identity_and_load_at_start_and_end_beside_the_old_
     assert host["asv_name"] == machine.identity()["asv_name"] and host["isa"]
     assert host["load_start"] == start and set(host["load_end"]) == set(start)
     assert "steal_fraction" in host
-
-
-class _FakeHost:
-    """torch.mm and time.perf_counter of a host that gives ``cores`` cores: one product takes
-    1 / min(threads, cores) time units on torch's current thread count."""
-
-    def __init__(self, cores: float) -> None:
-        self.cores, self.now, self.threads_seen = cores, 0.0, set()
-
-    def mm(self, a, b):
-        n = torch.get_num_threads()
-        self.threads_seen.add(n)
-        self.now += 1.0 / min(n, self.cores)
-
-    def clock(self) -> float:
-        return self.now
-
-
-@pytest.mark.parametrize("cores,expected", [(2.0, 2.0), (1.3, 1.3), (1.0, 1.0)])
-def test_core_scaling_is_one_thread_time_over_n_thread_time(monkeypatch, cores, expected):
-    host = _FakeHost(cores)
-    monkeypatch.setattr(machine.torch, "mm", host.mm)
-    monkeypatch.setattr(machine.time, "perf_counter", host.clock)
-    before = torch.get_num_threads()
-    assert machine.core_scaling(2, blocks=3) == pytest.approx(expected)
-    assert host.threads_seen == {1, 2} and torch.get_num_threads() == before
-    assert machine.core_scaling(1) is None
 
 
 def test_scaling_noise_flags_a_host_that_gave_less_than_the_share_of_cores():
