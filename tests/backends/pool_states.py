@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-WARMUP_JOBS = 20  # past the team jobs auto never counts late (16: libgomp starting)
+WARMUP_JOBS = 20  # past the team jobs auto never counts late (libgomp starting its threads)
 
 
 def auto_onto_pool(o, job: Callable[[], object] | None = None) -> None:

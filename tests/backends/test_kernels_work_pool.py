@@ -341,6 +341,40 @@ def test_team_jobs_run_every_chunk_once_from_home_ranges_and_by_stealing(threads
         torch.set_num_threads(before)
 
 
+_FIRST_JOBS_SCRIPT = """
+import torch
+from backends.kernels import ops
+o = ops.load()
+torch.set_num_threads(2)
+o.pool_test_chunks(4, -1, 0)  # the process's first team of 2: starts libgomp's thread
+first = o.pool_stats()
+o.pool_set_helper_delay(20000)  # the second job's other thread comes 20 ms late
+o.pool_test_chunks(4, -1, 0)
+second = o.pool_stats()
+print("late", first[5], second[5])
+"""
+
+
+def test_auto_mode_counts_a_late_team_from_the_second_job_of_a_process():
+    """Only a team job larger than any before it (libgomp starting threads) is exempt: a process
+    that starts on a loaded machine leaves the team after its first jobs, not after 16 of them
+    (each waiting a time slice). A fresh process, hence a child."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SRIGL_PARALLEL="auto")
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_JOBS_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "late 0 1" in out.stdout, out.stdout
+
+
 def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
     """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
     a team job whose other thread comes 0.3 ms late is counted late but keeps the team (late

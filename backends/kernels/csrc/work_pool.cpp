@@ -299,13 +299,23 @@ int64_t now_ns() {
 // free cores than threads, a job that waits for no other thread is the fastest), then the team
 // is tried again. Under load a helper descheduled for a scheduler tick (ms) in most jobs moves
 // on within a few jobs; a VM's occasional ms-long stall of a quiet machine, or a single wait of
-// a few ms, does not (nor do the first 16 team jobs of a process, which start libgomp's
-// threads).
+// a few ms, does not (nor does a team job larger than any before it in this process: libgomp
+// starts its threads then; a count of 16 warm-up jobs instead let a process that started under
+// load wait 8 ms a job for its first 16 jobs, the first 4 blocks of a batch-1 bench cell).
 constexpr int64_t kLateNs = 100000;          // 100 us
 constexpr int64_t kWindowNs = 100000000;     // 100 ms
 constexpr int64_t kLateBudgetNs = 10000000;  // 10 ms of late waits per window
 constexpr int64_t kFallbackNs = 1000000000;  // 1 s
-constexpr int64_t kWarmupJobs = 16;          // team jobs never counted late
+std::atomic<int> g_team_max_size{1};         // the largest team a job of this process ran
+
+// Whether a team job of `nt` threads may start threads of libgomp (larger than any before):
+// such a job's wait is not another process's doing, and never counts late.
+bool starts_team_threads(int nt) {
+  int seen = g_team_max_size.load(std::memory_order_relaxed);
+  while (nt > seen)
+    if (g_team_max_size.compare_exchange_weak(seen, nt, std::memory_order_relaxed)) return true;
+  return false;
+}
 
 // `busy`: the caller's time running its `mine` chunks; `others_ran`: chunks other threads ran.
 // A wait of up to two of the caller's chunk times is the job's own imbalance (a helper that
@@ -439,6 +449,7 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
   // a forked child: the pool (see in_forked_child)
   const Mode mode = g_forked_child.load(std::memory_order_relaxed) ? Mode::kPool : parallel_mode();
   if (mode == Mode::kTeam) {
+    starts_team_threads(nt);  // (tracked for auto mode)
     run_team(nchunks, fn, ctx, nt, nullptr, nullptr);
     return;
   }
@@ -451,9 +462,9 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
     }
     if (now >= g_team_off_until.load(std::memory_order_relaxed)) {
       int64_t busy = 0, others_ran = 0;
+      const bool fresh = starts_team_threads(nt);
       const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy, &others_ran);
-      // (a process's first team jobs start libgomp's threads: a wait, not another process)
-      const bool warm = g_team_jobs.load(std::memory_order_relaxed) > kWarmupJobs;
+      const bool warm = !fresh;
       if (warm && is_late(waited, busy, nchunks - others_ran, others_ran)) {
         g_team_late.fetch_add(1, std::memory_order_relaxed);
         const int64_t end = now_ns();

@@ -30,8 +30,8 @@
 //   caller ran every chunk alone in 24 of 32 pool jobs (no helper got a core in time: it only cost
 //   a wake-up), serial jobs on the caller for 1 s; then the team is tried again. Under load (a
 //   helper descheduled for a scheduler tick in most jobs) it moves on within a few jobs; a VM's
-//   occasional ms-long stall does not move it (nor do the first 16 team jobs of a process, which
-//   start libgomp's threads). With one other busy process on a 2-core machine small (batch-1) jobs
+//   occasional ms-long stall does not move it (nor does a team job larger than any before it
+//   in the process, which starts libgomp's threads). With one other busy process on a 2-core machine small (batch-1) jobs
 //   settle on serial, which waits for no other thread; large ones mostly run on the pool, whose
 //   helper still gets some of the second core.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
