@@ -375,6 +375,23 @@ def test_auto_mode_counts_a_late_team_from_the_second_job_of_a_process():
     assert "late 0 1" in out.stdout, out.stdout
 
 
+def test_auto_mode_leaves_the_team_when_its_caller_loses_the_core_inside_its_chunks(two_threads):
+    """Team jobs whose caller spends milliseconds inside its own chunks without the CPU (here:
+    every chunk sleeps 3 ms, the helper's too, so nobody waits for anybody at the end): from the
+    second slow job on auto mode reads the caller's CPU time, counts the lost time late and moves
+    to the pool within a few jobs."""
+    o = ops.load()
+    o.pool_set_mode(2)
+    for _ in range(3):
+        o.pool_test_chunks(4, -1, 0)  # warm: the team of 2 has run
+    before = o.pool_stats()
+    for _ in range(6):
+        assert o.pool_test_chunks(4, -1, 3000) == 4
+    after = o.pool_stats()
+    assert after[5] - before[5] >= 2, "no late team job counted"  # 6 ms each: two trip it
+    assert after[1] > before[1], "auto mode stayed on the team"
+
+
 def test_auto_mode_runs_on_the_team_and_falls_back_to_the_pool_after_a_late_team(two_threads):
     """SRIGL_PARALLEL=auto: a quiet job runs on torch's OpenMP team (same bits as one thread);
     a team job whose other thread comes 0.3 ms late is counted late but keeps the team (late

@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <ctime>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -289,6 +290,14 @@ int64_t now_ns() {
       .count();
 }
 
+// The calling thread's CPU time (ns); -1 where the OS cannot say. A system call (~0.5 us in
+// this VM), so auto mode reads it only around jobs that follow a slow one.
+int64_t thread_cpu_ns() {
+  timespec t;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return -1;
+  return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
 // Auto mode: a job is late when its caller waited at the end longer than kLateNs and either no
 // other thread ran a chunk (the OS had not scheduled it: another process holds the core) or the
 // wait exceeds two of the caller's own chunk times (is_late). On the team that is a wait at
@@ -302,10 +311,17 @@ int64_t now_ns() {
 // a few ms, does not (nor does a team job larger than any before it in this process: libgomp
 // starts its threads then; a count of 16 warm-up jobs instead let a process that started under
 // load wait 8 ms a job for its first 16 jobs, the first 4 blocks of a batch-1 bench cell).
+// A team job that follows one longer than kSlowJobNs also reads the caller's CPU time: wall time
+// it spent without the CPU beyond kDescheduledNs counts late too (the caller itself lost the
+// core inside its chunks, e.g. to torch's OpenMP worker spinning beside another process; it
+// waited for nobody, so the wait alone never showed it: batch-1 bench cells under load ran
+// 5-8 ms a call for their first blocks).
 constexpr int64_t kLateNs = 100000;          // 100 us
 constexpr int64_t kWindowNs = 100000000;     // 100 ms
 constexpr int64_t kLateBudgetNs = 10000000;  // 10 ms of late waits per window
 constexpr int64_t kFallbackNs = 1000000000;  // 1 s
+constexpr int64_t kSlowJobNs = 500000;      // a team job this long: watch the next one's CPU
+constexpr int64_t kDescheduledNs = 1000000;  // wall time without CPU that counts late (1 ms)
 std::atomic<int> g_team_max_size{1};         // the largest team a job of this process ran
 
 // Whether a team job of `nt` threads may start threads of libgomp (larger than any before):
@@ -339,9 +355,12 @@ struct LateWindow {
     }
     const int64_t total = sum.fetch_add(waited, std::memory_order_relaxed) + waited;
     if (total <= kLateBudgetNs) return false;
+    reset();
+    return true;
+  }
+  void reset() {
     sum.store(0, std::memory_order_relaxed);
     start.store(0, std::memory_order_relaxed);
-    return true;
   }
 };
 
@@ -461,14 +480,26 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
       return run_serial(nchunks, fn, ctx);
     }
     if (now >= g_team_off_until.load(std::memory_order_relaxed)) {
+      // after a slow team job of this thread, the next one also reads the thread's CPU time:
+      // a caller that lost the core inside its own chunks (a third runnable thread, e.g. an
+      // OpenMP worker spinning beside another process) is slow without waiting for anyone
+      static thread_local bool watch_cpu = false;
+      const int64_t cpu0 = watch_cpu ? thread_cpu_ns() : -1;
       int64_t busy = 0, others_ran = 0;
       const bool fresh = starts_team_threads(nt);
       const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy, &others_ran);
       const bool warm = !fresh;
-      if (warm && is_late(waited, busy, nchunks - others_ran, others_ran)) {
+      const int64_t end = now_ns();
+      int64_t late_ns = warm && is_late(waited, busy, nchunks - others_ran, others_ran) ? waited : 0;
+      if (cpu0 >= 0 && warm) {
+        const int64_t cpu1 = thread_cpu_ns();
+        const int64_t lost = (end - now) - (cpu1 - cpu0);  // wall time without the CPU
+        if (cpu1 >= 0 && lost > kDescheduledNs) late_ns = std::max(late_ns, lost);
+      }
+      watch_cpu = end - now > kSlowJobNs;
+      if (late_ns > 0) {
         g_team_late.fetch_add(1, std::memory_order_relaxed);
-        const int64_t end = now_ns();
-        if (g_team_window.add(waited, end))
+        if (g_team_window.add(late_ns, end))
           g_team_off_until.store(end + kFallbackNs, std::memory_order_relaxed);
       }
       return;
@@ -526,8 +557,10 @@ int64_t set_parallel_mode(int64_t mode) {
   const int old = static_cast<int>(parallel_mode());
   if (mode >= 0 && mode <= 2) {
     g_mode.store(static_cast<int>(mode));
-    g_team_off_until.store(0);  // auto starts afresh: on the team
+    g_team_off_until.store(0);  // auto starts afresh: on the team, no late wait counted
     g_serial_until.store(0);
+    g_team_window.reset();
+    g_pool_window.reset();
     g_group_jobs.store(0);
     g_group_alone.store(0);
   }
