@@ -389,22 +389,20 @@ def core_scaling(threads: int, blocks: int = 7, block_seconds: float = 0.01) -> 
     a = torch.randn(256, 256)
     b = torch.randn(256, 256)
     before = torch.get_num_threads()
-    best = {1: float("inf"), threads: float("inf")}
+
+    def products(n: int, calls: int) -> None:
+        torch.set_num_threads(n)
+        torch.mm(a, b)  # wakes the team
+        for _ in range(calls):
+            torch.mm(a, b)
+
     try:
-        torch.set_num_threads(1)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        calls = max(1, int(block_seconds / max(time.perf_counter() - start, 1e-6)))
-        for _ in range(blocks):
-            for n in (1, threads):
-                torch.set_num_threads(n)
-                torch.mm(a, b)  # wakes the team
-                start = time.perf_counter()
-                for _ in range(calls):
-                    torch.mm(a, b)
-                best[n] = min(best[n], time.perf_counter() - start)
+        calls = max(1, int(block_seconds / max(mean_block(lambda: products(1, 0), 1), 1e-6)))
+        fns = {n: (lambda n=n: products(n, calls)) for n in (1, threads)}
+        samples = interleaved_blocks(fns, blocks, {n: 1 for n in fns})
     finally:
         torch.set_num_threads(before)
+    best = {n: min(times) for n, times in samples.items()}
     return round(best[1] / best[threads], 2)
 
 
