@@ -382,13 +382,17 @@ def test_auto_mode_leaves_the_team_when_its_caller_loses_the_core_inside_its_chu
     to the pool within a few jobs."""
     o = ops.load()
     o.pool_set_mode(2)
+    time.sleep(0.1)  # team threads a previous test delayed finish their sleep
     for _ in range(3):
         o.pool_test_chunks(4, -1, 0)  # warm: the team of 2 has run
+    o.pool_set_mode(2)  # afresh: on the team, no late wait counted
     before = o.pool_stats()
     for _ in range(6):
         assert o.pool_test_chunks(4, -1, 3000) == 4
     after = o.pool_stats()
-    assert after[5] - before[5] >= 2, "no late team job counted"  # 6 ms each: two trip it
+    assert after[4] > before[4], "no team job ran"
+    # each job loses ~6 ms of the caller's wall time: one or two of them trip the 10 ms budget
+    assert after[5] - before[5] >= 1, "no late team job counted"
     assert after[1] > before[1], "auto mode stayed on the team"
 
 
