@@ -6,8 +6,12 @@ times every variant of the best ISA this CPU has (tile width x output channels p
 a few rounds so that load on a shared machine hits them alike, and keeps the one with the
 fastest call. Winners are kept per process and in a JSON file per machine
 (``<user cache dir>/tuner/conv-<machine>.json``: CPU model, ISA, threads, torch version), so
-later processes skip the timing. ``SRIGL_TUNE=off`` switches tuning off (variant -1: the C++
-default). A cache file that does not parse or names another machine is ignored and rewritten.
+later processes skip the timing. Each entry records the load average and the cores the host
+gave while it was timed; one timed on a machine busier than its cores, or while the host gave
+under 80% of the threads' cores, is timed again where it is quiet and gives them
+(:func:`backends.kernels.tune_cache.tuned_under_load`, as the fused-linear and dense tuners do).
+``SRIGL_TUNE=off`` switches tuning off (variant -1: the C++ default). A cache file that does not
+parse or names another machine is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -19,13 +23,22 @@ from typing import Any
 
 from backends.kernels.build import source_digest
 from backends.kernels.ops import ISAS
-from backends.kernels.tune_cache import TuneCache, fastest_interleaved, tuning_enabled
+from backends.kernels.tune_cache import (
+    TuneCache,
+    cores_given,
+    fastest_interleaved,
+    load_average,
+    tuned_under_load,
+    tuning_enabled,
+)
 from backends.kernels.tune_cache import bucket_of as _bucket_of
 from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 3  # 3: timed on the work-claiming pool (2: variants ranked by their fastest call)
+# 4: entries {variant, load_avg_1m, cores_given}; 3: timed on the work-claiming pool (2: variants
+# ranked by their fastest call)
+SCHEMA = 4
 
 #: the direct conv extension's sources (built by backends.fused_conv); their digest is in the
 #: cache's machine key, so a changed kernel (or work pool) is timed again
@@ -49,10 +62,18 @@ MAX_CALLS = 32
 
 
 def check_entry(entry: Any) -> str | None:
-    """None if ``entry`` (as read from the cache file) is a variant code (an int), else why
-    not; whether the code is one of this CPU's is checked where it is used."""
-    if isinstance(entry, bool) or not isinstance(entry, int):
-        return f"{entry!r} is not a variant code (an int)"
+    """None if ``entry`` (as read from the cache file) is a mapping with a variant code (an int)
+    and numbers (or null) as ``load_avg_1m`` and ``cores_given``, else why not; whether the code
+    is one of this CPU's is checked where it is used."""
+    if not isinstance(entry, dict):
+        return f"{entry!r} is not a mapping"
+    code = entry.get("variant")
+    if isinstance(code, bool) or not isinstance(code, int):
+        return f"variant {code!r} is not a variant code (an int)"
+    for field in ("load_avg_1m", "cores_given"):
+        value = entry.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{field} {value!r} is not a number"
     return None
 
 
@@ -91,22 +112,29 @@ def best_variant(
     """The fastest variant code (isa * 100 + v, or one of ``extra``, e.g. the dense fallback
     -2) for cache key ``key``; ``run(code)`` calls the layer with that variant on the real
     input. -1 when tuning is off. A cached code that is not one of these is dropped with a
-    warning and timed again."""
+    warning and timed again; one timed under load is timed again where it is quiet."""
     if not enabled():
         return -1
     machine = machine_key(isa, threads)
     codes = [isa * 100 + v for v in range(nvariants)] + list(extra)
     with _CACHE.lock:
         _, entries = _CACHE.entries(machine)
-        if key in entries:
-            if entries[key] in codes:
-                return int(entries[key])
-            _CACHE.drop(machine, key, f"variant {entries[key]!r} is not one of {codes}")
+        hit = entries.get(key)
+        if hit is not None:
+            if hit["variant"] not in codes:
+                _CACHE.drop(machine, key, f"variant {hit['variant']!r} is not one of {codes}")
+            elif not tuned_under_load(hit, threads):
+                return int(hit["variant"])
     fns = {code: (lambda code=code: run(code)) for code in codes}
     times = fastest_interleaved(fns, ROUNDS, ROUND_SECONDS, MIN_CALLS, MAX_CALLS)
     best = min(codes, key=times.__getitem__)
     with _CACHE.lock:
-        entries[key] = best
+        _, entries = _CACHE.entries(machine)
+        entries[key] = {
+            "variant": best,
+            "load_avg_1m": load_average(),
+            "cores_given": cores_given(threads),
+        }
         _CACHE.save(machine)
     log.debug("conv tuner: %s -> variant %d", key, best)
     return best

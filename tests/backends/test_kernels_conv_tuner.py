@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import backends.kernels.tune_cache as tune_cache
 from backends.kernels import conv_tuner
 from backends.kernels.tune_cache import TuneCacheWarning
 
@@ -20,20 +21,61 @@ def cache(tmp_path, monkeypatch):
     conv_tuner.forget_memory()
 
 
-@pytest.mark.parametrize("bad", ["abc", 150, [1, 2], 1.5, True])
+OTHER = {"variant": 101, "load_avg_1m": 0.5, "cores_given": 1.9}
+
+
+def _write(path, entries: dict) -> None:
+    isa, threads = 1, 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"schema": conv_tuner.SCHEMA, "machine": conv_tuner.machine_key(isa, threads)}
+    path.write_text(json.dumps({**data, "entries": entries}))
+    conv_tuner.forget_memory()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        150,  # the old format (a bare code)
+        [1, 2],
+        {"variant": 150},  # not a code of this ISA
+        {"variant": True},
+        {"variant": 101, "load_avg_1m": "busy"},
+        {"variant": 101, "cores_given": [2]},
+    ],
+)
 def test_a_bad_conv_cache_entry_is_dropped_timed_again_and_written_back(cache, bad):
     isa, nvariants, threads = 1, 6, 2
     path = conv_tuner.cache_path(isa, threads)
-    path.parent.mkdir(parents=True)
-    machine = conv_tuner.machine_key(isa, threads)
-    data = {"schema": conv_tuner.SCHEMA, "machine": machine}
-    path.write_text(json.dumps({**data, "entries": {"layer": bad, "other": 101}}))
+    _write(path, {"layer": bad, "other": OTHER})
     ran = []
     with pytest.warns(TuneCacheWarning, match="'layer'") as rec:
         code = conv_tuner.best_variant("layer", isa, nvariants, ran.append, threads, extra=(-2,))
     assert len(rec) == 1
     assert code in [100 + v for v in range(nvariants)] + [-2] and ran  # timed again
-    assert json.loads(path.read_text())["entries"] == {"layer": code, "other": 101}
+    written = json.loads(path.read_text())["entries"]
+    assert written["other"] == OTHER and written["layer"]["variant"] == code
+    assert set(written["layer"]) == {"variant", "load_avg_1m", "cores_given"}
+
+
+@pytest.mark.parametrize(
+    "entry,again",
+    [
+        ({"variant": 101, "load_avg_1m": 0.1, "cores_given": 1.9}, False),  # quiet, both cores
+        ({"variant": 101, "load_avg_1m": 0.1, "cores_given": 1.0}, True),  # one core of two
+        ({"variant": 101, "load_avg_1m": 100.0, "cores_given": 1.9}, True),  # very busy
+    ],
+)
+def test_a_conv_entry_timed_under_load_is_timed_again_when_quiet(cache, monkeypatch, entry, again):
+    monkeypatch.setattr(tune_cache, "_cores_given", {})
+    monkeypatch.setattr(tune_cache, "core_scaling", lambda threads: 1.95)  # both cores now
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 0.1)  # and quiet
+    isa, nvariants, threads = 1, 6, 2
+    _write(conv_tuner.cache_path(isa, threads), {"layer": entry})
+    ran = []
+    code = conv_tuner.best_variant("layer", isa, nvariants, ran.append, threads)
+    assert bool(ran) is again
+    assert code == 101 or again
 
 
 def test_the_conv_cache_key_names_the_conv_kernel_sources():
