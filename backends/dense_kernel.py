@@ -51,9 +51,8 @@ from backends.kernels.selfcheck import check_isa_levels
 from backends.kernels.tune_cache import (
     TuneCache,
     bucket_of,
-    cores_given,
     fastest_interleaved,
-    load_average,
+    host_fields,
     machine_key,
     tuned_under_load,
     tuning_enabled,
@@ -187,8 +186,7 @@ def tune_variant(
             "variant": code,
             "name": variant_name(code),
             "seconds": best[code],
-            "load_avg_1m": load_average(),
-            "cores_given": cores_given(threads),
+            **host_fields(threads),
         }
         _TUNE_CACHE.save(machine)
     return code

@@ -374,6 +374,17 @@ AA_TOLERANCE = 0.10
 NO_DIFFERENCE = "no measurable difference"
 
 
+#: a host that gives a run less than this share of its threads' cores (core_scaling) has
+#: withheld one: a speed run is then noisy, a tuning provisional
+CORE_SHARE_MIN = 0.8
+
+
+def gave_cores(scaling: float | None, threads: int) -> bool:
+    """Whether a :func:`core_scaling` value shows the host giving ``threads`` cores (at least
+    :data:`CORE_SHARE_MIN` of them); False for None (not measured)."""
+    return scaling is not None and scaling >= CORE_SHARE_MIN * threads
+
+
 def core_scaling(threads: int, blocks: int = 7, block_seconds: float = 0.01) -> float | None:
     """How many cores the host gives this process now: the time of a compute-bound float32
     matmul ([256, 256] @ [256, 256], in cache) on one thread over its time on ``threads``

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from backends.timing import core_scaling
+from backends.timing import CORE_SHARE_MIN, core_scaling, gave_cores
 
 __all__ = [
     "ISA_LEVELS",
@@ -35,7 +35,6 @@ __all__ = [
     "isa_level",
     "host_fields",
     "load_snapshot",
-    "CORE_SCALING_MIN_SHARE",
     "core_scaling",
     "mark_end",
     "mark_start",
@@ -142,20 +141,16 @@ def load_snapshot(scaling_threads: int | None = None) -> dict[str, Any]:
     return snap
 
 
-#: a run is flagged when the host gave it less than this share of the cores it asked for
-CORE_SCALING_MIN_SHARE = 0.8
-
-
 def scaling_noise(snapshot: Mapping[str, Any], when: str) -> str | None:
     """Why a run is noisy from a :func:`load_snapshot` with ``core_scaling`` (the host gave
-    less than :data:`CORE_SCALING_MIN_SHARE` of the cores asked for), else None."""
+    less than :data:`backends.timing.CORE_SHARE_MIN` of the cores asked for), else None."""
     scaling, threads = snapshot.get("core_scaling"), snapshot.get("core_scaling_threads")
-    if scaling is None or not threads or scaling >= CORE_SCALING_MIN_SHARE * threads:
+    if scaling is None or not threads or gave_cores(scaling, threads):
         return None
     return (
         f"the host gave {scaling:.2f} of {threads} cores at the {when} (a {threads}-thread "
         f"matmul ran {scaling:.2f}x its 1-thread speed; below "
-        f"{CORE_SCALING_MIN_SHARE:.0%} of {threads})"
+        f"{CORE_SHARE_MIN:.0%} of {threads})"
     )
 
 

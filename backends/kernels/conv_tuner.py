@@ -25,9 +25,9 @@ from backends.kernels.build import source_digest
 from backends.kernels.ops import ISAS
 from backends.kernels.tune_cache import (
     TuneCache,
-    cores_given,
     fastest_interleaved,
-    load_average,
+    host_fields,
+    host_fields_problem,
     tuned_under_load,
     tuning_enabled,
 )
@@ -70,11 +70,7 @@ def check_entry(entry: Any) -> str | None:
     code = entry.get("variant")
     if isinstance(code, bool) or not isinstance(code, int):
         return f"variant {code!r} is not a variant code (an int)"
-    for field in ("load_avg_1m", "cores_given"):
-        value = entry.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"{field} {value!r} is not a number"
-    return None
+    return host_fields_problem(entry)
 
 
 _CACHE = TuneCache("conv", SCHEMA, "conv-kernel tuning", check_entry)
@@ -130,11 +126,7 @@ def best_variant(
     best = min(codes, key=times.__getitem__)
     with _CACHE.lock:
         _, entries = _CACHE.entries(machine)
-        entries[key] = {
-            "variant": best,
-            "load_avg_1m": load_average(),
-            "cores_given": cores_given(threads),
-        }
+        entries[key] = {"variant": best, **host_fields(threads)}
         _CACHE.save(machine)
     log.debug("conv tuner: %s -> variant %d", key, best)
     return best

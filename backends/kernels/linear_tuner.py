@@ -41,9 +41,9 @@ from backends.kernels.parallel_mode import on_team
 from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
-    cores_given,
     fastest_interleaved,
-    load_average,
+    host_fields,
+    host_fields_problem,
     tuned_under_load,
     tuning_enabled,
 )
@@ -82,11 +82,7 @@ def check_entry(entry: Any) -> str | None:
     geo = entry.get("geometry")
     if not isinstance(geo, list) or (geo and tuple(geo) not in GEOMETRIES):
         return f"geometry {geo!r} is not [] or one of {sorted(map(list, GEOMETRIES))}"
-    for field in ("load_avg_1m", "cores_given"):
-        value = entry.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"{field} {value!r} is not a number"
-    return None
+    return host_fields_problem(entry)
 
 
 _KERNELS = source_digest(ops.SOURCES)  # a changed kernel source: a new cache file
@@ -223,8 +219,7 @@ def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
             for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
         },
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "load_avg_1m": load_average(),
-        "cores_given": cores_given(threads),
+        **host_fields(threads),
     }
 
 

@@ -37,6 +37,7 @@ from backends.timing import (
     core_scaling,
     fastest_call_block,
     fastest_of,
+    gave_cores,
     interleaved_blocks,
 )
 
@@ -84,8 +85,6 @@ def load_average() -> float | None:
         return None
 
 
-#: an entry timed while the host gave less than this share of the threads' cores is provisional
-CORES_GIVEN_MIN_SHARE = 0.8
 CORES_GIVEN_TTL_S = 10.0  # how long one measurement of the cores given is reused
 _cores_given: dict[int, tuple[float, float | None]] = {}  # threads -> (when, value)
 
@@ -108,7 +107,7 @@ def cores_given(threads: int) -> float | None:
 def tuned_under_load(entry: Mapping[str, Any], threads: int | None = None) -> bool:
     """A cache entry timed while the machine was busier than its cores (its ``load_avg_1m``),
     and the machine is quiet now (load at most half the cores); or, given its ``threads``, one
-    timed while the host gave less than :data:`CORES_GIVEN_MIN_SHARE` of them (its
+    timed while the host gave less than :data:`backends.timing.CORE_SHARE_MIN` of them (its
     ``cores_given``: a VM whose second vCPU was shared made serial variants win) that gives
     them now. Such a winner was chosen for a loaded machine, and is timed again."""
     then, now, cores = entry.get("load_avg_1m"), load_average(), os.cpu_count() or 1
@@ -117,10 +116,25 @@ def tuned_under_load(entry: Mapping[str, Any], threads: int | None = None) -> bo
     given = entry.get("cores_given")
     if threads is None or threads < 2 or isinstance(given, bool):
         return False
-    if not isinstance(given, (int, float)) or given >= CORES_GIVEN_MIN_SHARE * threads:
+    if not isinstance(given, (int, float)) or gave_cores(given, threads):
         return False
-    now_given = cores_given(threads)
-    return now_given is not None and now_given >= CORES_GIVEN_MIN_SHARE * threads
+    return gave_cores(cores_given(threads), threads)
+
+
+def host_fields(threads: int) -> dict[str, float | None]:
+    """What every tuner's cache entry records about the host while it was timed:
+    ``load_avg_1m`` (:func:`load_average`) and ``cores_given`` (:func:`cores_given`), the
+    fields :func:`tuned_under_load` reads."""
+    return {"load_avg_1m": load_average(), "cores_given": cores_given(threads)}
+
+
+def host_fields_problem(entry: Mapping[str, Any]) -> str | None:
+    """Why an entry's :func:`host_fields` are not numbers (or null), else None."""
+    for field in ("load_avg_1m", "cores_given"):
+        value = entry.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{field} {value!r} is not a number"
+    return None
 
 
 def fastest_call(

@@ -486,11 +486,11 @@ void run_chunks(int64_t nchunks, ChunkFn fn, void* ctx) {
       static thread_local bool watch_cpu = false;
       const int64_t cpu0 = watch_cpu ? thread_cpu_ns() : -1;
       int64_t busy = 0, others_ran = 0;
-      const bool fresh = starts_team_threads(nt);
+      const bool warm = !starts_team_threads(nt);
       const int64_t waited = run_team(nchunks, fn, ctx, nt, &busy, &others_ran);
-      const bool warm = !fresh;
       const int64_t end = now_ns();
-      int64_t late_ns = warm && is_late(waited, busy, nchunks - others_ran, others_ran) ? waited : 0;
+      const bool waited_late = warm && is_late(waited, busy, nchunks - others_ran, others_ran);
+      int64_t late_ns = waited_late ? waited : 0;
       if (cpu0 >= 0 && warm) {
         const int64_t cpu1 = thread_cpu_ns();
         const int64_t lost = (end - now) - (cpu1 - cpu0);  // wall time without the CPU

@@ -31,9 +31,11 @@
 //   a wake-up), serial jobs on the caller for 1 s; then the team is tried again. Under load (a
 //   helper descheduled for a scheduler tick in most jobs) it moves on within a few jobs; a VM's
 //   occasional ms-long stall does not move it (nor does a team job larger than any before it
-//   in the process, which starts libgomp's threads). With one other busy process on a 2-core machine small (batch-1) jobs
-//   settle on serial, which waits for no other thread; large ones mostly run on the pool, whose
-//   helper still gets some of the second core.
+//   in the process, which starts libgomp's threads). After a team job longer than 0.5 ms the
+//   next one also reads the caller's CPU time: over 1 ms of wall time without CPU counts late
+//   (the caller lost its core inside its own chunks). With one other busy process on a 2-core
+//   machine small (batch-1) jobs settle on serial, which waits for no other thread; large ones
+//   mostly run on the pool, whose helper still gets some of the second core.
 // A forked child always uses (a fresh) pool: the OpenMP team's threads are not in it.
 #pragma once
 #include <algorithm>
