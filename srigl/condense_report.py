@@ -13,7 +13,8 @@ class CondenseReport:
 
     condensed: module names replaced by backend modules; folded: (conv, bn) pairs folded;
     kept: {module name: why it stays masked-dense}; removed: {module name: output channels or
-    neurons removed by ``structured=True``}; traced: whether the fx graph was available.
+    neurons removed by ``structured=True``}; traced: whether the fx graph was available;
+    pools: max-pooling modules now pooled in the channels-last layout (:mod:`srigl.pooling`).
     """
 
     condensed: list[str] = field(default_factory=list)
@@ -21,3 +22,4 @@ class CondenseReport:
     kept: dict[str, str] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
     traced: bool = False
+    pools: list[str] = field(default_factory=list)

@@ -4,7 +4,8 @@ BN-folded dense model, measured in the same run.
 For each backend the model is condensed with ``srigl.condense`` (Linear and Conv2d layers,
 attention blocks, eval-mode BatchNorm folded into the convolutions), its output is checked
 against the masked dense model on the same input, then the condensed model, the masked dense
-eval model and the BN-folded masked dense model (``srigl.condense_conv.fold_batchnorm``) are
+eval model and the BN-folded masked dense model (``srigl.condense_conv.fold_batchnorm``, with
+max-pooling in the channels-last layout as ``condense`` runs it: ``srigl.pooling``) are
 timed in ABBA rounds per batch size (:func:`backends.timing.paired_ratios`: the speed-ups come
 from the paired blocks, with 95% bootstrap intervals). Per model and batch the A/A control (the
 dense eval model against an identical copy of itself) is a result with ``backend: "dense_aa"``.
@@ -45,6 +46,7 @@ import backends
 import srigl
 from backends.timing import PairedRatio, TimingError, paired_ratios, ratio_interval
 from srigl.condense_conv import fold_batchnorm
+from srigl.pooling import channels_last_pooling
 from suite.bench.layers import AA_BACKEND, paired_fields
 from suite.bench.masks import model_masks
 from suite.bench.settings import BenchRun, usable_backends
@@ -184,7 +186,7 @@ class _Prepared:
 
     dense: nn.Module
     folded: nn.Module
-    n_folded: int
+    n_folded: int  # BNs folded and poolings rewritten: 0, the folded form is the dense one
     smalls: dict[str, nn.Module]
     total_weights: int
     costs: dict[str, int]
@@ -204,6 +206,7 @@ def _prepare(
     """Condense ``model`` with every backend (failures to ``skipped``) and fold its BatchNorm."""
     dense = masked_dense(model, masks).to(device=device, dtype=dtype)
     folded = fold_batchnorm(dense).eval()
+    pools = channels_last_pooling(folded)  # as condense does: the two differ by sparsity only
     dev_masks = {k: v.to(device) for k, v in masks.items()}
     smalls: dict[str, nn.Module] = {}
     for backend in backend_names:
@@ -216,7 +219,7 @@ def _prepare(
     return _Prepared(
         dense,
         folded,
-        len(folded.condense_report.folded),
+        len(folded.condense_report.folded) + len(pools),
         smalls,
         sum(p.numel() for p in dense.parameters() if p.dim() >= 2),
         _costs(dense, dev_masks, input_shape, device),

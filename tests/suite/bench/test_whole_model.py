@@ -136,3 +136,25 @@ def test_fewer_than_two_rounds_is_an_error_before_any_model_is_built():
 
     with pytest.raises(TimingError, match="rounds=1 is invalid; allowed: an integer >= 2"):
         _bench_cpu_batch_1("never_built", None, {}, (1,), ["dense"], rounds=1)
+
+
+def test_folded_baseline_pools_as_the_condensed_model_does():
+    """Max-pooling runs channels-last in the condensed model (srigl.pooling), so the folded
+    baseline does too, and a model with a pooling but no BatchNorm gets its own folded timing."""
+    from srigl.pooling import ChannelsLastMaxPool2d
+    from suite.bench.whole_model import _prepare
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Conv2d(16, 8, 1)
+    ).eval()
+    masks = {"3.weight": torch.rand(8, 16, 1, 1) < 0.5}
+    skipped: dict[str, str] = {}
+    prep = _prepare(
+        "toy", model, masks, (3, 8, 8), ["structured"], False, torch.device("cpu"),
+        torch.float32, skipped,
+    )  # fmt: skip
+    assert not skipped and prep.n_folded == 1  # no BN, one pooling rewritten
+    assert type(prep.folded[2]) is ChannelsLastMaxPool2d
+    assert type(prep.dense[2]) is nn.MaxPool2d  # the dense eval model stays as users run it
+    assert type(prep.smalls["structured"][2]) is ChannelsLastMaxPool2d
