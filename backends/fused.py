@@ -95,15 +95,23 @@ class FusedLinear(CondensedLinear):
         return self._geometry
 
     @property
+    def perm_windows(self) -> int:
+        """The permute pack's windows (``backends.kernels.ops.WINDOWS``: 0 the layout with fewer
+        steps, 1 block-aligned, 2 sliding)."""
+        return self.__dict__.get("_windows", 0)
+
+    @property
     def nm_pattern(self) -> tuple[int, int] | None:
         """(N, M) when the C++ pack found the layer N:M (its ``nm`` variants run), else None."""
         return self._nm
 
-    def _pack(self, geometry: tuple[int, int]) -> torch.Tensor:
+    def _pack(self, geometry: tuple[int, int], windows: int | None = None) -> torch.Tensor:
         lanes, block = geometry
+        windows = self.perm_windows if windows is None else windows
         return ops.load().fused_pack(
-            self.values, self.indices, self.active, self.bias, self.in_features, lanes, block
-        )
+            self.values, self.indices, self.active, self.bias, self.in_features, lanes, block,
+            windows,
+        )  # fmt: skip
 
     def _after_load(self) -> None:
         super()._after_load()
@@ -146,21 +154,26 @@ class FusedLinear(CondensedLinear):
             state.pop(name, None)
         return state
 
-    def _install(self, threads: int, bucket: int, code: int, geometry: tuple[int, int]) -> None:
+    def _install(
+        self, threads: int, bucket: int, code: int, geometry: tuple[int, int], windows: int = 0
+    ) -> None:
         """Set the variant for (threads, bucket); a permute variant may bring its pack geometry
-        (adopted once per layer, at the first tuned permute batch)."""
+        and windows (adopted once per layer, at the first tuned permute batch)."""
         perm = ops.is_perm(code)
         blob, adopt = self.kernel_blob, None
-        if perm and geometry and tuple(geometry) != self._geometry and not self._perm_locked:
+        if windows not in ops.WINDOWS:
+            raise ValueError(f"windows={windows!r} is invalid; allowed: {sorted(ops.WINDOWS)}")
+        new_pack = geometry and (tuple(geometry), windows) != (self._geometry, self.perm_windows)
+        if perm and new_pack and not self._perm_locked:
             adopt = (int(geometry[0]), int(geometry[1]))
-            blob = self._pack(adopt)
+            blob = self._pack(adopt, windows)
         if not ops.load().fused_runs_here(blob, code):  # checked before the layer changes
             raise ValueError(
                 f"variant {code} ({ops.variant_name(code)}) does not run here "
                 f"(pack geometry {list(adopt or self._geometry)})"
             )
         if adopt is not None:
-            self._geometry = adopt
+            self._geometry, self._windows = adopt, windows
             self.kernel_blob = self._blob = blob
         if perm:
             self._perm_locked = True
@@ -179,7 +192,7 @@ class FusedLinear(CondensedLinear):
         if linear_tuner.enabled() and (threads, linear_tuner.bucket_of(batch)) not in self._tuned:
             linear_tuner.tune_layer(self, [batch], threads, measure_missing=False)  # cached winner
         code = int(ops.load().fused_resolve(self.kernel_blob, self.variant_table, batch, threads))
-        return ops.variant_name(code, self._geometry[1], self._geometry[0])
+        return ops.variant_name(code, self._geometry[1], self._geometry[0], self.perm_windows)
 
     def tune(self, batches=(1, 197, 256), threads: int | None = None, force: bool = False):
         """Tune (or read from the cache) the variants for ``batches``; {batch: variant}."""

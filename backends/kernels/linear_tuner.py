@@ -2,7 +2,8 @@
 
 For a layer (shape, k, active neurons), a batch bucket (1, 2, 3-4, 5-8, ..., 129-256, 257-512,
 > 512 rows) and the thread count, :func:`tune_layer` times the candidate variants (serial /
-parallel; gather rows, permute pack with each pack geometry, tiled and chunk-blocked tiled with
+parallel; gather rows, permute pack with each pack geometry and window layout (block-aligned,
+sliding), tiled and chunk-blocked tiled with
 4 or 8 accumulators, and, for layers packed as N:M, the ``nm`` family up to 32 rows; each ISA
 level from AVX2 up that this CPU has) on a random input of that
 batch, interleaving the candidates over a few rounds so that load on a shared machine hits
@@ -52,9 +53,10 @@ from backends.kernels.tune_cache import machine_key as _machine_key
 
 log = logging.getLogger(__name__)
 
-# 4: window-walking permute kernels, sliding windows; 3: timed on the work-claiming pool;
-# 2: fastest call; 1: median of round means
-SCHEMA = 4
+# 5: the permute pack's window layout timed too ("windows"); 4: window-walking permute
+# kernels, sliding windows; 3: timed on the work-claiming pool; 2: fastest call; 1: median of
+# round means
+SCHEMA = 5
 ROUNDS = 5
 ROUND_SECONDS = 2e-3  # calls per candidate and round: about this long, at least MIN_CALLS
 MIN_CALLS = 2
@@ -66,7 +68,8 @@ GEOMETRIES = frozenset(g for isa in range(len(ops.ISAS)) for g in ops.perm_geome
 def check_entry(entry: Any) -> str | None:
     """None if ``entry`` (as read from the cache file) is one this tuner writes, else why not:
     a mapping with an int ``variant`` whose parts are in range, a ``geometry`` that is ``[]``
-    or a known (lanes, block) pack, and numbers (or null) as ``load_avg_1m`` and ``cores_given``."""
+    or a known (lanes, block) pack, ``windows`` (if there) one of ``ops.WINDOWS``, and numbers
+    (or null) as ``load_avg_1m`` and ``cores_given``."""
     if not isinstance(entry, dict):
         return f"a {type(entry).__name__}, not a mapping"
     code = entry.get("variant")
@@ -82,6 +85,9 @@ def check_entry(entry: Any) -> str | None:
     geo = entry.get("geometry")
     if not isinstance(geo, list) or (geo and tuple(geo) not in GEOMETRIES):
         return f"geometry {geo!r} is not [] or one of {sorted(map(list, GEOMETRIES))}"
+    windows = entry.get("windows", 0)
+    if isinstance(windows, bool) or windows not in ops.WINDOWS:
+        return f"windows {windows!r} is not one of {sorted(ops.WINDOWS)}"
     return host_fields_problem(entry)
 
 
@@ -147,8 +153,9 @@ def layer_key(layer, bucket: int) -> str:
     )
 
 
-def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int, tuple]]:
-    """(variant code, pack geometry or ()) pairs worth timing for ``batch`` rows."""
+def candidates(isa: int, batch: int, threads: int, packs) -> list[tuple[int, tuple]]:
+    """(variant code, permute pack or ()) pairs worth timing for ``batch`` rows; ``packs``:
+    the (lanes, block, windows) permute packs to time."""
     pars = (0, 1) if threads > 1 else (0,)
     levels = [isa] if isa == 0 else [lv for lv in range(1, isa + 1)]
     out: list[tuple[int, tuple]] = []
@@ -159,9 +166,9 @@ def candidates(isa: int, batch: int, threads: int, geometries) -> list[tuple[int
                 out.append((ops.encode(name, "rows", parallel=bool(par)), ()))
                 out.append((ops.encode(name, "nm", parallel=bool(par)), ()))  # N:M packs only
                 if lv == isa:
-                    for geo in geometries:
-                        if geo in ops.perm_geometries(lv):
-                            out.append((ops.encode(name, "perm", parallel=bool(par)), geo))
+                    for pack in packs:
+                        if tuple(pack[:2]) in ops.perm_geometries(lv):
+                            out.append((ops.encode(name, "perm", parallel=bool(par)), pack))
             if batch >= 5:
                 for family in ("tiled", "tiledkb"):
                     for wide in ops.WIDTHS:
@@ -176,22 +183,21 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
     (candidates interleaved over ``ROUNDS`` rounds of about ``ROUND_SECONDS`` each)."""
     o = ops.load()
     isa = int(o.fused_isa())
-    current = layer.perm_geometry
-    geos = (
-        [current]
-        if layer._perm_locked
-        else [current] + [g for g in ops.perm_geometries(isa) if g != current]
-    )
+    current = (*layer.perm_geometry, layer.perm_windows)
+    if layer._perm_locked:  # another batch already runs a permute variant on this pack
+        packs = [current]
+    else:  # each geometry with either window layout (the layer's own pack is one of them)
+        packs = [(*g, w) for g in ops.perm_geometries(isa) for w in (1, 2)]
     blobs = {current: layer.kernel_blob}
     x = torch.randn(batch, layer.in_features)
     fns = {}
-    for code, geo in candidates(isa, batch, threads, [g for g in geos if g != (0, 0)]):
-        if geo and geo not in blobs:
-            blobs[geo] = layer._pack(geo)
-        blob = blobs[geo] if geo else layer.kernel_blob
+    for code, pack in candidates(isa, batch, threads, [p for p in packs if p[:2] != (0, 0)]):
+        if pack and pack not in blobs:
+            blobs[pack] = layer._pack(pack[:2], pack[2])
+        blob = blobs[pack] if pack else layer.kernel_blob
         if not o.fused_runs_here(blob, code):
             continue
-        fns[(code, geo)] = lambda b=blob, c=code: o.fused_linear_variant(
+        fns[(code, pack)] = lambda b=blob, c=code: o.fused_linear_variant(
             x, b, c, layer.out_features, False
         )
     before = torch.get_num_threads()
@@ -203,24 +209,35 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
         torch.set_num_threads(before)
 
 
+def _pack_name(code: int, pack: tuple) -> str:
+    """The variant's name with its permute pack ((lanes, block, windows) or ())."""
+    return ops.variant_name(code, pack[1], pack[0], pack[2]) if pack else ops.variant_name(code)
+
+
 def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
     """Time the candidates for ``batch`` rows; the cache entry of the winner."""
     timed = measure(layer, batch, threads)
-    (code, geo), best = min(timed.items(), key=lambda kv: kv[1])
-    name = ops.variant_name(code, *(geo[::-1] if geo else ()))
+    (code, pack), best = min(timed.items(), key=lambda kv: kv[1])
+    name = _pack_name(code, pack)
     us = best * 1e6
     log.info("tuned %s at batch %d, %d threads: %s (%.1f us)", key, batch, threads, name, us)
     return {
         "variant": int(code),
-        "geometry": list(geo),
+        "geometry": list(pack[:2]),
+        "windows": int(pack[2]) if pack else 0,
         "batch": batch,
         "fastest_us": {
-            ops.variant_name(c, *(g[::-1] if g else ())): round(t * 1e6, 2)
-            for (c, g), t in sorted(timed.items(), key=lambda kv: kv[1])
+            _pack_name(c, p): round(t * 1e6, 2)
+            for (c, p), t in sorted(timed.items(), key=lambda kv: kv[1])
         },
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **host_fields(threads),
     }
+
+
+def _installable(entry: dict[str, Any]) -> tuple[int, tuple, int]:
+    """(variant, geometry, windows) of a cache entry, as ``FusedLinear._install`` takes them."""
+    return int(entry["variant"]), tuple(entry["geometry"]), int(entry.get("windows", 0))
 
 
 def tune_layer(
@@ -257,14 +274,14 @@ def tune_layer(
                 entry = entries[key] = _timed_entry(layer, key, batch, threads)
                 dirty = True
             try:
-                layer._install(threads, bucket, int(entry["variant"]), tuple(entry["geometry"]))
+                layer._install(threads, bucket, *_installable(entry))
             except (KeyError, TypeError, ValueError, RuntimeError) as err:  # stale or edited
                 _CACHE.drop(machine, key, str(err).splitlines()[0])
                 dirty = True
                 if not measure_missing:
                     continue
                 entry = entries[key] = _timed_entry(layer, key, batch, threads)
-                layer._install(threads, bucket, int(entry["variant"]), tuple(entry["geometry"]))
+                layer._install(threads, bucket, *_installable(entry))
             chosen[batch] = layer.variant_for(batch, threads)
         if dirty:
             _CACHE.save(machine)

@@ -59,6 +59,10 @@ ISAS = ("generic", "avx2", "avx512")
 FAMILIES = ("rows", "perm", "tiled", "tiledkb", "nm")
 #: a tiled kernel's width code -> vector accumulators per neuron (tile columns = that x VL)
 WIDTHS = {0: 4, 1: 8, 2: 2}
+#: the permute pack's windows (``fused_pack``'s ``windows``): 0 whichever layout has fewer
+#: steps (a layer's pack until the tuner picks), 1 block-aligned windows, 2 sliding windows;
+#: the suffix :func:`variant_name` gives a permute variant of each
+WINDOWS = {0: "", 1: "a", 2: "s"}
 
 
 def _setup(ops) -> None:
@@ -226,13 +230,14 @@ def is_perm(code: int) -> bool:
     return decode(code).family == FAMILIES.index("perm")
 
 
-def variant_name(code: int, block: int = 0, lanes: int = 0) -> str:
-    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx2/tiledkb32/ser``,
-    ``avx512/nm/par``."""
+def variant_name(code: int, block: int = 0, lanes: int = 0, windows: int = 0) -> str:
+    """A readable name, e.g. ``avx2/perm8x16/par`` (lanes x block), ``avx512/perm16x32a/par``
+    (block-aligned windows; ``s``: sliding, none: the layout with fewer steps: :data:`WINDOWS`),
+    ``avx2/tiledkb32/ser``, ``avx512/nm/par``."""
     isa, family, wide, par = decode(code)
     fam = FAMILIES[family]
     if fam == "perm":
-        fam = f"perm{lanes}x{block}"
+        fam = f"perm{lanes}x{block}{WINDOWS.get(windows, '?')}"
     elif fam in ("tiled", "tiledkb"):
         vl = 16 if isa == 2 else 8
         fam = f"{fam}{WIDTHS[wide] * vl}"

@@ -32,7 +32,8 @@ CASES = [
     Case("mlp_like", 300, 130, 30, 130, ()),
 ]
 BATCHES = [0, 1, 2, 7, 17, 197, 256]
-ODD_GEOMETRIES = [(5, 7), (16, 32), (16, 16), (3, 2)]
+# (lanes, block) or (lanes, block, windows: 1 block-aligned, 2 sliding; default 0 fewer steps)
+ODD_GEOMETRIES = [(5, 7), (16, 32), (16, 16), (3, 2), (16, 32, 1), (8, 16, 2), (5, 7, 1)]
 
 
 def _geometries(isa: int) -> list[tuple[int, int]]:
@@ -443,3 +444,17 @@ def test_permute_variants_pad_x_afresh_on_every_call_and_thread(threads):
                     _check(y, x, weight, mask, bias, case.k, f"{case.name} {code} {round_}")
     finally:
         torch.set_num_threads(before)
+
+
+def test_window_layouts_pack_differently_and_fewer_steps_picks_one_of_them():
+    """windows 1 (block-aligned) and 2 (sliding) give different packs of a sparse layer; 0 is
+    whichever has fewer steps; another value is refused, naming the allowed ones."""
+    case = Case("windows", 300, 64, 3, 64, ())
+    weight, mask, bias = constant_fan_in_layer(case, 2)
+    o = ops.load()
+    info = {w: list(o.fused_pack_info(_pack(weight, mask, bias, (16, 32, w)))) for w in (0, 1, 2)}
+    blocks_steps = {w: (i[9], i[10]) for w, i in info.items()}  # windows, steps
+    assert blocks_steps[1] != blocks_steps[2]
+    assert blocks_steps[0] == min(blocks_steps[1], blocks_steps[2], key=lambda bs: bs[1])
+    with pytest.raises(RuntimeError, match="windows must be 0 .* 1 .* or 2"):
+        _pack(weight, mask, bias, (16, 32, 3))

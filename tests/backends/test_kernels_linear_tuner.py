@@ -192,8 +192,17 @@ def _write_entries(path, entries: dict) -> None:
         {"variant": 1101, "geometry": [99, 99], "batch": 1},  # RuntimeError from fused_pack
         {"variant": 9999, "geometry": [], "batch": 1},
         {"variant": "abc", "geometry": [], "batch": 1},
+        {"variant": 1, "geometry": [], "windows": 3, "batch": 1},
+        {"variant": 1, "geometry": [], "windows": True, "batch": 1},
     ],
-    ids=["list", "geometry_out_of_range", "variant_out_of_range", "variant_not_an_int"],
+    ids=[
+        "list",
+        "geometry_out_of_range",
+        "variant_out_of_range",
+        "variant_not_an_int",
+        "windows_out_of_range",
+        "windows_a_bool",
+    ],
 )
 def test_a_bad_cache_entry_is_dropped_with_one_warning_timed_again_and_written_back(cache, bad):
     layer = _layer()
@@ -299,3 +308,30 @@ def test_parallel_candidates_are_timed_on_the_team_whatever_auto_mode_was_doing(
     finally:
         o.pool_set_mode(before_mode)
         torch.set_num_threads(before_threads)
+
+
+def test_both_window_layouts_are_timed_and_the_cached_one_is_installed(cache, monkeypatch):
+    """The tuner times each permute geometry with block-aligned and sliding windows, and a
+    cached entry's window layout is the one the layer then packs and runs."""
+    isa = int(ops.load().fused_isa())
+    if isa == 0:
+        pytest.skip("no SIMD permute kernel on this CPU")
+    layer = _layer()
+    timed = tuner.measure(layer, 1, 2)
+    perm = {pack for code, pack in timed if ops.is_perm(code)}
+    assert perm == {(*g, w) for g in ops.perm_geometries(isa) for w in (1, 2)}
+    # a cached winner with aligned windows: the layer adopts that pack
+    key = tuner.layer_key(layer, 0)
+    geo = ops.perm_geometries(isa)[0]
+    code = ops.encode(ops.ISAS[isa], "perm", parallel=False)
+    _write_entries(tuner.cache_path(2), {key: {"variant": code, "geometry": list(geo),
+                                              "windows": 1, "batch": 1}})  # fmt: skip
+    fresh = _layer()
+    monkeypatch.setattr(tuner, "measure", lambda *a: pytest.fail("timed a cached winner"))
+    assert fresh.tune([1], threads=2)[1] == ops.variant_name(code, geo[1], geo[0], 1)
+    assert fresh.perm_windows == 1 and fresh.variant_for(1, 2).endswith("a/ser")
+    info = list(ops.load().fused_pack_info(fresh.kernel_blob))
+    aligned = list(ops.load().fused_pack_info(fresh._pack(geo, 1)))
+    assert info == aligned
+    x = torch.randn(1, CASES[7].in_features)
+    torch.testing.assert_close(fresh(x), _layer()(x), rtol=1e-5, atol=1e-5)

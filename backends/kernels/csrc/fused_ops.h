@@ -9,10 +9,12 @@
 namespace srigl {
 
 // values float32 [n, k], indices int (any) [n, k] in [0, in), active int64 [n] ascending in
-// [0, out), bias float32 [out] -> the packed blob (uint8). lanes 0 skips the permute pack.
+// [0, out), bias float32 [out] -> the packed blob (uint8). lanes 0 skips the permute pack;
+// windows: the permute pack's windows (0 whichever layout has fewer steps, 1 block-aligned,
+// 2 sliding).
 at::Tensor fused_pack(const at::Tensor& values, const at::Tensor& indices,
                       const at::Tensor& active, const at::Tensor& bias, int64_t in_features,
-                      int64_t lanes, int64_t block);
+                      int64_t lanes, int64_t block, int64_t windows);
 std::vector<int64_t> fused_pack_info(const at::Tensor& blob);
 
 // x float32 [..., in] (or, transposed, [in, B]) -> y [..., out] (or [out, B]).

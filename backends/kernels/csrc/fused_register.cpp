@@ -16,7 +16,7 @@ TORCH_LIBRARY(srigl, m) {
   m.def("fused_linear_backward(Tensor grad, Tensor blob, int in_features, bool transposed) "
         "-> Tensor");
   m.def("fused_pack(Tensor values, Tensor indices, Tensor active, Tensor bias, int in_features, "
-        "int lanes, int block) -> Tensor");
+        "int lanes, int block, int windows=0) -> Tensor");
   m.def("fused_resolve(Tensor blob, Tensor table, int batch, int threads) -> int",
         &srigl::fused_resolve);
   m.def("fused_runs_here(Tensor blob, int variant) -> int", &srigl::fused_runs_here);
