@@ -52,8 +52,8 @@ from backends.kernels.tune_cache import (
     TuneCache,
     bucket_of,
     fastest_interleaved,
-    host_fields,
     machine_key,
+    time_while_given,
     tuned_under_load,
     tuning_enabled,
 )
@@ -177,8 +177,15 @@ def tune_variant(
             return int(hit["variant"])
     x = torch.randn(max(batch, 1), in_features)
     fns = {c: (lambda c=c: ops.dense_linear_variant(x, pack, out_features, c)) for c in cands}
-    with torch.inference_mode(), on_team(ops.dense_pool_set_mode):  # (parallel_mode)
-        best = fastest_interleaved(fns, TUNE_ROUNDS, TUNE_ROUND_SECONDS)
+
+    def timed() -> dict[int, float]:
+        with torch.inference_mode(), on_team(ops.dense_pool_set_mode):  # (parallel_mode)
+            return fastest_interleaved(fns, TUNE_ROUNDS, TUNE_ROUND_SECONDS)
+
+    def serial_won(times: dict[int, float]) -> bool:  # codes end in the parallel bit
+        return min(times, key=times.__getitem__) % 10 == 0 and any(c % 10 for c in times)
+
+    best, host = time_while_given(timed, threads, serial_won)
     code = min(best, key=best.__getitem__)
     with _TUNE_CACHE.lock:
         _, entries = _TUNE_CACHE.entries(machine)
@@ -186,7 +193,7 @@ def tune_variant(
             "variant": code,
             "name": variant_name(code),
             "seconds": best[code],
-            **host_fields(threads),
+            **host,
         }
         _TUNE_CACHE.save(machine)
     return code

@@ -43,8 +43,8 @@ from backends.kernels.tune_cache import (
     TuneCache,
     TuneCacheWarning,  # noqa: F401  (re-exported: what a bad cache warns with)
     fastest_interleaved,
-    host_fields,
     host_fields_problem,
+    time_while_given,
     tuned_under_load,
     tuning_enabled,
 )
@@ -209,6 +209,12 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
         torch.set_num_threads(before)
 
 
+def _serial_won(timed: dict[tuple[int, tuple], float]) -> bool:
+    """Whether a serial variant is the fastest where parallel ones were timed."""
+    (code, _), _ = min(timed.items(), key=lambda kv: kv[1])
+    return not ops.decode(code).parallel and any(ops.decode(c).parallel for c, _ in timed)
+
+
 def _pack_name(code: int, pack: tuple) -> str:
     """The variant's name with its permute pack ((lanes, block, windows) or ())."""
     return ops.variant_name(code, pack[1], pack[0], pack[2]) if pack else ops.variant_name(code)
@@ -216,7 +222,7 @@ def _pack_name(code: int, pack: tuple) -> str:
 
 def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
     """Time the candidates for ``batch`` rows; the cache entry of the winner."""
-    timed = measure(layer, batch, threads)
+    timed, host = time_while_given(lambda: measure(layer, batch, threads), threads, _serial_won)
     (code, pack), best = min(timed.items(), key=lambda kv: kv[1])
     name = _pack_name(code, pack)
     us = best * 1e6
@@ -231,7 +237,7 @@ def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
             for (c, p), t in sorted(timed.items(), key=lambda kv: kv[1])
         },
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **host_fields(threads),
+        **host,
     }
 
 

@@ -89,16 +89,16 @@ CORES_GIVEN_TTL_S = 10.0  # how long one measurement of the cores given is reuse
 _cores_given: dict[int, tuple[float, float | None]] = {}  # threads -> (when, value)
 
 
-def cores_given(threads: int) -> float | None:
+def cores_given(threads: int, fresh: bool = False) -> float | None:
     """How many of ``threads`` cores the host gives this process now
     (:func:`backends.timing.core_scaling`, about 0.15 s; one measurement is reused for
-    :data:`CORES_GIVEN_TTL_S`); None below 2 threads: what a tuner's cache entry records as
-    ``cores_given``."""
+    :data:`CORES_GIVEN_TTL_S` unless ``fresh``); None below 2 threads: what a tuner's cache
+    entry records as ``cores_given``."""
     if threads < 2:
         return None
     now = time.monotonic()
     when, value = _cores_given.get(threads, (-math.inf, None))
-    if now - when > CORES_GIVEN_TTL_S:
+    if fresh or now - when > CORES_GIVEN_TTL_S:
         value = core_scaling(threads)
         _cores_given[threads] = (now, value)
     return value
@@ -126,6 +126,41 @@ def host_fields(threads: int) -> dict[str, float | None]:
     ``load_avg_1m`` (:func:`load_average`) and ``cores_given`` (:func:`cores_given`), the
     fields :func:`tuned_under_load` reads."""
     return {"load_avg_1m": load_average(), "cores_given": cores_given(threads)}
+
+
+#: tries of :func:`time_while_given`, and its pause between them (seconds)
+WITHHELD_TRIES = 3
+WITHHELD_PAUSE_S = 0.2
+
+
+def time_while_given(
+    time_fn: Callable[[], dict[K, float]],
+    threads: int,
+    serial_won: Callable[[dict[K, float]], bool],
+) -> tuple[dict[K, float], dict[str, float | None]]:
+    """``(time_fn(), host_fields)`` timed while the host gave the cores, if it can be had.
+
+    A tuner's candidates are timed in about 0.1 s; a VM host that takes the second vCPU for
+    longer than that makes every parallel candidate slow, and a serial variant wins a layer
+    that runs twice as fast in parallel (seen on the Zen 5: the ViT layer 3072->768 at 90%,
+    batch 1, tuned serial at 23.9 us where its parallel variant ran 12.5 us). So when
+    ``serial_won(times)`` (a serial winner where parallel candidates were timed), the cores the
+    host gives are measured afresh (:func:`cores_given`); below
+    :data:`backends.timing.CORE_SHARE_MIN` of ``threads`` the candidates are timed again after
+    :data:`WITHHELD_PAUSE_S`, up to :data:`WITHHELD_TRIES` times in all. The fields record the
+    last measurement, so an entry still timed without the cores is timed again in a later
+    process that has them (:func:`tuned_under_load`)."""
+    for attempt in range(WITHHELD_TRIES):
+        times = time_fn()
+        if threads < 2 or not serial_won(times):
+            return times, host_fields(threads)
+        given = cores_given(threads, fresh=True)
+        fields = {"load_avg_1m": load_average(), "cores_given": given}
+        if gave_cores(given, threads):
+            return times, fields
+        if attempt + 1 < WITHHELD_TRIES:
+            time.sleep(WITHHELD_PAUSE_S)
+    return times, fields
 
 
 def host_fields_problem(entry: Mapping[str, Any]) -> str | None:

@@ -126,3 +126,58 @@ def test_cores_given_is_measured_once_per_ttl_and_never_below_two_threads(monkey
     now[0] += tune_cache.CORES_GIVEN_TTL_S + 1
     tune_cache.cores_given(2)
     assert calls == [2, 2] and tune_cache.cores_given(1) is None
+
+
+def _serial_first(times):
+    return min(times, key=times.get) == "ser"
+
+
+@pytest.mark.parametrize(
+    "given, runs, cores",
+    [
+        ([1.9], 1, 1.9),  # a serial winner, and the host gave the cores: kept
+        ([1.1, 1.9], 2, 1.9),  # withheld at first: timed again once it gives them
+        ([1.1, 1.0, 1.2], 3, 1.2),  # withheld throughout: the last try, marked provisional
+    ],
+    ids=["given", "given-on-retry", "withheld"],
+)
+def test_a_serial_winner_is_timed_again_while_the_host_withholds_a_core(
+    monkeypatch, given, runs, cores
+):
+    answers = iter(given)
+    checks: list[bool] = []
+
+    def scaling(threads):
+        checks.append(threads)
+        return next(answers)
+
+    monkeypatch.setattr(tune_cache, "core_scaling", scaling)
+    monkeypatch.setattr(tune_cache, "_cores_given", {})
+    monkeypatch.setattr(tune_cache.time, "sleep", lambda s: None)
+    timed: list[int] = []
+
+    def time_fn():
+        timed.append(1)
+        return {"ser": 1.0, "par": 2.0}
+
+    times, fields = tune_cache.time_while_given(time_fn, 2, _serial_first)
+    assert len(timed) == runs == len(checks) and times == {"ser": 1.0, "par": 2.0}
+    assert fields["cores_given"] == cores
+    # an entry of the last case is provisional: timed again where the host gives the cores
+    entry = {"variant": 2100, "load_avg_1m": 0.1, **fields}
+    _host_gives(monkeypatch, 1.9)
+    monkeypatch.setattr(tune_cache, "load_average", lambda: 0.1)
+    assert tune_cache.tuned_under_load(entry, 2) is (not tune_cache.gave_cores(cores, 2))
+
+
+def test_a_parallel_winner_or_one_thread_needs_no_fresh_look_at_the_host(monkeypatch):
+    def scaling(threads):
+        raise AssertionError("measured the host afresh")
+
+    monkeypatch.setattr(tune_cache, "core_scaling", scaling)
+    monkeypatch.setattr(tune_cache, "cores_given", lambda threads, fresh=False: None)
+    fast_par = {"ser": 2.0, "par": 1.0}
+    times, fields = tune_cache.time_while_given(lambda: fast_par, 2, _serial_first)
+    assert times == fast_par and set(fields) == {"load_avg_1m", "cores_given"}
+    times, _ = tune_cache.time_while_given(lambda: {"ser": 1.0}, 1, _serial_first)
+    assert times == {"ser": 1.0}
