@@ -254,10 +254,20 @@ def run_bench(cfg: Any) -> tuple[dict[str, Any], Any]:
         **extra,
     }
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = make_record("bench", config, metrics)
+    record = make_record("bench", config, metrics, run_id=bench_run_id(config))
     path = ResultStore(cfg.get("results_dir") or "results/runs").write(record)
     log.info("wrote %s", path)
     return record, path
+
+
+def bench_run_id(config: Mapping[str, Any]) -> str:
+    """A bench record's id: the hash of its config and the machine class that ran it
+    (``suite.machine.identity()["asv_name"]``), so that the same bench run on another CPU is a
+    record of its own instead of replacing that machine's (a train record's id is its config
+    alone: a reproduction on another machine compares with it)."""
+    from suite.results import config_hash
+
+    return config_hash({"config": dict(config), "machine": machine.identity()["asv_name"]})
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base=None)

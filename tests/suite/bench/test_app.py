@@ -393,3 +393,16 @@ def test_a_bad_load_is_refused_before_anything_is_timed(tmp_path):
     with pytest.raises(BenchConfigError, match="load=-2 is invalid"):
         run_bench(bench_cfg(tmp_path, "backends=[dense]", "load=-2"))
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_bench_record_id_names_the_machine_so_another_cpu_adds_a_record(monkeypatch):
+    """The same bench config on two machine classes: two records, neither replaces the other."""
+    from suite import machine
+    from suite.bench.app import bench_run_id
+
+    config = {"profile": {"name": "quick"}, "threads": 2}
+    real = machine.identity()
+    here = bench_run_id(config)
+    assert bench_run_id(dict(config)) == here  # the same machine: the same id (a rerun replaces)
+    monkeypatch.setattr(machine, "identity", lambda: {**real, "asv_name": real["asv_name"] + "-x"})
+    assert bench_run_id(config) != here
