@@ -52,11 +52,13 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
 
 
 def channels_last_pooling(model: nn.Module) -> list[str]:
-    """Replace every plain ``nn.MaxPool2d`` of ``model`` (in place; subclasses are left alone)
-    by a :class:`ChannelsLastMaxPool2d` with the same settings; returns the replaced modules'
-    names."""
+    """Replace every plain ``nn.MaxPool2d`` of ``model`` (in place; subclasses, and poolings
+    that return indices, which the channels-last path does not give, are left alone) by a
+    :class:`ChannelsLastMaxPool2d` with the same settings; returns the replaced modules' names."""
     names = [
-        n for n, m in model.named_modules(remove_duplicate=False) if type(m) is nn.MaxPool2d and n
+        n
+        for n, m in model.named_modules(remove_duplicate=False)
+        if n and type(m) is nn.MaxPool2d and not m.return_indices
     ]
     made: dict[int, ChannelsLastMaxPool2d] = {}  # a module registered twice stays one module
     for name in names:

@@ -209,12 +209,6 @@ def measure(layer, batch: int, threads: int) -> dict[tuple[int, tuple], float]:
         torch.set_num_threads(before)
 
 
-def _serial_won(timed: dict[tuple[int, tuple], float]) -> bool:
-    """Whether a serial variant is the fastest where parallel ones were timed."""
-    (code, _), _ = min(timed.items(), key=lambda kv: kv[1])
-    return not ops.decode(code).parallel and any(ops.decode(c).parallel for c, _ in timed)
-
-
 def _pack_name(code: int, pack: tuple) -> str:
     """The variant's name with its permute pack ((lanes, block, windows) or ())."""
     return ops.variant_name(code, pack[1], pack[0], pack[2]) if pack else ops.variant_name(code)
@@ -222,7 +216,11 @@ def _pack_name(code: int, pack: tuple) -> str:
 
 def _timed_entry(layer, key: str, batch: int, threads: int) -> dict[str, Any]:
     """Time the candidates for ``batch`` rows; the cache entry of the winner."""
-    timed, host = time_while_given(lambda: measure(layer, batch, threads), threads, _serial_won)
+    timed, host = time_while_given(
+        lambda: measure(layer, batch, threads),
+        threads,
+        lambda key: bool(ops.decode(key[0]).parallel),
+    )
     (code, pack), best = min(timed.items(), key=lambda kv: kv[1])
     name = _pack_name(code, pack)
     us = best * 1e6

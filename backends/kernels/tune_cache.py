@@ -136,23 +136,26 @@ WITHHELD_PAUSE_S = 0.2
 def time_while_given(
     time_fn: Callable[[], dict[K, float]],
     threads: int,
-    serial_won: Callable[[dict[K, float]], bool],
+    is_parallel: Callable[[K], bool],
 ) -> tuple[dict[K, float], dict[str, float | None]]:
     """``(time_fn(), host_fields)`` timed while the host gave the cores, if it can be had.
 
     A tuner's candidates are timed in about 0.1 s; a VM host that takes the second vCPU for
     longer than that makes every parallel candidate slow, and a serial variant wins a layer
     that runs twice as fast in parallel (seen on the Zen 5: the ViT layer 3072->768 at 90%,
-    batch 1, tuned serial at 23.9 us where its parallel variant ran 12.5 us). So when
-    ``serial_won(times)`` (a serial winner where parallel candidates were timed), the cores the
-    host gives are measured afresh (:func:`cores_given`); below
+    batch 1, tuned serial at 23.9 us where its parallel variant ran 12.5 us). So when the
+    fastest candidate is serial (``is_parallel(key)`` false) and parallel ones were timed, the
+    cores the host gives are measured afresh (:func:`cores_given`); below
     :data:`backends.timing.CORE_SHARE_MIN` of ``threads`` the candidates are timed again after
     :data:`WITHHELD_PAUSE_S`, up to :data:`WITHHELD_TRIES` times in all. The fields record the
     last measurement, so an entry still timed without the cores is timed again in a later
     process that has them (:func:`tuned_under_load`)."""
     for attempt in range(WITHHELD_TRIES):
         times = time_fn()
-        if threads < 2 or not serial_won(times):
+        serial_won = not is_parallel(min(times, key=times.__getitem__)) and any(
+            map(is_parallel, times)
+        )
+        if threads < 2 or not serial_won:
             return times, host_fields(threads)
         given = cores_given(threads, fresh=True)
         fields = {"load_avg_1m": load_average(), "cores_given": given}

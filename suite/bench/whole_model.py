@@ -186,7 +186,7 @@ class _Prepared:
 
     dense: nn.Module
     folded: nn.Module
-    n_folded: int  # BNs folded and poolings rewritten: 0, the folded form is the dense one
+    n_rewrites: int  # BNs folded + poolings rewritten (0: the folded form is the dense one)
     smalls: dict[str, nn.Module]
     total_weights: int
     costs: dict[str, int]
@@ -350,7 +350,7 @@ def bench_whole_model(
             for backend, small in prep.smalls.items():
                 check_close(small(x), want, f"{name} condensed with {backend!r}, batch {batch}")
                 fns = {"sparse": partial(small, x)}
-                if prep.n_folded:
+                if prep.n_rewrites:
                     fns["folded"] = partial(prep.folded, x)
                 ratios = paired_ratios(partial(prep.dense, x), fns, **timing)
                 row = {**fixed, "backend": backend, "batch": int(batch)}

@@ -128,8 +128,8 @@ def test_cores_given_is_measured_once_per_ttl_and_never_below_two_threads(monkey
     assert calls == [2, 2] and tune_cache.cores_given(1) is None
 
 
-def _serial_first(times):
-    return min(times, key=times.get) == "ser"
+def _is_parallel(key):
+    return key == "par"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_a_serial_winner_is_timed_again_while_the_host_withholds_a_core(
         timed.append(1)
         return {"ser": 1.0, "par": 2.0}
 
-    times, fields = tune_cache.time_while_given(time_fn, 2, _serial_first)
+    times, fields = tune_cache.time_while_given(time_fn, 2, _is_parallel)
     assert len(timed) == runs == len(checks) and times == {"ser": 1.0, "par": 2.0}
     assert fields["cores_given"] == cores
     # an entry of the last case is provisional: timed again where the host gives the cores
@@ -177,7 +177,10 @@ def test_a_parallel_winner_or_one_thread_needs_no_fresh_look_at_the_host(monkeyp
     monkeypatch.setattr(tune_cache, "core_scaling", scaling)
     monkeypatch.setattr(tune_cache, "cores_given", lambda threads, fresh=False: None)
     fast_par = {"ser": 2.0, "par": 1.0}
-    times, fields = tune_cache.time_while_given(lambda: fast_par, 2, _serial_first)
+    times, fields = tune_cache.time_while_given(lambda: fast_par, 2, _is_parallel)
     assert times == fast_par and set(fields) == {"load_avg_1m", "cores_given"}
-    times, _ = tune_cache.time_while_given(lambda: {"ser": 1.0}, 1, _serial_first)
+    times, _ = tune_cache.time_while_given(lambda: {"ser": 1.0}, 1, _is_parallel)
+    assert times == {"ser": 1.0}
+    # serial candidates only (nothing parallel was timed): nothing to suspect either
+    times, _ = tune_cache.time_while_given(lambda: {"ser": 1.0}, 2, _is_parallel)
     assert times == {"ser": 1.0}

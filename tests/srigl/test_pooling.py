@@ -89,6 +89,7 @@ def test_rewrite_replaces_plain_maxpools_keeps_settings_and_sharing():
         nn.Sequential(nn.Conv2d(16, 16, 1), shared),
         _Custom(2),
         nn.AvgPool2d(2),
+        nn.MaxPool2d(2, return_indices=True),
     )
     model.eval()
     names = channels_last_pooling(model)
@@ -97,6 +98,7 @@ def test_rewrite_replaces_plain_maxpools_keeps_settings_and_sharing():
     assert (model[1].kernel_size, model[1].stride, model[1].padding) == (3, 2, 1)
     assert model[1].ceil_mode and not model[1].training
     assert type(model[3]) is _Custom and type(model[4]) is nn.AvgPool2d
+    assert type(model[5]) is nn.MaxPool2d  # indices asked for: its own path anyway
     assert channels_last_pooling(model) == []  # nothing plain left
 
 

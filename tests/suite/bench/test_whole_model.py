@@ -155,7 +155,7 @@ def test_folded_baseline_pools_as_the_condensed_model_does():
         "toy", model, masks, (3, 8, 8), ["structured"], False, torch.device("cpu"),
         torch.float32, skipped,
     )  # fmt: skip
-    assert not skipped and prep.n_folded == 1  # no BN, one pooling rewritten
+    assert not skipped and prep.n_rewrites == 1  # no BN, one pooling rewritten
     assert type(prep.folded[2]) is ChannelsLastMaxPool2d
     assert type(prep.dense[2]) is nn.MaxPool2d  # the dense eval model stays as users run it
     assert type(prep.smalls["structured"][2]) is ChannelsLastMaxPool2d
@@ -164,4 +164,4 @@ def test_folded_baseline_pools_as_the_condensed_model_does():
         "plain", plain, masks, (3, 8, 8), ["structured"], False, torch.device("cpu"),
         torch.float32, skipped,
     )  # fmt: skip
-    assert prep.n_folded == 0  # nothing rewritten: the folded form is timed as the dense one
+    assert prep.n_rewrites == 0  # nothing rewritten: the folded form is timed as the dense one
