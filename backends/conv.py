@@ -151,9 +151,18 @@ class ConvBackend(Backend):
     padding_mode="zeros")`` (see :meth:`_checked_mask`). Subclasses implement :meth:`_build`
     (weight, bool mask, bias -> buffers) and :meth:`_conv` (x [N, in, H, W] with N > 0 ->
     [N, out, Ho, Wo]).
+
+    Epilogue: :func:`srigl.epilogues.fuse_epilogues` may hand a layer the ReLU and the residual
+    add that follow it in the model (``epilogue_relu``, the ``residual`` argument of
+    :meth:`forward`). Here they are applied after :meth:`_conv`; a backend whose kernel applies
+    them as it writes the output (``fuses_epilogue``) overrides :meth:`_conv_epilogue`.
     """
 
     backend_name: ClassVar[str] = ""
+    #: whether the kernel applies the epilogue itself (what fuse_epilogues looks for)
+    fuses_epilogue: ClassVar[bool] = False
+    #: ReLU after the (residual-added) output; set by srigl.epilogues.fuse_epilogues
+    epilogue_relu: bool = False
 
     in_channels: int
     kernel_size: tuple[int, int]
@@ -306,13 +315,26 @@ class ConvBackend(Backend):
                 f"{list(self.dilation)}"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo]."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo]; then
+        ``+ residual`` (any tensor that adds to the output) and ReLU if ``epilogue_relu``."""
         self.check_input(x)
         if x.shape[0] == 0:
             ho, wo = self.output_size(x.shape[2], x.shape[3])
-            return x.new_empty(0, self.out_features, ho, wo)
-        return self._conv(x)
+            return self.apply_epilogue(x.new_empty(0, self.out_features, ho, wo), residual)
+        if residual is None and not self.epilogue_relu:
+            return self._conv(x)
+        return self._conv_epilogue(x, residual)
+
+    def _conv_epilogue(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_conv` with the epilogue (overridden where the kernel applies it)."""
+        return self.apply_epilogue(self._conv(x), residual)
+
+    def apply_epilogue(self, out: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """``relu(out + residual)`` as the layer's epilogue says (new tensors: autograd-safe)."""
+        if residual is not None:
+            out = out + residual
+        return torch.relu(out) if self.epilogue_relu else out
 
     def conv_args(self) -> dict[str, Any]:
         """stride, padding, dilation, groups as ``F.conv2d`` takes them."""
@@ -327,7 +349,7 @@ class ConvBackend(Backend):
         return (
             f"{self.in_channels}, {self.out_features}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-            f"groups={self.groups}"
+            f"groups={self.groups}" + (", epilogue_relu=True" if self.epilogue_relu else "")
         )
 
 

@@ -90,7 +90,23 @@ def _register_fakes() -> None:
         return x.new_empty((x.shape[0] * x.shape[1] * sh * sw * hq * wq + 256,))
 
     @torch.library.register_fake("srigl_conv::conv_direct")
-    def _(src, n_img, img_stride, offs, values, active, bias, all_active, ho, wo, wq, padded, v):
+    def _(
+        src,
+        n_img,
+        img_stride,
+        offs,
+        values,
+        active,
+        bias,
+        all_active,
+        ho,
+        wo,
+        wq,
+        padded,
+        v,
+        residual=None,
+        relu=False,
+    ):
         return bias.new_empty((n_img, bias.shape[0], ho, wo))
 
 
@@ -138,6 +154,7 @@ class FusedConv2d(CondensedConv2d):
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
+    fuses_epilogue: ClassVar[bool] = True
 
     @classmethod
     def available(cls, device: str | torch.device = "cpu") -> tuple[bool, str]:
@@ -201,7 +218,9 @@ class FusedConv2d(CondensedConv2d):
             weight = self._kept_dense()
             mask = torch.zeros(weight.shape, dtype=torch.bool, device=weight.device)
             mask[self.active[:, None], self.indices.long()] = True
-            self._linear = create("fused", weight, mask, self.bias, layer_name=self.layer_name)
+            linear = create("fused", weight, mask, self.bias, layer_name=self.layer_name)
+            # derived, not a submodule: it must not enter the state dict once it has run
+            object.__setattr__(self, "_linear", linear)
         return self._linear
 
     def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,29 +244,37 @@ class FusedConv2d(CondensedConv2d):
             return True, -(-height // sh), -(-width // sw)
         return False, -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
 
-    def _tune_key(self, height: int, width: int, batch: int) -> str:
+    def _tune_key(self, height: int, width: int, batch: int, residual: bool = False) -> str:
+        epilogue = f":ep{int(self.epilogue_relu)}{int(residual)}"
         return (
             f"{self.in_channels}x{self.out_features}:k{list(self.kernel_size)}:s{list(self.stride)}"
             f":p{list(self.padding)}:d{list(self.dilation)}:g{self.groups}:n{self.n_active}"
             f":k{self.k}:all{int(self._all_active)}:{height}x{width}:b{bucket_of(batch)}"
             f":dense{int(dense_fallback())}:lin{int(self._linear_offered())}"
+            + (epilogue if epilogue != ":ep00" else "")
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo].
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo], then
+        the epilogue (``+ residual``, ReLU if ``epilogue_relu``: see ``ConvBackend``).
 
         A call with an input shape seen before (checked then) skips straight to the kernel
         with the plan made for that shape: the per-call Python work stays small.
         """
         if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.is_cpu:
             if grad_needed(x, self.values):  # the C++ kernel has no backward
-                return super().forward(x)
+                return super().forward(x, residual)
             key = (x.shape, torch.get_num_threads())
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
-                return self._execute(x, plan[0], plan[1])
-        return super().forward(x)
+                return self._execute(x, plan[0], plan[1], residual)
+        return super().forward(x, residual)
+
+    def _conv_epilogue(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        if x.is_cuda or grad_needed(x, self.values):
+            return self.apply_epilogue(self._conv(x), residual)
+        return self._conv(x, residual)
 
     def _differentiable_conv(self, x: torch.Tensor) -> torch.Tensor:
         """``F.conv2d`` on the masked weight rebuilt from the values (not cached), so the
@@ -261,7 +288,11 @@ class FusedConv2d(CondensedConv2d):
         dense = self.values.new_zeros(self.out_features, self.in_features)
         return dense.index_put((self.active[:, None], self.indices.long()), self.values)
 
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The conv of x [N, in, H, W] (N > 0) on CPU through the tuned plan for its shape
+        (made here on a plan miss), with the epilogue where a residual is given or
+        ``epilogue_relu`` is set (the caller applies it on CUDA and where a gradient is
+        needed)."""
         if x.is_cuda:
             return self._inner(x)
         if grad_needed(x, self.values):
@@ -286,10 +317,10 @@ class FusedConv2d(CondensedConv2d):
         # every candidate's parallel jobs timed on the OpenMP team (backends.kernels.parallel_mode)
         with on_team(*set_modes):
             variant = best_variant(
-                self._tune_key(h, w, n),
+                self._tune_key(h, w, n, residual is not None),
                 isa,
                 int(ops.conv_nvariants(isa)),
-                lambda code: self._execute(x, geometry, code),
+                lambda code: self._execute(x, geometry, code, residual),
                 threads,
                 extra=extra,
             )
@@ -300,7 +331,7 @@ class FusedConv2d(CondensedConv2d):
             self._dense = None  # only kept where the tuner chose it
         if all(v != LINEAR_VARIANT for _, v in self._plans.values()):
             self._linear = None
-        return self._execute(x, geometry, variant)
+        return self._execute(x, geometry, variant, residual)
 
     def _geometry(self, height: int, width: int) -> tuple:
         """(Ho, Wo, in place, Hq, Wq, tap offsets, floats per image) for an H x W input: that
@@ -327,10 +358,21 @@ class FusedConv2d(CondensedConv2d):
         )
         return ho, wo, in_place, hq, wq, offs, per_image
 
-    def _execute(self, x: torch.Tensor, geometry: tuple, variant: int) -> torch.Tensor:
-        """Run ``variant`` on x [N, in, H, W] with the geometry made for its shape."""
+    def _execute(
+        self,
+        x: torch.Tensor,
+        geometry: tuple,
+        variant: int,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run ``variant`` on x [N, in, H, W] with the geometry made for its shape, then the
+        epilogue (``+ residual``, ReLU if ``epilogue_relu``): the direct kernel applies it as
+        it writes each tile where the residual is a contiguous float32 tensor of the output's
+        shape; otherwise it is applied in place on the new output (or out of place where the
+        residual broadcasts the output or needs a gradient)."""
+        relu = self.epilogue_relu
         if variant == DENSE_VARIANT:
-            return F.conv2d(
+            out = F.conv2d(
                 x,
                 self._dense_weight(),
                 self.bias,
@@ -339,17 +381,44 @@ class FusedConv2d(CondensedConv2d):
                 self.dilation,
                 self.groups,
             )
+            return self._epilogue_in_place(out, residual)
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]
         if variant == LINEAR_VARIANT:
-            return self._run_linear(x)
+            return self._epilogue_in_place(self._run_linear(x), residual)
         ho, wo, in_place, hq, wq, offs, per_image = geometry
         ops = _EXT.ops
         n = x.shape[0]
+        fused_res = residual
+        if residual is not None and not (
+            residual.dtype == torch.float32
+            and residual.is_cpu
+            and residual.shape == (n, self.out_features, ho, wo)
+            and residual.is_contiguous()
+            and not (residual.requires_grad and torch.is_grad_enabled())
+        ):
+            fused_res = None
         x = x.detach().contiguous()
         if not in_place:
             (sh, sw), (ph, pw) = self.stride, self.padding
             x = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)
+        if residual is not None and fused_res is None:  # the epilogue after the kernel
+            out = ops.conv_direct(
+                x,
+                n,
+                per_image,
+                offs,
+                self.values,
+                self.active,
+                self.bias,
+                self._all_active,
+                ho,
+                wo,
+                wq,
+                not in_place,
+                variant,
+            )
+            return self.apply_epilogue(out, residual)
         return ops.conv_direct(
             x,
             n,
@@ -364,7 +433,18 @@ class FusedConv2d(CondensedConv2d):
             wq,
             not in_place,
             variant,
+            fused_res,
+            relu,
         )
+
+    def _epilogue_in_place(self, out: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The epilogue on a new output ``out`` (no gradient needed): in place where the
+        residual has the output's shape and dtype, else :meth:`apply_epilogue`."""
+        if residual is not None:
+            if residual.shape != out.shape or residual.dtype != out.dtype or residual.requires_grad:
+                return self.apply_epilogue(out, residual)
+            out.add_(residual)
+        return out.relu_() if self.epilogue_relu else out
 
     def _dense_weight(self) -> torch.Tensor:
         """The masked dense weight [out, in/groups, kh, kw], rebuilt from the condensed form

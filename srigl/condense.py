@@ -77,6 +77,7 @@ from srigl.condense_conv import (
 )
 from srigl.condense_report import CondenseReport
 from srigl.elementwise import ELEMENTWISE_MODULES, is_elementwise, register_elementwise
+from srigl.epilogues import fuse_epilogues as fuse_conv_epilogues
 from srigl.masks import unwrap_model, wrapper_prefixes
 from srigl.pooling import channels_last_pooling
 
@@ -452,6 +453,7 @@ def condense(
     structured: bool = False,
     fold_bn: bool = True,
     strict: bool = False,
+    fuse_epilogues: bool = True,
 ) -> nn.Module:
     """A copy of ``model`` whose masked Linear, Conv2d and attention layers are condensed.
 
@@ -464,6 +466,10 @@ def condense(
         structured: also remove ablated neurons / channels where exact (module docstring).
         fold_bn: fold eval-mode BatchNorm2d layers into the convolution before them.
         strict: raise instead of keeping a layer that cannot be condensed masked-dense.
+        fuse_epilogues: hand the ReLU / residual add after a condensed conv to that layer where
+            the backend's kernel applies them as it writes its output (:mod:`srigl.epilogues`;
+            ``fused`` on CPU). Where anything fuses, the result is a ``torch.fx.GraphModule``
+            with the same submodule names and state-dict keys; False keeps the model's class.
 
     Returns:
         A new module computing the same function as ``model`` with every masked parameter
@@ -506,6 +512,8 @@ def condense(
         report.removed.update(_remove_ablated_units(small, norm_masks, graph, kept))
     _replace_layers(small, norm_masks, backend, strict, kept, report)
     report.kept = kept
+    if fuse_epilogues and has_conv:
+        small, report.epilogues = fuse_conv_epilogues(small)
     _log_report(backend, report)
     small.condense_report = report
     return small
@@ -592,12 +600,13 @@ def _log_report(backend: str, report: CondenseReport) -> None:
         log.warning("condense: layer %r stays masked-dense: %s", name, why)
     log.info(
         "condense(%s): %d layers condensed, %d BatchNorms folded, %d kept masked-dense, "
-        "%d channels/neurons removed",
+        "%d channels/neurons removed, %d epilogues fused",
         backend,
         len(report.condensed),
         len(report.folded),
         len(report.kept),
         sum(report.removed.values()),
+        len(report.epilogues),
     )
 
 
@@ -609,6 +618,7 @@ def load_condensed(
     structured: bool = False,
     map_location: str | torch.device | None = None,
     fold_bn: bool = True,
+    fuse_epilogues: bool = True,
 ) -> nn.Module:
     """Rebuild a condensed model saved with ``torch.save(small.state_dict(), path)``.
 
@@ -624,7 +634,7 @@ def load_condensed(
         skeleton: a model of the original architecture (not modified).
         masks: the masks the saved model was condensed with.
         state_dict: the saved state dict, or a path to it (read with ``weights_only=True``).
-        backend, structured, fold_bn: as given to :func:`condense`.
+        backend, structured, fold_bn, fuse_epilogues: as given to :func:`condense`.
         map_location: passed to ``torch.load`` for a path.
 
     Returns:
@@ -640,7 +650,14 @@ def load_condensed(
             raise ValueError(f"{path}: holds a {type(state_dict).__name__}, not a state dict")
     if fold_bn:
         skeleton, fold_bn = _skeleton_as_saved(skeleton, state_dict)
-    small = condense(skeleton, masks, backend=backend, structured=structured, fold_bn=fold_bn)
+    small = condense(
+        skeleton,
+        masks,
+        backend=backend,
+        structured=structured,
+        fold_bn=fold_bn,
+        fuse_epilogues=fuse_epilogues,
+    )
     small.load_state_dict(state_dict)
     return small
 

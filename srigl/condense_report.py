@@ -14,7 +14,9 @@ class CondenseReport:
     condensed: module names replaced by backend modules; folded: (conv, bn) pairs folded;
     kept: {module name: why it stays masked-dense}; removed: {module name: output channels or
     neurons removed by ``structured=True``}; traced: whether the fx graph was available;
-    pools: max-pooling modules now pooled in the channels-last layout (:mod:`srigl.pooling`).
+    pools: max-pooling modules now pooled in the channels-last layout (:mod:`srigl.pooling`);
+    epilogues: {conv module name: "relu" | "add" | "add+relu"} fused into it
+    (:mod:`srigl.epilogues`).
     """
 
     condensed: list[str] = field(default_factory=list)
@@ -23,3 +25,4 @@ class CondenseReport:
     removed: dict[str, int] = field(default_factory=dict)
     traced: bool = False
     pools: list[str] = field(default_factory=list)
+    epilogues: dict[str, str] = field(default_factory=dict)

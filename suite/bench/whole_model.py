@@ -18,12 +18,16 @@ Each result is one dict of
      samples_s, dense_samples_s, folded_samples_s, calls_per_block,    # per-block seconds
      median_s, iqr_s, min_s, dense_median_s, dense_iqr_s, dense_min_s, runs,
      folded_median_s, folded_iqr_s, folded_min_s, condensed_layers, kept_layers,
-     condensed_weight_fraction, input_shape,
+     condensed_weight_fraction, epilogues_fused, input_shape,
      params_dense, params_condensed, flops_dense, flops_condensed, bytes_dense, bytes_condensed}
 
 ``condensed_weight_fraction`` is the share of the model's weights (parameters with dim >= 2)
-that sit in condensed layers. ``params_*``, ``flops_*`` (multiply-adds per sample of the weight
-layers) and ``bytes_*`` (parameter storage) come from :mod:`suite.train.cost`.
+that sit in condensed layers. ``epilogues_fused`` counts the ReLUs / residual adds that
+``condense`` handed to the condensed convs before them (:mod:`srigl.epilogues`); the dense and
+folded baselines run them as eager torch does, as separate passes, so this is part of what the
+condensed model gains (``condense(..., fuse_epilogues=False)`` measures without it).
+``params_*``, ``flops_*`` (multiply-adds per sample of the weight layers) and ``bytes_*``
+(parameter storage) come from :mod:`suite.train.cost`.
 
 :func:`experiment_model` builds an experiment's model at its input size with the masks of the
 experiment's own SRigL set-up (its trainer options: distribution, first layer, classifier,
@@ -268,6 +272,7 @@ def _backend_result(
         "condensed_layers": len(report.condensed),
         "kept_layers": sorted(report.kept),
         "condensed_weight_fraction": fraction,
+        "epilogues_fused": len(report.epilogues),
     }
 
 

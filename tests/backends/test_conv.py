@@ -486,3 +486,70 @@ def test_fused_conv_is_unavailable_when_its_build_fails_not_only_without_a_compi
     monkeypatch.setattr(fused_conv, "_EXT", fresh)
     ok, why = fused_conv.FusedConv2d.available("cpu")
     assert not ok and "direct conv kernel is unavailable: build failed: simulated" in why
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c.name)
+def test_every_variant_applies_the_relu_and_residual_epilogue(case, monkeypatch):
+    """relu(conv(x) + residual) from every direct variant, the dense fallback and the linear
+    candidate, with ablated channels (which hold relu(bias + residual)), NaN kept by the ReLU;
+    a residual that broadcasts or is not contiguous takes the Python epilogue."""
+    import backends.fused_conv as fc
+
+    ops = _fused_or_skip()
+    weight, mask, bias = conv_layer(case, 11)
+    x = conv_input(case, 11)
+    ref = F.conv2d(x.double(), weight.double() * mask, bias.double(), **case.conv_args)
+    residual = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3))
+    if residual.numel():
+        residual.view(-1)[0] = float("nan")
+    want = torch.relu(ref + residual.double())
+    codes = [fc.DENSE_VARIANT, fc.LINEAR_VARIANT] + [
+        isa * 100 + v
+        for isa in range(int(ops.conv_isa()) + 1)
+        for v in range(int(ops.conv_nvariants(isa)))
+    ]
+    k = case.fan_in if case.k is None else case.k
+    top = ref.abs().max().item() if ref.numel() else 0.0
+    tol = 4 * (k + 2) * torch.finfo(torch.float32).eps * (top + 10)
+    for code in codes:
+        monkeypatch.setattr(fc, "best_variant", lambda *a, code=code, **kw: code)
+        layer = backends.create("fused", weight, mask, bias, **case.conv_args)
+        if code == fc.LINEAR_VARIANT and not layer._linear_offered():
+            continue
+        layer.epilogue_relu = True
+        for res in (residual, residual.transpose(2, 3).contiguous().transpose(2, 3)):
+            y = layer(x, residual=res)
+            assert y.shape == want.shape, code
+            torch.testing.assert_close(y.double(), want, rtol=0, atol=tol, equal_nan=True)
+        if ref.numel():
+            per_channel = residual[:1, :, :1, :1]  # broadcasts over the output
+            y = layer(x, residual=per_channel)
+            want_b = torch.relu(ref + per_channel.double())
+            torch.testing.assert_close(y.double(), want_b, rtol=0, atol=tol, equal_nan=True)
+
+
+def test_a_residual_of_the_wrong_shape_is_refused_by_the_operator():
+    ops = _fused_or_skip()
+    case = CONV_CASES[0]
+    layer = backends.create("fused", *conv_layer(case, 0), **case.conv_args)
+    x = conv_input(case, 0)
+    y = layer(x)
+    offs = next(iter(layer._plans.values()))[0][5]
+    args = (x, x.shape[0], x[0].numel(), offs, layer.values, layer.active, layer.bias, False)
+    with pytest.raises(RuntimeError, match="residual must be"):
+        ops.conv_direct(*args, 7, 13, 13, False, -1, y[:, :1], True)
+
+
+def test_the_linear_candidate_of_a_1x1_conv_stays_out_of_the_state_dict(monkeypatch):
+    """The fused linear a 1x1 conv runs through is derived: running it adds no state."""
+    import backends.fused_conv as fc
+
+    _fused_or_skip()
+    case = CONV_CASES[0]
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.LINEAR_VARIANT)
+    layer = backends.create("fused", *conv_layer(case, 0), **case.conv_args)
+    keys = set(layer.state_dict())
+    layer(conv_input(case, 0))
+    if layer._linear is None:
+        pytest.skip("the fused linear layer cannot run here")
+    assert set(layer.state_dict()) == keys

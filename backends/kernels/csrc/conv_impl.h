@@ -76,12 +76,29 @@ static inline void tile_tail(const float* src, const int32_t* offs, const float*
   }
 }
 
-// Grid positions [q0, q0 + n) of one channel's tile, plus bias, into its output plane.
+// One output run: dst[r] = s[r] + b (+ res[r] where res is not null), clamped at 0 if RELU.
+template <bool RELU>
+static inline void store_run(float* dst, const float* s, const float* res, float b, int64_t n) {
+  if (res) {
+    for (int64_t r = 0; r < n; ++r) {
+      const float y = s[r] + b + res[r];
+      dst[r] = RELU ? (y > 0.f ? y : (y == y ? 0.f : y)) : y;
+    }
+  } else {
+    for (int64_t r = 0; r < n; ++r) {
+      const float y = s[r] + b;
+      dst[r] = RELU ? (y > 0.f ? y : (y == y ? 0.f : y)) : y;
+    }
+  }
+}
+
+// Grid positions [q0, q0 + n) of one channel's tile, plus bias (and the epilogue: residual
+// plane res_plane of the output's layout, or null; ReLU), into its output plane.
+template <bool RELU>
 static inline void write_out(const float* acc, float b, int64_t q0, int64_t n, int64_t Wq,
-                             int64_t Wo, float* out_plane) {
+                             int64_t Wo, float* out_plane, const float* res_plane) {
   if (Wq == Wo) {
-    float* dst = out_plane + q0;
-    for (int64_t i = 0; i < n; ++i) dst[i] = acc[i] + b;
+    store_run<RELU>(out_plane + q0, acc, res_plane ? res_plane + q0 : nullptr, b, n);
     return;
   }
   int64_t q = q0;
@@ -93,9 +110,9 @@ static inline void write_out(const float* acc, float b, int64_t q0, int64_t n, i
       continue;
     }
     const int64_t run = min64(Wo - ox, end - q);
-    float* dst = out_plane + oy * Wo + ox;
-    const float* s = acc + (q - q0);
-    for (int64_t r = 0; r < run; ++r) dst[r] = s[r] + b;
+    const int64_t at = oy * Wo + ox;
+    store_run<RELU>(out_plane + at, acc + (q - q0), res_plane ? res_plane + at : nullptr, b,
+                    run);
     q += run;
   }
 }
@@ -125,8 +142,12 @@ static void run_variant(const ConvTask& T, int64_t w0, int64_t w1) {
     }
     for (int c = 0; c < nch; ++c) {
       const int64_t ch = T.active[j0 + c];
-      write_out(tmp + c * kMaxTile, T.bias[ch], q0, valid, T.Wq, T.Wo,
-                T.out + (img * T.out_ch + ch) * (T.Ho * T.Wo));
+      const int64_t plane = (img * T.out_ch + ch) * (T.Ho * T.Wo);
+      const float* res = T.residual ? T.residual + plane : nullptr;
+      if (T.relu)
+        write_out<true>(tmp + c * kMaxTile, T.bias[ch], q0, valid, T.Wq, T.Wo, T.out + plane, res);
+      else
+        write_out<false>(tmp + c * kMaxTile, T.bias[ch], q0, valid, T.Wq, T.Wo, T.out + plane, res);
     }
   }
 }

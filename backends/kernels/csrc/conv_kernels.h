@@ -8,8 +8,10 @@
 namespace srigl_conv {
 
 // One direct condensed convolution (see conv_impl.h for the method).
-//   out[img, active[j], oy, ox] = bias[active[j]]
-//       + sum_t values[j, t] * src[img * img_stride + offs[j, t] + oy * Wq + ox]
+//   out[img, active[j], oy, ox] = epilogue(bias[active[j]]
+//       + sum_t values[j, t] * src[img * img_stride + offs[j, t] + oy * Wq + ox])
+// where the epilogue adds residual[img, active[j], oy, ox] (when residual is not null), then
+// clamps at 0 (when relu): a ReLU and a residual add after the conv cost no extra pass.
 // Work item w = (img * ntiles + tile) * nblocks + block: TILE grid positions of `block`'s
 // output channels (the variant fixes TILE and the channels per block).
 struct ConvTask {
@@ -20,6 +22,8 @@ struct ConvTask {
   const int64_t* active;  // [n]
   const float* bias;      // [out_ch]
   float* out;             // [N, out_ch, Ho, Wo]
+  const float* residual;  // [N, out_ch, Ho, Wo] added before the ReLU, or null
+  bool relu;              // clamp the result at 0
   int64_t out_ch, n, k, Ho, Wo, Wq;
   int64_t L;              // (Ho - 1) * Wq + Wo grid positions
   int64_t ntiles, nblocks;

@@ -7,6 +7,8 @@
 //
 // Variant code: isa * 100 + v (isa 0 generic, 1 avx2, 2 avx512; v indexes the (vectors per
 // channel, channels per tile) table of conv_impl.h); -1 = the default (best ISA, v = 0).
+// Epilogue: an optional residual of the output's shape is added, then an optional ReLU, as each
+// output tile is written (a ResNet block's ReLU and skip add cost no pass of their own).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -80,7 +82,8 @@ at::Tensor conv_planes(const at::Tensor& x_in, int64_t sh, int64_t sw, int64_t p
 at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
                        const at::Tensor& offs, const at::Tensor& values, const at::Tensor& active,
                        const at::Tensor& bias, bool all_active, int64_t Ho, int64_t Wo,
-                       int64_t Wq, bool padded, int64_t variant) {
+                       int64_t Wq, bool padded, int64_t variant,
+                       const c10::optional<at::Tensor>& residual, bool relu) {
   TORCH_CHECK(src.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat &&
                   bias.scalar_type() == at::kFloat,
               "srigl_conv::conv_direct: float32 only");
@@ -93,9 +96,21 @@ at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
                   active.numel() == values.size(0),
               "srigl_conv::conv_direct: values/offs [n, k] and active [n]");
   const int64_t out_ch = bias.size(0), n = values.size(0), k = values.size(1);
-  at::Tensor out = all_active ? at::empty({n_img, out_ch, Ho, Wo}, bias.options())
-                              : bias.view({1, out_ch, 1, 1}).expand({n_img, out_ch, Ho, Wo})
-                                    .contiguous();
+  const bool has_res = residual.has_value() && residual->defined();
+  if (has_res)
+    TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->is_contiguous() &&
+                    residual->device().is_cpu() &&
+                    residual->sizes() == at::IntArrayRef({n_img, out_ch, Ho, Wo}),
+                "srigl_conv::conv_direct: the residual must be a contiguous float32 CPU tensor "
+                "of the output's shape [", n_img, ", ", out_ch, ", ", Ho, ", ", Wo, "]");
+  at::Tensor out;
+  if (all_active) {
+    out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
+  } else {  // inactive channels hold the epilogue of their bias; active ones are overwritten
+    out = bias.view({1, out_ch, 1, 1}).expand({n_img, out_ch, Ho, Wo}).contiguous();
+    if (has_res) out.add_(*residual);
+    if (relu) out.relu_();
+  }
   if (n == 0 || n_img == 0 || Ho <= 0 || Wo <= 0) return out;
   int isa = cpu_isa(), v = 0;
   if (variant >= 0) {
@@ -115,6 +130,8 @@ at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
   task.active = active.data_ptr<int64_t>();
   task.bias = bias.data_ptr<float>();
   task.out = out.data_ptr<float>();
+  task.residual = has_res ? residual->data_ptr<float>() : nullptr;
+  task.relu = relu;
   task.out_ch = out_ch;
   task.n = n;
   task.k = k;
@@ -143,7 +160,7 @@ TORCH_LIBRARY(srigl_conv, m) {
   m.def("conv_planes(Tensor x, int sh, int sw, int ph, int pw, int hq, int wq) -> Tensor");
   m.def("conv_direct(Tensor src, int n_img, int img_stride, Tensor offs, Tensor values, "
         "Tensor active, Tensor bias, bool all_active, int ho, int wo, int wq, bool padded, "
-        "int variant) -> Tensor");
+        "int variant, Tensor? residual=None, bool relu=False) -> Tensor");
   m.def("conv_isa() -> int", &srigl_conv::conv_isa);
   m.def("conv_nvariants(int isa) -> int", &srigl_conv::conv_nvariants);
   // where this extension's parallel jobs run (work_pool.h): 0 pool, 1 team, 2 auto, -1 asks

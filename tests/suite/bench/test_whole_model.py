@@ -85,6 +85,7 @@ def test_whole_cnn_is_timed_against_dense_eval_and_bn_folded_dense():
     assert r["speedup_vs_folded_ci_low"] <= r["speedup_vs_folded"]
     assert r["speedup_vs_folded"] <= r["speedup_vs_folded_ci_high"]
     assert r["condensed_layers"] == len(setup.masks) and r["kept_layers"] == []
+    assert r["epilogues_fused"] > 0  # its ReLUs and skip adds run in the convs
     assert 0.95 < r["condensed_weight_fraction"] < 1.0  # ERK's dense layers stay dense
     assert r["params_condensed"] < 0.2 * r["params_dense"]
     assert r["flops_condensed"] < 0.3 * r["flops_dense"]
