@@ -370,7 +370,6 @@ class FusedConv2d(CondensedConv2d):
         it writes each tile where the residual is a contiguous float32 tensor of the output's
         shape; otherwise it is applied in place on the new output (or out of place where the
         residual broadcasts the output or needs a gradient)."""
-        relu = self.epilogue_relu
         if variant == DENSE_VARIANT:
             out = F.conv2d(
                 x,
@@ -402,24 +401,8 @@ class FusedConv2d(CondensedConv2d):
         if not in_place:
             (sh, sw), (ph, pw) = self.stride, self.padding
             x = ops.conv_planes(x, sh, sw, ph, pw, hq, wq)
-        if residual is not None and fused_res is None:  # the epilogue after the kernel
-            out = ops.conv_direct(
-                x,
-                n,
-                per_image,
-                offs,
-                self.values,
-                self.active,
-                self.bias,
-                self._all_active,
-                ho,
-                wo,
-                wq,
-                not in_place,
-                variant,
-            )
-            return self.apply_epilogue(out, residual)
-        return ops.conv_direct(
+        in_kernel = residual is None or fused_res is not None  # else the epilogue after it
+        out = ops.conv_direct(
             x,
             n,
             per_image,
@@ -434,8 +417,9 @@ class FusedConv2d(CondensedConv2d):
             not in_place,
             variant,
             fused_res,
-            relu,
+            self.epilogue_relu and in_kernel,
         )
+        return out if in_kernel else self.apply_epilogue(out, residual)
 
     def _epilogue_in_place(self, out: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """The epilogue on a new output ``out`` (no gradient needed): in place where the
