@@ -23,6 +23,7 @@ from typing import Any
 
 from backends.kernels.build import source_digest
 from backends.kernels.ops import ISAS
+from backends.kernels.ops import SOURCES as LINEAR_SOURCES
 from backends.kernels.tune_cache import (
     TuneCache,
     fastest_interleaved,
@@ -54,7 +55,9 @@ SOURCES = [
     CSRC / "cpu_isa.h",
     CSRC / "work_pool.h",
 ]
-_KERNELS = source_digest(SOURCES)
+#: the key's digest also covers the fused linear's sources: a 1x1 conv's candidates include the
+#: fused linear over its pixels, so a changed linear kernel changes what the conv tuner picks
+_KERNELS = source_digest(SOURCES + [p for p in LINEAR_SOURCES if p not in SOURCES])
 ROUNDS = 3
 ROUND_SECONDS = 2e-3
 MIN_CALLS = 2

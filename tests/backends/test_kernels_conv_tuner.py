@@ -78,10 +78,14 @@ def test_a_conv_entry_timed_under_load_is_timed_again_when_quiet(cache, monkeypa
     assert code == 101 or again
 
 
-def test_the_conv_cache_key_names_the_conv_kernel_sources():
+def test_the_conv_cache_key_names_the_conv_and_fused_linear_kernel_sources():
+    """The conv tuner also times the fused linear (a 1x1 conv's candidate): a change to either
+    extension's sources gives a new cache key."""
     from backends import fused_conv
-    from backends.kernels import conv_tuner
+    from backends.kernels import conv_tuner, ops
     from backends.kernels.build import source_digest
 
     assert fused_conv.SOURCES is conv_tuner.SOURCES  # one list: what is built is what is keyed
-    assert conv_tuner.machine_key(0, 2)["kernels"] == source_digest(conv_tuner.SOURCES)
+    both = conv_tuner.SOURCES + [p for p in ops.SOURCES if p not in conv_tuner.SOURCES]
+    assert conv_tuner.machine_key(0, 2)["kernels"] == source_digest(both)
+    assert source_digest(both) != source_digest(conv_tuner.SOURCES)
