@@ -265,12 +265,21 @@ class FusedLinear(CondensedLinear):
             )
         return self._numba
 
-    def forward_transposed(self, xt: torch.Tensor) -> torch.Tensor:
-        """The same layer on transposed activations: xt [in, B] -> yT [out, B] (float32 on CPU).
+    def forward_transposed(
+        self,
+        xt: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """The same layer on transposed activations: xt [in, B] -> yT [out, B] (float32 on CPU),
+        then ``relu(yT + residual)`` where asked (residual: yT's shape; a 1x1 conv's ReLU and
+        skip add: the C++ kernels apply it as they write yT).
 
         ``layer.forward_transposed(x.T.contiguous()).T == layer(x)``; chaining layers this way
         avoids transposing between them.
         """
+        if residual is not None or relu:
+            return self._transposed_epilogue(xt, residual, relu)
         if xt.dim() != 2 or xt.shape[0] != self.in_features:
             raise BadInputError(
                 f"layer {self.layer_name!r}: expected transposed input [{self.in_features}, B], "
@@ -297,3 +306,43 @@ class FusedLinear(CondensedLinear):
                 xt, self.kernel_blob, self.variant_table, self.out_features, True
             )
         return self._cpu_kernel().linear_transposed(xt)
+
+    def _transposed_epilogue(
+        self, xt: torch.Tensor, residual: torch.Tensor | None, relu: bool
+    ) -> torch.Tensor:
+        """:meth:`forward_transposed` with ``relu(yT + residual)``: in the C++ kernel where the
+        residual is a float32 CPU tensor of yT's shape and no gradient is needed, else after."""
+        in_kernel = (
+            self._cpp
+            and xt.is_cpu
+            and xt.dim() == 2
+            and xt.shape[0] == self.in_features
+            and not grad_needed(xt, self.values)
+            and (
+                residual is None
+                or (
+                    residual.dtype == torch.float32
+                    and residual.is_cpu
+                    and residual.is_contiguous()
+                    and residual.shape == (self.out_features, xt.shape[1])
+                    and not (residual.requires_grad and torch.is_grad_enabled())
+                )
+            )
+        )
+        if in_kernel:
+            self.check_input(xt.t())
+            xt = self._cpu_ready(xt, xt.shape[1])
+            return torch.ops.srigl.fused_linear_epilogue(
+                xt,
+                self.kernel_blob,
+                self.variant_table,
+                -1,
+                self.out_features,
+                True,
+                residual,
+                relu,
+            )
+        y = self.forward_transposed(xt)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if relu else y

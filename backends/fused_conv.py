@@ -223,17 +223,30 @@ class FusedConv2d(CondensedConv2d):
             object.__setattr__(self, "_linear", linear)
         return self._linear
 
-    def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_linear(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, epilogue: bool = False
+    ) -> torch.Tensor:
         """A 1x1 conv as the fused linear on transposed activations: x [N, in, H, W] -> [N, out,
-        H, W] (x already subsampled where strided)."""
+        H, W] (x already subsampled where strided); with ``epilogue``, then ``+ residual`` and
+        ReLU as ``epilogue_relu`` says (in the linear's kernel at batch 1 where the residual is
+        a contiguous float32 tensor of the output's shape)."""
         lin = self._linear_layer()
         n, c, h, w = x.shape
+        relu = epilogue and self.epilogue_relu
         if n == 1:
-            y = lin.forward_transposed(x.reshape(c, h * w).contiguous())
+            res = residual
+            if residual is not None:
+                ok = residual.shape == (1, self.out_features, h, w) and residual.is_contiguous()
+                if not ok or residual.dtype != torch.float32 or residual.requires_grad:
+                    y = lin.forward_transposed(x.reshape(c, h * w).contiguous())
+                    return self._epilogue_in_place(y.view(1, self.out_features, h, w), residual)
+                res = residual.view(self.out_features, h * w)
+            y = lin.forward_transposed(x.reshape(c, h * w).contiguous(), res, relu)
             return y.view(1, self.out_features, h, w)
         xt = x.permute(1, 0, 2, 3).reshape(c, n * h * w).contiguous()
         y = lin.forward_transposed(xt).view(self.out_features, n, h, w)
-        return y.permute(1, 0, 2, 3).contiguous()
+        y = y.permute(1, 0, 2, 3).contiguous()
+        return self._epilogue_in_place(y, residual) if epilogue else y
 
     def _plane_geometry(self, height: int, width: int) -> tuple[bool, int, int]:
         """(in place, Hq, Wq): whether x is read in place, and the planes' size."""
@@ -384,7 +397,7 @@ class FusedConv2d(CondensedConv2d):
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]
         if variant == LINEAR_VARIANT:
-            return self._epilogue_in_place(self._run_linear(x), residual)
+            return self._run_linear(x, residual, epilogue=True)
         ho, wo, in_place, hq, wq, offs, per_image = geometry
         ops = _EXT.ops
         n = x.shape[0]

@@ -167,6 +167,12 @@ def _register_fakes() -> None:
             return x.new_empty((out_features, x.shape[1]))
         return x.new_empty((*x.shape[:-1], out_features))
 
+    @torch.library.register_fake("srigl::fused_linear_epilogue")
+    def _(x, blob, table, variant, out_features, transposed, residual=None, relu=False):
+        if transposed:
+            return x.new_empty((out_features, x.shape[1]))
+        return x.new_empty((*x.shape[:-1], out_features))
+
     @torch.library.register_fake("srigl::fused_linear_backward")
     def _(grad, blob, in_features, transposed):
         if transposed:

@@ -458,3 +458,93 @@ def test_window_layouts_pack_differently_and_fewer_steps_picks_one_of_them():
     assert blocks_steps[0] == min(blocks_steps[1], blocks_steps[2], key=lambda bs: bs[1])
     with pytest.raises(RuntimeError, match="windows must be 0 .* 1 .* or 2"):
         _pack(weight, mask, bias, (16, 32, 3))
+
+
+@pytest.mark.parametrize("batch", [0, 1, 7, 197])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_variant_applies_the_relu_and_residual_epilogue(case, batch):
+    """``fused_linear_epilogue``: relu(y + residual) from every variant, both layouts (ablated
+    neurons hold relu(bias + residual)); NaN in the residual stays NaN through the ReLU; a
+    residual of another shape is refused."""
+    weight, mask, bias = constant_fan_in_layer(case, 5)
+    g = torch.Generator().manual_seed(100 + batch)
+    x = torch.randn(batch, case.in_features, generator=g)
+    o = ops.load()
+    blob = _pack(weight, mask, bias, (0, 0))
+    ref, bound = error_bound(x, weight, mask, bias, case.k)
+    res = torch.randn(ref.shape, generator=g)
+    if res.numel():
+        res.view(-1)[-1] = float("nan")
+    for relu in (False, True):
+        want = ref + res.double()
+        want = torch.relu(want) if relu else want
+        for code in [-1, *all_variants(blob)]:
+            what = f"{ops.variant_name(code) if code >= 0 else 'tuned'} relu={relu}"
+            y = o.fused_linear_epilogue(
+                x, blob, torch.empty(0), code, case.out_features, False, res, relu
+            )
+            torch.testing.assert_close(
+                y.double(),
+                want,
+                rtol=0,
+                atol=bound.max().item() + 1e-6 if bound.numel() else 0.0,
+                equal_nan=True,
+                msg=what,
+            )
+            yt = o.fused_linear_epilogue(
+                x.T.contiguous(),
+                blob,
+                torch.empty(0),
+                code,
+                case.out_features,
+                True,
+                res.T.contiguous(),
+                relu,
+            )
+            torch.testing.assert_close(
+                yt.T.double(),
+                want,
+                rtol=0,
+                atol=bound.max().item() + 1e-6 if bound.numel() else 0.0,
+                equal_nan=True,
+                msg=what + " transposed",
+            )
+    with pytest.raises(RuntimeError, match="residual must be"):
+        o.fused_linear_epilogue(
+            x,
+            blob,
+            torch.empty(0),
+            -1,
+            case.out_features,
+            False,
+            res[:, :-1] if case.out_features > 1 else res[:0],
+            True,
+        )
+
+
+def test_a_1x1_conv_at_batch_1_runs_its_epilogue_in_the_linear_kernel(monkeypatch):
+    """The fused linear candidate of a 1x1 conv passes its ReLU and skip add to the kernel."""
+    import backends.fused_conv as fc
+
+    monkeypatch.setattr(fc, "best_variant", lambda *a, **kw: fc.LINEAR_VARIANT)
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, 16, 1, 1, generator=g)
+    mask = torch.rand(24, 16, generator=g).argsort(1) < 5
+    conv = backends.create(
+        "fused", weight, mask.reshape(24, 16, 1, 1), torch.randn(24, generator=g)
+    )
+    conv.epilogue_relu = True
+    x, res = torch.randn(1, 16, 7, 9, generator=g), torch.randn(1, 24, 7, 9, generator=g)
+    calls = []
+    real = torch.ops.srigl.fused_linear_epilogue
+    monkeypatch.setattr(
+        torch.ops.srigl,
+        "fused_linear_epilogue",
+        lambda *a: calls.append(a[-1]) or real(*a),
+        raising=False,
+    )
+    with torch.no_grad():
+        y = conv(x, residual=res)
+    want = torch.relu(F.conv2d(x, weight * mask.reshape(24, 16, 1, 1), conv.bias) + res)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    assert calls == [True]

@@ -196,12 +196,69 @@ std::vector<TilePlan> plan_tiles(const KernelTable& kt, int main_wide, int64_t m
   return plan;
 }
 
+// What follows the product in the caller's model (a 1x1 conv in a ResNet block): y = relu(y +
+// residual), res of y's shape and layout (null: no add), applied while the output is in cache.
+struct Epilogue {
+  const float* res = nullptr;
+  bool relu = false;
+  bool any() const { return res != nullptr || relu; }
+};
+
+template <bool RES, bool RELU>
+inline void epilogue_span(float* __restrict y, const float* __restrict r, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {  // unit stride: vectorised
+    float v = y[i];
+    if (RES) v += r[i];
+    if (RELU) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN (the comparison is false)
+    y[i] = v;
+  }
+}
+
+inline void epilogue_run(const Epilogue& e, float* y, const float* r, int64_t n, int64_t stride) {
+  if (stride == 1) {
+    if (r && e.relu)
+      epilogue_span<true, true>(y, r, n);
+    else if (r)
+      epilogue_span<true, false>(y, r, n);
+    else if (e.relu)
+      epilogue_span<false, true>(y, r, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    float v = y[i * stride] + (r ? r[i * stride] : 0.0f);
+    if (e.relu && v < 0.0f) v = 0.0f;
+    y[i * stride] = v;
+  }
+}
+
+// The epilogue on output columns (neurons) active[j0 .. j1) x rows m0 .. m0 + nc.
+void epilogue_block(const Epilogue& e, const LayerView& L, float* out, int64_t som, int64_t soj,
+                    int64_t j0, int64_t j1, int64_t m0, int64_t nc) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t col = L.all_active ? j : L.active[j];
+    const int64_t at = col * soj + m0 * som;
+    epilogue_run(e, out + at, e.res ? e.res + at : nullptr, nc, som);
+  }
+}
+
+// The epilogue on the whole output [m, out] (som = out, soj = 1) or [out, m] (som = 1).
+void epilogue_all(const Epilogue& e, float* out, int64_t m, int64_t nout, int64_t som,
+                  int64_t soj, bool par) {
+  const int64_t rows = som == 1 ? nout : m, len = som == 1 ? m : nout;
+  srigl_pool::parallel_ranges(rows, par && rows * len > 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      epilogue_run(e, out + r * len, e.res ? e.res + r * len : nullptr, len, 1);
+  });
+}
+
 // x rows (unit column stride, row stride ldx) or, if x_transposed, xt [in, M] (row stride
 // ldx) -> zero-padded [in][T] tiles (plan_tiles; one pool job of (tile, input block) items),
 // then a second job of (tile, neuron block) items: no step waits for a thread that has not
 // started.
 void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx,
-               bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj) {
+               bool x_transposed, int64_t m, float* out, int64_t som, int64_t soj,
+               const Epilogue& ep) {
+  const bool ep_items = ep.any() && L.all_active;  // else the caller passes over all of y
   const KernelTable& kt = kTables.at(v.isa);
   const int64_t in = L.in;
   const std::vector<TilePlan> plan = plan_tiles(kt, v.wide, m, in);
@@ -235,12 +292,14 @@ void run_tiled(const Variant& v, const LayerView& L, const float* x, int64_t ldx
         kt.tiled_blocked(L, t.wide, tiles + t.offset, t.nc, j0, j1, t.m0, out, som, soj);
       else
         kt.tiled(L, t.wide, tiles + t.offset, t.nc, j0, j1, t.m0, out, som, soj);
+      if (ep_items) epilogue_block(ep, L, out, som, soj, j0, j1, t.m0, t.nc);
     }
   });
 }
 
 at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* forced,
-               const at::Tensor& table, int64_t out_features, bool transposed) {
+               const at::Tensor& table, int64_t out_features, bool transposed,
+               const Epilogue& ep = Epilogue()) {
   const LayerView L = view_of(blob);
   TORCH_CHECK(out_features == L.out, "srigl::fused: out_features ", out_features,
               " does not match the packed layer's ", L.out);
@@ -281,21 +340,23 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& blob, const Variant* force
                 " block ", L.block, ", N:M ", L.nm_n, ":", L.nm_m, ")");
   }
   fill_bias(L, m, out, som, soj);
-  if (L.n == 0) return y;
-  if (v.family == 2 || v.family == 3) {
+  const bool tiled = L.n > 0 && (v.family == 2 || v.family == 3);
+  if (tiled) {
     if (transposed) {
       x2 = x.stride(1) == 1 ? x : x.contiguous();
-      run_tiled(v, L, x2.data_ptr<float>(), x2.stride(0), true, m, out, som, soj);
+      run_tiled(v, L, x2.data_ptr<float>(), x2.stride(0), true, m, out, som, soj, ep);
     } else {
-      run_tiled(v, L, x2.data_ptr<float>(), ldx, false, m, out, som, soj);
+      run_tiled(v, L, x2.data_ptr<float>(), ldx, false, m, out, som, soj, ep);
     }
-    return y;
+  } else if (L.n > 0) {
+    if (transposed) {
+      x2 = x.t().contiguous();  // a few batch columns: rows of x
+      ldx = L.in;
+    }
+    run_rows_or_perm(v, L, x2.data_ptr<float>(), ldx, m, out, som, soj);
   }
-  if (transposed) {
-    x2 = x.t().contiguous();  // a few batch columns: rows of x
-    ldx = L.in;
-  }
-  run_rows_or_perm(v, L, x2.data_ptr<float>(), ldx, m, out, som, soj);
+  if (ep.any() && !(tiled && L.all_active))  // the tiled kernels applied it per item
+    epilogue_all(ep, out, m, L.out, som, soj, v.par != 0);
   return y;
 }
 
@@ -333,6 +394,33 @@ at::Tensor fused_linear_variant(const at::Tensor& x, const at::Tensor& blob, int
                                 int64_t out_features, bool transposed) {
   const Variant v = decode(variant);
   return run(x, blob, &v, at::Tensor(), out_features, transposed);
+}
+
+at::Tensor fused_linear_epilogue(const at::Tensor& x, const at::Tensor& blob,
+                                 const at::Tensor& table, int64_t variant, int64_t out_features,
+                                 bool transposed, const c10::optional<at::Tensor>& residual,
+                                 bool relu) {
+  Epilogue ep;
+  ep.relu = relu;
+  at::Tensor res;
+  if (residual.has_value() && residual->defined()) {
+    res = *residual;
+    at::DimVector want(x.sizes());  // y's shape
+    if (transposed && x.dim() == 2)
+      want[0] = out_features;
+    else if (!want.empty())
+      want.back() = out_features;
+    TORCH_CHECK(res.scalar_type() == at::kFloat && res.device().is_cpu() && res.is_contiguous() &&
+                    res.sizes() == at::IntArrayRef(want),
+                "srigl::fused_linear_epilogue: the residual must be a contiguous float32 CPU "
+                "tensor of the output's shape ", at::IntArrayRef(want), ", got ", res.sizes());
+    ep.res = res.data_ptr<float>();
+  }
+  if (variant >= 0) {
+    const Variant v = decode(variant);
+    return run(x, blob, &v, at::Tensor(), out_features, transposed, ep);
+  }
+  return run(x, blob, nullptr, table, out_features, transposed, ep);
 }
 
 // The same call `calls` times back to back in C++ (no Python, no dispatcher between calls):

@@ -22,6 +22,12 @@ at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& blob, const at::T
                         int64_t out_features, bool transposed);
 at::Tensor fused_linear_variant(const at::Tensor& x, const at::Tensor& blob, int64_t variant,
                                 int64_t out_features, bool transposed);
+// fused_linear (variant -1: the tuned one) then y = relu(y + residual) as y is written
+// (residual: y's shape, or none; relu optional): a 1x1 conv's ReLU and skip add.
+at::Tensor fused_linear_epilogue(const at::Tensor& x, const at::Tensor& blob,
+                                 const at::Tensor& table, int64_t variant, int64_t out_features,
+                                 bool transposed, const c10::optional<at::Tensor>& residual,
+                                 bool relu);
 // grad_y float32 [..., out] (or [out, B]) -> grad_x [..., in] (or [in, B]).
 at::Tensor fused_linear_backward(const at::Tensor& grad, const at::Tensor& blob,
                                  int64_t in_features, bool transposed);

@@ -11,6 +11,8 @@ TORCH_LIBRARY(srigl, m) {
         "-> Tensor");
   m.def("fused_linear_variant(Tensor x, Tensor blob, int variant, int out_features, "
         "bool transposed) -> Tensor");
+  m.def("fused_linear_epilogue(Tensor x, Tensor blob, Tensor table, int variant, "
+        "int out_features, bool transposed, Tensor? residual=None, bool relu=False) -> Tensor");
   m.def("fused_linear_repeat(Tensor x, Tensor blob, Tensor table, int out_features, "
         "bool transposed, int calls) -> Tensor");
   m.def("fused_linear_backward(Tensor grad, Tensor blob, int in_features, bool transposed) "
@@ -38,6 +40,7 @@ TORCH_LIBRARY_IMPL(srigl, CPU, m) {
   m.impl("fused_linear", &srigl::fused_linear);
   m.impl("fused_linear_variant", &srigl::fused_linear_variant);
   m.impl("fused_linear_repeat", &srigl::fused_linear_repeat);
+  m.impl("fused_linear_epilogue", &srigl::fused_linear_epilogue);
   m.impl("fused_linear_backward", &srigl::fused_linear_backward);
   m.impl("fused_pack", &srigl::fused_pack);
 }
