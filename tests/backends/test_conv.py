@@ -553,3 +553,23 @@ def test_the_linear_candidate_of_a_1x1_conv_stays_out_of_the_state_dict(monkeypa
     if layer._linear is None:
         pytest.skip("the fused linear layer cannot run here")
     assert set(layer.state_dict()) == keys
+
+
+@pytest.mark.parametrize("hq,wq", [(1, 1), (7, 9), (16, 16), (58, 58), (48, 48), (115, 115)])
+def test_padded_planes_start_cache_lines_an_odd_number_of_lines_apart(hq, wq):
+    from backends.fused_conv import plane_stride
+
+    stride = plane_stride(hq, wq)
+    assert stride >= hq * wq and stride % 16 == 0 and (stride // 16) % 2 == 1
+    assert stride - hq * wq < 32  # at most one line and a partial one added
+
+
+def test_conv_planes_zero_the_gap_between_planes_and_refuse_a_short_stride():
+    ops = _fused_or_skip()
+    x = torch.randn(2, 3, 5, 4)
+    buf = ops.conv_planes(x, 1, 1, 1, 1, 7, 6, 48)  # 42 floats a plane, 48 apart
+    planes = buf[: 2 * 3 * 48].view(6, 48)
+    torch.testing.assert_close(planes[:, :42].view(2, 3, 7, 6), F.pad(x, (1, 1, 1, 1)))
+    assert bool((planes[:, 42:] == 0).all())
+    with pytest.raises(RuntimeError, match="plane_stride"):
+        ops.conv_planes(x, 1, 1, 1, 1, 7, 6, 41)

@@ -1,6 +1,6 @@
 // srigl_conv::* operators: the direct condensed Conv2d of the `fused` backend on CPU (float32,
 // NCHW). `conv_planes` builds the zero-padded (stride 1) or phase-split (stride > 1) planes of
-// the input, `conv_direct` runs a micro-kernel variant over them (or over the input itself for
+// the input (`plane_stride` floats apart: see backends/fused_conv.py's plane_stride), `conv_direct` runs a micro-kernel variant over them (or over the input itself for
 // stride 1 without padding), split over (image, tile, channel block) work items on the
 // extension's work-claiming pool (work_pool.h, torch's thread count). No im2col copy is made
 // (see conv_impl.h).
@@ -35,14 +35,17 @@ const ConvTable& table_for(int isa) {
 }  // namespace
 
 at::Tensor conv_planes(const at::Tensor& x_in, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                       int64_t Hq, int64_t Wq) {
+                       int64_t Hq, int64_t Wq, int64_t plane_stride) {
   TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
               "srigl_conv::conv_planes: x must be a float32 CPU tensor [N, C, H, W]");
   TORCH_CHECK(sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && Hq >= 1 && Wq >= 1,
               "srigl_conv::conv_planes: bad geometry");
+  if (plane_stride < 0) plane_stride = Hq * Wq;
+  TORCH_CHECK(plane_stride >= Hq * Wq, "srigl_conv::conv_planes: plane_stride ", plane_stride,
+              " is below Hq * Wq = ", Hq * Wq);
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t plane = Hq * Wq, per_img = C * sh * sw * plane;
+  const int64_t plane = plane_stride, per_img = C * sh * sw * plane, gap = plane - Hq * Wq;
   at::Tensor buf = at::empty({N * per_img + kSlack}, x.options());
   float* dst = buf.data_ptr<float>();
   const float* src = x.data_ptr<float>();
@@ -53,6 +56,7 @@ at::Tensor conv_planes(const at::Tensor& x_in, int64_t sh, int64_t sw, int64_t p
       for (int64_t a = 0; a < sh; ++a)
         for (int64_t b = 0; b < sw; ++b) {
           float* d = dst + (nc * sh * sw + a * sw + b) * plane;
+          std::fill(d + Hq * Wq, d + Hq * Wq + gap, 0.f);  // read only for dropped positions
           for (int64_t i = 0; i < Hq; ++i) {
             const int64_t row = i * sh + a - ph;
             float* drow = d + i * Wq;
@@ -157,7 +161,8 @@ int64_t conv_nvariants(int64_t isa) { return table_for(static_cast<int>(isa)).nv
 }  // namespace srigl_conv
 
 TORCH_LIBRARY(srigl_conv, m) {
-  m.def("conv_planes(Tensor x, int sh, int sw, int ph, int pw, int hq, int wq) -> Tensor");
+  m.def("conv_planes(Tensor x, int sh, int sw, int ph, int pw, int hq, int wq, "
+        "int plane_stride=-1) -> Tensor");
   m.def("conv_direct(Tensor src, int n_img, int img_stride, Tensor offs, Tensor values, "
         "Tensor active, Tensor bias, bool all_active, int ho, int wo, int wq, bool padded, "
         "int variant, Tensor? residual=None, bool relu=False) -> Tensor");
