@@ -319,6 +319,8 @@ class ConvBackend(Backend):
         """``F.conv2d(x, weight * mask, bias, ...)``: x [N, in, H, W] -> [N, out, Ho, Wo]; then
         ``+ residual`` (any tensor that adds to the output) and ReLU if ``epilogue_relu``."""
         self.check_input(x)
+        if residual is not None and not isinstance(residual, torch.Tensor):
+            residual = torch.as_tensor(residual, device=x.device)  # a number: a 0-dim tensor
         if x.shape[0] == 0:
             ho, wo = self.output_size(x.shape[2], x.shape[3])
             return self.apply_epilogue(x.new_empty(0, self.out_features, ho, wo), residual)

@@ -294,7 +294,7 @@ class FusedConv2d(CondensedConv2d):
                 return super().forward(x, residual)
             key = (x.shape, torch.get_num_threads())
             plan = self._plans.get(key)
-            if plan is not None:
+            if plan is not None and (residual is None or isinstance(residual, torch.Tensor)):
                 self._plans.move_to_end(key)
                 return self._execute(x, plan[0], plan[1], residual)
         return super().forward(x, residual)

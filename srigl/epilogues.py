@@ -169,6 +169,22 @@ def _fuse_one(gm: fx.GraphModule, conv: fx.Node) -> str | None:
     return done
 
 
+def _keep_stateful_modules(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Put back the submodules with parameters or buffers that forward does not call (a
+    GraphModule holds only what its graph uses), so the state dict keeps every key."""
+    present = {name for name, _ in gm.named_modules()}
+    for name, mod in model.named_modules():
+        if not name or name in present:
+            continue
+        if (
+            any(True for _ in mod.parameters(recurse=False))
+            or any(True for _ in mod.buffers(recurse=False))
+            or type(mod).get_extra_state is not nn.Module.get_extra_state
+        ):
+            if gm.add_submodule(name, mod):
+                present.update(f"{name}.{sub}" if sub else name for sub, _ in mod.named_modules())
+
+
 def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """Hand each fusable conv of ``model`` the ReLU / residual add after it (module docstring).
 
@@ -200,7 +216,8 @@ def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    if set(gm.state_dict()) != keys:  # a buffer only forward's Python used: keep the model
+    _keep_stateful_modules(model, gm)
+    if set(gm.state_dict()) != keys:  # e.g. a root buffer forward never reads: keep the model
         for target in fused:
             model.get_submodule(target).epilogue_relu = False
         log.info("epilogue fusion: %s's state-dict keys would change; not fused", name)

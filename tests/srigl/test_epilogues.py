@@ -53,6 +53,8 @@ class Block(nn.Module):
             return self.relu(a) + a + self.conv2(x) * 2.0
         if self.mode == "scalar_add":
             return self.relu(self.conv1(x) + 1.0) + self.conv2(x)
+        if self.mode == "size_add":  # another node that is a number, not a tensor
+            return torch.relu(self.conv1(x) + x.size(1))
         raise AssertionError(self.mode)
 
 
@@ -70,14 +72,19 @@ def _condensed(model: nn.Module, **kw) -> tuple[nn.Module, nn.Module]:
         ("method", {"conv1": "relu", "conv2": "add+relu"}),
         ("iadd", {"conv1": "relu", "conv2": "add"}),
         ("used_twice", {}),
-        ("scalar_add", {}),
+        ("scalar_add", {"conv2": "add"}),  # conv1 + 1.0: a constant, not fused
+        ("size_add", {"conv1": "add+relu"}),
     ],
 )
 def test_fusion_takes_exactly_the_safe_patterns_and_keeps_the_values(mode, expected):
     torch.manual_seed(0)
-    ref, small = _condensed(Block(mode))
+    block = Block(mode)
+    ref, small = _condensed(block)
     assert small.condense_report.epilogues == expected
     assert isinstance(small, fx.GraphModule) == bool(expected)
+    # modules forward does not call (bn1 in some modes) keep their state in the GraphModule
+    plain = srigl.condense(block, fan_in_masks(block), backend="fused", fuse_epilogues=False)
+    assert set(small.state_dict()) == set(plain.state_dict())
     x = torch.randn(2, 8, 9, 7)
     with torch.no_grad():
         torch.testing.assert_close(small(x), ref(x), rtol=1e-4, atol=1e-4)
