@@ -382,7 +382,8 @@ class StructuredConv2d(StructuredForm, ConvBackend):
         if self._all_active:
             return F.conv2d(x, self.weight, self.bias, **args)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
-        out = self.bias.view(1, -1, 1, 1).expand(x.shape[0], -1, ho, wo).contiguous()
+        # clone, never contiguous(): at batch 1 with a 1 x 1 output that would be the bias itself
+        out = self.bias.view(1, -1, 1, 1).expand(x.shape[0], -1, ho, wo).clone()
         if not self.active.numel():
             return out
         if self.groups == 1:

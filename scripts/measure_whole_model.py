@@ -59,7 +59,9 @@ def _per_layer(setup, threads: int) -> list[str]:
     from suite.report.speed import speedup_cell
 
     dense = fold_batchnorm(masked_dense(setup.model, setup.masks))
-    small = srigl.condense(masked_dense(setup.model, setup.masks), setup.masks, backend="fused")
+    small = srigl.condense(
+        masked_dense(setup.model, setup.masks), setup.masks, backend="fused", fuse_epilogues=True
+    )
     inputs: dict[str, torch.Tensor] = {}
     hooks = [
         m.register_forward_hook(lambda mod, i, o, n=n: inputs.__setitem__(n, i[0].detach()))

@@ -453,7 +453,7 @@ def condense(
     structured: bool = False,
     fold_bn: bool = True,
     strict: bool = False,
-    fuse_epilogues: bool = True,
+    fuse_epilogues: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose masked Linear, Conv2d and attention layers are condensed.
 
@@ -468,8 +468,9 @@ def condense(
         strict: raise instead of keeping a layer that cannot be condensed masked-dense.
         fuse_epilogues: hand the ReLU / residual add after a condensed conv to that layer where
             the backend's kernel applies them as it writes its output (:mod:`srigl.epilogues`;
-            ``fused`` on CPU). Where anything fuses, the result is a ``torch.fx.GraphModule``
-            with the same submodule names and state-dict keys; False keeps the model's class.
+            ``fused`` on CPU; opt in). Where anything fuses, the result is a
+            ``torch.fx.GraphModule`` with the same submodule names and state-dict keys, not an
+            instance of the model's class (see :mod:`srigl.epilogues` for what that changes).
 
     Returns:
         A new module computing the same function as ``model`` with every masked parameter
@@ -618,7 +619,7 @@ def load_condensed(
     structured: bool = False,
     map_location: str | torch.device | None = None,
     fold_bn: bool = True,
-    fuse_epilogues: bool = True,
+    fuse_epilogues: bool = False,
 ) -> nn.Module:
     """Rebuild a condensed model saved with ``torch.save(small.state_dict(), path)``.
 

@@ -17,10 +17,15 @@ What is fused, in the traced graph (``torch.fx``):
   called where the add was, so ``other`` is computed first), and a ReLU that is the add's one
   user goes with it.
 
-Values are unchanged (the same sums in the same order, ReLU propagates NaN). A model that does
-not trace, or in which nothing is fused, is returned as it is; otherwise the result is a
-``torch.fx.GraphModule`` with the same submodule names and state-dict keys (modules that no
-longer run, such as a fused ``nn.ReLU``, are left out of it).
+Values are unchanged (the same sums in the same order, ReLU propagates NaN). The add moves only
+where no node between the conv and the add may write into a tensor (an in-place op or module).
+A model that does not trace, whose traced forward differs between train and eval mode (a branch
+on ``self.training`` would be frozen), or in which nothing is fused, is returned as it is;
+otherwise the result is a ``torch.fx.GraphModule`` with the same submodule names and state-dict
+keys (modules that no longer run, such as a fused ``nn.ReLU``, are left out of it). Opt in:
+a GraphModule is not an instance of the model's class (its own methods and root attributes are
+not on it), and fx records an augmented assignment (``b *= 2``) out of place, so an alias of
+``b`` elsewhere in forward would no longer see the change.
 """
 
 from __future__ import annotations
@@ -103,6 +108,58 @@ def _other_addend(node: fx.Node, value: fx.Node) -> fx.Node | None:
     return other
 
 
+_IN_PLACE_OPERATORS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+    operator.ilshift,
+    operator.irshift,
+    operator.imatmul,
+    operator.setitem,
+}
+
+
+def _may_mutate(gm: nn.Module, node: fx.Node) -> bool:
+    """Whether ``node`` may write into a tensor it is given (an in-place function or method,
+    ``out=`` / ``inplace=True``, a module with ``inplace`` set or not from torch.nn / ours)."""
+    if node.kwargs.get("inplace") or "out" in node.kwargs:
+        return True
+    if node.op == "call_function":
+        return node.target in _IN_PLACE_OPERATORS or getattr(node.target, "__name__", "").endswith(
+            "_"
+        )
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.op == "call_module":
+        from backends.base import Backend
+
+        mod = gm.get_submodule(str(node.target))
+        if getattr(mod, "inplace", False):
+            return True
+        if isinstance(mod, Backend) or type(mod).__module__ in _LEAF_MODULES:
+            return False
+        return not type(mod).__module__.startswith("torch.nn.")
+    return False
+
+
+def _mutation_between(gm: nn.Module, first: fx.Node, last: fx.Node) -> bool:
+    """Whether a node after ``first`` and before ``last`` (graph order) may mutate a tensor:
+    moving a call from ``first`` to ``last`` could then change what it reads."""
+    node = first.next
+    while node is not last:
+        if _may_mutate(gm, node):
+            return True
+        node = node.next
+    return False
+
+
 def _only_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
@@ -124,6 +181,7 @@ def _fusable_convs(gm: fx.GraphModule) -> list[fx.Node]:
             and len(node.args) == 1
             and not node.kwargs
             and not _hooked(mod)
+            and getattr(mod, "device", torch.device("cpu")).type == "cpu"  # CUDA: no gain
         ):
             found.append(node)
     return found
@@ -146,7 +204,7 @@ def _fuse_one(gm: fx.GraphModule, conv: fx.Node) -> str | None:
         graph.erase_node(user)
         return "relu"
     other = _other_addend(user, end)
-    if other is None:
+    if other is None or _mutation_between(gm, conv, user):
         return None
     with graph.inserting_before(user):
         fused = graph.call_module(str(conv.target), (conv.args[0],), {"residual": other})
@@ -185,6 +243,21 @@ def _keep_stateful_modules(model: nn.Module, gm: fx.GraphModule) -> None:
                 present.update(f"{name}.{sub}" if sub else name for sub, _ in mod.named_modules())
 
 
+def _code(graph: fx.Graph) -> str:
+    return graph.python_code(root_module="self").src
+
+
+def _trace_in_the_other_mode(model: nn.Module) -> fx.Graph:
+    """The graph of ``model`` traced in the other train/eval mode (modes restored after)."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.train(not model.training)
+        return _Tracer().trace(model)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
 def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """Hand each fusable conv of ``model`` the ReLU / residual add after it (module docstring).
 
@@ -198,8 +271,12 @@ def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """
     try:
         graph = _Tracer().trace(model)
+        other_mode = _trace_in_the_other_mode(model)
     except Exception as err:  # data-dependent control flow, unsupported ops
         log.info("epilogue fusion: %s does not trace with torch.fx (%s)", type(model).__name__, err)
+        return model, {}
+    if _code(graph) != _code(other_mode):  # a GraphModule would freeze the mode's branch
+        log.info("epilogue fusion: %s's forward depends on train/eval mode; not fused", model)
         return model, {}
     name = type(model).__name__
     gm = fx.GraphModule(model, graph, class_name=name)

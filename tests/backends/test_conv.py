@@ -573,3 +573,26 @@ def test_conv_planes_zero_the_gap_between_planes_and_refuse_a_short_stride():
     assert bool((planes[:, 42:] == 0).all())
     with pytest.raises(RuntimeError, match="plane_stride"):
         ops.conv_planes(x, 1, 1, 1, 1, 7, 6, 41)
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_a_1x1_output_at_batch_1_with_ablated_channels_leaves_the_bias_alone(name):
+    """With one image and a 1 x 1 output, a bias expanded to the output's shape is already
+    contiguous: an output made from it with .contiguous() was the layer's bias itself, and
+    writing the active channels into it changed the bias (the next call then came out wrong)."""
+    _skip_unless(name)
+    g = torch.Generator().manual_seed(4)
+    weight = torch.randn(12, 6, 3, 3, generator=g)
+    mask = torch.rand(12, 54, generator=g).argsort(1) < 9
+    mask[[2, 7]] = False  # ablated channels: their output is the bias
+    bias = torch.randn(12, generator=g)
+    layer = backends.create(name, weight, mask.reshape(weight.shape), bias)
+    before = layer.state_dict()["bias"].clone()
+    x = torch.randn(1, 6, 3, 3, generator=g)
+    ref = F.conv2d(x, weight * mask.reshape(weight.shape), bias)
+    with torch.no_grad():
+        first, second = layer(x), layer(x)
+    torch.testing.assert_close(layer.state_dict()["bias"], before, rtol=0, atol=0)
+    torch.testing.assert_close(first, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second, ref, rtol=1e-4, atol=1e-4)
+    assert first.data_ptr() != layer.state_dict()["bias"].data_ptr()

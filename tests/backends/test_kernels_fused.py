@@ -540,11 +540,11 @@ def test_a_1x1_conv_at_batch_1_runs_its_epilogue_in_the_linear_kernel(monkeypatc
     monkeypatch.setattr(
         torch.ops.srigl,
         "fused_linear_epilogue",
-        lambda *a: calls.append(a[-1]) or real(*a),
+        lambda *a: calls.append((a[-2] is not None, a[-1])) or real(*a),
         raising=False,
     )
     with torch.no_grad():
         y = conv(x, residual=res)
     want = torch.relu(F.conv2d(x, weight * mask.reshape(24, 16, 1, 1), conv.bias) + res)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
-    assert calls == [True]
+    assert calls == [(True, True)]  # the residual and the ReLU both reached the kernel

@@ -111,7 +111,10 @@ at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
   if (all_active) {
     out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
   } else {  // inactive channels hold the epilogue of their bias; active ones are overwritten
-    out = bias.view({1, out_ch, 1, 1}).expand({n_img, out_ch, Ho, Wo}).contiguous();
+    // a new tensor: with one image and a 1 x 1 output, expand().contiguous() would return the
+    // bias itself, and the kernel would write the outputs into the layer's bias
+    out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
+    out.copy_(bias.view({1, out_ch, 1, 1}).expand({n_img, out_ch, Ho, Wo}));
     if (has_res) out.add_(*residual);
     if (relu) out.relu_();
   }
