@@ -40,7 +40,7 @@ from backends.base import BadInputError
 from backends.condensed import CondensedLinear
 from backends.fused_cpu import NumbaCondensed, kernel_index_dtype, numba_available
 from backends.fused_triton import triton_available, triton_linear
-from backends.hot_path import call_op, direct_ok, grad_needed, raw_op
+from backends.hot_path import call_op, direct_ok, grad_needed, kernel_residual, raw_op
 from backends.kernels import linear_tuner, ops
 from backends.kernels.build import KernelUnavailableError
 from backends.naive import gather_linear
@@ -318,16 +318,7 @@ class FusedLinear(CondensedLinear):
             and xt.dim() == 2
             and xt.shape[0] == self.in_features
             and not grad_needed(xt, self.values)
-            and (
-                residual is None
-                or (
-                    residual.dtype == torch.float32
-                    and residual.is_cpu
-                    and residual.is_contiguous()
-                    and residual.shape == (self.out_features, xt.shape[1])
-                    and not (residual.requires_grad and torch.is_grad_enabled())
-                )
-            )
+            and (residual is None or kernel_residual(residual, (self.out_features, xt.shape[1])))
         )
         if in_kernel:
             self.check_input(xt.t())

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from backends.base import BadInputError
 from backends.conv import CondensedConv2d, register_conv
-from backends.hot_path import grad_needed
+from backends.hot_path import grad_needed, kernel_residual
 from backends.kernels.build import Extension
 from backends.kernels.conv_tuner import ISAS, best_variant, bucket_of
 from backends.kernels.conv_tuner import SOURCES as CONV_SOURCES
@@ -238,30 +238,25 @@ class FusedConv2d(CondensedConv2d):
             object.__setattr__(self, "_linear", linear)
         return self._linear
 
-    def _run_linear(
-        self, x: torch.Tensor, residual: torch.Tensor | None = None, epilogue: bool = False
-    ) -> torch.Tensor:
+    def _run_linear(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """A 1x1 conv as the fused linear on transposed activations: x [N, in, H, W] -> [N, out,
-        H, W] (x already subsampled where strided); with ``epilogue``, then ``+ residual`` and
-        ReLU as ``epilogue_relu`` says (in the linear's kernel at batch 1 where the residual is
-        a contiguous float32 tensor of the output's shape)."""
+        H, W] (x already subsampled where strided), then the epilogue (``+ residual``, ReLU as
+        ``epilogue_relu`` says): in the linear's kernel at batch 1 where it takes the residual
+        (``hot_path.kernel_residual``), else in place after."""
         lin = self._linear_layer()
         n, c, h, w = x.shape
-        relu = epilogue and self.epilogue_relu
         if n == 1:
-            res = residual
-            if residual is not None:
-                ok = residual.shape == (1, self.out_features, h, w) and residual.is_contiguous()
-                if not ok or residual.dtype != torch.float32 or residual.requires_grad:
-                    y = lin.forward_transposed(x.reshape(c, h * w).contiguous())
-                    return self._epilogue_in_place(y.view(1, self.out_features, h, w), residual)
-                res = residual.view(self.out_features, h * w)
-            y = lin.forward_transposed(x.reshape(c, h * w).contiguous(), res, relu)
+            xt = x.reshape(c, h * w).contiguous()
+            if residual is not None and not kernel_residual(residual, (1, self.out_features, h, w)):
+                y = lin.forward_transposed(xt).view(1, self.out_features, h, w)
+                return self._epilogue_in_place(y, residual)
+            res = None if residual is None else residual.view(self.out_features, h * w)
+            y = lin.forward_transposed(xt, res, self.epilogue_relu)
             return y.view(1, self.out_features, h, w)
         xt = x.permute(1, 0, 2, 3).reshape(c, n * h * w).contiguous()
         y = lin.forward_transposed(xt).view(self.out_features, n, h, w)
         y = y.permute(1, 0, 2, 3).contiguous()
-        return self._epilogue_in_place(y, residual) if epilogue else y
+        return self._epilogue_in_place(y, residual)
 
     def _plane_geometry(self, height: int, width: int) -> tuple[bool, int, int]:
         """(in place, Hq, Wq): whether x is read in place, and the planes' size."""
@@ -273,13 +268,17 @@ class FusedConv2d(CondensedConv2d):
         return False, -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
 
     def _tune_key(self, height: int, width: int, batch: int, residual: bool = False) -> str:
-        epilogue = f":ep{int(self.epilogue_relu)}{int(residual)}"
+        # an epilogue changes what is timed; a layer without one keeps its old key
+        epilogue = (
+            f":ep{int(self.epilogue_relu)}{int(residual)}"
+            if (self.epilogue_relu or residual)
+            else ""
+        )
         return (
             f"{self.in_channels}x{self.out_features}:k{list(self.kernel_size)}:s{list(self.stride)}"
             f":p{list(self.padding)}:d{list(self.dilation)}:g{self.groups}:n{self.n_active}"
             f":k{self.k}:all{int(self._all_active)}:{height}x{width}:b{bucket_of(batch)}"
-            f":dense{int(dense_fallback())}:lin{int(self._linear_offered())}"
-            + (epilogue if epilogue != ":ep00" else "")
+            f":dense{int(dense_fallback())}:lin{int(self._linear_offered())}{epilogue}"
         )
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -414,24 +413,16 @@ class FusedConv2d(CondensedConv2d):
         if self._subsampled():
             x = x[:, :, :: self.stride[0], :: self.stride[1]]
         if variant == LINEAR_VARIANT:
-            return self._run_linear(x, residual, epilogue=True)
+            return self._run_linear(x, residual)
         ho, wo, in_place, hq, wq, offs, per_image, between = geometry
         ops = _EXT.ops
         n = x.shape[0]
-        fused_res = residual
-        if residual is not None and not (
-            residual.dtype == torch.float32
-            and residual.is_cpu
-            and residual.shape == (n, self.out_features, ho, wo)
-            and residual.is_contiguous()
-            and not (residual.requires_grad and torch.is_grad_enabled())
-        ):
-            fused_res = None
+        out_shape = (n, self.out_features, ho, wo)
+        in_kernel = residual is None or kernel_residual(residual, out_shape)  # else after it
         x = x.detach().contiguous()
         if not in_place:
             (sh, sw), (ph, pw) = self.stride, self.padding
             x = ops.conv_planes(x, sh, sw, ph, pw, hq, wq, between)
-        in_kernel = residual is None or fused_res is not None  # else the epilogue after it
         out = ops.conv_direct(
             x,
             n,
@@ -446,7 +437,7 @@ class FusedConv2d(CondensedConv2d):
             wq,
             not in_place,
             variant,
-            fused_res,
+            residual if in_kernel else None,
             self.epilogue_relu and in_kernel,
         )
         return out if in_kernel else self.apply_epilogue(out, residual)

@@ -55,6 +55,20 @@ def grad_needed(x: torch.Tensor, values: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or values.requires_grad)
 
 
+def kernel_residual(residual: Any, shape: tuple[int, ...]) -> bool:
+    """Whether a C++ kernel can add ``residual`` as it writes an output of ``shape`` (the
+    epilogue of ``fused`` convs and 1x1 convs): a contiguous float32 CPU tensor of exactly that
+    shape that needs no gradient. Any other residual is added after the kernel, by torch."""
+    return (
+        isinstance(residual, torch.Tensor)
+        and residual.dtype == torch.float32
+        and residual.is_cpu
+        and tuple(residual.shape) == tuple(shape)
+        and residual.is_contiguous()
+        and not (residual.requires_grad and torch.is_grad_enabled())
+    )
+
+
 def call_op(op: Any, x: torch.Tensor, *args: Any) -> torch.Tensor:
     """``op(x, *args)`` for an operator whose autograd concerns x only (float32 CPU tensors in,
     one tensor out): below the autograd key (its Python formula is not entered) unless grad

@@ -33,17 +33,27 @@ __all__ = [
     "drop_ablated_channels",
     "fold_batchnorm",
     "fold_bn_into_conv",
+    "LEAF_MODULES",
+    "LeafTracer",
     "trace_graph",
 ]
 
 
-class _Tracer(fx.Tracer):
-    """fx tracer that keeps convs, norms, linears, attention and backend modules as leaves."""
+#: srigl's own layers kept whole in a trace (channels-last pooling, condensed attention)
+LEAF_MODULES = ("srigl.pooling", "srigl.condensed_attention")
+
+
+class LeafTracer(fx.Tracer):
+    """fx tracer that keeps convs, norms, linears, attention, the backends' layers and srigl's
+    own layers (:data:`LEAF_MODULES`) as leaves: condense's dataflow and
+    :mod:`srigl.epilogues` trace with it."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        from backends.base import Backend
+
         if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.Linear)):
             return True
-        if isinstance(m, nn.MultiheadAttention):
+        if isinstance(m, (nn.MultiheadAttention, Backend)) or type(m).__module__ in LEAF_MODULES:
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -51,7 +61,7 @@ class _Tracer(fx.Tracer):
 def trace_graph(model: nn.Module) -> fx.Graph | None:
     """The model's fx graph (convs, BNs, linears, attention as leaf calls), or None."""
     try:
-        return _Tracer().trace(model)
+        return LeafTracer().trace(model)
     except Exception as err:  # models with data-dependent control flow do not trace
         log.info(
             "condense: %s does not trace with torch.fx (%s); using module order",

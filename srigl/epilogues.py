@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from srigl.condense_conv import LEAF_MODULES, LeafTracer
+
 log = logging.getLogger(__name__)
 
 __all__ = ["fuse_epilogues"]
@@ -46,21 +48,6 @@ __all__ = ["fuse_epilogues"]
 _RELU_FUNCTIONS: set[Callable[..., Any]] = {F.relu, torch.relu, torch.relu_}
 _RELU_METHODS = {"relu", "relu_"}
 _ADD_FUNCTIONS: set[Callable[..., Any]] = {operator.add, operator.iadd, torch.add}
-
-
-_LEAF_MODULES = ("srigl.pooling", "srigl.condensed_attention")
-
-
-class _Tracer(fx.Tracer):
-    """Keeps torch.nn modules, the backends' layers and srigl's own layers (channels-last
-    pooling, condensed attention) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from backends.base import Backend
-
-        if isinstance(m, Backend) or type(m).__module__ in _LEAF_MODULES:
-            return True
-        return super().is_leaf_module(m, qualname)
 
 
 def _module(gm: nn.Module, node: fx.Node) -> nn.Module | None:
@@ -143,7 +130,7 @@ def _may_mutate(gm: nn.Module, node: fx.Node) -> bool:
         mod = gm.get_submodule(str(node.target))
         if getattr(mod, "inplace", False):
             return True
-        if isinstance(mod, Backend) or type(mod).__module__ in _LEAF_MODULES:
+        if isinstance(mod, Backend) or type(mod).__module__ in LEAF_MODULES:
             return False
         return not type(mod).__module__.startswith("torch.nn.")
     return False
@@ -252,7 +239,7 @@ def _trace_in_the_other_mode(model: nn.Module) -> fx.Graph:
     modes = {m: m.training for m in model.modules()}
     try:
         model.train(not model.training)
-        return _Tracer().trace(model)
+        return LeafTracer().trace(model)
     finally:
         for m, training in modes.items():
             m.training = training
@@ -270,7 +257,7 @@ def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
         {conv module name: "relu" | "add" | "add+relu"}).
     """
     try:
-        graph = _Tracer().trace(model)
+        graph = LeafTracer().trace(model)
         other_mode = _trace_in_the_other_mode(model)
     except Exception as err:  # data-dependent control flow, unsupported ops
         log.info("epilogue fusion: %s does not trace with torch.fx (%s)", type(model).__name__, err)

@@ -53,6 +53,7 @@ SOURCES = [
     CSRC / "conv_impl.h",
     CSRC / "conv_kernels.h",
     CSRC / "cpu_isa.h",
+    CSRC / "epilogue.h",
     CSRC / "work_pool.h",
 ]
 #: the key's digest also covers the fused linear's sources: a 1x1 conv's candidates include the

@@ -51,6 +51,7 @@ SOURCES = [
     CSRC / "fused_kernels.h",
     CSRC / "simd.h",
     CSRC / "cpu_isa.h",
+    CSRC / "epilogue.h",
     CSRC / "work_pool.h",
 ]
 THREAD_SLOTS = 64

@@ -11,6 +11,7 @@
 //
 // Define SRIGL_NS, SRIGL_TABLE, SRIGL_TABLE_NAME and one of SRIGL_ISA_{GENERIC,AVX2,AVX512}.
 #include "conv_kernels.h"
+#include "epilogue.h"
 
 namespace srigl_conv {
 namespace SRIGL_NS {
@@ -76,29 +77,14 @@ static inline void tile_tail(const float* src, const int32_t* offs, const float*
   }
 }
 
-// One output run: dst[r] = s[r] + b (+ res[r] where res is not null), clamped at 0 if RELU.
-template <bool RELU>
-static inline void store_run(float* dst, const float* s, const float* res, float b, int64_t n) {
-  if (res) {
-    for (int64_t r = 0; r < n; ++r) {
-      const float y = s[r] + b + res[r];
-      dst[r] = RELU ? (y > 0.f ? y : (y == y ? 0.f : y)) : y;
-    }
-  } else {
-    for (int64_t r = 0; r < n; ++r) {
-      const float y = s[r] + b;
-      dst[r] = RELU ? (y > 0.f ? y : (y == y ? 0.f : y)) : y;
-    }
-  }
-}
-
 // Grid positions [q0, q0 + n) of one channel's tile, plus bias (and the epilogue: residual
 // plane res_plane of the output's layout, or null; ReLU), into its output plane.
 template <bool RELU>
 static inline void write_out(const float* acc, float b, int64_t q0, int64_t n, int64_t Wq,
                              int64_t Wo, float* out_plane, const float* res_plane) {
   if (Wq == Wo) {
-    store_run<RELU>(out_plane + q0, acc, res_plane ? res_plane + q0 : nullptr, b, n);
+    const float* res = res_plane ? res_plane + q0 : nullptr;
+    srigl_epilogue::store_maybe_res<RELU>(out_plane + q0, acc, b, res, n);
     return;
   }
   int64_t q = q0;
@@ -111,8 +97,8 @@ static inline void write_out(const float* acc, float b, int64_t q0, int64_t n, i
     }
     const int64_t run = min64(Wo - ox, end - q);
     const int64_t at = oy * Wo + ox;
-    store_run<RELU>(out_plane + at, acc + (q - q0), res_plane ? res_plane + at : nullptr, b,
-                    run);
+    const float* res = res_plane ? res_plane + at : nullptr;
+    srigl_epilogue::store_maybe_res<RELU>(out_plane + at, acc + (q - q0), b, res, run);
     q += run;
   }
 }

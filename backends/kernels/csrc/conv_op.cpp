@@ -1,7 +1,8 @@
 // srigl_conv::* operators: the direct condensed Conv2d of the `fused` backend on CPU (float32,
 // NCHW). `conv_planes` builds the zero-padded (stride 1) or phase-split (stride > 1) planes of
-// the input (`plane_stride` floats apart: see backends/fused_conv.py's plane_stride), `conv_direct` runs a micro-kernel variant over them (or over the input itself for
-// stride 1 without padding), split over (image, tile, channel block) work items on the
+// the input (`plane_stride` floats apart: see backends/fused_conv.py's plane_stride),
+// `conv_direct` runs a micro-kernel variant over them (or over the input itself for stride 1
+// without padding), split over (image, tile, channel block) work items on the
 // extension's work-claiming pool (work_pool.h, torch's thread count). No im2col copy is made
 // (see conv_impl.h).
 //
@@ -107,13 +108,10 @@ at::Tensor conv_direct(const at::Tensor& src, int64_t n_img, int64_t img_stride,
                     residual->sizes() == at::IntArrayRef({n_img, out_ch, Ho, Wo}),
                 "srigl_conv::conv_direct: the residual must be a contiguous float32 CPU tensor "
                 "of the output's shape [", n_img, ", ", out_ch, ", ", Ho, ", ", Wo, "]");
-  at::Tensor out;
-  if (all_active) {
-    out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
-  } else {  // inactive channels hold the epilogue of their bias; active ones are overwritten
-    // a new tensor: with one image and a 1 x 1 output, expand().contiguous() would return the
-    // bias itself, and the kernel would write the outputs into the layer's bias
-    out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
+  // a new tensor, also for inactive channels: with one image and a 1 x 1 output,
+  // bias.expand(...).contiguous() would be the bias itself, and the kernel would write into it
+  at::Tensor out = at::empty({n_img, out_ch, Ho, Wo}, bias.options());
+  if (!all_active) {  // inactive channels hold the epilogue of their bias (active: overwritten)
     out.copy_(bias.view({1, out_ch, 1, 1}).expand({n_img, out_ch, Ho, Wo}));
     if (has_res) out.add_(*residual);
     if (relu) out.relu_();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_isa.h"
+#include "epilogue.h"
 #include "fused_blob.h"
 #include "fused_kernels.h"
 #include "fused_ops.h"
@@ -204,27 +205,15 @@ struct Epilogue {
   bool any() const { return res != nullptr || relu; }
 };
 
-template <bool RES, bool RELU>
-inline void epilogue_span(float* __restrict y, const float* __restrict r, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {  // unit stride: vectorised
-    float v = y[i];
-    if (RES) v += r[i];
-    if (RELU) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN (the comparison is false)
-    y[i] = v;
-  }
-}
-
 inline void epilogue_run(const Epilogue& e, float* y, const float* r, int64_t n, int64_t stride) {
   if (stride == 1) {
-    if (r && e.relu)
-      epilogue_span<true, true>(y, r, n);
-    else if (r)
-      epilogue_span<true, false>(y, r, n);
-    else if (e.relu)
-      epilogue_span<false, true>(y, r, n);
+    if (e.relu)
+      srigl_epilogue::store_maybe_res<true>(y, y, 0.0f, r, n);
+    else
+      srigl_epilogue::store_maybe_res<false>(y, y, 0.0f, r, n);
     return;
   }
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {  // a column of a [m, out] output
     float v = y[i * stride] + (r ? r[i * stride] : 0.0f);
     if (e.relu && v < 0.0f) v = 0.0f;
     y[i * stride] = v;
@@ -402,9 +391,8 @@ at::Tensor fused_linear_epilogue(const at::Tensor& x, const at::Tensor& blob,
                                  bool relu) {
   Epilogue ep;
   ep.relu = relu;
-  at::Tensor res;
   if (residual.has_value() && residual->defined()) {
-    res = *residual;
+    const at::Tensor& res = *residual;
     at::DimVector want(x.sizes());  // y's shape
     if (transposed && x.dim() == 2)
       want[0] = out_features;
